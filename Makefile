@@ -1,0 +1,62 @@
+# Two entry points for newcomers: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+QT_SYSTEM_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-randr0 \
+	libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 \
+	libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
+
+.PHONY: demo test test-core test-napari install install-test system-deps lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-install only when the package definition changes.
+$(VENV)/.installed-run: pyproject.toml napari.yaml | $(PY)
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml napari.yaml | $(PY)
+	$(PY) -m pip install --quiet -e ".[testing]"
+	touch $@ $(VENV)/.installed-run
+
+install: $(VENV)/.installed-run
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(VENV)/bin/flow-features demo --output demo-output
+
+# Headless Qt needs an X server (Xvfb) and xcb libraries; install them when we can.
+system-deps:
+	@if command -v dpkg >/dev/null 2>&1 && dpkg -s $(QT_SYSTEM_PACKAGES) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(QT_SYSTEM_PACKAGES) >/dev/null; \
+	else \
+		echo "GUI tests need Xvfb and Qt's xcb libraries. On Debian/Ubuntu run:"; \
+		echo "  sudo apt-get install $(QT_SYSTEM_PACKAGES)"; exit 1; \
+	fi
+
+# TensorFlow and a napari canvas must not share a process: two pytest runs, both must pass.
+test: system-deps install-test
+	$(PY) -m ruff check src tests benchmarks
+	@status=0; \
+	$(PY) -m pytest tests/core || status=1; \
+	$(PY) -m pytest tests/napari || status=1; \
+	exit $$status
+
+test-core: install-test
+	$(PY) -m pytest tests/core
+
+test-napari: system-deps install-test
+	$(PY) -m pytest tests/napari
+
+lint: install-test
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+bench: install-test
+	$(PY) benchmarks/bench_video_reader.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache

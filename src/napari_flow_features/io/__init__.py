@@ -1,0 +1,1 @@
+"""Readers and writers (no Qt): lazy video, flow files, feature tables, images."""

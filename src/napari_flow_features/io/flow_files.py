@@ -1,0 +1,210 @@
+"""Optical-flow files: Middlebury ``.flo``, ``.npy``/``.npz`` arrays and folders of ``.flo`` files.
+
+Flow follows DESIGN.md: float32, ``[..., 0]`` = dx, ``[..., 1]`` = dy, pixels per frame. A sequence is
+``(T, H, W, 2)``; a single field ``(H, W, 2)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+from ._atomic import atomic_write_path
+
+FLO_MAGIC = np.float32(202021.25)
+FLOW_EXTENSIONS = (".flo", ".npy", ".npz")
+_MAX_SIDE = 1 << 15
+
+
+def read_flo(path: str | os.PathLike) -> np.ndarray:
+    """Read one Middlebury ``.flo`` field as ``(H, W, 2)`` float32."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"Flow file not found: {path}")
+    with open(path, "rb") as fh:
+        header = fh.read(12)
+        if len(header) < 12:
+            raise BadInputError(
+                f"Truncated .flo file (header is {len(header)} of 12 bytes): {path}"
+            )
+        magic = np.frombuffer(header[:4], "<f4")[0]
+        if magic != FLO_MAGIC:
+            raise BadInputError(
+                f"Not a Middlebury .flo file: magic number {magic!r}, expected 202021.25: {path}"
+            )
+        w, h = (int(v) for v in np.frombuffer(header[4:12], "<i4"))
+        if not (0 < w <= _MAX_SIDE and 0 < h <= _MAX_SIDE):
+            raise BadInputError(f"Corrupt .flo header: width {w}, height {h}: {path}")
+        expected = h * w * 2 * 4
+        data = fh.read(expected + 1)
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "longer than its header says"
+        raise BadInputError(
+            f"Corrupt .flo file: data is {what} ({len(data)} bytes for {w}x{h}, "
+            f"expected {expected}): {path}"
+        )
+    return np.frombuffer(data, "<f4").reshape(h, w, 2).astype(np.float32)
+
+
+def write_flo(path: str | os.PathLike, flow: np.ndarray) -> Path:
+    """Write one ``(H, W, 2)`` field as Middlebury ``.flo`` (atomic)."""
+    flow = np.asarray(flow)
+    if flow.ndim != 3 or flow.shape[-1] != 2:
+        raise BadInputError(f".flo holds one (H, W, 2) flow field; got shape {flow.shape}")
+    if not np.issubdtype(flow.dtype, np.floating):
+        raise BadInputError(f"Flow must be floating point; got {flow.dtype}")
+    h, w = flow.shape[:2]
+    path = Path(path)
+    with atomic_write_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(np.array([FLO_MAGIC], "<f4").tobytes())
+        fh.write(np.array([w, h], "<i4").tobytes())
+        fh.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
+    return path
+
+
+def validate_flow_array(arr: Any, source: str | os.PathLike = "array") -> None:
+    """Raise :class:`BadInputError` unless ``arr`` is float ``(H, W, 2)`` or ``(T, H, W, 2)``."""
+    dtype = np.dtype(arr.dtype)
+    if dtype.kind == "O":
+        raise BadInputError(f"Flow must be a numeric array, not an object array: {source}")
+    if not np.issubdtype(dtype, np.floating):
+        raise BadInputError(
+            f"Flow must be floating point (pixels per frame); got {dtype}: {source}"
+        )
+    shape = tuple(arr.shape)
+    if len(shape) not in (3, 4) or shape[-1] != 2:
+        raise BadInputError(
+            f"Flow must have shape (H, W, 2) or (T, H, W, 2) with dx, dy last; got {shape}: {source}"
+        )
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc) or "object" in str(exc):
+            raise BadInputError(
+                f"Refusing an object (pickled) array; flow must be a float array: {path}"
+            ) from exc
+        raise BadInputError(f"Corrupt .npy file ({exc}): {path}") from exc
+    except (OSError, EOFError) as exc:
+        raise BadInputError(f"Corrupt or truncated .npy file ({exc}): {path}") from exc
+
+
+def _load_npz(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.keys())
+            key = "flow" if "flow" in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise BadInputError(
+                    f".npz must hold one array or one named 'flow'; found {keys}: {path}"
+                )
+            return npz[key]
+    except ValueError as exc:
+        raise BadInputError(f"Refusing an object (pickled) array in {path}: {exc}") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadInputError(f"Corrupt .npz file ({exc}): {path}") from exc
+
+
+def _natural_key(p: Path) -> list:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.name)]
+
+
+class FloFolder:
+    """A folder of ``.flo`` files as a lazy ``(T, H, W, 2)`` float32 array (natural sort order)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.files = sorted(self.folder.glob("*.flo"), key=_natural_key)
+        if not self.files:
+            raise BadInputError(f"No .flo files in folder: {self.folder}")
+        first = read_flo(self.files[0])
+        self._frame_shape = first.shape
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.files), *self._frame_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _field(self, i: int) -> np.ndarray:
+        f = read_flo(self.files[i])
+        if f.shape != self._frame_shape:
+            raise BadInputError(
+                f"Flow fields differ in size: {self.files[i].name} is {f.shape[:2]}, "
+                f"{self.files[0].name} is {self._frame_shape[:2]} (folder {self.folder})"
+            )
+        return f
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            return self._field(int(first) % len(self))[rest]
+        idx = range(len(self))[first] if isinstance(first, slice) else np.asarray(first).ravel()
+        out = (
+            np.stack([self._field(int(i)) for i in idx])
+            if len(idx)
+            else np.empty((0, *self._frame_shape), np.float32)
+        )
+        return out[(slice(None), *rest)]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def read_flow(path: str | os.PathLike) -> Any:
+    """Open flow lazily: ``.flo`` → ``(H, W, 2)``; ``.npy`` (memory-mapped), ``.npz`` → as stored;
+    a folder of ``.flo`` files → ``(T, H, W, 2)``. Bad files raise :class:`BadInputError`."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"Flow file not found: {path}")
+    if path.is_dir():
+        return FloFolder(path)
+    suffix = path.suffix.lower()
+    if suffix == ".flo":
+        return read_flo(path)
+    if suffix == ".npy":
+        arr = _load_npy(path)
+    elif suffix == ".npz":
+        arr = _load_npz(path)
+    else:
+        raise BadInputError(
+            f"Unknown flow file type {suffix!r} (expected .flo, .npy, .npz): {path}"
+        )
+    validate_flow_array(arr, path)
+    return arr
+
+
+def write_flow_npy(path: str | os.PathLike, flow: Any) -> Path:
+    """Write a flow field or sequence as float32 ``.npy`` (atomic; streamed frame by frame)."""
+    validate_flow_array(flow, path)
+    path = Path(path)
+    with atomic_write_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(flow.shape))
+        if out.ndim == 4:
+            for t in range(out.shape[0]):
+                out[t] = flow[t]
+        else:
+            out[...] = flow
+        out.flush()
+        del out
+    return path

@@ -1,0 +1,195 @@
+"""Feature tables (DESIGN.md): CSV or Parquet, with run metadata kept beside or inside the file.
+
+Columns: ``frame``, then ``landmark``, ``x``, ``y`` when points are involved, then features. Metadata
+travels in ``DataFrame.attrs``; CSV keeps it in a JSON sidecar ``<file>.json``, Parquet in the file's
+schema metadata under ``napari_flow_features``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BadInputError
+from ._atomic import atomic_write_path
+
+TABLE_EXTENSIONS = (".csv", ".parquet")
+PARQUET_META_KEY = b"napari_flow_features"
+_MAX_INLINE_ARRAY = 4096
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON metadata file that goes with a CSV table."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def jsonable_metadata(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """Metadata reduced to what JSON holds: small arrays become lists, large ones are listed as
+    omitted (e.g. a ground-truth flow field), other objects become their ``str``."""
+    out: dict[str, Any] = {}
+    omitted: list[str] = []
+    for key, value in (meta or {}).items():
+        converted = _jsonable(value)
+        if converted is _OMIT:
+            omitted.append(str(key))
+        else:
+            out[str(key)] = converted
+    if omitted:
+        out["omitted_from_metadata"] = omitted
+    return out
+
+
+_OMIT = object()
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= _MAX_INLINE_ARRAY else _OMIT
+    if isinstance(value, (os.PathLike,)):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {
+            str(k): v for k, v in ((k, _jsonable(v)) for k, v in value.items()) if v is not _OMIT
+        }
+    if isinstance(value, (list, tuple)):
+        items = [_jsonable(v) for v in value]
+        return _OMIT if any(v is _OMIT for v in items) else items
+    if hasattr(value, "shape"):  # lazy arrays
+        return _OMIT
+    return str(value)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write a feature table atomically as ``.csv`` (plus JSON sidecar) or ``.parquet``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_EXTENSIONS:
+        raise BadInputError(f"Feature tables are saved as .csv or .parquet, not {suffix!r}: {path}")
+    if "frame" not in df.columns:
+        raise BadInputError(f"A feature table needs a 'frame' column; got {list(df.columns)[:8]}")
+    meta = jsonable_metadata({**df.attrs, **(metadata or {})})
+    plain = pd.DataFrame(df)
+    plain.attrs = {}
+    if suffix == ".csv":
+        with atomic_write_path(sidecar_path(path)) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, allow_nan=True))
+        with atomic_write_path(path) as tmp:
+            plain.to_csv(tmp, index=False)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(plain, preserve_index=False)
+        schema_meta = dict(table.schema.metadata or {})
+        schema_meta[PARQUET_META_KEY] = json.dumps(meta).encode()
+        table = table.replace_schema_metadata(schema_meta)
+        with atomic_write_path(path) as tmp:
+            pq.write_table(table, tmp)
+    return path
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by :func:`write_table`; metadata comes back in ``df.attrs``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"Feature table not found: {path}")
+    suffix = path.suffix.lower()
+    meta: dict[str, Any] = {}
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+            side = sidecar_path(path)
+            if side.is_file():
+                meta = json.loads(side.read_text())
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
+            meta = json.loads(raw) if raw else {}
+            df = table.to_pandas()
+        else:
+            raise BadInputError(f"Unknown table type {suffix!r} (expected .csv, .parquet): {path}")
+    except BadInputError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types for corrupt files
+        raise BadInputError(f"Cannot read table ({type(exc).__name__}: {exc}): {path}") from exc
+    if "frame" not in df.columns:
+        raise BadInputError(
+            f"Not a feature or landmark table: no 'frame' column (columns: {list(df.columns)[:8]}): {path}"
+        )
+    df.attrs = meta
+    return df
+
+
+def feature_columns(df: pd.DataFrame) -> list[str]:
+    """The feature columns (everything but ``frame``, ``landmark``, ``x``, ``y``)."""
+    return [c for c in df.columns if c not in ("frame", "landmark", "x", "y")]
+
+
+def points_to_table(
+    data: np.ndarray, features: pd.DataFrame | None = None, metadata: dict | None = None
+) -> pd.DataFrame:
+    """A napari Points layer's ``(t, y, x)`` data and features as a DESIGN.md table.
+
+    The landmark id comes from a ``track_id`` or ``label`` feature when present.
+    """
+    data = np.asarray(data, dtype=float)
+    if data.ndim != 2 or data.shape[1] != 3:
+        raise BadInputError(
+            f"Points must be (t, y, x) rows to save as a feature table; got shape {data.shape}"
+        )
+    features = pd.DataFrame() if features is None else pd.DataFrame(features).reset_index(drop=True)
+    if len(features) not in (0, len(data)):
+        raise BadInputError(f"{len(features)} feature rows for {len(data)} points")
+    table = pd.DataFrame({"frame": np.round(data[:, 0]).astype(np.int64)})
+    landmark_key = next(
+        (k for k in ("landmark", "track_id", "label") if k in features.columns), None
+    )
+    if landmark_key is not None:
+        table["landmark"] = features[landmark_key].to_numpy()
+    table["x"] = data[:, 2]
+    table["y"] = data[:, 1]
+    drop = {"landmark", "frame", "x", "y", landmark_key}
+    rest = features.drop(columns=[c for c in features.columns if c in drop])
+    table = pd.concat([table, rest], axis=1)
+    table.attrs = dict(metadata or {})
+    if landmark_key is not None:
+        table.attrs["landmark_key"] = landmark_key
+    return table
+
+
+def table_to_points(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Inverse of :func:`points_to_table`: ``(t, y, x)`` data and the remaining columns as features.
+
+    A table without ``x``/``y`` (Global Average Pooling) places its points at the frame centre when
+    the metadata records ``frame_shape``.
+    """
+    if "x" in df.columns and "y" in df.columns:
+        y, x = df["y"].to_numpy(float), df["x"].to_numpy(float)
+    elif "frame_shape" in df.attrs:
+        h, w = df.attrs["frame_shape"][:2]
+        y, x = np.full(len(df), (h - 1) / 2.0), np.full(len(df), (w - 1) / 2.0)
+    else:
+        raise BadInputError(
+            "Table has no 'x', 'y' columns and no 'frame_shape' in its metadata, so its rows "
+            "cannot be placed as points"
+        )
+    data = np.stack([df["frame"].to_numpy(float), y, x], axis=1)
+    features = df.drop(columns=[c for c in ("frame", "x", "y") if c in df.columns]).reset_index(
+        drop=True
+    )
+    if "landmark" in features.columns:
+        key = df.attrs.get("landmark_key", "track_id")
+        features = features.rename(columns={"landmark": key})
+    return data, features

@@ -1,0 +1,144 @@
+"""npe2 readers: video (lazy), optical flow (colour image + arrows), feature tables (points)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+PathOrPaths = str | Sequence[str]
+LayerData = tuple
+ReaderFunction = Callable[[PathOrPaths], list[LayerData]]
+
+#: Sequences longer than this open without arrows (arrows are built eagerly; the colour image is lazy).
+MAX_VECTOR_FRAMES = 2000
+
+
+def _paths(path: PathOrPaths) -> list[str]:
+    return [path] if isinstance(path, (str, os.PathLike)) else list(path)
+
+
+def _reader_for(path: PathOrPaths, suffixes: tuple[str, ...], read_one, dirs: bool = False):
+    paths = _paths(path)
+    for p in paths:
+        if Path(p).suffix.lower() not in suffixes and not (dirs and Path(p).is_dir()):
+            return None
+
+    def reader(path: PathOrPaths) -> list[LayerData]:
+        layers: list[LayerData] = []
+        for p in _paths(path):
+            layers.extend(read_one(p))
+        return layers
+
+    return reader
+
+
+# -- video ---------------------------------------------------------------------------------------
+def get_video_reader(path: PathOrPaths) -> ReaderFunction | None:
+    """Reader for ``.mp4 .avi .mov .mkv .m4v`` files."""
+    from ..io.video import VIDEO_EXTENSIONS
+
+    return _reader_for(path, VIDEO_EXTENSIONS, read_video_layer)
+
+
+def read_video_layer(path: str) -> list[LayerData]:
+    """One lazy Image layer; opening decodes only the first frame."""
+    from ..io.video import VideoArray
+
+    video = VideoArray(path)
+    meta = {
+        "path": str(Path(path).resolve()),
+        "fps": video.fps,
+        "n_frames": len(video),
+        "codec": video.codec,
+        "source_type": "video",
+    }
+    kwargs = {
+        "name": Path(path).stem,
+        "rgb": video.color == "rgb",
+        "contrast_limits": [0, 255],
+        "metadata": meta,
+    }
+    return [(video, kwargs, "image")]
+
+
+# -- flow ----------------------------------------------------------------------------------------
+def get_flow_reader(path: PathOrPaths) -> ReaderFunction | None:
+    """Reader for ``.flo``, flow ``.npy``/``.npz`` and folders of ``.flo`` files."""
+    from ..io.flow_files import FLOW_EXTENSIONS
+
+    for p in _paths(path):
+        if Path(p).is_dir() and not any(Path(p).glob("*.flo")):
+            return None
+    return _reader_for(path, FLOW_EXTENSIONS, read_flow_layers, dirs=True)
+
+
+def flow_layer_data(flow: Any, name: str, metadata: dict | None = None) -> list[LayerData]:
+    """Layer tuples for a flow field or sequence: a colour-coded Image and a Vectors layer.
+
+    The raw float flow rides along in the Image layer's ``metadata['flow']``.
+    """
+    import numpy as np
+
+    from ..flow.colour import LazyFlowColour, flow_to_colour, flow_vectors, robust_max_magnitude
+
+    meta = {**(metadata or {}), "flow": flow, "source_type": "flow"}
+    if flow.ndim == 4:
+        colour = LazyFlowColour(flow)
+        vmax = colour.max_magnitude
+    else:
+        vmax = robust_max_magnitude(flow)
+        colour = flow_to_colour(np.asarray(flow), vmax)
+    meta["colour_max_magnitude_px"] = vmax
+    layers: list[LayerData] = [
+        (colour, {"name": f"flow: {name}", "rgb": True, "metadata": meta}, "image")
+    ]
+    n_frames = 1 if flow.ndim == 3 else flow.shape[0]
+    if n_frames <= MAX_VECTOR_FRAMES:
+        vectors = flow_vectors(flow)
+        layers.append(
+            (
+                vectors,
+                {
+                    "name": f"flow vectors: {name}",
+                    "edge_color": "white",
+                    "edge_width": 1.0,
+                    "length": 1.0,
+                    "vector_style": "arrow",
+                    "metadata": {"source_type": "flow vectors", "source": name},
+                },
+                "vectors",
+            )
+        )
+    else:
+        meta["vectors_skipped"] = (
+            f"{n_frames} frames is more than {MAX_VECTOR_FRAMES}: arrows are not drawn"
+        )
+    return layers
+
+
+def read_flow_layers(path: str) -> list[LayerData]:
+    from ..io.flow_files import read_flow
+
+    flow = read_flow(path)
+    return flow_layer_data(flow, Path(path).stem, {"path": str(Path(path).resolve())})
+
+
+# -- feature tables --------------------------------------------------------------------------------
+def get_table_reader(path: PathOrPaths) -> ReaderFunction | None:
+    """Reader for feature and landmark tables (``.csv``, ``.parquet``) with a ``frame`` column."""
+    from ..io.tables import TABLE_EXTENSIONS
+
+    return _reader_for(path, TABLE_EXTENSIONS, read_table_layer)
+
+
+def read_table_layer(path: str) -> list[LayerData]:
+    """A Points layer with the table's columns as features and its metadata."""
+    from ..io.tables import read_table, table_to_points
+
+    df = read_table(path)
+    data, features = table_to_points(df)
+    meta = {**df.attrs, "path": str(Path(path).resolve())}
+    kwargs = {"name": Path(path).stem, "features": features, "metadata": meta, "size": 8}
+    return [(data, kwargs, "points")]

@@ -1,0 +1,37 @@
+"""Fixtures for the headless tests (this pytest process may import TensorFlow; no viewer here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_flow_features.io.video import write_video
+
+
+def moving_pattern(n_frames: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Frames that differ from each other everywhere (a drifting gradient plus a frame-number block)."""
+    frames = np.empty((n_frames, height, width), np.uint8)
+    xx = np.arange(width)[None, :]
+    yy = np.arange(height)[:, None]
+    for t in range(n_frames):
+        frames[t] = (xx * 3 + yy * 2 + t * 5) % 256
+        frames[t, 4:12, 4:12] = (t * 7) % 256
+    return frames
+
+
+@pytest.fixture(scope="session")
+def bframe_video(tmp_path_factory) -> tuple[str, np.ndarray]:
+    """An H.264 file with B-frames and short GOPs (decode order ≠ display order)."""
+    frames = moving_pattern(90)
+    path = tmp_path_factory.mktemp("video") / "bframes.mp4"
+    write_video(path, frames, fps=25, bframes=3, gop=12, crf=8)
+    return str(path), frames
+
+
+@pytest.fixture(scope="session")
+def long_video(tmp_path_factory) -> str:
+    """A long (1,500 frame) small video for laziness checks."""
+    frames = moving_pattern(1500, 32, 32)
+    path = tmp_path_factory.mktemp("video") / "long.mp4"
+    write_video(path, frames, fps=30, gop=60)
+    return str(path)

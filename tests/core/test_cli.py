@@ -1,0 +1,114 @@
+"""The flow-features command: help, sample, demo, import hygiene, packaging."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_flow_features.cli import main
+from napari_flow_features.io.tables import read_table
+from napari_flow_features.io.video import VideoArray
+from napari_flow_features.sample import make_whisker_sample
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("sample", "demo"):
+        assert command in out
+
+
+def test_sample_writes_video_landmarks_and_ground_truth(tmp_path, capsys):
+    assert main(["sample", "--output", str(tmp_path)]) == 0
+    video = VideoArray(tmp_path / "whisker.mp4")
+    truth = make_whisker_sample()
+    assert video.shape == truth.video.shape
+    assert np.abs(video[10].astype(int) - truth.video[10]).mean() < 2
+    table = read_table(tmp_path / "whisker_landmarks.csv")
+    assert list(table.columns) == ["frame", "landmark", "x", "y"]
+    np.testing.assert_allclose(table[["y", "x"]].to_numpy(), truth.landmarks[:, 1:])
+    with np.load(tmp_path / "whisker_ground_truth.npz", allow_pickle=False) as gt:
+        np.testing.assert_array_equal(gt["flow"], truth.ground_truth_flow)
+    assert "whisker.mp4" in capsys.readouterr().out
+
+
+def test_demo_prints_where_it_wrote(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "demo") in out
+    assert (tmp_path / "demo" / "sample" / "whisker.mp4").is_file()
+
+
+def test_errors_exit_2_with_message(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["sample", "--output", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "flow-features: error:" in err and "file" in err
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).with_name("flow-features")
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "demo" in result.stdout
+
+
+def test_package_import_is_light():
+    """The package and its napari adapters import no TensorFlow, Keras, OpenCV, PyAV or Qt."""
+    code = (
+        "import sys, napari_flow_features, napari_flow_features.napari._reader, "
+        "napari_flow_features.napari._writer, napari_flow_features.napari._sample_data\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'cv2', 'av', 'qtpy', 'PyQt6', 'napari') "
+        "if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_manifest_validates_with_imports():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-flow-features")
+    manifest.validate_imports()
+    assert {r.command.split(".")[-1] for r in manifest.contributions.readers} == {
+        "get_video_reader",
+        "get_flow_reader",
+        "get_table_reader",
+    }
+
+
+def test_wheel_ships_the_manifest(tmp_path):
+    """The symlinked napari.yaml is copied into the wheel and named by the entry point."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("napari_flow_features-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        manifest = zf.read("napari_flow_features/napari.yaml").decode()
+        entry_points = next(n for n in zf.namelist() if n.endswith("entry_points.txt"))
+        entry_text = zf.read(entry_points).decode()
+    assert manifest == (ROOT / "napari.yaml").read_text()
+    assert "napari-flow-features = napari_flow_features:napari.yaml" in entry_text
+    assert "flow-features = napari_flow_features.cli:main" in entry_text

@@ -1,0 +1,30 @@
+"""GUI test process: a napari viewer per test; TensorFlow and Keras must never be imported."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from napari_flow_features.io.video import write_video
+
+FORBIDDEN = ("tensorflow", "keras")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the whole run if anything pulled TensorFlow into the process that drew canvases."""
+    loaded = [m for m in FORBIDDEN if m in sys.modules]
+    if loaded:
+        print(f"\nERROR: {loaded} imported in the napari test process", file=sys.stderr)
+        session.exitstatus = 1
+
+
+@pytest.fixture
+def small_video(tmp_path) -> str:
+    frames = np.zeros((12, 40, 56), np.uint8)
+    for t in range(12):
+        frames[t, 10:20, 5 + 2 * t : 15 + 2 * t] = 220
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, fps=20)
+    return str(path)

@@ -1,0 +1,127 @@
+"""The plugin in a real viewer: sample data, readers, writers, and bad files as errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_flow_features.io.flow_files import read_flo, write_flo, write_flow_npy
+from napari_flow_features.io.tables import read_table
+from napari_flow_features.io.video import VideoArray
+
+PLUGIN = "napari-flow-features"
+
+
+def test_sample_opens_with_video_and_landmarks(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "whisker")
+    video, points = viewer.layers["whisker video"], viewer.layers["whisker base"]
+    assert video.data.shape == (96, 240, 320)
+    assert points.data.shape == (96, 3)
+    assert list(points.features["track_id"].unique()) == [0]
+    assert video.metadata["ground_truth_flow"].shape == (95, 240, 320, 2)
+    viewer.dims.set_current_step(0, 40)
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot.shape[-1] == 4 and shot[..., :3].std() > 5  # something real was drawn
+
+
+def test_open_video_lazily_through_the_plugin(make_napari_viewer, small_video):
+    viewer = make_napari_viewer(show=True)
+    (layer,) = viewer.open(small_video, plugin=PLUGIN)
+    assert isinstance(layer.data, VideoArray)
+    assert layer.data.shape == (12, 40, 56)
+    assert layer.metadata["fps"] == pytest.approx(20) and layer.metadata["n_frames"] == 12
+    viewer.dims.set_current_step(0, 7)
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot[..., :3].max() > 100  # the bright block is on screen
+    assert layer.data.decoded_frames < 12
+
+
+def test_points_with_features_save_and_reopen_equal(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    data = np.array([[0, 10.0, 12.5], [1, 11.0, 13.0], [2, 12.5, 14.0]])
+    features = pd.DataFrame({"track_id": [0, 0, 0], "f0000": [0.5, -1.0, 2.0]})
+    layer = viewer.add_points(data, features=features, name="paw", metadata={"model": "m1"})
+    for suffix in (".csv", ".parquet"):
+        path = tmp_path / f"paw{suffix}"
+        written = layer.save(str(path), plugin=PLUGIN)
+        assert written == [str(path)]
+        table = read_table(path)
+        assert list(table.columns) == ["frame", "landmark", "x", "y", "f0000"]
+        assert table.attrs["model"] == "m1"
+        (back,) = viewer.open(str(path), plugin=PLUGIN)
+        np.testing.assert_allclose(back.data, data)
+        pd.testing.assert_frame_equal(
+            back.features[["track_id", "f0000"]].reset_index(drop=True),
+            features,
+            check_dtype=False,
+        )
+
+
+def test_flow_files_open_as_colour_and_arrows(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    seq = np.zeros((4, 32, 48, 2), np.float32)
+    seq[..., 0] = 3.0
+    npy = write_flow_npy(tmp_path / "seq.npy", seq)
+    colour, vectors = viewer.open(str(npy), plugin=PLUGIN)
+    assert colour.rgb and colour.data.shape == (4, 32, 48, 3)
+    assert colour.metadata["flow"].shape == (4, 32, 48, 2)
+    assert vectors.data.shape[1:] == (2, 3)
+    np.testing.assert_allclose(vectors.data[:, 1, 2], 3.0)  # dx in the arrows' x component
+    flo = write_flo(tmp_path / "one.flo", seq[0])
+    layers = viewer.open(str(flo), plugin=PLUGIN)
+    assert layers[0].data.shape == (32, 48, 3)
+    folder = tmp_path / "flos"
+    folder.mkdir()
+    for i in range(3):
+        write_flo(folder / f"{i}.flo", seq[i])
+    layers = viewer.open(str(folder), plugin=PLUGIN)
+    assert layers[0].data.shape == (3, 32, 48, 3)
+
+
+def test_image_and_flow_writers(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.arange(24, dtype=np.uint16).reshape(2, 3, 4), name="img")
+    img.save(str(tmp_path / "img.npy"), plugin=PLUGIN)
+    np.testing.assert_array_equal(np.load(tmp_path / "img.npy"), img.data)
+    img.save(str(tmp_path / "img.tif"), plugin=PLUGIN)
+    import tifffile
+
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "img.tif"), img.data)
+
+    field = np.random.default_rng(0).normal(size=(8, 9, 2)).astype(np.float32)
+    colour, _ = viewer.open(str(write_flo(tmp_path / "f.flo", field)), plugin=PLUGIN)
+    colour.save(str(tmp_path / "again.flo"), plugin=PLUGIN)
+    assert read_flo(tmp_path / "again.flo").tobytes() == field.tobytes()
+    colour.save(str(tmp_path / "raw.npy"), plugin=PLUGIN)
+    np.testing.assert_array_equal(np.load(tmp_path / "raw.npy"), field)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("text.mp4", b"not a video at all\n" * 10, "text.mp4"),
+        ("empty.avi", b"", "empty"),
+        ("bad.flo", b"\x00" * 40, "magic"),
+        ("obj.npy", None, "object"),
+        ("shape.npy", np.zeros((3, 4, 5), np.float32), r"\(H, W, 2\)"),
+    ],
+)
+def test_bad_files_raise_clear_errors_and_viewer_survives(
+    make_napari_viewer, tmp_path, small_video, name, content, message
+):
+    viewer = make_napari_viewer()
+    path = tmp_path / name
+    if content is None:
+        np.save(path, np.array([object()], dtype=object), allow_pickle=True)
+    elif isinstance(content, np.ndarray):
+        np.save(path, content)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(Exception, match=message) as info:
+        viewer.open(str(path), plugin=PLUGIN)
+    assert name in str(info.value) or message in str(info.value)
+    assert len(viewer.layers) == 0
+    viewer.open(small_video, plugin=PLUGIN)  # still works afterwards
+    assert len(viewer.layers) == 1
