@@ -91,7 +91,8 @@ class VideoArray:
             raise BadInputError(f"File has no video stream: {path}")
         stream = container.streams.video[0]
         pts: list[int] = []
-        key_pts: list[int] = []
+        key_order: list[int] = []  # packet ordinals of keyframes
+        key_ts: list[int] = []
         truncated = False
         try:
             for packet in container.demux(stream):
@@ -105,9 +106,10 @@ class VideoArray:
                 ):
                     truncated = True
                     break
-                pts.append(int(ts))
                 if packet.is_keyframe:
-                    key_pts.append(int(ts))
+                    key_order.append(len(pts))
+                    key_ts.append(int(ts))
+                pts.append(int(ts))
         except av.FFmpegError as exc:
             container.close()
             raise BadInputError(
@@ -125,10 +127,23 @@ class VideoArray:
         if not pts:
             container.close()
             raise BadInputError(f"Video has no frames: {path}")
-        pts.sort()
+        # AVI keeps no presentation timestamps (FFmpeg makes them up in decode order), so frames are
+        # numbered by the decoder's output order, counted from a keyframe whose number is known.
+        self._count_mode = "avi" in container.format.name.split(",")
+        if self._count_mode:
+            key_index = key_order  # closed GOPs: a keyframe's packet ordinal is its frame number
+            self._pts_to_index = {}
+        else:
+            order = sorted(pts)
+            self._pts_to_index = {p: i for i, p in enumerate(order)}
+            key_index = [self._pts_to_index[t] for t in key_ts]
+            pts = order
+        if not key_index:
+            key_index, key_ts = [0], [pts[0]]
+        keys = sorted(zip(key_index, key_ts, strict=True))
+        self._key_index = [k for k, _ in keys]
+        self._key_ts = [t for _, t in keys]
         self._pts = np.asarray(pts, dtype=np.int64)
-        self._pts_to_index = {p: i for i, p in enumerate(pts)}
-        self._key_pts = sorted(set(key_pts)) or [pts[0]]
         self._container = container
         self._stream = stream
         stream.thread_type = "AUTO"
@@ -231,45 +246,47 @@ class VideoArray:
     def _decode_at(self, index: int) -> np.ndarray:
         import av
 
-        target_pts = int(self._pts[index])
         ahead = None if self._next_index is None else index - self._next_index
+        k = bisect.bisect_right(self._key_index, index) - 1
         if ahead is None or ahead < 0 or ahead > self._forward_limit:
-            self._seek_before(target_pts)
-        seek_pts = target_pts
-        for _attempt in range(len(self._key_pts) + 1):
+            self._seek_to_key(k)
+        while True:
             try:
-                result = self._decode_until(index, target_pts)
+                result = self._decode_until(index)
             except av.FFmpegError as exc:
                 raise BadInputError(
                     f"Corrupt video: decoding frame {index} failed ({exc}): {self.path}"
                 ) from exc
             if result is not None:
                 return result
-            # Overshot (the seek landed after the target) or ran out: seek one keyframe earlier.
-            k = bisect.bisect_left(self._key_pts, seek_pts) - 1
+            # Overshot (the seek landed after the target) or ran out: start one keyframe earlier.
+            k = min(k, bisect.bisect_right(self._key_index, index) - 1) - 1
             if k < 0:
-                break
-            seek_pts = self._key_pts[k]
-            self._seek_before(seek_pts)
-        raise BadInputError(f"Corrupt video: frame {index} could not be decoded: {self.path}")
+                raise BadInputError(
+                    f"Corrupt video: frame {index} could not be decoded: {self.path}"
+                )
+            self._seek_to_key(k)
 
-    def _seek_before(self, pts: int) -> None:
-        self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
+    def _seek_to_key(self, k: int) -> None:
+        k = max(k, 0)
+        self._container.seek(self._key_ts[k], stream=self._stream, backward=True, any_frame=False)
         self._decoder = self._container.decode(self._stream)
-        self._next_index = None
+        self._next_index = self._key_index[k] if self._count_mode else None
 
-    def _decode_until(self, index: int, target_pts: int) -> np.ndarray | None:
-        """Decode forward to ``target_pts``; None when the decoder is already past it or ends."""
+    def _decode_until(self, index: int) -> np.ndarray | None:
+        """Decode forward to frame ``index``; None when the decoder is already past it or ends."""
         if self._decoder is None:
-            self._seek_before(target_pts)
+            self._seek_to_key(bisect.bisect_right(self._key_index, index) - 1)
         for frame in self._decoder:
             self.decoded_frames += 1
-            pts = frame.pts
-            i = self._pts_to_index.get(pts) if pts is not None else None
-            if i is None:
-                continue
+            if self._count_mode:
+                i = self._next_index
+            else:
+                i = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
+                if i is None:
+                    continue
             self._next_index = i + 1
-            if pts == target_pts:
+            if i == index:
                 arr = (
                     _frame_to_grey(frame)
                     if self._format == "gray"
@@ -277,7 +294,7 @@ class VideoArray:
                 )
                 arr.setflags(write=False)
                 return arr
-            if pts > target_pts:
+            if i > index:
                 return None
         self._decoder = None
         self._next_index = None
