@@ -1,0 +1,520 @@
+"""Dense optical flow from video: Farneback, DIS, Dual TV-L1 (OpenCV contrib or scikit-image).
+
+Output follows DESIGN.md: ``(T-1, H, W, 2)`` float32, ``[..., 0]`` = dx, ``[..., 1]`` = dy, pixels per
+frame at the resolution the flow was computed at; ``flow[t]`` moves frame t to frame t+1.
+
+Frames are read and flow is written in chunks, so a long video never holds its flow in memory when an
+output file is given. Methods that run on one thread (Farneback, TV-L1) use a pool of processes over
+frame pairs; DIS is already multi-threaded inside OpenCV and runs in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError, CancelledError
+from ..io._atomic import atomic_write_path
+
+METHODS = ("farneback", "dis", "tvl1", "tvl1-skimage")
+DIS_PRESETS = ("ultrafast", "fast", "medium")
+#: Methods whose OpenCV/scikit-image implementation uses one core: they get a process pool.
+_POOLED = {"farneback", "tvl1", "tvl1-skimage"}
+FARNEBACK_DEFAULTS = {
+    "pyr_scale": 0.5,
+    "levels": 3,
+    "winsize": 15,
+    "iterations": 3,
+    "poly_n": 5,
+    "poly_sigma": 1.2,
+    "flags": 0,
+}
+TVL1_EXTRA_HINT = (
+    "Dual TV-L1 from OpenCV needs the OpenCV contrib modules: "
+    "pip install 'napari-flow-features[tvl1]' (if cv2.optflow is still missing, the plain and "
+    "contrib wheels overwrote each other: pip uninstall -y opencv-python-headless "
+    "opencv-contrib-python-headless && pip install opencv-contrib-python-headless). "
+    "method='tvl1-skimage' (scikit-image's TV-L1, similar speed) works without it."
+)
+
+ProgressCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass
+class FlowSpec:
+    """What a flow computation ran with; saved beside flow files and in layer metadata."""
+
+    method: str
+    preset: str | None
+    input_shape: tuple[int, int]  #: (H, W) of the video
+    flow_shape: tuple[int, int]  #: (H, W) the flow was computed at
+    n_frames: int
+    params: dict = field(default_factory=dict)
+    source: str | None = None
+
+    @property
+    def scale_yx(self) -> tuple[float, float]:
+        """Video pixels per flow pixel along y and x (1.0 without resizing)."""
+        return (
+            self.input_shape[0] / self.flow_shape[0],
+            self.input_shape[1] / self.flow_shape[1],
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "flow_method": self.method,
+            "flow_preset": self.preset,
+            "video_shape": list(self.input_shape),
+            "flow_shape": list(self.flow_shape),
+            "flow_scale_yx": list(self.scale_yx),
+            "n_frames": self.n_frames,
+            "flow_params": self.params,
+            "source": self.source,
+            "units": "pixels per frame at flow_shape resolution",
+        }
+
+
+def resized_shape(
+    shape: tuple[int, int], max_side: int | None = None, scale: float | None = None
+) -> tuple[int, int]:
+    """The (H, W) frames are resized to before flow: at most ``max_side`` on the longest side, or
+    multiplied by ``scale``; unchanged when neither is given."""
+    h, w = shape
+    if max_side is not None and scale is not None:
+        raise BadInputError("Give either max_side or scale, not both")
+    if max_side is not None:
+        if max_side < 8:
+            raise BadInputError(f"max_side must be at least 8 pixels, got {max_side}")
+        factor = min(1.0, max_side / max(h, w))
+    elif scale is not None:
+        if not 0 < scale <= 4:
+            raise BadInputError(f"scale must be in (0, 4], got {scale}")
+        factor = scale
+    else:
+        return (h, w)
+    return (max(1, round(h * factor)), max(1, round(w * factor)))
+
+
+def _to_grey(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    import cv2
+
+    frame = np.asarray(frame)
+    if frame.ndim == 3:
+        if frame.shape[-1] == 3:
+            frame = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        elif frame.shape[-1] == 1:
+            frame = frame[..., 0]
+        else:
+            raise BadInputError(f"Frames must be grey (H, W) or RGB (H, W, 3); got {frame.shape}")
+    elif frame.ndim != 2:
+        raise BadInputError(f"Frames must be grey (H, W) or RGB (H, W, 3); got {frame.shape}")
+    if frame.dtype != np.uint8:
+        if np.issubdtype(frame.dtype, np.floating) and frame.size and np.nanmax(frame) <= 1.0:
+            frame = frame * 255.0
+        frame = np.clip(np.nan_to_num(frame), 0, 255).astype(np.uint8)
+    if size is not None and frame.shape != size:
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(frame)
+
+
+# -- per-pair kernels (run in this process or in pool workers) -----------------------------------
+_KERNEL_CACHE: dict[tuple, Any] = {}
+
+
+def _make_kernel(
+    method: str, preset: str, params: dict
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    import cv2
+
+    if method == "farneback":
+        p = {**FARNEBACK_DEFAULTS, **params}
+
+        def farneback(a, b):
+            return cv2.calcOpticalFlowFarneback(
+                a, b, None, p["pyr_scale"], int(p["levels"]), int(p["winsize"]),
+                int(p["iterations"]), int(p["poly_n"]), p["poly_sigma"], int(p["flags"]),
+            )  # fmt: skip
+
+        return farneback
+    if method == "dis":
+        presets = {
+            "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+            "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+        }
+        dis = cv2.DISOpticalFlow_create(presets[preset])
+        return lambda a, b: dis.calc(a, b, None)
+    if method == "tvl1":
+        if not hasattr(cv2, "optflow"):
+            raise BadInputError(TVL1_EXTRA_HINT)
+        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**params)
+        return lambda a, b: tvl1.calc(a, b, None)
+    if method == "tvl1-skimage":
+        from skimage.registration import optical_flow_tvl1
+
+        def sk_tvl1(a, b):
+            # skimage returns (row, col) displacements such that b(p + flow) ≈ a(p): our convention.
+            v, u = optical_flow_tvl1(
+                a.astype(np.float32) / 255, b.astype(np.float32) / 255, **params
+            )
+            return np.stack([u, v], axis=-1)
+
+        return sk_tvl1
+    raise BadInputError(f"Unknown flow method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def _kernel(method: str, preset: str, params: dict):
+    key = (method, preset, json.dumps(params, sort_keys=True))
+    if key not in _KERNEL_CACHE:
+        _KERNEL_CACHE[key] = _make_kernel(method, preset, params)
+    return _KERNEL_CACHE[key]
+
+
+def _flow_chunk(method: str, preset: str, params: dict, frames: np.ndarray) -> np.ndarray:
+    """Flow for consecutive pairs of ``frames`` (``len(frames) - 1`` fields)."""
+    kernel = _kernel(method, preset, params)
+    out = np.empty((len(frames) - 1, *frames.shape[1:3], 2), np.float32)
+    for i in range(len(frames) - 1):
+        out[i] = kernel(frames[i], frames[i + 1])
+    return out
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already
+
+
+# -- sources -------------------------------------------------------------------------------------
+def _open_source(video: Any) -> tuple[Any, str | None]:
+    """A frame-indexable object and its path (if any) from a path, VideoArray, array or list."""
+    from ..io.video import VideoArray
+
+    if isinstance(video, (str, os.PathLike)):
+        return VideoArray(video), str(video)
+    if isinstance(video, VideoArray):
+        return video, str(video.path)
+    if isinstance(video, (list, tuple)):
+        shapes = {np.shape(f)[:2] for f in video}
+        if len(shapes) > 1:
+            raise BadInputError(f"Frames have different sizes: {sorted(shapes)}")
+        return video, None
+    if hasattr(video, "shape") and hasattr(video, "__getitem__"):
+        if len(video.shape) not in (3, 4):
+            raise BadInputError(
+                f"Video must be (T, H, W) or (T, H, W, 3); got an array of shape {tuple(video.shape)}"
+            )
+        return video, None
+    raise BadInputError(f"Cannot read frames from {type(video).__name__}")
+
+
+class OpticalFlowComputer:
+    """Compute dense optical flow for a video.
+
+    Parameters
+    ----------
+    method
+        ``"farneback"``, ``"dis"``, ``"tvl1"`` (OpenCV contrib; install the ``tvl1`` extra) or
+        ``"tvl1-skimage"``.
+    preset
+        DIS preset: ``"ultrafast"``, ``"fast"`` or ``"medium"`` (default).
+    max_side, scale
+        Resize frames before flow (DeepMind resized the short side to 256 before TV-L1).
+    workers
+        Processes for single-threaded methods (default: up to 2, one per core); ``1`` runs in-process.
+        DIS always runs in-process because OpenCV parallelises it.
+    chunk_size
+        Frame pairs per task and per write.
+    params
+        Method parameters (e.g. Farneback ``winsize``), passed to OpenCV/scikit-image.
+
+    Examples
+    --------
+    >>> flow = OpticalFlowComputer("farneback").compute(video)           # doctest: +SKIP
+    >>> OpticalFlowComputer("dis").compute_file("mouse.mp4", "mouse.npy")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        method: str = "farneback",
+        preset: str = "medium",
+        max_side: int | None = None,
+        scale: float | None = None,
+        workers: int | None = None,
+        chunk_size: int = 8,
+        params: dict | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise BadInputError(
+                f"Unknown flow method {method!r}; choose one of {', '.join(METHODS)}"
+            )
+        if preset not in DIS_PRESETS:
+            raise BadInputError(
+                f"Unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}"
+            )
+        if chunk_size < 1:
+            raise BadInputError(f"chunk_size must be at least 1, got {chunk_size}")
+        if workers is not None and workers < 1:
+            raise BadInputError(f"workers must be at least 1, got {workers}")
+        resized_shape((100, 100), max_side, scale)  # validate early
+        self.method = method
+        self.preset = preset
+        self.max_side = max_side
+        self.scale = scale
+        self.chunk_size = int(chunk_size)
+        self.params = dict(params or {})
+        if workers is None:
+            workers = min(2, os.cpu_count() or 1) if method in _POOLED else 1
+        self.workers = 1 if method == "dis" else int(workers)
+        if method == "tvl1":
+            _kernel(method, preset, self.params)  # fail now, with the install hint
+
+    # -- public API --------------------------------------------------------------------------------
+    def spec_for(self, video: Any) -> FlowSpec:
+        """The :class:`FlowSpec` a run on ``video`` would produce (opens the video lazily)."""
+        frames, path = _open_source(video)
+        return self._spec(frames, path)
+
+    def compute(
+        self,
+        video: Any,
+        output: str | os.PathLike | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | threading.Event | None = None,
+    ) -> np.ndarray:
+        """Flow ``(T-1, H, W, 2)`` for ``video`` (path, :class:`VideoArray`, array or frame list).
+
+        With ``output`` (a ``.npy`` path) the flow streams to disk and a read-only memory map is
+        returned; a JSON sidecar ``<output>.json`` records the :class:`FlowSpec`. ``progress(done,
+        total)`` is called after each chunk of frame pairs; ``cancel`` (a callable or an Event)
+        stops between frame pairs with :class:`CancelledError`, leaving no output file behind.
+        """
+        run = self.iter_compute(video, output)
+        is_cancelled = _cancel_check(cancel)
+        try:
+            while True:
+                done, total = next(run)
+                if progress is not None:
+                    progress(done, total)
+                if is_cancelled():
+                    run.close()
+                    raise CancelledError("Optical flow cancelled")
+        except StopIteration as stop:
+            return stop.value
+
+    def iter_compute(
+        self, video: Any, output: str | os.PathLike | None = None
+    ) -> Generator[tuple[int, int], None, np.ndarray]:
+        """Generator form of :meth:`compute`: yields ``(done, total)`` frame pairs and returns the
+        flow. Closing it (e.g. napari's worker ``quit()``) stops the work and removes partial files."""
+        frames, path = _open_source(video)
+        spec = self._spec(frames, path)
+        total = spec.n_frames - 1
+        shape = (total, *spec.flow_shape, 2)
+        if output is None:
+            flow = np.empty(shape, np.float32)
+            yield from self._run(frames, spec, flow)
+            return flow
+        output = Path(output)
+        if output.suffix.lower() != ".npy":
+            raise BadInputError(f"Flow output must be a .npy file, got {output.name}")
+        _check_writable(output.parent)
+        try:
+            with atomic_write_path(output.with_name(output.name + ".json")) as meta_tmp:
+                meta_tmp.write_text(json.dumps(spec.to_dict(), indent=2))
+                with atomic_write_path(output) as tmp:
+                    flow = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+                    yield from self._run(frames, spec, flow)
+                    flow.flush()
+                    del flow
+        except PermissionError as exc:
+            raise BadInputError(
+                f"Cannot write flow to {output} (read-only folder?): {exc}"
+            ) from exc
+        return np.load(output, mmap_mode="r", allow_pickle=False)
+
+    def compute_file(
+        self,
+        video_path: str | os.PathLike,
+        output_path: str | os.PathLike,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | threading.Event | None = None,
+    ) -> Path:
+        """Compute flow for one video file and write it to ``output_path`` (``.npy``)."""
+        self.compute(video_path, output_path, progress=progress, cancel=cancel)
+        return Path(output_path)
+
+    def compute_directory(
+        self,
+        input_dir: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | threading.Event | None = None,
+        on_file: Callable[[Path, str], None] | None = None,
+    ) -> list[Path]:
+        """Flow for every video in ``input_dir`` as ``output_dir/<stem>.npy``.
+
+        Outputs that exist and are complete (right shape, method and resize) are skipped; partial
+        leftovers of an interrupted run are removed and redone. ``on_file(path, status)`` reports
+        ``"computed"`` or ``"skipped"`` per video.
+        """
+        from ..io.video import VIDEO_EXTENSIONS
+
+        input_dir, output_dir = Path(input_dir), Path(output_dir)
+        if not input_dir.is_dir():
+            raise BadInputError(f"Input folder not found: {input_dir}")
+        videos = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not videos:
+            raise BadInputError(f"No videos ({', '.join(VIDEO_EXTENSIONS)}) in {input_dir}")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _check_writable(output_dir)
+        for stale in output_dir.glob(".*.partial-*"):
+            stale.unlink()
+        outputs = []
+        for video in videos:
+            out = output_dir / f"{video.stem}.npy"
+            if self.is_complete(video, out):
+                status = "skipped"
+            else:
+                self.compute(video, out, progress=progress, cancel=cancel)
+                status = "computed"
+            if on_file is not None:
+                on_file(out, status)
+            outputs.append(out)
+        return outputs
+
+    def is_complete(self, video: str | os.PathLike, output: str | os.PathLike) -> bool:
+        """Whether ``output`` already holds this computer's flow for ``video``."""
+        output = Path(output)
+        sidecar = output.with_name(output.name + ".json")
+        if not (output.is_file() and sidecar.is_file()):
+            return False
+        try:
+            stored = json.loads(sidecar.read_text())
+            arr = np.load(output, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError):
+            return False
+        expected = self.spec_for(video).to_dict()
+        keys = ("flow_method", "flow_preset", "flow_shape", "n_frames", "flow_params")
+        same = all(stored.get(k) == expected[k] for k in keys)
+        return same and arr.shape == (expected["n_frames"] - 1, *expected["flow_shape"], 2)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _spec(self, frames: Any, path: str | None) -> FlowSpec:
+        n = len(frames)
+        if n < 2:
+            raise BadInputError(f"Optical flow needs at least 2 frames; the video has {n}")
+        first = np.asarray(frames[0])
+        if first.ndim not in (2, 3):
+            raise BadInputError(f"Frames must be (H, W) or (H, W, 3); got {first.shape}")
+        in_shape = tuple(int(s) for s in first.shape[:2])
+        flow_shape = resized_shape(in_shape, self.max_side, self.scale)
+        params = (
+            self.params if self.method != "farneback" else {**FARNEBACK_DEFAULTS, **self.params}
+        )
+        return FlowSpec(
+            method=self.method,
+            preset=self.preset if self.method == "dis" else None,
+            input_shape=in_shape,
+            flow_shape=flow_shape,
+            n_frames=n,
+            params=params,
+            source=path,
+        )
+
+    def _frame_chunks(self, frames: Any, spec: FlowSpec) -> Iterator[tuple[int, np.ndarray]]:
+        """(first pair index, grey frames[start : start + chunk + 1]) with one frame of overlap."""
+        size = spec.flow_shape
+        prev = None
+        start = 0
+        total = spec.n_frames - 1
+        while start < total:
+            stop = min(start + self.chunk_size, total)
+            block = [prev] if prev is not None else [_to_grey(frames[start], size)]
+            for i in range(start + 1, stop + 1):
+                f = _to_grey(frames[i], size)
+                if f.shape != block[0].shape:
+                    raise BadInputError(
+                        f"Frames have different sizes: frame {i} is {np.shape(frames[i])[:2]}, "
+                        f"frame 0 is {spec.input_shape}"
+                    )
+                block.append(f)
+            prev = block[-1]
+            yield start, np.stack(block)
+            start = stop
+
+    def _run(self, frames: Any, spec: FlowSpec, out: np.ndarray) -> Iterator[tuple[int, int]]:
+        total = spec.n_frames - 1
+        done = 0
+        yield 0, total
+        if self.workers <= 1:
+            for start, block in self._frame_chunks(frames, spec):
+                kernel = _kernel(self.method, self.preset, self.params)
+                for i in range(len(block) - 1):
+                    out[start + i] = kernel(block[i], block[i + 1])
+                    done += 1
+                    if done % self.chunk_size == 0 or done == total:
+                        yield done, total
+            return
+        import multiprocessing as mp
+
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+        )
+        pending: deque[tuple[int, Future]] = deque()
+        try:
+            chunks = self._frame_chunks(frames, spec)
+            for start, block in chunks:
+                pending.append(
+                    (start, pool.submit(_flow_chunk, self.method, self.preset, self.params, block))
+                )
+                if len(pending) < 2 * self.workers:
+                    continue
+                done += self._collect(pending.popleft(), out)
+                yield done, total
+            while pending:
+                done += self._collect(pending.popleft(), out)
+                yield done, total
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _collect(item: tuple[int, Future], out: np.ndarray) -> int:
+        start, fut = item
+        result = fut.result()
+        out[start : start + len(result)] = result
+        return len(result)
+
+
+def _cancel_check(cancel: CancelCheck | threading.Event | None) -> CancelCheck:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
+
+
+def _check_writable(folder: Path) -> None:
+    if not folder.is_dir():
+        raise BadInputError(f"Output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise BadInputError(f"Output folder is not writable (read-only?): {folder}")
+
+
+def compute_flow(video: Any, method: str = "farneback", **kwargs: Any) -> np.ndarray:
+    """Shorthand for ``OpticalFlowComputer(method, **kwargs).compute(video)``."""
+    run_keys = {"output", "progress", "cancel"}
+    run = {k: kwargs.pop(k) for k in list(kwargs) if k in run_keys}
+    return OpticalFlowComputer(method, **kwargs).compute(video, **run)
