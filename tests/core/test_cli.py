@@ -23,7 +23,7 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("sample", "demo"):
+    for command in ("sample", "demo", "flow", "sequences"):
         assert command in out
 
 
@@ -41,11 +41,15 @@ def test_sample_writes_video_landmarks_and_ground_truth(tmp_path, capsys):
     assert "whisker.mp4" in capsys.readouterr().out
 
 
-def test_demo_prints_where_it_wrote(tmp_path, capsys):
+def test_demo_writes_the_sample_and_its_flow(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "demo") in out
     assert (tmp_path / "demo" / "sample" / "whisker.mp4").is_file()
+    flow = np.load(tmp_path / "demo" / "flow" / "whisker_dis.npy")
+    assert flow.shape == (95, 240, 320, 2)
+    error = float(out.split("endpoint error vs ground truth: ")[1].split(" px")[0])
+    assert error < 1.0  # DIS follows the whisker to within a pixel
 
 
 def test_errors_exit_2_with_message(tmp_path, capsys):
@@ -112,3 +116,42 @@ def test_wheel_ships_the_manifest(tmp_path):
     assert manifest == (ROOT / "napari.yaml").read_text()
     assert "napari-flow-features = napari_flow_features:napari.yaml" in entry_text
     assert "flow-features = napari_flow_features.cli:main" in entry_text
+
+
+def test_flow_command_for_a_video_and_a_folder(tmp_path, capsys):
+    from napari_flow_features.io.video import write_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    frames = make_whisker_sample(n_frames=6, height=60, width=80).video
+    write_video(videos / "w.mp4", frames, crf=5)
+    out = tmp_path / "w.npy"
+    assert main(["flow", str(videos / "w.mp4"), "-o", str(out), "--method", "dis"]) == 0
+    assert np.load(out).shape == (5, 60, 80, 2)
+    assert main(["flow", "--input-dir", str(videos), "--output-dir", str(tmp_path / "f"),
+                 "--max-side", "40", "--workers", "1"]) == 0  # fmt: skip
+    assert np.load(tmp_path / "f" / "w.npy").shape == (5, 30, 40, 2)
+    capsys.readouterr()
+    assert main(["flow", "--input-dir", str(videos), "--output-dir", str(tmp_path / "f"),
+                 "--max-side", "40"]) == 0  # fmt: skip
+    assert "skipped" in capsys.readouterr().out
+    assert main(["flow", str(videos / "w.mp4")]) == 2  # no output given
+    assert "VIDEO -o OUT.npy" in capsys.readouterr().err
+
+
+def test_sequences_commands(tmp_path, capsys):
+    from napari_flow_features.io.video import write_video
+
+    video = tmp_path / "w.mp4"
+    write_video(video, make_whisker_sample(n_frames=20, height=48, width=64).video, crf=5)
+    out = tmp_path / "seq"
+    assert main(["sequences", "compute", "--video-path", str(video), "--output-dir", str(out),
+                 "--method", "dis", "--sequence-length", "8", "--stride", "4"]) == 0  # fmt: skip
+    windows = np.load(out / "w_sequences.npy")
+    assert windows.shape == (4, 8, 48, 64, 2)  # starts 0, 4, 8, 12
+    assert np.abs(windows).max() <= 1.0
+    out2 = tmp_path / "seq2"
+    assert main(["sequences", "load", "--input-dir", str(out), "--output-dir", str(out2),
+                 "--quantize"]) == 0  # fmt: skip
+    assert "2 windows of 16 frames" in capsys.readouterr().out  # 20 frames: starts 0 and 4
+    assert np.load(out2 / "w_sequences.npy").shape == (2, 16, 48, 64, 2)

@@ -112,6 +112,19 @@ class LazyFlowColour:
         return out if dtype is None else out.astype(dtype)
 
 
+def vector_grid_step(
+    shape: tuple[int, ...], step: int | None = None, max_vectors: int = 100_000
+) -> int:
+    """Grid step (px) for arrows over a flow of ``shape``: ``step`` or 1/16 of the short side
+    (at least 4 px), grown until at most ``max_vectors`` arrows remain."""
+    n_frames = 1 if len(shape) == 3 else shape[0]
+    h, w = shape[-3], shape[-2]
+    step = int(step or max(4, min(h, w) // 16))
+    while n_frames * ((h + step - 1) // step) * ((w + step - 1) // step) > max_vectors:
+        step += 1
+    return step
+
+
 def flow_vectors(flow: Any, step: int | None = None, max_vectors: int = 100_000) -> np.ndarray:
     """Arrows on a regular grid for a napari Vectors layer.
 
@@ -122,9 +135,7 @@ def flow_vectors(flow: Any, step: int | None = None, max_vectors: int = 100_000)
     single = flow.ndim == 3
     n_frames = 1 if single else flow.shape[0]
     h, w = flow.shape[-3], flow.shape[-2]
-    step = int(step or max(4, min(h, w) // 16))
-    while n_frames * ((h + step - 1) // step) * ((w + step - 1) // step) > max_vectors:
-        step += 1
+    step = vector_grid_step(flow.shape, step, max_vectors)
     off = step // 2
     ys, xs = np.mgrid[off:h:step, off:w:step]
     blocks = []

@@ -115,7 +115,8 @@ def _natural_key(p: Path) -> list:
 
 
 def find_flow_files(flow_dir: str | os.PathLike) -> list[Path]:
-    """Flow sequences in a folder: ``.npy``/``.npz`` files and sub-folders holding ``.flo`` files."""
+    """Flow sequences in a folder: ``.npy``/``.npz`` files and sub-folders holding ``.flo`` files
+    (window files written by :meth:`OpticalFlowSequenceLoader.save_sequences` are skipped)."""
     flow_dir = Path(flow_dir)
     if not flow_dir.is_dir():
         raise BadInputError(f"Flow folder not found: {flow_dir}")
@@ -123,6 +124,7 @@ def find_flow_files(flow_dir: str | os.PathLike) -> list[Path]:
         p
         for p in flow_dir.iterdir()
         if not p.name.startswith(".")
+        and not p.name.endswith("_sequences.npy")  # our own window files
         and (
             (p.is_file() and p.suffix.lower() in (".npy", ".npz"))
             or (p.is_dir() and any(p.glob("*.flo")))

@@ -81,7 +81,13 @@ def flow_layer_data(flow: Any, name: str, metadata: dict | None = None) -> list[
     """
     import numpy as np
 
-    from ..flow.colour import LazyFlowColour, flow_to_colour, flow_vectors, robust_max_magnitude
+    from ..flow.colour import (
+        LazyFlowColour,
+        flow_to_colour,
+        flow_vectors,
+        robust_max_magnitude,
+        vector_grid_step,
+    )
 
     meta = {**(metadata or {}), "flow": flow, "source_type": "flow"}
     if flow.ndim == 4:
@@ -96,17 +102,25 @@ def flow_layer_data(flow: Any, name: str, metadata: dict | None = None) -> list[
     ]
     n_frames = 1 if flow.ndim == 3 else flow.shape[0]
     if n_frames <= MAX_VECTOR_FRAMES:
-        vectors = flow_vectors(flow)
+        step = vector_grid_step(flow.shape)
+        vectors = flow_vectors(flow, step)
+        # Draw the fast (99th percentile) motion as 80 % of a grid cell, so arrows are visible.
+        length = max(1.0, 0.8 * step / max(vmax, 1e-3))
         layers.append(
             (
                 vectors,
                 {
                     "name": f"flow vectors: {name}",
-                    "edge_color": "white",
+                    "edge_color": "black",  # the colour wheel is white where nothing moves
                     "edge_width": 1.0,
-                    "length": 1.0,
+                    "length": length,
                     "vector_style": "arrow",
-                    "metadata": {"source_type": "flow vectors", "source": name},
+                    "metadata": {
+                        "source_type": "flow vectors",
+                        "source": name,
+                        "grid_step_px": step,
+                        "arrow_length_factor": length,
+                    },
                 },
                 "vectors",
             )

@@ -1,0 +1,189 @@
+"""Dock widget ``Compute optical flow``: flow for a video layer, added as aligned flow layers.
+
+Thin: it collects parameters, runs :meth:`OpticalFlowComputer.iter_compute` in a napari
+``thread_worker`` (OpenCV is safe in the napari process; TensorFlow is never imported), shows progress
+in the activity dock, and turns the result into layers.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.utils.notifications import show_error, show_info
+
+from ..flow.compute import DIS_PRESETS, METHODS
+
+if TYPE_CHECKING:
+    import napari
+
+
+def video_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
+    """(name, layer) for every Image layer that is a video (T, H, W) or (T, H, W, 3), not flow."""
+    from napari.layers import Image
+
+    return [
+        (layer.name, layer)
+        for layer in viewer.layers
+        if isinstance(layer, Image)
+        and layer.metadata.get("source_type") != "flow"
+        and layer.data.ndim == (4 if layer.rgb else 3)
+    ]
+
+
+def aligned_transform(video_layer: Any, scale_yx: tuple[float, float]) -> tuple[list, list]:
+    """Scale and translate that put flow pixels over the video pixels they were computed from.
+
+    A resized flow pixel j covers video pixels around ``(j + 0.5) * s - 0.5`` (area resampling).
+    """
+    scale = list(video_layer.scale[:3])
+    translate = list(video_layer.translate[:3])
+    for axis, s in zip((1, 2), scale_yx, strict=True):
+        translate[axis] = translate[axis] + (s - 1) / 2 * scale[axis]
+        scale[axis] = scale[axis] * s
+    return scale, translate
+
+
+class FlowWidget(Container):
+    """Compute dense optical flow for a video layer (Plugins ▸ Flow Features ▸ Compute optical flow)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self.video = ComboBox(label="video", choices=lambda _: video_layer_choices(self._viewer))
+        self.method = ComboBox(label="method", choices=list(METHODS), value="dis")
+        self.preset = ComboBox(label="DIS preset", choices=list(DIS_PRESETS), value="medium")
+        self.max_side = SpinBox(
+            label="max side (px)", value=0, min=0, max=8192, step=16,
+            tooltip="Resize so the longest side is at most this before flow (0: full size).",
+        )  # fmt: skip
+        self.workers = SpinBox(
+            label="processes", value=0, min=0, max=64,
+            tooltip="Processes over frame pairs (0: automatic: one per core, at most 2, for Farneback and tvl1-skimage; in-process for DIS and OpenCV TV-L1).",
+        )  # fmt: skip
+        self.output = FileEdit(
+            label="save flow to", mode="w", filter="*.npy", value="",
+            tooltip="Optional .npy for the raw flow; empty: a temporary file (kept off RAM).",
+        )  # fmt: skip
+        self.run_button = PushButton(text="Compute optical flow")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.extend(
+            [self.video, self.method, self.preset, self.max_side, self.workers, self.output,
+             self.run_button, self.cancel_button, self.status]
+        )  # fmt: skip
+        self.method.changed.connect(self._on_method)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        napari_viewer.layers.events.inserted.connect(self._refresh)
+        napari_viewer.layers.events.removed.connect(self._refresh)
+        self._worker: Any = None
+        self._run: Any = None
+        self._progress: Any = None
+        self._on_method()
+        self._refresh()
+
+    def _refresh(self, *_: Any) -> None:
+        self.video.reset_choices()
+
+    def _on_method(self, *_: Any) -> None:
+        self.preset.visible = self.method.value == "dis"
+
+    # -- running -----------------------------------------------------------------------------------
+    def run(self, *_: Any) -> Any:
+        """Start computing; returns the worker (tests wait on it)."""
+        from napari.qt.threading import thread_worker
+        from napari.utils import progress
+
+        from ..flow.compute import OpticalFlowComputer
+
+        if self._worker is not None:
+            show_info("Optical flow is already running; cancel it first.")
+            return None
+        layer = self.video.value
+        if layer is None:
+            show_error("Compute optical flow: add a video layer first (File ▸ Open a video).")
+            return None
+        try:
+            computer = OpticalFlowComputer(
+                method=self.method.value,
+                preset=self.preset.value,
+                max_side=self.max_side.value or None,
+                workers=self.workers.value or None,
+            )
+            spec = computer.spec_for(layer.data)
+            output = self._output_path(layer)
+        except Exception as exc:
+            show_error(f"Compute optical flow: {exc}")
+            return None
+
+        run = computer.iter_compute(layer.data, output)
+        # quit() stops iterating but leaves the generator open; closing it (in _on_finished)
+        # removes the partial output at once instead of whenever it is garbage collected.
+        self._run = run
+
+        @thread_worker
+        def work():
+            return (yield from run)
+
+        worker = work()
+        total = spec.n_frames - 1
+        self._progress = progress(total=total, desc=f"Optical flow ({spec.method}): {layer.name}")
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda flow: self._add_layers(layer, flow, spec, output))
+        worker.errored.connect(lambda exc: show_error(f"Compute optical flow failed: {exc}"))
+        worker.aborted.connect(lambda: self._set_status("cancelled"))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self._set_status(f"computing {total} frame pairs…")
+        worker.start()
+        return worker
+
+    def cancel(self, *_: Any) -> None:
+        """Stop after the frame pairs in progress; partial output files are removed."""
+        if self._worker is not None:
+            self._set_status("cancelling…")
+            self._worker.quit()
+
+    def _output_path(self, layer: Any) -> Path:
+        value = str(self.output.value or "").strip()
+        if value and value != ".":
+            path = Path(value)
+            return path if path.suffix.lower() == ".npy" else path.with_suffix(".npy")
+        folder = Path(tempfile.mkdtemp(prefix="napari-flow-"))
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in layer.name)
+        return folder / f"{safe}_{self.method.value}.npy"
+
+    def _on_progress(self, value: tuple[int, int]) -> None:
+        done, _total = value
+        if self._progress is not None:
+            self._progress.update(done - self._progress.n)
+
+    def _on_finished(self) -> None:
+        if self._run is not None:
+            self._run.close()
+            self._run = None
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self._worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = text
+
+    def _add_layers(self, layer: Any, flow: Any, spec: Any, output: Path) -> None:
+        from ._reader import flow_layer_data
+
+        meta = {**spec.to_dict(), "path": str(output), "video_layer": layer.name}
+        scale, translate = aligned_transform(layer, spec.scale_yx)
+        for data, kwargs, kind in flow_layer_data(flow, layer.name, meta):
+            kwargs = {**kwargs, "scale": scale, "translate": translate}
+            getattr(self._viewer, f"add_{kind}")(data, **kwargs)
+        self._set_status(f"done: {flow.shape[0]} flow fields ({spec.method})")
+        self.status.tooltip = f"raw flow {tuple(flow.shape)} float32 in {output}"

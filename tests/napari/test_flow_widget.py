@@ -1,0 +1,89 @@
+"""The Compute optical flow dock widget in a real viewer: run, progress, cancel, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_flow_features.napari import _flow_widget
+from napari_flow_features.napari._flow_widget import FlowWidget
+
+PLUGIN = "napari-flow-features"
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    seen: list[str] = []
+    monkeypatch.setattr(_flow_widget, "show_error", seen.append)
+    return seen
+
+
+def wait(qtbot, worker, timeout=60_000):
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def test_widget_is_in_the_plugins_menu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Compute optical flow")
+    assert isinstance(widget, FlowWidget)
+
+
+def test_flow_on_the_sample_adds_aligned_layers(make_napari_viewer, qtbot, tmp_path, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    video = viewer.layers["whisker video"]
+    video.scale = (1, 0.5, 0.5)  # a calibrated video: flow must follow its transform
+    widget = FlowWidget(viewer)
+    assert widget.video.value is video
+    widget.method.value = "dis"
+    widget.max_side.value = 160  # 240x320 -> 120x160: flow pixels are 2 video pixels
+    widget.output.value = str(tmp_path / "flow.npy")
+    worker = widget.run()
+    wait(qtbot, worker)
+    assert errors == []
+    colour = viewer.layers["flow: whisker video"]
+    vectors = viewer.layers["flow vectors: whisker video"]
+    assert colour.data.shape == (95, 120, 160, 3)
+    assert colour.metadata["flow"].shape == (95, 120, 160, 2)
+    assert colour.metadata["flow_method"] == "dis"
+    np.testing.assert_allclose(colour.scale, [1, 1.0, 1.0])
+    np.testing.assert_allclose(colour.translate, [0, 0.25, 0.25])
+    np.testing.assert_allclose(vectors.scale, colour.scale)
+    assert np.load(tmp_path / "flow.npy").shape == (95, 120, 160, 2)
+    # The whisker moves: the flow at the bar is clearly non-zero.
+    gt = video.metadata["ground_truth_flow"][10, ::2, ::2]
+    bar = np.hypot(gt[..., 0], gt[..., 1]) > 1
+    flow = np.asarray(colour.metadata["flow"][10])
+    assert np.hypot(flow[..., 0], flow[..., 1])[bar].mean() > 0.5
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_cancel_stops_and_leaves_no_file(make_napari_viewer, qtbot, tmp_path, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    widget = FlowWidget(viewer)
+    widget.method.value = "tvl1-skimage"  # slow: ~0.5 s per pair
+    widget.workers.value = 1
+    widget.output.value = str(tmp_path / "slow.npy")
+    worker = widget.run()
+    qtbot.waitUntil(
+        lambda: widget._progress is not None and widget._progress.n >= 1, timeout=30_000
+    )
+    widget.cancel()
+    wait(qtbot, worker, timeout=30_000)
+    assert "cancelled" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["whisker video", "whisker base"]
+    assert list(tmp_path.iterdir()) == []
+    assert errors == []
+
+
+def test_bad_input_is_a_notification(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((1, 32, 32), np.uint8), name="one frame")
+    widget = FlowWidget(viewer)
+    assert widget.run() is None
+    assert len(errors) == 1 and "at least 2 frames" in errors[0]
+    viewer.layers.clear()
+    assert widget.run() is None
+    assert "add a video layer" in errors[1]
