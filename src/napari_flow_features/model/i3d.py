@@ -84,35 +84,41 @@ def endpoint_channels(endpoint: str) -> int:
     return 192 if endpoint in ("Conv3d_2c_3x3", "MaxPool3d_3a_3x3") else endpoint_channels(previous)
 
 
-def _unit3d(x: Any, channels: int, kernel: tuple, name: str, stride: tuple = (1, 1, 1)) -> Any:
+def _unit3d(
+    x: Any, channels: int, kernel: tuple, name: str, stride: tuple = (1, 1, 1), dtype: Any = None
+) -> Any:
     import keras
 
     x = keras.layers.Conv3D(
-        channels, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.conv_3d"
-    )(x)
+        channels, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.conv_3d",
+        dtype=dtype,
+    )(x)  # fmt: skip
     x = keras.layers.BatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, center=True, scale=False,
-        name=f"{name}.batch_norm",
+        name=f"{name}.batch_norm", dtype=dtype,
     )(x)  # fmt: skip
-    return keras.layers.Activation("relu", name=f"{name}.relu")(x)
+    return keras.layers.Activation("relu", name=f"{name}.relu", dtype=dtype)(x)
 
 
-def _mixed(x: Any, name: str) -> Any:
+def _mixed(x: Any, name: str, dtype: Any = None) -> Any:
     import keras
 
     b0, b1a, b1, b2a, b2, b3 = MIXED_CHANNELS[name]
-    branch0 = _unit3d(x, b0, (1, 1, 1), f"{name}.Branch_0.Conv3d_0a_1x1")
-    branch1 = _unit3d(x, b1a, (1, 1, 1), f"{name}.Branch_1.Conv3d_0a_1x1")
-    branch1 = _unit3d(branch1, b1, (3, 3, 3), f"{name}.Branch_1.Conv3d_0b_3x3")
-    branch2 = _unit3d(x, b2a, (1, 1, 1), f"{name}.Branch_2.Conv3d_0a_1x1")
+    branch0 = _unit3d(x, b0, (1, 1, 1), f"{name}.Branch_0.Conv3d_0a_1x1", dtype=dtype)
+    branch1 = _unit3d(x, b1a, (1, 1, 1), f"{name}.Branch_1.Conv3d_0a_1x1", dtype=dtype)
+    branch1 = _unit3d(branch1, b1, (3, 3, 3), f"{name}.Branch_1.Conv3d_0b_3x3", dtype=dtype)
+    branch2 = _unit3d(x, b2a, (1, 1, 1), f"{name}.Branch_2.Conv3d_0a_1x1", dtype=dtype)
     # DeepMind's i3d.py names this one layer Conv3d_0a_3x3 in Mixed_5b (the checkpoints keep it).
     second = "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"
-    branch2 = _unit3d(branch2, b2, (3, 3, 3), f"{name}.Branch_2.{second}")
+    branch2 = _unit3d(branch2, b2, (3, 3, 3), f"{name}.Branch_2.{second}", dtype=dtype)
     branch3 = keras.layers.MaxPooling3D(
-        (3, 3, 3), strides=(1, 1, 1), padding="same", name=f"{name}.Branch_3.MaxPool3d_0a_3x3"
-    )(x)
-    branch3 = _unit3d(branch3, b3, (1, 1, 1), f"{name}.Branch_3.Conv3d_0b_1x1")
-    return keras.layers.Concatenate(axis=-1, name=name)([branch0, branch1, branch2, branch3])
+        (3, 3, 3), strides=(1, 1, 1), padding="same", name=f"{name}.Branch_3.MaxPool3d_0a_3x3",
+        dtype=dtype,
+    )(x)  # fmt: skip
+    branch3 = _unit3d(branch3, b3, (1, 1, 1), f"{name}.Branch_3.Conv3d_0b_1x1", dtype=dtype)
+    return keras.layers.Concatenate(axis=-1, name=name, dtype=dtype)(
+        [branch0, branch1, branch2, branch3]
+    )
 
 
 def build_i3d(
@@ -124,6 +130,7 @@ def build_i3d(
     height: int | None = None,
     width: int | None = None,
     name: str | None = None,
+    precision: str = "float32",
 ) -> Any:
     """The I3D network up to ``endpoint`` (inclusive) as a Keras functional model.
 
@@ -131,10 +138,14 @@ def build_i3d(
     Logits is the feature map ``[B, L', H', W', C]`` (``SAME`` padding: ``L' = ceil(L / stride)``).
     ``Logits`` gives ``[B, num_classes]`` (DeepMind's averaged logits, needing ``L' ≥ 2`` and
     ``H', W' ≥ 7`` at Mixed_5c, i.e. 224×224 input), ``Predictions`` their softmax. Leave the sizes
-    ``None`` to accept any clip length and frame size.
+    ``None`` to accept any clip length and frame size. ``precision="mixed_bfloat16"`` computes in
+    bfloat16 with float32 weights (the output is cast back to float32).
     """
     import keras
 
+    if precision not in ("float32", "mixed_bfloat16"):
+        raise ValueError(f"precision must be 'float32' or 'mixed_bfloat16', not {precision!r}")
+    dt = keras.DTypePolicy(precision)
     if endpoint not in ENDPOINTS:
         raise ValueError(f"Unknown end point {endpoint!r}; choose one of {', '.join(ENDPOINTS)}")
     if in_channels < 1:
@@ -144,32 +155,34 @@ def build_i3d(
     x = inputs
     for point in ENDPOINTS[: stop + 1]:
         if point == "Conv3d_1a_7x7":
-            x = _unit3d(x, 64, (7, 7, 7), point, stride=(2, 2, 2))
-        elif point == "MaxPool3d_2a_3x3" or point == "MaxPool3d_3a_3x3":
-            x = keras.layers.MaxPooling3D((1, 3, 3), (1, 2, 2), padding="same", name=point)(x)
+            x = _unit3d(x, 64, (7, 7, 7), point, stride=(2, 2, 2), dtype=dt)
+        elif point in ("MaxPool3d_2a_3x3", "MaxPool3d_3a_3x3"):
+            x = keras.layers.MaxPooling3D((1, 3, 3), (1, 2, 2), "same", name=point, dtype=dt)(x)
         elif point == "Conv3d_2b_1x1":
-            x = _unit3d(x, 64, (1, 1, 1), point)
+            x = _unit3d(x, 64, (1, 1, 1), point, dtype=dt)
         elif point == "Conv3d_2c_3x3":
-            x = _unit3d(x, 192, (3, 3, 3), point)
+            x = _unit3d(x, 192, (3, 3, 3), point, dtype=dt)
         elif point == "MaxPool3d_4a_3x3":
-            x = keras.layers.MaxPooling3D((3, 3, 3), (2, 2, 2), padding="same", name=point)(x)
+            x = keras.layers.MaxPooling3D((3, 3, 3), (2, 2, 2), "same", name=point, dtype=dt)(x)
         elif point == "MaxPool3d_5a_2x2":
-            x = keras.layers.MaxPooling3D((2, 2, 2), (2, 2, 2), padding="same", name=point)(x)
+            x = keras.layers.MaxPooling3D((2, 2, 2), (2, 2, 2), "same", name=point, dtype=dt)(x)
         elif point in MIXED_CHANNELS:
-            x = _mixed(x, point)
+            x = _mixed(x, point, dtype=dt)
         elif point == "Logits":
             x = keras.layers.AveragePooling3D(
-                (2, 7, 7), (1, 1, 1), padding="valid", name="Logits.pool"
+                (2, 7, 7), (1, 1, 1), padding="valid", name="Logits.pool", dtype=dt
             )(x)
-            x = keras.layers.Dropout(dropout_rate, name="Logits.dropout")(x)
+            x = keras.layers.Dropout(dropout_rate, name="Logits.dropout", dtype=dt)(x)
             x = keras.layers.Conv3D(
                 num_classes, (1, 1, 1), padding="same", use_bias=True,
-                name="Logits.Conv3d_0c_1x1.conv_3d",
+                name="Logits.Conv3d_0c_1x1.conv_3d", dtype=dt,
             )(x)  # fmt: skip
             # DeepMind squeezes the 1x1 spatial axes, then averages the logits over time.
-            x = keras.layers.GlobalAveragePooling3D(name="Logits")(x)
+            x = keras.layers.GlobalAveragePooling3D(name="Logits", dtype=dt)(x)
         elif point == "Predictions":
-            x = keras.layers.Softmax(name="Predictions")(x)
+            x = keras.layers.Softmax(name="Predictions", dtype="float32")(x)
+    if precision != "float32" and endpoint != "Predictions":
+        x = keras.layers.Activation("linear", dtype="float32", name="to_float32")(x)
     return keras.Model(inputs, x, name=name or f"i3d_{in_channels}ch_{endpoint}")
 
 

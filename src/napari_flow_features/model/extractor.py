@@ -1,0 +1,210 @@
+"""``DynamicFeatureExtractor``: the I3D encoder configured from YAML, with I3D preprocessing.
+
+The configuration's fields are listed, with their meaning, in ``default_config.yaml`` beside this
+file and in docs/model.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..flow.sequences import FlowWindow, frame_windows, preprocess_flow, window_data
+
+
+def default_config() -> dict[str, Any]:
+    """The shipped default configuration (a fresh copy)."""
+    import yaml
+
+    text = resources.files(__package__).joinpath("default_config.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
+    """Defaults, then the fields of a YAML file, then keyword overrides; unknown keys are errors."""
+    import yaml
+
+    config = default_config()
+    layers: list[tuple[str, dict]] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise BadInputError(f"Config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise BadInputError(f"Config file is not valid YAML ({exc}): {path}") from exc
+        if not isinstance(loaded, dict):
+            raise BadInputError(f"Config file must hold a mapping of fields: {path}")
+        layers.append((str(path), loaded))
+    layers.append(("keyword arguments", overrides))
+    for origin, values in layers:
+        _merge(config, values, origin)
+    _validate(config)
+    return config
+
+
+def _merge(config: dict, values: dict, origin: str, prefix: str = "") -> None:
+    for key, value in values.items():
+        if key not in config:
+            valid = ", ".join(sorted(config))
+            raise BadInputError(f"Unknown config field {prefix}{key!r} in {origin}; valid: {valid}")
+        if isinstance(config[key], dict):
+            if not isinstance(value, dict):
+                raise BadInputError(f"Config field {prefix}{key} must be a mapping ({origin})")
+            _merge(config[key], value, origin, f"{prefix}{key}.")
+        else:
+            config[key] = value
+
+
+def _validate(config: dict) -> None:
+    from .i3d import ENDPOINTS
+
+    for key in ("clip_length", "stride", "batch_size", "in_channels"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise BadInputError(
+                f"Config field {key} must be a whole number ≥ 1, got {config[key]!r}"
+            )
+    if config["endpoint"] not in ENDPOINTS:
+        raise BadInputError(
+            f"Unknown end point {config['endpoint']!r}; choose one of {', '.join(ENDPOINTS)}"
+        )
+    if config["precision"] not in ("float32", "mixed_bfloat16"):
+        raise BadInputError(
+            f"precision must be float32 or mixed_bfloat16, not {config['precision']!r}"
+        )
+    if config["resize"] is not None and (
+        not isinstance(config["resize"], int) or config["resize"] < 8
+    ):
+        raise BadInputError(f"resize must be null or a size ≥ 8 px, got {config['resize']!r}")
+    if not float(config["flow_bound"]) > 0:
+        raise BadInputError(f"flow_bound must be positive, got {config['flow_bound']!r}")
+    source = config["weights"]["source"]
+    if source not in ("random", "deepmind"):
+        raise BadInputError(f"weights.source must be random or deepmind, not {source!r}")
+    if source == "deepmind" and not config["weights"]["checkpoint"]:
+        raise BadInputError("weights.source is deepmind but weights.checkpoint is not set")
+
+
+class DynamicFeatureExtractor:
+    """I3D flow encoder with its preprocessing, configured from YAML.
+
+    >>> extractor = DynamicFeatureExtractor(endpoint="Mixed_4f", clip_length=16)  # doctest: +SKIP
+    >>> windows = extractor.preprocess_flow_sequence(flow)        # [N, L, H, W, 2]
+    >>> maps = extractor.extract_features(windows)                 # [N, T', H', W', C]
+    """
+
+    def __init__(self, config_path: str | os.PathLike | None = None, **overrides: Any) -> None:
+        self.config = load_config(config_path, **overrides)
+        cfg = self.config
+        import keras
+
+        from .i3d import build_i3d
+
+        if cfg["weights"]["source"] == "random":
+            keras.utils.set_random_seed(int(cfg["weights"]["seed"]))
+        self.model = build_i3d(
+            in_channels=cfg["in_channels"],
+            endpoint=cfg["endpoint"],
+            num_classes=cfg["num_classes"],
+            precision=cfg["precision"],
+        )
+        self.checkpoint_report = None
+        if cfg["weights"]["source"] == "deepmind":
+            from .checkpoint import load_deepmind_checkpoint
+
+            prefix = os.path.expanduser(str(cfg["weights"]["checkpoint"]))
+            self.checkpoint_report = load_deepmind_checkpoint(self.model, prefix)
+        self.quantize = (
+            bool(cfg["quantize"])
+            if cfg["quantize"] is not None
+            else cfg["weights"]["source"] == "deepmind"
+        )
+        self._call = None
+
+    # -- preprocessing -------------------------------------------------------------------------
+    def windows(self, n_frames: int) -> list[FlowWindow]:
+        """The windows (DESIGN.md) over a video of ``n_frames`` frames."""
+        return frame_windows(n_frames, self.config["clip_length"], self.config["stride"])
+
+    def preprocess_window(self, flow: Any, window: FlowWindow) -> np.ndarray:
+        """One window's flow, resized if configured, clipped, quantised if configured, scaled."""
+        data = window_data(flow, window)
+        data = self._resize(data)
+        return preprocess_flow(data, float(self.config["flow_bound"]), self.quantize)
+
+    def preprocess_flow_sequence(self, flow: Any) -> np.ndarray:
+        """All windows of a ``(T-1, H, W, 2)`` flow sequence as ``[N, L, H', W', 2]`` float32."""
+        self._check_flow(flow)
+        windows = self.windows(flow.shape[0] + 1)
+        return np.stack([self.preprocess_window(flow, w) for w in windows])
+
+    def resized_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(H', W') the encoder sees for frames of ``height`` × ``width``."""
+        from ..flow.compute import resized_shape
+
+        return resized_shape((height, width), self.config["resize"])
+
+    def _resize(self, data: np.ndarray) -> np.ndarray:
+        h, w = data.shape[1:3]
+        nh, nw = self.resized_shape(h, w)
+        if (nh, nw) == (h, w):
+            return data
+        import cv2
+
+        out = np.empty((len(data), nh, nw, 2), np.float32)
+        for i, field in enumerate(data):
+            out[i] = cv2.resize(field, (nw, nh), interpolation=cv2.INTER_AREA)
+        out[..., 0] *= nw / w  # displacements shrink with the image
+        out[..., 1] *= nh / h
+        return out
+
+    def _check_flow(self, flow: Any) -> None:
+        shape = tuple(flow.shape)
+        if len(shape) != 4 or shape[-1] != 2:
+            raise BadInputError(f"Flow must be (T-1, H, W, 2); got shape {shape}")
+        if self.config["in_channels"] != 2:
+            raise BadInputError(
+                f"The model takes {self.config['in_channels']} input channels but optical flow has 2"
+            )
+
+    # -- inference -----------------------------------------------------------------------------
+    def extract_features(
+        self, preprocessed: np.ndarray, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Feature maps ``[N, T', H', W', C]`` float32 for preprocessed clips ``[N, L, H, W, ch]``."""
+        arr = np.asarray(preprocessed, dtype=np.float32)
+        if arr.ndim != 5:
+            raise BadInputError(f"Clips must be [N, L, H, W, C]; got shape {arr.shape}")
+        if arr.shape[-1] != self.config["in_channels"]:
+            raise BadInputError(
+                f"The model takes {self.config['in_channels']} input channels; clips have {arr.shape[-1]}"
+            )
+        batch = int(batch_size or self.config["batch_size"])
+        outputs = [self.encode(arr[i : i + batch]) for i in range(0, len(arr), batch)]
+        return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """One encoder call through a cached ``tf.function`` (no XLA: slower on this CPU)."""
+        import tensorflow as tf
+
+        if self._call is None:
+            model = self.model
+            self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        return np.asarray(self._call(tf.convert_to_tensor(batch, tf.float32)), dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """Run metadata: the configuration plus derived facts (quantise, channels, strides)."""
+        from .i3d import ENDPOINT_STRIDES, endpoint_channels
+
+        meta = copy.deepcopy(self.config)
+        meta["quantize_effective"] = self.quantize
+        meta["channels"] = endpoint_channels(self.config["endpoint"])
+        meta["endpoint_strides"] = list(ENDPOINT_STRIDES.get(self.config["endpoint"], (None, None)))
+        return meta
