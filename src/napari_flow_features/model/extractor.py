@@ -86,10 +86,16 @@ def _validate(config: dict) -> None:
     if not float(config["flow_bound"]) > 0:
         raise BadInputError(f"flow_bound must be positive, got {config['flow_bound']!r}")
     source = config["weights"]["source"]
-    if source not in ("random", "deepmind"):
-        raise BadInputError(f"weights.source must be random or deepmind, not {source!r}")
+    if source not in ("random", "deepmind", "registry"):
+        raise BadInputError(f"weights.source must be random, deepmind or registry, not {source!r}")
     if source == "deepmind" and not config["weights"]["checkpoint"]:
         raise BadInputError("weights.source is deepmind but weights.checkpoint is not set")
+    if source == "registry" and not (
+        config["weights"]["registry_dir"] and config["weights"]["model_name"]
+    ):
+        raise BadInputError(
+            "weights.source is registry: set weights.registry_dir and weights.model_name"
+        )
 
 
 class DynamicFeatureExtractor:
@@ -116,6 +122,28 @@ class DynamicFeatureExtractor:
             precision=cfg["precision"],
         )
         self.checkpoint_report = None
+        self.registry_version: str | None = None
+        if cfg["weights"]["source"] == "registry":
+            from .registry import ModelSerializer
+
+            w = cfg["weights"]
+            if w["version"]:
+                model, meta, version = ModelSerializer.load_model(
+                    os.path.expanduser(str(w["registry_dir"])), w["model_name"], str(w["version"])
+                )
+            else:
+                model, meta, version = ModelSerializer.load_latest_model(
+                    os.path.expanduser(str(w["registry_dir"])), w["model_name"]
+                )
+            channels = int(model.inputs[0].shape[-1])
+            if channels != cfg["in_channels"]:
+                raise BadInputError(
+                    f"Registry model {w['model_name']} {version} takes {channels} input channels, "
+                    f"the config says {cfg['in_channels']}"
+                )
+            self.model = model
+            self.registry_version = version
+            self.registry_metadata = meta
         if cfg["weights"]["source"] == "deepmind":
             from .checkpoint import load_deepmind_checkpoint
 
@@ -199,12 +227,34 @@ class DynamicFeatureExtractor:
             self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         return np.asarray(self._call(tf.convert_to_tensor(batch, tf.float32)), dtype=np.float32)
 
+    def save_model_with_serializer(
+        self, base_dir: str | os.PathLike, metadata: dict | None = None, version: str | None = None
+    ) -> Path:
+        """Save this extractor's model as a new registry version, with its configuration."""
+        from .registry import ModelSerializer
+
+        meta = {
+            "endpoint": self.config["endpoint"],
+            "preprocessing": {
+                "flow_bound": self.config["flow_bound"],
+                "quantize": self.quantize,
+                "resize": self.config["resize"],
+                "clip_length": self.config["clip_length"],
+                "stride": self.config["stride"],
+            },
+            "extractor_config": self.describe(),
+            **(metadata or {}),
+        }
+        name = (metadata or {}).get("model_name", f"i3d-flow-{self.config['endpoint']}")
+        return ModelSerializer(self.model, name).save_model(base_dir, meta, version)
+
     def describe(self) -> dict[str, Any]:
         """Run metadata: the configuration plus derived facts (quantise, channels, strides)."""
         from .i3d import ENDPOINT_STRIDES, endpoint_channels
 
         meta = copy.deepcopy(self.config)
         meta["quantize_effective"] = self.quantize
+        meta["registry_version"] = self.registry_version
         meta["channels"] = endpoint_channels(self.config["endpoint"])
         meta["endpoint_strides"] = list(ENDPOINT_STRIDES.get(self.config["endpoint"], (None, None)))
         return meta
