@@ -143,6 +143,31 @@ def _cmd_sequences(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from .model.weights import fetch_checkpoint
+
+    bars: dict[str, object] = {}
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(
+                total=total, desc=name, unit="B", unit_scale=True, dynamic_ncols=True
+            )
+        bar.update(done - bar.n)
+
+    try:
+        prefix = fetch_checkpoint(args.name, args.dest, base_url=args.url, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"verified checkpoint: {prefix}")
+    print(f"use it with: weights: {{source: deepmind, checkpoint: {prefix}}}")
+    return 0
+
+
 def _add_flow_options(p: argparse.ArgumentParser) -> None:
     from .flow.compute import DIS_PRESETS, METHODS
 
@@ -198,6 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
             "--quantize", action="store_true", help="quantise to 256 levels like DeepMind"
         )
         m.set_defaults(func=_cmd_sequences)
+
+    p = sub.add_parser("weights", help="DeepMind's published I3D checkpoints")
+    wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    fetch = wsub.add_parser(
+        "fetch",
+        help="download and verify a kinetics-i3d checkpoint",
+        description="Downloads into --dest or the cache ($NAPARI_FLOW_FEATURES_CACHE, default "
+        "~/.cache/napari-flow-features/checkpoints/NAME); a verified copy is reused.",
+    )
+    from .model.weights import CHECKPOINTS
+
+    fetch.add_argument("name", choices=CHECKPOINTS)
+    fetch.add_argument("--dest", help="folder for the files (default: the cache)")
+    fetch.add_argument(
+        "--url", help="base URL holding NAME/<files> (default: $NAPARI_FLOW_FEATURES_WEIGHTS_URL "
+        "or the kinetics-i3d repository)",
+    )  # fmt: skip
+    fetch.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser("demo", help="run the main job on the built-in sample")
     p.add_argument("--output", "-o", default="demo-output", help="folder to write to")

@@ -1,0 +1,127 @@
+"""Download DeepMind's published kinetics-i3d checkpoints, verified, atomically, with a cache.
+
+Files come from ``<base URL>/<name>/{checkpoint, model.ckpt.index, model.ckpt.data-00000-of-00001}``
+(the kinetics-i3d repository's ``data/checkpoints`` folder by default). A download is accepted only
+when its variable names and shapes equal those of the published index shipped with this package and
+every tensor reads back (TensorFlow checks each tensor's CRC32C as it reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from ..errors import BadInputError
+
+CHECKPOINTS = ("flow_imagenet", "flow_scratch", "rgb_imagenet", "rgb_scratch", "rgb_scratch_kin600")
+FILES = ("checkpoint", "model.ckpt.index", "model.ckpt.data-00000-of-00001")
+DEFAULT_BASE_URL = "https://github.com/deepmind/kinetics-i3d/raw/master/data/checkpoints"
+URL_ENV = "NAPARI_FLOW_FEATURES_WEIGHTS_URL"
+CACHE_ENV = "NAPARI_FLOW_FEATURES_CACHE"
+
+Progress = Callable[[str, int, int | None], None]  # (file name, bytes so far, total or None)
+
+
+def cache_dir() -> Path:
+    """Where checkpoints are kept: ``$NAPARI_FLOW_FEATURES_CACHE`` or ``~/.cache/napari-flow-features``."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "napari-flow-features"
+    )
+    return Path(root) / "checkpoints"
+
+
+def published_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """Variable names and shapes of the published checkpoint ``name`` (from the shipped index)."""
+    from .checkpoint import checkpoint_shapes
+
+    if name not in CHECKPOINTS:
+        raise BadInputError(f"Unknown checkpoint {name!r}; choose one of {', '.join(CHECKPOINTS)}")
+    data = resources.files(__package__).joinpath("reference", f"{name}.index").read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "model.ckpt.index").write_bytes(data)
+        return {k: tuple(v) for k, v in checkpoint_shapes(Path(tmp) / "model.ckpt").items()}
+
+
+def verify_checkpoint(name: str, folder: str | os.PathLike) -> Path:
+    """Check a downloaded checkpoint; returns its prefix or raises :class:`BadInputError`."""
+    import tensorflow as tf
+
+    from .checkpoint import checkpoint_shapes
+
+    prefix = Path(folder) / "model.ckpt"
+    for f in FILES[1:]:
+        if not (Path(folder) / f).is_file():
+            raise BadInputError(f"Checkpoint file missing: {Path(folder) / f}")
+    got = {k: tuple(v) for k, v in checkpoint_shapes(prefix).items()}
+    want = published_shapes(name)
+    if got != want:
+        diff = sorted(set(got) ^ set(want)) or sorted(k for k in got if got[k] != want.get(k))
+        raise BadInputError(
+            f"Downloaded {name} does not match the published variables (e.g. {diff[:3]}): {folder}"
+        )
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for key in got:
+            reader.get_tensor(key)
+    except (tf.errors.DataLossError, tf.errors.OpError, ValueError) as exc:
+        raise BadInputError(f"Downloaded {name} is corrupt ({exc}): {folder}") from exc
+    return prefix
+
+
+def _download(url: str, target: Path, progress: Progress | None, timeout: float) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
+            total = response.headers.get("Content-Length")
+            total = int(total) if total is not None else None
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                done += len(block)
+                if progress is not None:
+                    progress(target.name, done, total)
+    except urllib.error.HTTPError as exc:
+        raise BadInputError(f"Download failed: HTTP {exc.code} {exc.reason} for {url}") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise BadInputError(f"Download failed ({exc}) for {url}") from exc
+    if total is not None and done != total:
+        raise BadInputError(f"Download of {url} ended early: {done} of {total} bytes")
+
+
+def fetch_checkpoint(
+    name: str,
+    dest: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    progress: Progress | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Download checkpoint ``name`` into ``dest`` (default: the cache) and return its prefix.
+
+    A complete, verified copy already in ``dest`` is reused. Files download under temporary names in a
+    hidden sibling folder and are moved into place only after verification; a failure leaves
+    nothing behind.
+    """
+    if name not in CHECKPOINTS:
+        raise BadInputError(f"Unknown checkpoint {name!r}; choose one of {', '.join(CHECKPOINTS)}")
+    folder = Path(dest) if dest is not None else cache_dir() / name
+    with contextlib.suppress(BadInputError):
+        return verify_checkpoint(name, folder)
+    base = (base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        for f in FILES:
+            _download(f"{base}/{name}/{f}", staging / f, progress, timeout)
+        verify_checkpoint(name, staging)
+        folder.mkdir(exist_ok=True)
+        for f in FILES:
+            os.replace(staging / f, folder / f)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder / "model.ckpt"

@@ -1,0 +1,119 @@
+"""flow-features weights fetch, against a local HTTP server on 127.0.0.1 (never the internet)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+
+from napari_flow_features.cli import main
+from napari_flow_features.errors import BadInputError
+from napari_flow_features.model.checkpoint import load_deepmind_checkpoint
+from napari_flow_features.model.i3d import build_i3d
+from napari_flow_features.model.weights import FILES, cache_dir, fetch_checkpoint, published_shapes
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str]
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Serves <root>/flow_imagenet/{checkpoint, index, data}: a generated checkpoint with the
+    published names and shapes."""
+    from test_i3d import write_checkpoint
+
+    root = tmp_path_factory.mktemp("served")
+    folder = root / "flow_imagenet"
+    folder.mkdir()
+    values = write_checkpoint(folder / "model.ckpt", published_shapes("flow_imagenet"), seed=5)
+    (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt"\n')
+    requests: list[str] = []
+    handler = type("H", (_Handler,), {"requests": requests})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}", root, values, requests
+    httpd.shutdown()
+
+
+def test_fetch_verifies_and_loads(server, tmp_path):
+    url, _, values, requests = server
+    seen = []
+    prefix = fetch_checkpoint(
+        "flow_imagenet",
+        tmp_path / "w",
+        base_url=url,
+        progress=lambda f, d, t: seen.append((f, d, t)),
+    )
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == sorted(FILES)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # staging removed
+    assert {f for f, _, _ in seen} == set(FILES) and all(t is not None for _, _, t in seen)
+    model = build_i3d(2, "Conv3d_1a_7x7")
+    load_deepmind_checkpoint(model, prefix)
+    np.testing.assert_array_equal(
+        np.asarray(model.get_layer("Conv3d_1a_7x7.conv_3d").kernel),
+        values["Flow/inception_i3d/Conv3d_1a_7x7/conv_3d/w"],
+    )
+    count = len(requests)
+    fetch_checkpoint("flow_imagenet", tmp_path / "w", base_url=url)  # verified copy: no download
+    assert len(requests) == count
+
+
+def test_cache_folder_follows_the_environment(server, tmp_path, monkeypatch):
+    url, *_ = server
+    monkeypatch.setenv("NAPARI_FLOW_FEATURES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAPARI_FLOW_FEATURES_WEIGHTS_URL", url)
+    assert cache_dir() == tmp_path / "cache" / "checkpoints"
+    prefix = fetch_checkpoint("flow_imagenet")
+    assert prefix == tmp_path / "cache" / "checkpoints" / "flow_imagenet" / "model.ckpt"
+
+
+def test_corrupt_download_leaves_nothing(server, tmp_path):
+    url, root, *_ = server
+    bad = root / "bad"
+    (bad / "flow_imagenet").mkdir(parents=True)
+    for f in FILES:
+        (bad / "flow_imagenet" / f).write_bytes((root / "flow_imagenet" / f).read_bytes())
+    data = bad / "flow_imagenet" / FILES[2]
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte inside a tensor
+    data.write_bytes(bytes(raw))
+    with pytest.raises(BadInputError, match="corrupt"):
+        fetch_checkpoint("flow_imagenet", tmp_path / "w", base_url=f"{url}/bad")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_checkpoint_and_http_errors(server, tmp_path):
+    url, root, *_ = server
+    with pytest.raises(BadInputError, match="HTTP 404"):
+        fetch_checkpoint("rgb_imagenet", tmp_path / "w", base_url=url)
+    (root / "wrong").mkdir()
+    (root / "wrong" / "rgb_imagenet").symlink_to(root / "flow_imagenet")  # flow served as RGB
+    with pytest.raises(BadInputError, match="does not match the published variables"):
+        fetch_checkpoint("rgb_imagenet", tmp_path / "w", base_url=f"{url}/wrong")
+    with pytest.raises(BadInputError, match="Unknown checkpoint"):
+        fetch_checkpoint("flow_best", tmp_path / "w", base_url=url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_fetch(server, tmp_path, capsys):
+    url, *_ = server
+    assert (
+        main(["weights", "fetch", "flow_imagenet", "--dest", str(tmp_path / "w"), "--url", url])
+        == 0
+    )
+    assert "verified checkpoint" in capsys.readouterr().out
+    assert main(["weights", "fetch", "flow_imagenet", "--dest", str(tmp_path / "x"),
+                 "--url", "http://127.0.0.1:9/none"]) == 2  # fmt: skip
+    assert "Download failed" in capsys.readouterr().err
