@@ -168,6 +168,71 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extractor(args: argparse.Namespace, **overrides):
+    from .model.extractor import DynamicFeatureExtractor
+
+    if getattr(args, "endpoint", None):
+        overrides["endpoint"] = args.endpoint
+    if getattr(args, "clip_length", None):
+        overrides["clip_length"] = args.clip_length
+    return DynamicFeatureExtractor(args.config, **overrides)
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    import json
+
+    from .model.registry import ModelSerializer
+
+    out = Path(args.output_dir)
+    if args.mode == "implement":
+        folder = _extractor(args).save_model_with_serializer(
+            out, {"model_name": args.model_name, "description": "I3D flow encoder"}
+        )
+        print(f"saved {args.model_name} version {folder.name}: {folder}")
+        return 0
+    if args.data_dir is None:
+        raise BadInputError(f"model {args.mode} needs --data-dir")
+    from .model.training import evaluate_classifier, train_classifier
+
+    if args.mode == "train":
+        extractor = _extractor(args)
+        model, report = train_classifier(
+            extractor, args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.lr, val_fraction=args.val_fraction,
+            freeze_backbone=not args.unfreeze, seed=args.seed, verbose=1,
+            registry=(out, args.model_name),
+        )  # fmt: skip
+        meta = {"description": "I3D flow classifier, final epoch", "classes": report["classes"],
+                "extractor_config": extractor.describe(), "training_dataset": str(args.data_dir),
+                "val_fraction": args.val_fraction, "seed": args.seed}  # fmt: skip
+        final = ModelSerializer(model, args.model_name).save_model(out, meta)
+        report["final_version"] = final.name
+        (out / f"{args.model_name}_training_report.json").write_text(json.dumps(report, indent=2))
+        acc = report["history"].get("val_accuracy", [float("nan")])[-1]
+        print(f"saved {args.model_name} version {final.name}; final validation accuracy {acc:.3f}")
+        return 0
+    # evaluate
+    if args.version:
+        model, meta, version = ModelSerializer.load_model(out, args.model_name, args.version)
+    else:
+        model, meta, version = ModelSerializer.load_latest_model(out, args.model_name)
+    if "classes" not in meta:
+        raise BadInputError(f"{args.model_name} {version} is not a trained classifier (no classes)")
+    cfg = meta.get("extractor_config", {})
+    extractor = _extractor(args, clip_length=cfg.get("clip_length", 16), stride=cfg.get("stride", 8),
+                           endpoint=cfg.get("endpoint", "Mixed_5c"))  # fmt: skip
+    result = evaluate_classifier(
+        model, extractor, args.data_dir, meta["classes"],
+        val_fraction=meta.get("val_fraction", args.val_fraction), seed=meta.get("seed", args.seed),
+    )  # fmt: skip
+    result.update({"model_name": args.model_name, "version": version})
+    path = out / f"{args.model_name}_{version}_evaluation.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"{args.model_name} {version}: accuracy {result['accuracy']:.3f} on {result['windows']} "
+          f"{result['split']} windows; wrote {path}")  # fmt: skip
+    return 0
+
+
 def _add_flow_options(p: argparse.ArgumentParser) -> None:
     from .flow.compute import DIS_PRESETS, METHODS
 
@@ -241,6 +306,32 @@ def build_parser() -> argparse.ArgumentParser:
         "or the kinetics-i3d repository)",
     )  # fmt: skip
     fetch.set_defaults(func=_cmd_weights)
+
+    p = sub.add_parser("model", help="build, fine-tune and evaluate I3D models (model registry)")
+    msub = p.add_subparsers(dest="mode", metavar="MODE", required=True)
+    helps = {
+        "implement": "build the encoder from a config and save it in the registry",
+        "train": "fine-tune on labelled flow (class folders or file,label CSV) with a new head",
+        "evaluate": "accuracy of a trained classifier on the validation split",
+    }
+    for mode, text in helps.items():
+        m = msub.add_parser(mode, help=text)
+        m.add_argument("--output-dir", required=True, help="model registry folder")
+        m.add_argument("--data-dir", help="class folders of flow .npy files, or a file,label CSV")
+        m.add_argument("--config", help="extractor YAML config (see docs/model.md)")
+        m.add_argument("--model-name", default="i3d-flow", help="name in the registry")
+        m.add_argument("--endpoint", help="encoder end point (overrides the config)")
+        m.add_argument("--clip-length", type=int, help="frames per clip (overrides the config)")
+        m.add_argument("--seed", type=int, default=0, help="split and initialisation seed")
+        m.add_argument("--val-fraction", type=float, default=0.25, help="files held out (0.25)")
+        if mode == "train":
+            m.add_argument("--epochs", type=int, default=5)
+            m.add_argument("--batch-size", type=int, default=4)
+            m.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+            m.add_argument("--unfreeze", action="store_true", help="train the backbone too")
+        if mode == "evaluate":
+            m.add_argument("--version", help="registry version (default: the newest)")
+        m.set_defaults(func=_cmd_model)
 
     p = sub.add_parser("demo", help="run the main job on the built-in sample")
     p.add_argument("--output", "-o", default="demo-output", help="folder to write to")

@@ -1,0 +1,266 @@
+"""Fine-tune the I3D flow encoder on labelled flow clips with a new classification head.
+
+Data: a folder with one sub-folder per class holding flow files (``.npy``/``.npz`` sequences
+``(T-1, H, W, 2)``), or a CSV with ``file,label`` columns (paths relative to the CSV). Every file is
+cut into windows (DESIGN.md); a window takes its file's label. The validation split is by file, so
+windows of one video never sit on both sides.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+
+
+@dataclass
+class LabelledClips:
+    """Windows of labelled flow files, split by file into training and validation."""
+
+    classes: list[str]
+    files: list[Path]
+    labels: list[int]
+    train_files: list[int] = field(default_factory=list)
+    val_files: list[int] = field(default_factory=list)
+
+
+def find_labelled_files(data: str | os.PathLike) -> tuple[list[Path], list[str], list[str]]:
+    """``(files, labels, classes)`` from a class-per-folder tree or a ``file,label`` CSV."""
+    data = Path(data)
+    files: list[Path] = []
+    labels: list[str] = []
+    if data.is_file() and data.suffix.lower() == ".csv":
+        with open(data, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
+                raise BadInputError(f"Label CSV needs 'file' and 'label' columns: {data}")
+            for row in reader:
+                path = (data.parent / row["file"]).resolve()
+                if not path.is_file():
+                    raise BadInputError(f"{data} lists a missing file: {row['file']}")
+                files.append(path)
+                labels.append(str(row["label"]))
+    elif data.is_dir():
+        for sub in sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(sub.iterdir()):
+                if f.suffix.lower() in (".npy", ".npz"):
+                    files.append(f)
+                    labels.append(sub.name)
+    else:
+        raise BadInputError(f"Training data must be a folder of class folders or a CSV: {data}")
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise BadInputError(
+            f"Training needs at least 2 classes; found {classes or 'none'} in {data}"
+        )
+    return files, labels, classes
+
+
+def split_by_file(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of training and validation files: per class, ``val_fraction`` of its files (at least
+    one when the class has two or more) go to validation."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == c]
+        rng.shuffle(idx)
+        n_val = round(len(idx) * val_fraction)
+        if val_fraction > 0 and len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)
+
+
+def build_classifier(
+    extractor: Any, num_classes: int, freeze_backbone: bool, dropout: float
+) -> Any:
+    """The extractor's encoder + spatio-temporal average + layer norm + dropout + softmax head.
+
+    The norm makes the head indifferent to the backbone's feature scale (random weights give
+    features around 1e-3, DeepMind's around 1), so one learning rate suits both."""
+    import keras
+
+    backbone = extractor.model
+    backbone.trainable = not freeze_backbone
+    inputs = keras.Input(shape=backbone.inputs[0].shape[1:], name="clip")
+    x = backbone(inputs, training=False if freeze_backbone else None)
+    x = keras.layers.GlobalAveragePooling3D(name="head.pool")(x)
+    x = keras.layers.LayerNormalization(name="head.norm")(x)
+    x = keras.layers.Dropout(dropout, name="head.dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head.logits")(x)
+    return keras.Model(inputs, outputs, name="i3d_flow_classifier")
+
+
+class _ClipSource:
+    """Yields preprocessed (clip, label) pairs for a list of files, reading one window at a time."""
+
+    def __init__(self, extractor: Any, files: list[Path], labels: list[int]) -> None:
+        from ..flow.sequences import _open_sequence
+
+        self.extractor = extractor
+        self.items = []
+        for f, lab in zip(files, labels, strict=True):
+            flow = _open_sequence(f)
+            self.extractor._check_flow(flow)
+            for w in extractor.windows(flow.shape[0] + 1):
+                self.items.append((f, w, lab))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __call__(self):
+        from ..flow.sequences import _open_sequence
+
+        cache: dict[Path, Any] = {}
+        for f, w, lab in self.items:
+            flow = cache.setdefault(f, _open_sequence(f))
+            yield self.extractor.preprocess_window(flow, w), np.int32(lab)
+
+
+def make_dataset(
+    extractor: Any, files: list[Path], labels: list[int], batch: int, shuffle: bool, seed: int
+):
+    """A ``tf.data`` pipeline of preprocessed windows and their labels."""
+    import tensorflow as tf
+
+    source = _ClipSource(extractor, files, labels)
+    sample, _ = next(iter(source()))
+    spec = (
+        tf.TensorSpec(sample.shape, tf.float32),
+        tf.TensorSpec((), tf.int32),
+    )
+    ds = tf.data.Dataset.from_generator(source, output_signature=spec)
+    if shuffle:
+        ds = ds.shuffle(max(1, len(source)), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE), len(source)
+
+
+def train_classifier(
+    extractor: Any,
+    data: str | os.PathLike,
+    epochs: int = 5,
+    batch_size: int = 4,
+    learning_rate: float = 1e-3,
+    val_fraction: float = 0.25,
+    freeze_backbone: bool = True,
+    dropout: float = 0.0,
+    seed: int = 0,
+    verbose: int = 1,
+    registry: tuple[str | os.PathLike, str] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune; returns ``(classifier, report)`` with the Keras history and the split.
+
+    With ``registry=(base_dir, model_name)`` every epoch that improves validation accuracy is saved as
+    a registry version (the report lists them).
+    """
+    import keras
+
+    files, names, classes = find_labelled_files(data)
+    labels = [classes.index(n) for n in names]
+    train_idx, val_idx = split_by_file(labels, val_fraction, seed)
+    if not train_idx:
+        raise BadInputError("No files left for training after the validation split")
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(extractor, len(classes), freeze_backbone, dropout)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    pick = lambda idx: ([files[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+    train_ds, n_train = make_dataset(extractor, *pick(train_idx), batch_size, True, seed)
+    val_ds, n_val = (None, 0)
+    if val_idx:
+        val_ds, n_val = make_dataset(extractor, *pick(val_idx), batch_size, False, seed)
+    callbacks = []
+    saved: list[str] = []
+    if registry is not None and val_ds is not None:
+        callbacks.append(_RegistryCheckpoint(registry, classes, extractor, saved))
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, callbacks=callbacks
+    )
+    report = {
+        "classes": classes,
+        "train_files": [str(files[i]) for i in train_idx],
+        "val_files": [str(files[i]) for i in val_idx],
+        "train_windows": n_train,
+        "val_windows": n_val,
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "registry_versions": saved,
+    }
+    return model, report
+
+
+class _RegistryCheckpoint:
+    """Keras callback: save through the registry whenever validation accuracy improves."""
+
+    def __new__(cls, registry, classes, extractor, saved):
+        import keras
+
+        from .registry import ModelSerializer
+
+        class _Callback(keras.callbacks.Callback):
+            best = -1.0
+
+            def on_epoch_end(self, epoch, logs=None):
+                acc = float((logs or {}).get("val_accuracy", -1))
+                if acc <= self.best:
+                    return
+                self.best = acc
+                base, name = registry
+                meta = {
+                    "description": f"I3D flow classifier, epoch {epoch + 1}",
+                    "classes": classes,
+                    "val_accuracy": acc,
+                    "epoch": epoch + 1,
+                    "extractor_config": extractor.describe(),
+                }
+                saved.append(ModelSerializer(self.model, name).save_model(base, meta).name)
+
+        return _Callback()
+
+
+def evaluate_classifier(
+    model: Any,
+    extractor: Any,
+    data: str | os.PathLike,
+    classes: list[str],
+    val_fraction: float = 0.25,
+    seed: int = 0,
+    batch_size: int = 4,
+) -> dict[str, Any]:
+    """Accuracy on the validation split (the same files training held out for the same seed)."""
+    files, names, found = find_labelled_files(data)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise BadInputError(f"Data has classes the model was not trained on: {unknown}")
+    labels = [classes.index(n) for n in names]
+    _, val_idx = split_by_file(labels, val_fraction, seed)
+    idx = val_idx or list(range(len(files)))
+    ds, n = make_dataset(
+        extractor, [files[i] for i in idx], [labels[i] for i in idx], batch_size, False, seed
+    )
+    truth, pred = [], []
+    for clips, y in ds:
+        probs = np.asarray(model(clips, training=False))
+        pred += probs.argmax(axis=1).tolist()
+        truth += np.asarray(y).tolist()
+    truth_arr, pred_arr = np.asarray(truth), np.asarray(pred)
+    per_class = {
+        c: float((pred_arr[truth_arr == k] == k).mean()) if (truth_arr == k).any() else None
+        for k, c in enumerate(classes)
+    }
+    return {
+        "split": "validation" if val_idx else "all (no validation split)",
+        "files": [str(files[i]) for i in idx],
+        "windows": n,
+        "accuracy": float((truth_arr == pred_arr).mean()) if n else float("nan"),
+        "per_class_accuracy": per_class,
+    }
