@@ -192,6 +192,8 @@ def _cmd_model(args: argparse.Namespace) -> int:
         return 0
     if args.data_dir is None:
         raise BadInputError(f"model {args.mode} needs --data-dir")
+    if args.mode == "test":
+        return _model_test(args, out)
     from .model.training import evaluate_classifier, train_classifier
 
     if args.mode == "train":
@@ -230,6 +232,39 @@ def _cmd_model(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(result, indent=2))
     print(f"{args.model_name} {version}: accuracy {result['accuracy']:.3f} on {result['windows']} "
           f"{result['split']} windows; wrote {path}")  # fmt: skip
+    return 0
+
+
+def _model_test(args: argparse.Namespace, out: Path) -> int:
+    """Run an encoder (registry model, or the config's) over flow files; one table per file."""
+    from .extract.per_frame import gap_feature_table
+    from .flow.sequences import _open_sequence, find_flow_files
+    from .io.tables import write_table
+
+    overrides: dict = {}
+    if args.registry_dir:
+        weights = {"source": "registry", "registry_dir": args.registry_dir,
+                   "model_name": args.model_name, "version": args.version}  # fmt: skip
+        overrides["weights"] = weights
+    extractor = _extractor(args, **overrides)
+    if isinstance(
+        extractor.model.layers[1], type(extractor.model)
+    ):  # a classifier: use its encoder
+        extractor.model = extractor.model.layers[1]
+        extractor._call = None
+    files = find_flow_files(args.data_dir)
+    if args.num_samples:
+        files = files[: args.num_samples]
+    out.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        bar = _Bar(path.name)
+        try:
+            table = gap_feature_table(extractor, _open_sequence(path), str(path), progress=bar)
+        finally:
+            bar.close()
+        stem = path.stem if path.is_file() else path.name
+        target = write_table(table, out / f"{stem}_features.{args.format}")
+        print(f"wrote {target}: {len(table)} frames x {table.shape[1] - 1} features")
     return 0
 
 
@@ -313,10 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
         "implement": "build the encoder from a config and save it in the registry",
         "train": "fine-tune on labelled flow (class folders or file,label CSV) with a new head",
         "evaluate": "accuracy of a trained classifier on the validation split",
+        "test": "run an encoder over flow files and write per-frame feature tables (GAP)",
     }
     for mode, text in helps.items():
         m = msub.add_parser(mode, help=text)
-        m.add_argument("--output-dir", required=True, help="model registry folder")
+        m.add_argument(
+            "--output-dir", required=True,
+            help="feature tables folder" if mode == "test" else "model registry folder",
+        )  # fmt: skip
         m.add_argument("--data-dir", help="class folders of flow .npy files, or a file,label CSV")
         m.add_argument("--config", help="extractor YAML config (see docs/model.md)")
         m.add_argument("--model-name", default="i3d-flow", help="name in the registry")
@@ -329,8 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--batch-size", type=int, default=4)
             m.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
             m.add_argument("--unfreeze", action="store_true", help="train the backbone too")
-        if mode == "evaluate":
+        if mode in ("evaluate", "test"):
             m.add_argument("--version", help="registry version (default: the newest)")
+        if mode == "test":
+            m.add_argument("--registry-dir", help="take the encoder from this registry")
+            m.add_argument("--num-samples", type=int, help="only the first N flow files")
+            m.add_argument("--format", choices=("parquet", "csv"), default="parquet")
         m.set_defaults(func=_cmd_model)
 
     p = sub.add_parser("demo", help="run the main job on the built-in sample")

@@ -88,3 +88,47 @@ def test_model_cli_implement_train_evaluate(tmp_path, capsys):
     assert main(["model", "evaluate", "--data-dir", str(data), "--output-dir", str(reg),
                  "--model-name", "enc"]) == 2  # fmt: skip
     assert "not a trained classifier" in capsys.readouterr().err
+
+
+def test_model_test_writes_per_frame_tables(tmp_path, capsys):
+    from napari_flow_features.io.tables import read_table
+
+    data = make_motion_set(tmp_path / "data", per_class=1)
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    for f in sorted(data.glob("*/*.npy")):
+        (flows / f.name).write_bytes(f.read_bytes())
+    reg = tmp_path / "reg"
+    assert main(["model", "train", "--data-dir", str(tmp_path / "data"), "--output-dir", str(reg),
+                 "--endpoint", "Mixed_3c", "--clip-length", "8", "--epochs", "1",
+                 "--model-name", "motion", "--val-fraction", "0"]) == 0  # fmt: skip
+    assert main(["model", "test", "--data-dir", str(flows), "--output-dir", str(tmp_path / "out"),
+                 "--registry-dir", str(reg), "--model-name", "motion", "--endpoint", "Mixed_3c",
+                 "--clip-length", "8", "--num-samples", "1", "--format", "csv"]) == 0  # fmt: skip
+    (table_path,) = (tmp_path / "out").glob("*_features.csv")
+    table = read_table(table_path)
+    assert len(table) == 16 and table.columns[0] == "frame" and table.shape[1] == 1 + 480
+    assert table.attrs["post_encoder"] == "gap" and table.attrs["registry_version"]
+    assert np.isfinite(table.drop(columns="frame").to_numpy()).all()
+
+
+def test_gap_table_rows_follow_the_window_rule():
+    """With a model whose Mixed_3c output is known, rows equal the hand-mapped window values."""
+    from napari_flow_features.extract.per_frame import gap_feature_table
+    from napari_flow_features.extract.post_encoders import assign_frames
+
+    ext = DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", clip_length=8, stride=4, batch_size=3)
+    flow = np.random.default_rng(3).normal(0, 5, (19, 16, 16, 2)).astype(np.float32)  # 20 frames
+    table = gap_feature_table(ext, flow, "x")
+    windows = ext.windows(20)
+    maps = ext.extract_features(np.stack([ext.preprocess_window(flow, w) for w in windows]))
+    pooled = maps.mean(axis=(2, 3))  # (N, T', C)
+    a = assign_frames([w.start for w in windows], 20, 8, pooled.shape[1])
+    for t in (0, 5, 11, 19):
+        k, tau = a.window[t], a.tau[t]
+        lo = int(np.floor(tau))
+        hi = min(lo + 1, pooled.shape[1] - 1)
+        expected = (1 - (tau - lo)) * pooled[k, lo] + (tau - lo) * pooled[k, hi]
+        np.testing.assert_allclose(
+            table.iloc[t, 1:].to_numpy(float), expected, rtol=1e-5, atol=1e-6
+        )

@@ -1,0 +1,1 @@
+"""Feature extraction: flow windows → encoder → post-encoder → per-frame rows. Pure, no Qt."""
