@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io._lazy import LazyArray
+
 
 def _colour_wheel() -> np.ndarray:
     ry, yg, gc, cb, bm, mr = 15, 6, 4, 11, 13, 6
@@ -73,7 +75,7 @@ def robust_max_magnitude(flow: Any, samples: int = 8, percentile: float = 99.0) 
     return float(np.percentile(mags, percentile)) if mags.size else 1.0
 
 
-class LazyFlowColour:
+class LazyFlowColour(LazyArray):
     """Colour-coded view of a flow sequence, computed frame by frame on access."""
 
     def __init__(self, flow: Any, max_magnitude: float | None = None) -> None:
@@ -92,13 +94,6 @@ class LazyFlowColour:
     def dtype(self) -> np.dtype:
         return np.dtype(np.uint8)
 
-    @property
-    def ndim(self) -> int:
-        return 4
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
             key = (key,)
@@ -106,10 +101,6 @@ class LazyFlowColour:
         channel = key[3:]
         sub = self.flow[(key[0], *spatial)]
         return flow_to_colour(sub, self.max_magnitude)[(Ellipsis, *channel)]
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
 
 
 def vector_grid_step(

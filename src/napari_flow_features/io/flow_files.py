@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from ._atomic import atomic_write_path
+from ._lazy import LazyArray
 
 FLO_MAGIC = np.float32(202021.25)
 FLOW_EXTENSIONS = (".flo", ".npy", ".npz")
@@ -117,7 +118,7 @@ def _natural_key(p: Path) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.name)]
 
 
-class FloFolder:
+class FloFolder(LazyArray):
     """A folder of ``.flo`` files as a lazy ``(T, H, W, 2)`` float32 array (natural sort order)."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
@@ -135,13 +136,6 @@ class FloFolder:
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(np.float32)
-
-    @property
-    def ndim(self) -> int:
-        return 4
-
-    def __len__(self) -> int:
-        return len(self.files)
 
     def _field(self, i: int) -> np.ndarray:
         f = read_flo(self.files[i])
@@ -165,10 +159,6 @@ class FloFolder:
             else np.empty((0, *self._frame_shape), np.float32)
         )
         return out[(slice(None), *rest)]
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
 
 
 def read_flow(path: str | os.PathLike) -> Any:

@@ -19,12 +19,13 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import BadInputError
+from ._lazy import LazyArray
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 ColorMode = Literal["auto", "rgb", "grey"]
 
 
-class VideoArray:
+class VideoArray(LazyArray):
     """Read-only ``(T, H, W)`` (grey) or ``(T, H, W, 3)`` (RGB) uint8 array view of a video file.
 
     Parameters
@@ -161,19 +162,8 @@ class VideoArray:
         return np.dtype(np.uint8)
 
     @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
     def nbytes(self) -> int:
         return self.size
-
-    def __len__(self) -> int:
-        return len(self._pts)
 
     def __repr__(self) -> str:
         return f"VideoArray({str(self.path)!r}, shape={self.shape}, color={self.color!r}, fps={self.fps:.3g})"
@@ -212,10 +202,6 @@ class VideoArray:
                 if k == i:
                     out[j] = frame
         return out[(slice(None), *rest)]
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
 
     def __reduce__(self):  # reopen by path in another process
         return (VideoArray, (str(self.path), self.color, self._cache_size, self._forward_limit))
