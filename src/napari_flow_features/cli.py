@@ -268,6 +268,56 @@ def _model_test(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .extract.pipeline import extract_features
+    from .io._atomic import atomic_write_path
+    from .io.tables import write_table
+
+    weights: dict = {"seed": args.seed}
+    if args.checkpoint:
+        weights = {"source": "deepmind", "checkpoint": args.checkpoint}
+    elif args.registry_dir:
+        weights = {"source": "registry", "registry_dir": args.registry_dir,
+                   "model_name": args.model_name, "version": args.version}  # fmt: skip
+    overrides = {"weights": weights}
+    if args.stride:
+        overrides["stride"] = args.stride
+    extractor = _extractor(args, **overrides)
+    output = Path(args.output)
+    if output.suffix.lower() not in (".parquet", ".csv", ".npz"):
+        raise BadInputError(f"--output must end in .parquet, .csv or .npz, not {output.suffix!r}")
+    maps_path = output.with_name(output.stem + "_maps.npy") if args.post_encoder == "none" else None
+    bar = _Bar("windows")
+    try:
+        result = extract_features(
+            args.source, extractor, args.post_encoder, points=args.points,
+            interpolation=args.interpolation, flow_method=args.flow_method,
+            interpolate_missing=args.interpolate_missing, maps_path=maps_path, progress=bar,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    table = result.table
+    if output.suffix.lower() == ".npz":
+        cols = [c for c in table.columns if c.startswith("f") and c[1:].isdigit()]
+        with atomic_write_path(output) as tmp:
+            np.savez(tmp, frame=table["frame"].to_numpy(),
+                     features=table[cols].to_numpy(np.float32) if cols else np.zeros((len(table), 0)))  # fmt: skip
+    else:
+        write_table(table, output)
+    meta = result.metadata
+    print(f"wrote {output}: {len(table)} rows, post-encoder {args.post_encoder}, end point "
+          f"{meta['endpoint']}, {meta['n_windows']} windows")  # fmt: skip
+    if maps_path is not None:
+        print(f"feature maps: {maps_path} {tuple(result.feature_maps.shape)}")
+    if args.post_encoder == "point":
+        print(f"landmark rows without a point: {meta['missing_landmark_rows']}; outside the frame: "
+              f"{meta['outside_frame_rows']}; positions interpolated: "
+              f"{meta['interpolated_landmark_positions']}")  # fmt: skip
+    return 0
+
+
 def _add_flow_options(p: argparse.ArgumentParser) -> None:
     from .flow.compute import DIS_PRESETS, METHODS
 
@@ -375,6 +425,26 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--num-samples", type=int, help="only the first N flow files")
             m.add_argument("--format", choices=("parquet", "csv"), default="parquet")
         m.set_defaults(func=_cmd_model)
+
+    p = sub.add_parser("extract", help="per-frame I3D features of a video or flow file")
+    p.add_argument("source", help="video (flow is computed) or flow (.npy, .npz, .flo folder)")
+    p.add_argument("--post-encoder", choices=("none", "gap", "point"), default="gap")
+    p.add_argument("--points", help="landmark table (frame, x, y[, track_id]) for point")
+    p.add_argument("--interpolation", choices=("bilinear", "nearest"), default="bilinear")
+    p.add_argument("--interpolate-missing", action="store_true",
+                   help="fill landmark gaps linearly between keyframes")  # fmt: skip
+    p.add_argument("--flow-method", default="farneback", help="flow method for a video source")
+    p.add_argument("--config", help="extractor YAML config (see docs/model.md)")
+    p.add_argument("--endpoint", help="encoder end point (e.g. Mixed_4f)")
+    p.add_argument("--clip-length", type=int, help="frames per clip")
+    p.add_argument("--stride", type=int, help="frames between clips")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights")
+    p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it)")
+    p.add_argument("--registry-dir", help="take the model from this registry")
+    p.add_argument("--model-name", default="i3d-flow")
+    p.add_argument("--version", help="registry version (default: newest)")
+    p.add_argument("--output", "-o", required=True, help="features .parquet, .csv or .npz")
+    p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("demo", help="run the main job on the built-in sample")
     p.add_argument("--output", "-o", default="demo-output", help="folder to write to")

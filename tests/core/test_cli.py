@@ -23,7 +23,7 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("sample", "demo", "flow", "sequences", "weights", "model"):
+    for command in ("sample", "demo", "flow", "sequences", "weights", "model", "extract"):
         assert command in out
 
 

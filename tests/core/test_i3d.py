@@ -22,14 +22,30 @@ from napari_flow_features.model.i3d import (
     endpoint_channels,
 )
 
-# The real index files (names and shapes, no weights) sit in shared/ beside the checkout.
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "kinetics-i3d"
+# The real index files (names and shapes, no weights) of DeepMind's checkpoints ship in the package
+# (model/reference/); the project's shared/ folder beside the checkout holds the originals.
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "kinetics-i3d"
+PACKAGED = (
+    Path(__file__).resolve().parents[2] / "src" / "napari_flow_features" / "model" / "reference"
+)
 
 
 def reference(name: str) -> dict[str, tuple[int, ...]]:
-    prefix = REFERENCE / name / "model.ckpt"
-    assert prefix.with_suffix(".ckpt.index").is_file(), f"reference index missing: {prefix}"
-    return {k: tuple(v) for k, v in checkpoint_shapes(prefix).items()}
+    from napari_flow_features.model.weights import published_shapes
+
+    return published_shapes(name)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared/ reference folder not beside this checkout")
+@pytest.mark.parametrize(
+    "name", ["flow_imagenet", "flow_scratch", "rgb_imagenet", "rgb_scratch", "rgb_scratch_kin600"]
+)
+def test_packaged_indexes_are_the_published_ones(name):
+    original = (SHARED / name / "model.ckpt.index").read_bytes()
+    assert (PACKAGED / f"{name}.index").read_bytes() == original
+    assert reference(name) == {
+        k: tuple(v) for k, v in checkpoint_shapes(SHARED / name / "model.ckpt").items()
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,319 @@
+"""The extraction pipeline: source → flow → windows → encoder → post-encoder → one row per frame.
+
+Pure (no Qt). Windows go through the encoder ``batch_size`` at a time and rows are produced as soon
+as the windows they need are done, so memory is bounded by the batch and the map size; with the
+``none`` post-encoder the maps stream into an on-disk ``.npy``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BadInputError, CancelledError
+from .post_encoders import (
+    INTERPOLATIONS,
+    POST_ENCODERS,
+    assign_frames,
+    gap,
+    inside_frame,
+    interpolate_time,
+    sample_point,
+)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class FeatureResult:
+    """The per-frame table (DESIGN.md columns, metadata in ``table.attrs``), the feature maps for the
+    ``none`` post-encoder (a read-only ``[N, T', H', W', C]`` memory map), and the run metadata."""
+
+    table: pd.DataFrame
+    feature_maps: Any = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Landmarks:
+    """Landmark positions per frame: ``xy[k, t] = (x, y)`` for landmark ``ids[k]``, NaN if missing."""
+
+    ids: list
+    xy: np.ndarray  # (K, T, 2)
+    filled: int = 0  # positions filled by interpolation
+
+
+def landmarks_from_points(
+    points: Any, n_frames: int, interpolate_missing: bool = False
+) -> Landmarks:
+    """Group ``points`` by landmark: an ``(N, 3)`` array of ``(t, y, x)`` rows (single landmark: the
+    first point of each frame), or a table with ``frame``, ``x``, ``y`` and optionally ``track_id``,
+    ``label`` or ``landmark`` (one landmark per id). A frame with no point stays NaN unless
+    ``interpolate_missing`` fills it linearly between the nearest keyframes before and after."""
+    if isinstance(points, (str, os.PathLike)):
+        from ..io.tables import read_table
+
+        points = read_table(points)
+    if isinstance(points, pd.DataFrame):
+        missing = {"frame", "x", "y"} - set(points.columns)
+        if missing:
+            raise BadInputError(f"Points table lacks columns {sorted(missing)}")
+        key = next((k for k in ("track_id", "label", "landmark") if k in points.columns), None)
+        t = points["frame"].to_numpy(float)
+        y, x = points["y"].to_numpy(float), points["x"].to_numpy(float)
+        groups = points[key].to_numpy() if key else np.zeros(len(points), int)
+    else:
+        arr = np.asarray(points, dtype=float)
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            what = (
+                "2-D points (y, x) for a video: add the frame axis"
+                if arr.ndim == 2 and arr.shape[1] == 2
+                else f"shape {arr.shape}"
+            )
+            raise BadInputError(f"Points must be (t, y, x) rows; got {what}")
+        t, y, x = arr[:, 0], arr[:, 1], arr[:, 2]
+        groups = np.zeros(len(arr), int)
+    if len(t) == 0:
+        raise BadInputError("The Points layer is empty: click a landmark first")
+    ids = list(dict.fromkeys(groups.tolist()))
+    xy = np.full((len(ids), n_frames, 2), np.nan)
+    frames = np.round(t).astype(int)
+    for k, ident in enumerate(ids):
+        for i in np.flatnonzero(groups == ident):  # first point of a frame wins
+            f = frames[i]
+            if 0 <= f < n_frames and np.isnan(xy[k, f, 0]):
+                xy[k, f] = (x[i], y[i])
+    filled = 0
+    if interpolate_missing:
+        for k in range(len(ids)):
+            known = np.flatnonzero(~np.isnan(xy[k, :, 0]))
+            if len(known) < 2:
+                continue
+            gaps = np.arange(known[0], known[-1] + 1)
+            gaps = gaps[np.isnan(xy[k, gaps, 0])]
+            for c in range(2):
+                xy[k, gaps, c] = np.interp(gaps, known, xy[k, known, c])
+            filled += len(gaps)
+    return Landmarks(ids=ids, xy=xy, filled=filled)
+
+
+class _SpanFlow:
+    """Flow of a whole video that holds only the fields ``first .. first + len(fields) - 1``
+    (all that the needed windows read)."""
+
+    def __init__(self, fields: Any, first: int, n_fields: int) -> None:
+        self.fields, self.first = fields, first
+        self.shape = (n_fields, *fields.shape[1:])
+        self.dtype = fields.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        lo, hi, _ = key.indices(self.shape[0])
+        if lo < self.first or hi > self.first + len(self.fields):
+            raise IndexError(f"flow fields {lo}..{hi - 1} were not computed")
+        return np.asarray(self.fields[lo - self.first : hi - self.first])
+
+
+def _resolve_source(source: Any) -> tuple[str, Any, str]:
+    """``("video", frames, name)`` or ``("flow", flow, name)``."""
+    from ..io.flow_files import read_flow, validate_flow_array
+    from ..io.video import VIDEO_EXTENSIONS, VideoArray
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return "video", VideoArray(path), str(path)
+        flow, name = read_flow(path), str(path)
+    elif hasattr(source, "shape") and np.dtype(source.dtype).kind == "f":
+        flow, name = source, "flow array"
+    elif hasattr(source, "shape"):
+        if len(source.shape) not in (3, 4):
+            raise BadInputError(
+                f"A video must be (T, H, W) or (T, H, W, 3); got {tuple(source.shape)}"
+            )
+        return "video", source, str(getattr(source, "path", "video array"))
+    else:
+        raise BadInputError(f"Cannot extract features from {type(source).__name__}")
+    validate_flow_array(flow, name)
+    if flow.ndim != 4:
+        raise BadInputError(
+            f"Need a flow sequence (T-1, H, W, 2); got one field {flow.shape}: {name}"
+        )
+    return "flow", flow, name
+
+
+def _check_cancel(cancel: Any) -> None:
+    if cancel is None:
+        return
+    stop = cancel.is_set() if isinstance(cancel, threading.Event) else cancel()
+    if stop:
+        raise CancelledError("Feature extraction cancelled")
+
+
+def extract_features(
+    source: Any,
+    extractor: Any,
+    post_encoder: str = "gap",
+    points: Any = None,
+    interpolation: str = "bilinear",
+    clip_length: int | None = None,
+    stride: int | None = None,
+    batch_size: int | None = None,
+    flow_method: str = "farneback",
+    interpolate_missing: bool = False,
+    maps_path: str | os.PathLike | None = None,
+    frames: list[int] | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+) -> FeatureResult:
+    """Per-frame features for a video (flow computed on the way) or a flow sequence.
+
+    ``post_encoder``: ``"none"`` (maps to ``maps_path`` or a temporary ``.npy``; the table maps each
+    frame to its window and time position), ``"gap"`` or ``"point"`` (needs ``points``; rows per frame
+    and landmark). ``frames`` restricts the run to the windows those frames need (see
+    :func:`extract_frame`). ``progress(done, total)`` counts windows; ``cancel`` is checked between
+    batches and raises :class:`CancelledError`.
+    """
+    if post_encoder not in POST_ENCODERS:
+        raise BadInputError(
+            f"post_encoder must be one of {', '.join(POST_ENCODERS)}, not {post_encoder!r}"
+        )
+    if interpolation not in INTERPOLATIONS:
+        raise BadInputError(f"interpolation must be bilinear or nearest, not {interpolation!r}")
+    if post_encoder == "point" and points is None:
+        raise BadInputError(
+            "Spatial Point Extraction needs landmarks: give a Points layer or table"
+        )
+    cfg = extractor.config
+    for key, value in (
+        ("clip_length", clip_length),
+        ("stride", stride),
+        ("batch_size", batch_size),
+    ):
+        if value is not None:
+            if int(value) < 1:
+                raise BadInputError(f"{key} must be at least 1, got {value}")
+            cfg[key] = int(value)
+    kind, data, name = _resolve_source(source)
+    n_frames = len(data) if kind == "video" else data.shape[0] + 1
+    windows = extractor.windows(n_frames)
+    length = cfg["clip_length"]
+    starts = [w.start for w in windows]
+    # Which windows are needed (the window assignment does not depend on T').
+    assign = assign_frames(starts, n_frames, length, 1)
+    wanted = np.arange(n_frames) if frames is None else np.asarray(sorted(set(frames)), int)
+    if wanted.size and (wanted.min() < 0 or wanted.max() >= n_frames):
+        raise BadInputError(f"Frame out of range: the video has frames 0..{n_frames - 1}")
+    needed = sorted(set(assign.window[wanted].tolist()))
+
+    workdir = Path(tempfile.mkdtemp(prefix="flow-features-"))
+    if kind == "video":
+        from ..flow.compute import OpticalFlowComputer
+
+        if n_frames < 2:
+            raise BadInputError(f"Optical flow needs at least 2 frames; the video has {n_frames}")
+        # Flow only for the frames the needed windows cover (one window for extract_frame).
+        first = windows[needed[0]].start
+        last = min(windows[needed[-1]].start + length, n_frames - 1)
+        span = [data[i] for i in range(first, last + 1)] if frames is not None else data
+        computer = OpticalFlowComputer(flow_method)
+        frame_hw = computer.spec_for(span).input_shape
+        fields = computer.compute(span, workdir / "flow.npy", cancel=cancel)
+        flow = _SpanFlow(fields, first if frames is not None else 0, n_frames - 1)
+        flow_info = {"flow_method": flow_method}
+    else:
+        flow, frame_hw, flow_info = data, tuple(data.shape[1:3]), {"flow_method": "given"}
+    extractor._check_flow(flow)
+    landmarks = None
+    if post_encoder == "point":
+        landmarks = landmarks_from_points(points, n_frames, interpolate_missing)
+
+    rows: list[dict] = []
+    feats: list[np.ndarray] = []
+    maps_out = None
+    taus = None
+    outside: list[tuple] = []
+    batch = cfg["batch_size"]
+    for b in range(0, len(needed), batch):
+        _check_cancel(cancel)
+        ks = needed[b : b + batch]
+        clips = np.stack([extractor.preprocess_window(flow, windows[k]) for k in ks])
+        maps = extractor.encode(clips)  # (B, T', H', W', C)
+        t_steps = maps.shape[1]
+        if post_encoder == "none" and maps_out is None:
+            target = Path(maps_path) if maps_path is not None else workdir / "feature_maps.npy"
+            maps_out = np.lib.format.open_memmap(
+                target, mode="w+", dtype=np.float32, shape=(len(needed), *maps.shape[1:])
+            )
+        if taus is None:
+            taus = assign_frames(starts, n_frames, length, t_steps)
+        for j, k in enumerate(ks):
+            if maps_out is not None:
+                maps_out[b + j] = maps[j]
+            for t in wanted[assign.window[wanted] == k]:
+                tau = float(taus.tau[t])
+                if post_encoder == "none":
+                    rows.append({"frame": int(t), "window": b + j, "tau": tau})
+                    continue
+                fmap = interpolate_time(maps[j], tau)
+                if post_encoder == "gap":
+                    rows.append({"frame": int(t)})
+                    feats.append(gap(fmap))
+                    continue
+                for lid, (x, y) in zip(landmarks.ids, landmarks.xy[:, t], strict=True):
+                    if np.isfinite(x) and not inside_frame(x, y, frame_hw):
+                        outside.append((int(t), lid, float(x), float(y)))
+                    rows.append({"frame": int(t), "landmark": lid, "x": x, "y": y})
+                    feats.append(sample_point(fmap, x, y, frame_hw, interpolation))
+        if progress is not None:
+            progress(min(b + batch, len(needed)), len(needed))
+
+    table = pd.DataFrame(rows)
+    if feats:
+        mat = np.stack(feats).astype(np.float32)
+        cols = pd.DataFrame(mat, columns=[f"f{c:04d}" for c in range(mat.shape[1])])
+        table = pd.concat([table.reset_index(drop=True), cols], axis=1)
+    table = table.sort_values("frame", kind="stable")  # landmarks keep their order in a frame
+    table = table.reset_index(drop=True)
+    missing_rows = int(table["f0000"].isna().sum()) if feats else 0
+    if outside:
+        warnings.warn(
+            f"{len(outside)} landmark positions lie outside the {frame_hw[1]}x{frame_hw[0]} frame "
+            f"(first: frame {outside[0][0]}, x={outside[0][2]:.1f}, y={outside[0][3]:.1f}); "
+            "their rows are NaN",
+            stacklevel=2,
+        )
+    meta = {
+        **extractor.describe(),
+        **flow_info,
+        "post_encoder": post_encoder,
+        "interpolation": interpolation if post_encoder == "point" else None,
+        "source": name,
+        "n_frames": n_frames,
+        "frame_shape": list(frame_hw),
+        "n_windows": len(needed),
+        "windows": [int(k) for k in needed],
+        "padded_frames": [n_frames - 1],
+        "missing_landmark_rows": missing_rows - len(outside) if post_encoder == "point" else 0,
+        "outside_frame_rows": len(outside),
+        "interpolated_landmark_positions": landmarks.filled if landmarks else 0,
+        "landmarks": [str(i) for i in landmarks.ids] if landmarks else [],
+    }
+    table.attrs = meta
+    if maps_out is not None:
+        maps_out.flush()
+        maps_out = np.load(maps_out.filename, mmap_mode="r", allow_pickle=False)
+    return FeatureResult(table=table, feature_maps=maps_out, metadata=meta)
+
+
+def extract_frame(source: Any, extractor: Any, frame: int, **kwargs: Any) -> FeatureResult:
+    """Features of one frame, running only the window that frame takes its row from."""
+    return extract_features(source, extractor, frames=[int(frame)], **kwargs)

@@ -1,0 +1,157 @@
+"""The extraction pipeline end to end with a real Keras I3D."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_flow_features.errors import BadInputError, CancelledError
+from napari_flow_features.extract.pipeline import (
+    extract_features,
+    extract_frame,
+    landmarks_from_points,
+)
+from napari_flow_features.extract.post_encoders import gap, interpolate_time
+from napari_flow_features.model.extractor import DynamicFeatureExtractor
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return DynamicFeatureExtractor(endpoint="Mixed_3c", clip_length=8, stride=4, batch_size=2)
+
+
+def blob_flow(n=11, h=96, w=128, cy=40, cx=40, dx=4.0):
+    """Still flow except a 12x12 patch moving right by dx px/frame, centred at (cy, cx)."""
+    flow = np.zeros((n, h, w, 2), np.float32)
+    flow[:, cy - 6 : cy + 6, cx - 6 : cx + 6, 0] = dx
+    return flow
+
+
+def test_gap_is_the_spatial_mean_of_the_none_maps(extractor, tmp_path):
+    flow = np.random.default_rng(0).normal(0, 4, (15, 32, 48, 2)).astype(np.float32)
+    none = extract_features(flow, extractor, "none", maps_path=tmp_path / "maps.npy")
+    assert (tmp_path / "maps.npy").is_file() and none.feature_maps.shape == (
+        3,
+        4,
+        4,
+        6,
+        480,
+    )  # starts 0, 4, 8
+    assert list(none.table.columns) == ["frame", "window", "tau"] and len(none.table) == 16
+    g = extract_features(flow, extractor, "gap")
+    assert len(g.table) == 16 and g.table.columns[0] == "frame"
+    for t in (0, 7, 15):
+        row = none.table.iloc[t]
+        expected = gap(interpolate_time(np.asarray(none.feature_maps[int(row.window)]), row.tau))
+        np.testing.assert_allclose(
+            g.table.iloc[t, 1:].to_numpy(float), expected, rtol=1e-5, atol=1e-6
+        )
+
+
+def test_shifting_the_motion_by_32_px_moves_the_point_features(extractor):
+    a = blob_flow(cx=40)
+    b = blob_flow(cx=72)  # the same motion, 32 px to the right (4 cells at stride 8)
+    pts_a = np.array([[t, 40.0, 40.0] for t in range(12)])
+    pts_b = np.array([[t, 40.0, 72.0] for t in range(12)])
+    fa = extract_features(a, extractor, "point", pts_a).table.iloc[:, 4:].to_numpy(float)
+    fb = extract_features(b, extractor, "point", pts_b).table.iloc[:, 4:].to_numpy(float)
+    np.testing.assert_allclose(fa, fb, rtol=1e-4, atol=1e-6)
+    off = extract_features(a, extractor, "point", pts_b).table.iloc[:, 4:].to_numpy(float)
+    assert np.abs(fa - off).max() > 10 * np.abs(fa - fb).max()  # not just equal everywhere
+
+
+def test_missing_outside_and_interpolated_landmarks(extractor):
+    flow = blob_flow()
+    pts = np.array([[0, 40, 40], [3, 40, 44], [4, 40, 400.0], [11, 40, 60]])  # 400: outside
+    with pytest.warns(UserWarning, match="outside"):
+        res = extract_features(flow, extractor, "point", pts)
+    table = res.table
+    assert len(table) == 12
+    nan_rows = table["f0000"].isna()
+    assert nan_rows.sum() == 12 - 3  # frames with no point (8) + the outside one (1)
+    assert res.metadata["missing_landmark_rows"] == 8 and res.metadata["outside_frame_rows"] == 1
+    filled = extract_features(flow, extractor, "point", pts[[0, 1, 3]], interpolate_missing=True)
+    assert filled.metadata["interpolated_landmark_positions"] == 12 - 3  # gaps between 0, 3, 11
+    assert filled.table.loc[1, "x"] == pytest.approx(40 + 4 / 3)
+    assert not filled.table["f0000"].isna().any()
+
+
+def test_multi_landmark_rows_per_frame_and_landmark(extractor):
+    flow = blob_flow()
+    df = pd.DataFrame({
+        "frame": [t for t in range(12) for _ in (0, 1)],
+        "y": [40.0, 70.0] * 12, "x": [40.0, 100.0] * 12,
+        "track_id": ["whisker", "nose"] * 12,
+    })  # fmt: skip
+    table = extract_features(flow, extractor, "point", df).table
+    assert len(table) == 24 and list(table.columns[:4]) == ["frame", "landmark", "x", "y"]
+    assert table["landmark"].tolist()[:2] == ["whisker", "nose"]
+    landmarks = landmarks_from_points(df, 12)
+    assert landmarks.ids == ["whisker", "nose"]
+
+
+def test_single_frame_runs_only_its_window(extractor):
+    from napari_flow_features.sample import make_whisker_sample
+
+    video = make_whisker_sample(n_frames=20, height=64, width=96).video
+    full = extract_features(video, extractor, "gap", flow_method="dis")
+    one = extract_frame(video, extractor, frame=9, flow_method="dis")
+    assert len(one.table) == 1 and one.metadata["n_windows"] == 1
+    np.testing.assert_allclose(
+        one.table.iloc[0, 1:].to_numpy(float),
+        full.table.iloc[9, 1:].to_numpy(float),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_progress_and_cancel(extractor):
+    flow = blob_flow(n=23)
+    seen = []
+    extract_features(flow, extractor, "gap", progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (5, 5) and len(seen) == 3  # 5 windows in batches of 2
+    with pytest.raises(CancelledError):
+        extract_features(flow, extractor, "gap", cancel=lambda: True)
+
+
+def test_bad_inputs(extractor):
+    flow = blob_flow()
+    with pytest.raises(BadInputError, match="empty"):
+        extract_features(flow, extractor, "point", np.zeros((0, 3)))
+    with pytest.raises(BadInputError, match="2-D points"):
+        extract_features(flow, extractor, "point", np.zeros((3, 2)))
+    with pytest.raises(BadInputError, match="needs landmarks"):
+        extract_features(flow, extractor, "point")
+    with pytest.raises(BadInputError, match="clip_length must be at least 1"):
+        extract_features(flow, extractor, "gap", clip_length=0)
+    with pytest.raises(BadInputError, match=r"\(H, W, 2\)"):
+        extract_features(np.zeros((5, 8, 8, 3), np.float32), extractor, "gap")
+    bad = flow.copy()
+    bad[2, 3, 3, 1] = np.nan
+    with pytest.raises(BadInputError, match="NaN"):
+        extract_features(bad, extractor, "gap")
+    rgb = DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", in_channels=3)
+    with pytest.raises(BadInputError, match="3 input channels"):
+        extract_features(flow, rgb, "gap")
+    with pytest.raises(BadInputError, match="post_encoder"):
+        extract_features(flow, extractor, "max")
+
+
+def test_extract_cli_on_the_sample(tmp_path, capsys):
+    from napari_flow_features.cli import main
+    from napari_flow_features.io.tables import read_table
+
+    assert main(["sample", "--output", str(tmp_path)]) == 0
+    assert main(["extract", str(tmp_path / "whisker.mp4"), "--post-encoder", "point",
+                 "--points", str(tmp_path / "whisker_landmarks.csv"), "--endpoint", "Mixed_3c",
+                 "--clip-length", "8", "--flow-method", "dis",
+                 "-o", str(tmp_path / "f.parquet")]) == 0  # fmt: skip
+    table = read_table(tmp_path / "f.parquet")
+    assert len(table) == 96 and list(table.columns[:4]) == ["frame", "landmark", "x", "y"]
+    assert table.shape[1] == 4 + 480 and not table["f0000"].isna().any()
+    assert table.attrs["post_encoder"] == "point" and table.attrs["flow_method"] == "dis"
+    assert "landmark rows without a point: 0" in capsys.readouterr().out
+    assert main(["extract", str(tmp_path / "whisker.mp4"), "--post-encoder", "point",
+                 "-o", str(tmp_path / "g.csv")]) == 2  # fmt: skip
+    assert "needs landmarks" in capsys.readouterr().err
