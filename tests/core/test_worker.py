@@ -1,0 +1,101 @@
+"""The model worker process: results, warm models, progress, cancel, hangs and crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from napari_flow_features.errors import CancelledError
+from napari_flow_features.extract.pipeline import extract_features
+from napari_flow_features.extract.worker import ModelWorker, WorkerCrashedError, WorkerError
+from napari_flow_features.model.extractor import DynamicFeatureExtractor
+
+CONFIG = {"endpoint": "Mixed_3c", "clip_length": 8, "stride": 4, "batch_size": 1}
+
+
+def flow(n=23, seed=0):
+    return np.random.default_rng(seed).normal(0, 4, (n, 32, 32, 2)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def worker():
+    with ModelWorker(cancel_grace=3.0) as w:
+        yield w
+
+
+def test_result_matches_in_process_and_model_stays_warm(worker):
+    seen = []
+    reply = worker.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}},
+                       progress=lambda d, t: seen.append((d, t)))  # fmt: skip
+    local = extract_features(flow(), DynamicFeatureExtractor(**CONFIG), "gap").table
+    np.testing.assert_allclose(reply["table"].iloc[:, 1:].to_numpy(float),
+                               local.iloc[:, 1:].to_numpy(float), rtol=1e-5, atol=1e-6)  # fmt: skip
+    assert seen[-1] == (5, 5) and not reply["warm"]
+    pid = worker.pid
+    again = worker.run(
+        {"extractor": CONFIG, "source": flow(seed=1), "options": {"post_encoder": "gap"}}
+    )
+    assert again["warm"] and worker.pid == pid
+
+
+def test_job_errors_come_back_as_text(worker):
+    with pytest.raises(WorkerError, match="needs landmarks"):
+        worker.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "point"}})
+    assert worker.pid is not None  # the child survives a failed job
+
+
+def test_cooperative_cancel(worker):
+    event = threading.Event()
+
+    def progress(done, total):
+        event.set()  # cancel after the first batch
+
+    seen = []
+    with pytest.raises(CancelledError):  # ~100 windows: far longer than the parent takes to react
+        worker.run({"extractor": CONFIG, "source": flow(n=400), "options": {"post_encoder": "gap"}},
+                   progress=lambda d, t: (seen.append(d), progress(d, t)), cancel=event)  # fmt: skip
+    assert seen and max(seen) < 99  # stopped between batches, long before the end
+    pid = worker.pid
+    assert pid is not None  # cooperative: the same child goes on
+    worker.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
+    assert worker.pid == pid
+
+
+def test_a_frozen_worker_is_terminated_on_cancel():
+    with ModelWorker(cancel_grace=1.0) as w:
+        w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
+        pid = w.pid
+        os.kill(pid, signal.SIGSTOP)  # a hung child cannot answer
+        with pytest.raises(CancelledError, match="terminated"):
+            w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}},
+                  cancel=lambda: True)  # fmt: skip
+        assert w.pid is None
+        reply = w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
+        assert len(reply["table"]) == 24 and w.pid not in (None, pid)
+
+
+def test_a_killed_worker_is_a_clear_error_and_the_next_run_starts_fresh():
+    with ModelWorker() as w:
+        w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
+        pid = w.pid
+
+        def kill_soon(done, total):
+            os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(WorkerCrashedError, match="stopped unexpectedly"):
+            w.run({"extractor": CONFIG, "source": flow(n=60), "options": {"post_encoder": "gap"}},
+                  progress=kill_soon)  # fmt: skip
+        reply = w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
+        assert len(reply["table"]) == 24 and w.pid != pid
+
+
+def test_the_worker_module_does_not_import_tensorflow():
+    code = ("import sys, napari_flow_features.extract.worker, napari_flow_features.extract.pipeline\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
