@@ -155,3 +155,20 @@ def test_extract_cli_on_the_sample(tmp_path, capsys):
     assert main(["extract", str(tmp_path / "whisker.mp4"), "--post-encoder", "point",
                  "-o", str(tmp_path / "g.csv")]) == 2  # fmt: skip
     assert "needs landmarks" in capsys.readouterr().err
+
+
+def test_heatmap_reductions(extractor):
+    flow = blob_flow()
+    res = extract_features(flow, extractor, "none", heatmap="mean")
+    assert res.heatmap.shape == (12, 12, 16)  # 96x128 frames, 8 px cells at Mixed_3c
+    assert res.metadata["heatmap_cell_px"] == [8.0, 8.0]
+    row = res.table.iloc[5]
+    fmap = interpolate_time(np.asarray(res.feature_maps[int(row.window)]), row.tau)
+    np.testing.assert_allclose(res.heatmap[5], fmap.mean(axis=-1), rtol=1e-5)
+    l2 = extract_features(flow, extractor, "gap", heatmap="l2", frames=[5]).heatmap
+    np.testing.assert_allclose(l2[5], np.linalg.norm(fmap, axis=-1), rtol=1e-4)
+    assert np.isnan(l2[0]).all()  # frames not run stay NaN
+    ch = extract_features(flow, extractor, "gap", heatmap=7, frames=[5]).heatmap
+    np.testing.assert_allclose(ch[5], fmap[..., 7], rtol=1e-5)
+    with pytest.raises(BadInputError, match="Channel 999"):
+        extract_features(flow, extractor, "gap", heatmap=999, frames=[5])

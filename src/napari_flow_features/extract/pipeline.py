@@ -41,6 +41,7 @@ class FeatureResult:
     table: pd.DataFrame
     feature_maps: Any = None
     metadata: dict = field(default_factory=dict)
+    heatmap: np.ndarray | None = None  #: (T, H', W') activation per frame when asked for
 
 
 @dataclass
@@ -171,6 +172,7 @@ def extract_features(
     interpolate_missing: bool = False,
     maps_path: str | os.PathLike | None = None,
     frames: list[int] | None = None,
+    heatmap: str | int | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
 ) -> FeatureResult:
@@ -179,8 +181,10 @@ def extract_features(
     ``post_encoder``: ``"none"`` (maps to ``maps_path`` or a temporary ``.npy``; the table maps each
     frame to its window and time position), ``"gap"`` or ``"point"`` (needs ``points``; rows per frame
     and landmark). ``frames`` restricts the run to the windows those frames need (see
-    :func:`extract_frame`). ``progress(done, total)`` counts windows; ``cancel`` is checked between
-    batches and raises :class:`CancelledError`.
+    :func:`extract_frame`). ``heatmap`` (``"mean"``, ``"l2"`` or a channel index) also returns each
+    frame's activation map ``(T, H', W')`` reduced over channels (NaN for frames not run).
+    ``progress(done, total)`` counts windows; ``cancel`` is checked between batches and raises
+    :class:`CancelledError`.
     """
     if post_encoder not in POST_ENCODERS:
         raise BadInputError(
@@ -240,6 +244,7 @@ def extract_features(
     feats: list[np.ndarray] = []
     maps_out = None
     taus = None
+    heat = None
     outside: list[tuple] = []
     batch = cfg["batch_size"]
     for b in range(0, len(needed), batch):
@@ -255,11 +260,15 @@ def extract_features(
             )
         if taus is None:
             taus = assign_frames(starts, n_frames, length, t_steps)
+        if heatmap is not None and heat is None:
+            heat = np.full((n_frames, *maps.shape[2:4]), np.nan, np.float32)
         for j, k in enumerate(ks):
             if maps_out is not None:
                 maps_out[b + j] = maps[j]
             for t in wanted[assign.window[wanted] == k]:
                 tau = float(taus.tau[t])
+                if heat is not None:
+                    heat[t] = reduce_channels(interpolate_time(maps[j], tau), heatmap)
                 if post_encoder == "none":
                     rows.append({"frame": int(t), "window": b + j, "tau": tau})
                     continue
@@ -307,11 +316,33 @@ def extract_features(
         "interpolated_landmark_positions": landmarks.filled if landmarks else 0,
         "landmarks": [str(i) for i in landmarks.ids] if landmarks else [],
     }
+    if heat is not None:
+        meta["heatmap"] = str(heatmap)
+        meta["heatmap_cell_px"] = [frame_hw[0] / heat.shape[1], frame_hw[1] / heat.shape[2]]
     table.attrs = meta
     if maps_out is not None:
         maps_out.flush()
         maps_out = np.load(maps_out.filename, mmap_mode="r", allow_pickle=False)
-    return FeatureResult(table=table, feature_maps=maps_out, metadata=meta)
+    return FeatureResult(table=table, feature_maps=maps_out, metadata=meta, heatmap=heat)
+
+
+def reduce_channels(fmap: np.ndarray, how: str | int) -> np.ndarray:
+    """``(H', W', C)`` → ``(H', W')``: the channel mean, the L2 norm over channels, or one channel."""
+    if how == "mean":
+        return fmap.mean(axis=-1)
+    if how == "l2":
+        return np.sqrt((fmap.astype(np.float64) ** 2).sum(axis=-1)).astype(np.float32)
+    try:
+        channel = int(how)
+    except (TypeError, ValueError):
+        raise BadInputError(
+            f"heatmap must be 'mean', 'l2' or a channel number, not {how!r}"
+        ) from None
+    if not 0 <= channel < fmap.shape[-1]:
+        raise BadInputError(
+            f"Channel {channel} does not exist: the map has {fmap.shape[-1]} channels"
+        )
+    return fmap[..., channel]
 
 
 def extract_frame(source: Any, extractor: Any, frame: int, **kwargs: Any) -> FeatureResult:

@@ -17,7 +17,7 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from ..errors import CancelledError
@@ -77,6 +77,7 @@ def _child_main(requests: Any, replies: Any, cancel: Any) -> None:
                         "attrs": dict(result.table.attrs),
                         "metadata": result.metadata,
                         "maps_path": str(maps.filename) if maps is not None else None,
+                        "heatmap": result.heatmap,
                         "warm": was_warm,
                     },
                 )
@@ -133,11 +134,26 @@ class ModelWorker:
         progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | Callable[[], bool] | None = None,
     ) -> dict:
-        """Run one job and return the child's reply (``table``, ``metadata``, ``maps_path``, ``warm``).
+        """Run one job and return the child's reply (``table``, ``metadata``, ``maps_path``,
+        ``heatmap``, ``warm``).
 
         Raises :class:`CancelledError` when cancelled, :class:`WorkerError` with the child's message
         when the job fails, and :class:`WorkerCrashedError` when the child dies.
         """
+        steps = self.iter_run(job, cancel)
+        try:
+            while True:
+                done, total = next(steps)
+                if progress is not None:
+                    progress(done, total)
+        except StopIteration as stop:
+            return stop.value
+
+    def iter_run(
+        self, job: dict, cancel: threading.Event | Callable[[], bool] | None = None
+    ) -> Generator[tuple[int, int], None, dict]:
+        """Generator form of :meth:`run`: yields ``(done, total)`` windows, returns the reply.
+        Closing it before the end kills the child (its late replies must not reach the next job)."""
         is_cancelled = (
             (lambda: False) if cancel is None
             else cancel.is_set if isinstance(cancel, threading.Event) else cancel
@@ -147,43 +163,49 @@ class ModelWorker:
             self._cancel.clear()
             self._requests.put(job)
             cancel_sent_at: float | None = None
-            while True:
-                # Cancel is checked on every pass: a stream of progress messages must not hide it.
-                if cancel_sent_at is None and is_cancelled():
-                    self._cancel.set()
-                    cancel_sent_at = time.monotonic()
-                elif (
-                    cancel_sent_at is not None
-                    and time.monotonic() - cancel_sent_at > self.cancel_grace
-                ):
+            finished = False
+            try:
+                while True:
+                    # Cancel is checked on every pass: a stream of progress messages must not hide it.
+                    if cancel_sent_at is None and is_cancelled():
+                        self._cancel.set()
+                        cancel_sent_at = time.monotonic()
+                    elif (
+                        cancel_sent_at is not None
+                        and time.monotonic() - cancel_sent_at > self.cancel_grace
+                    ):
+                        self._terminate()
+                        raise CancelledError(
+                            f"Feature extraction cancelled (the worker did not stop within "
+                            f"{self.cancel_grace:g} s and was terminated)"
+                        )
+                    try:
+                        reply = self._replies.get(timeout=self.poll)
+                    except queue.Empty:
+                        reply = None
+                    if reply is not None:
+                        kind = reply[0]
+                        if kind == "progress":
+                            yield reply[1], reply[2]
+                            continue
+                        if kind == "result":
+                            finished = True
+                            return reply[1]
+                        finished = True
+                        if kind == "cancelled":
+                            raise CancelledError("Feature extraction cancelled")
+                        raise WorkerError(reply[1])
+                    if not self._proc.is_alive():
+                        code = self._proc.exitcode
+                        self._terminate()
+                        raise WorkerCrashedError(
+                            f"The model worker process stopped unexpectedly (exit code {code}"
+                            f"{', killed' if code is not None and code < 0 else ''}; out of memory?). "
+                            "The next run starts a fresh worker."
+                        )
+            finally:
+                if not finished and self._proc is not None:
                     self._terminate()
-                    raise CancelledError(
-                        f"Feature extraction cancelled (the worker did not stop within "
-                        f"{self.cancel_grace:g} s and was terminated)"
-                    )
-                try:
-                    reply = self._replies.get(timeout=self.poll)
-                except queue.Empty:
-                    reply = None
-                if reply is not None:
-                    kind = reply[0]
-                    if kind == "progress":
-                        if progress is not None:
-                            progress(reply[1], reply[2])
-                        continue
-                    if kind == "result":
-                        return reply[1]
-                    if kind == "cancelled":
-                        raise CancelledError("Feature extraction cancelled")
-                    raise WorkerError(reply[1])
-                if not self._proc.is_alive():
-                    code = self._proc.exitcode
-                    self._terminate()
-                    raise WorkerCrashedError(
-                        f"The model worker process stopped unexpectedly (exit code {code}"
-                        f"{', killed' if code is not None and code < 0 else ''}; out of memory?). "
-                        "The next run starts a fresh worker."
-                    )
 
     def _terminate(self) -> None:
         """Kill the child and abandon its queues: a job still in the request pipe would otherwise
