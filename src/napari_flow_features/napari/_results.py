@@ -1,0 +1,116 @@
+"""Turn an extraction reply into napari layers (features image, point features, heatmap)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _feature_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith("f") and c[1:].isdigit()]
+
+
+def _upsert_image(viewer: Any, name: str, shape: tuple, kwargs: dict, one: bool) -> Any:
+    """The Image layer ``name`` with ``shape`` (NaN-filled when new; replaced on a full run)."""
+    if name in viewer.layers and one and viewer.layers[name].data.shape == shape:
+        return viewer.layers[name]
+    data = np.full(shape, np.nan, np.float32)
+    if name in viewer.layers:
+        viewer.layers[name].data = data
+        for key, value in kwargs.items():
+            setattr(viewer.layers[name], key, value)
+        return viewer.layers[name]
+    return viewer.add_image(data, name=name, **kwargs)
+
+
+def write_results(
+    viewer: Any, reply: dict, source: Any, points_layer: Any, post: str, one: bool
+) -> list[str]:
+    """Add or update the result layers; returns their names. ``one``: a single-frame run, whose
+    rows replace that frame's rows in existing layers."""
+    table: pd.DataFrame = reply["table"]
+    meta = {**reply["metadata"], "source_layer": source.name}
+    n_frames = int(meta["n_frames"])
+    cols = _feature_columns(table)
+    frames = table["frame"].to_numpy(int)
+    written = []
+
+    if cols:
+        mat = table[cols].to_numpy(np.float32)
+        name = f"features: {source.name}"
+        if post == "point" and "landmark" in table and table["landmark"].nunique() > 1:
+            ids = list(dict.fromkeys(table["landmark"].tolist()))
+            layer = _upsert_image(viewer, name, (len(ids), n_frames, len(cols)),
+                                  {"metadata": meta, "colormap": "viridis"}, one)  # fmt: skip
+            k = np.array([ids.index(v) for v in table["landmark"]])
+            layer.data[k, frames] = mat
+        else:
+            layer = _upsert_image(viewer, name, (n_frames, len(cols)),
+                                  {"metadata": meta, "colormap": "viridis"}, one)  # fmt: skip
+            layer.data[frames] = mat
+        layer.metadata = meta
+        layer.refresh()
+        written.append(name)
+
+    if post == "point" and points_layer is not None and cols:
+        data = np.asarray(points_layer.data)
+        feats = points_layer.features.copy().reset_index(drop=True)
+        key = next((c for c in ("track_id", "label") if c in feats.columns), None)
+        rows = {}
+        for i, (f, lm) in enumerate(zip(frames, table["landmark"], strict=True)):
+            rows[(int(f), lm if key else None)] = mat[i]
+        new = np.full((len(data), len(cols)), np.nan, np.float32)
+        keep_old = one and all(c in feats.columns for c in cols)
+        if keep_old:
+            new[:] = feats[cols].to_numpy(np.float32)
+        for i, point in enumerate(data):
+            vec = rows.get((int(np.rint(point[0])), feats[key].iloc[i] if key else None))
+            if vec is not None:
+                new[i] = vec
+        feats = pd.concat([feats.drop(columns=[c for c in cols if c in feats]),
+                           pd.DataFrame(new, columns=cols)], axis=1)  # fmt: skip
+        points_layer.features = feats
+        points_layer.metadata = {**points_layer.metadata, "features_run": meta}
+        written.append(f"{points_layer.name} (features)")
+
+    if post == "gap" and cols:
+        name = f"features points: {source.name}"
+        h, w = meta["frame_shape"]
+        centre = np.stack([np.arange(n_frames), np.full(n_frames, (h - 1) / 2),
+                           np.full(n_frames, (w - 1) / 2)], axis=1)  # fmt: skip
+        if name in viewer.layers and one:
+            layer = viewer.layers[name]
+            feats = layer.features.copy()
+        else:
+            feats = pd.DataFrame(np.full((n_frames, len(cols)), np.nan, np.float32), columns=cols)
+            if name in viewer.layers:
+                viewer.layers.remove(name)
+            layer = viewer.add_points(centre, name=name, size=6, face_color="orange",
+                                      scale=source.scale[:3], translate=source.translate[:3])  # fmt: skip
+        feats.loc[frames, cols] = mat
+        layer.features = feats
+        layer.metadata = meta
+        written.append(name)
+
+    heat = reply.get("heatmap")
+    if heat is not None:
+        name = f"heatmap: {source.name}"
+        cell_h, cell_w = meta["heatmap_cell_px"]
+        scale = list(source.scale[:3])
+        translate = list(source.translate[:3])
+        for axis, cell in ((1, cell_h), (2, cell_w)):
+            translate[axis] += (cell - 1) / 2 * scale[axis]
+            scale[axis] *= cell
+        kwargs = {"scale": scale, "translate": translate, "colormap": "inferno",
+                  "blending": "additive", "metadata": meta}  # fmt: skip
+        layer = _upsert_image(viewer, name, heat.shape, kwargs, one)
+        rows = np.unique(frames)
+        layer.data[rows] = heat[rows]
+        finite = layer.data[np.isfinite(layer.data)]
+        if finite.size and finite.max() > finite.min():
+            layer.contrast_limits = (float(finite.min()), float(finite.max()))
+        layer.refresh()
+        written.append(name)
+    return written

@@ -1,0 +1,94 @@
+"""The I3D feature extraction widget: a real extraction on the sample through the worker process."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from napari_flow_features.napari import _extract_widget
+from napari_flow_features.napari._extract_widget import ExtractWidget
+
+PLUGIN = "napari-flow-features"
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    seen: list[str] = []
+    monkeypatch.setattr(_extract_widget, "show_error", seen.append)
+    return seen
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_worker():
+    yield
+    if _extract_widget._WORKER is not None:
+        _extract_widget._WORKER.close()
+        _extract_widget._WORKER = None
+
+
+def wait(qtbot, worker, timeout=180_000):
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def small_run(widget):
+    widget.endpoint.value = "Mixed_3c"
+    widget.clip_length.value = 8
+    widget.stride.value = 8
+
+
+def test_point_extraction_on_the_sample(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    widget = ExtractWidget(viewer)
+    small_run(widget)
+    widget.post_encoder.value = "Spatial Point Extraction"
+    assert not widget.points.native.isHidden()  # shown only for Spatial Point Extraction
+    assert widget.points.value is viewer.layers["whisker base"]
+    worker = widget.run(current_frame=False)
+    viewer.layers.selection.active = viewer.layers["whisker video"]  # selection changes mid-run
+    wait(qtbot, worker)
+    assert errors == []
+    features = viewer.layers["features: whisker video"]
+    assert features.data.shape == (96, 480) and np.isfinite(features.data).all()
+    assert (
+        features.metadata["post_encoder"] == "point" and features.metadata["endpoint"] == "Mixed_3c"
+    )
+    points = viewer.layers["whisker base"]
+    assert points.features.shape == (96, 1 + 480) and np.isfinite(points.features["f0000"]).all()
+    heat = viewer.layers["heatmap: whisker video"]
+    assert heat.data.shape == (96, 30, 40) and heat.blending == "additive"
+    np.testing.assert_allclose(heat.scale, [1, 8, 8])
+    np.testing.assert_allclose(heat.translate, [0, 3.5, 3.5])
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_gap_current_frame_then_all(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    widget = ExtractWidget(viewer)
+    small_run(widget)
+    widget.post_encoder.value = "Global Average Pooling"
+    assert widget.points.native.isHidden()
+    viewer.dims.set_current_step(0, 30)
+    wait(qtbot, widget.run(current_frame=True))
+    features = viewer.layers["features: whisker video"]
+    finite_rows = np.flatnonzero(np.isfinite(features.data).all(axis=1))
+    assert finite_rows.tolist() == [30]  # only the current frame, written at once
+    gap_points = viewer.layers["features points: whisker video"]
+    assert len(gap_points.data) == 96 and np.isfinite(gap_points.features["f0000"]).sum() == 1
+    wait(qtbot, widget.run(current_frame=False))
+    assert np.isfinite(viewer.layers["features: whisker video"].data).all()
+    assert errors == []
+    assert "tensorflow" not in sys.modules
+
+
+def test_errors_are_notifications(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    widget = ExtractWidget(viewer)
+    assert widget.run() is None and "add a video or flow layer" in errors[-1]
+    viewer.add_image(np.zeros((10, 32, 32), np.uint8), name="clip")
+    widget.post_encoder.value = "Spatial Point Extraction"
+    assert widget.run() is None and "needs a Points layer" in errors[-1]
