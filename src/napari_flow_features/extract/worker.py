@@ -120,13 +120,14 @@ class ModelWorker:
         self._requests = self._ctx.Queue()
         self._replies = self._ctx.Queue()
         self._cancel = self._ctx.Event()
-        self._proc = self._ctx.Process(
+        proc = self._ctx.Process(
             target=_child_main,
             args=(self._requests, self._replies, self._cancel),
             name="flow-features-model-worker",
             daemon=True,
         )
-        self._proc.start()
+        proc.start()  # may raise (e.g. inside a spawn child's bootstrap); keep no half-made child
+        self._proc = proc
 
     def run(
         self,
@@ -215,10 +216,10 @@ class ModelWorker:
                 q.cancel_join_thread()
                 q.close()
         self._requests = self._replies = None
-        if self._proc is not None:
+        if self._proc is not None and self._proc.pid is not None:
             self._proc.kill()
             self._proc.join(5)
-            self._proc = None
+        self._proc = None
 
     def close(self) -> None:
         """Stop the child (politely, then by force)."""

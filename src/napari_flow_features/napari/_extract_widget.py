@@ -300,4 +300,5 @@ class ExtractWidget(Container):
         except Exception as exc:  # a layer problem must not take the viewer down
             show_error(f"I3D feature extraction: could not add the results: {exc}")
             return
-        self.status.value = f"done: {', '.join(written)}"
+        self.status.value = f"done: {len(written)} layers updated"
+        self.status.tooltip = "\n".join(written)
