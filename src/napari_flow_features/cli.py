@@ -48,14 +48,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"               endpoint error vs ground truth: {epe[moving].mean():.2f} px on the "
         f"whisker, {epe[~moving].mean():.2f} px on the still background"
     )
+    # The main job: I3D features of the whisker motion, pooled and at the whisker base.
+    from .extract.pipeline import extract_features
+    from .io._atomic import atomic_write_path
+    from .io.tables import write_table
+    from .model.extractor import DynamicFeatureExtractor
+
+    extractor = DynamicFeatureExtractor(endpoint="Mixed_4f", clip_length=16, stride=8)
+    feature_dir = out / "features"
+    feature_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for post, points in (("gap", None), ("point", paths["landmarks"])):
+        bar = _Bar(f"I3D features ({post})")
+        try:
+            result = extract_features(
+                flow_path, extractor, post, points=points,
+                heatmap="l2" if post == "point" else None, progress=bar,
+            )  # fmt: skip
+        finally:
+            bar.close()
+        result.table.attrs["source_video"] = paths["video"]
+        written.append(write_table(result.table, feature_dir / f"whisker_{post}.parquet"))
+        if result.heatmap is not None:
+            heat_path = feature_dir / "whisker_heatmap_l2.npy"
+            with atomic_write_path(heat_path) as tmp:
+                np.save(tmp, result.heatmap, allow_pickle=False)
+            written.append(heat_path)
+    for path in written:
+        print(f"     features: {path}")
     print(
-        "Open it in napari: napari "
-        + paths["video"]
-        + " "
-        + paths["landmarks"]
-        + " "
-        + str(flow_path)
+        "               (random I3D weights, end point Mixed_4f: 832 channels per frame; "
+        "`flow-features weights fetch flow_imagenet` gives DeepMind's)"
     )
+    files = " ".join([paths["video"], paths["landmarks"], str(flow_path)])
+    print(f"Open it in napari: napari {files}")
     return 0
 
 

@@ -50,6 +50,12 @@ def test_demo_writes_the_sample_and_its_flow(tmp_path, capsys):
     assert flow.shape == (95, 240, 320, 2)
     error = float(out.split("endpoint error vs ground truth: ")[1].split(" px")[0])
     assert error < 1.0  # DIS follows the whisker to within a pixel
+    gap = read_table(tmp_path / "demo" / "features" / "whisker_gap.parquet")
+    point = read_table(tmp_path / "demo" / "features" / "whisker_point.parquet")
+    assert gap.shape == (96, 1 + 832) and point.shape == (96, 4 + 832)
+    assert point.attrs["post_encoder"] == "point" and not point["f0000"].isna().any()
+    heat = np.load(tmp_path / "demo" / "features" / "whisker_heatmap_l2.npy")
+    assert heat.shape == (96, 15, 20)
 
 
 def test_errors_exit_2_with_message(tmp_path, capsys):

@@ -172,3 +172,32 @@ def test_heatmap_reductions(extractor):
     np.testing.assert_allclose(ch[5], fmap[..., 7], rtol=1e-5)
     with pytest.raises(BadInputError, match="Channel 999"):
         extract_features(flow, extractor, "gap", heatmap=999, frames=[5])
+
+
+def test_known_weights_end_to_end_rows_are_hand_computed():
+    """Conv3d_1a_7x7 with only the centre tap from dx to channel 0: its output is known, so each
+    frame's GAP row follows from DESIGN.md's rule by hand."""
+    ext = DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", clip_length=8, stride=4)
+    kernel = np.zeros((7, 7, 7, 2, 64), np.float32)
+    kernel[3, 3, 3, 0, 0] = 1.0  # channel 0 = dx at the centre tap
+    kernel[3, 3, 3, 1, 1] = 1.0  # channel 1 = dy (negative here: ReLU gives 0)
+    ext.model.get_layer("Conv3d_1a_7x7.conv_3d").kernel.assign(kernel)
+    bn = ext.model.get_layer("Conv3d_1a_7x7.batch_norm")
+    bn.beta.assign(np.zeros(64, np.float32))
+    bn.moving_mean.assign(np.zeros(64, np.float32))
+    bn.moving_variance.assign(np.ones(64, np.float32))
+    ext._call = None
+    flow = np.zeros((11, 16, 16, 2), np.float32)  # 12 frames; field f has dx = f px, dy = -1 px
+    flow[..., 0] = np.arange(11)[:, None, None]
+    flow[..., 1] = -1.0
+    table = extract_features(flow, ext, "gap").table
+    scale = 1 / 20 / np.sqrt(1 + 1e-3)  # flow bound, then BatchNorm with variance 1
+    # Windows start at 0 and 4 (L=8, S=4); T' = 4; the output step t' sits at window frame 2t'+1.
+    # Frame 5: window 0, tau = 5.5 * 4/8 - 0.5 = 2.25 -> 0.75 * dx(5) + 0.25 * dx(7) = 5.5
+    assert table.loc[5, "f0000"] == pytest.approx(5.5 * scale, rel=1e-5)
+    # Frame 10: window 1 (s=4), tau = 6.5 * 0.5 - 0.5 = 2.75 -> 0.25 * dx(9) + 0.75 * dx(10) = 9.75
+    # (window frame 11 has no flow of its own and repeats field 10)
+    assert table.loc[10, "f0000"] == pytest.approx(9.75 * scale, rel=1e-5)
+    # Frame 0: tau clamps to 0 -> dx(1) = 1
+    assert table.loc[0, "f0000"] == pytest.approx(1 * scale, rel=1e-5)
+    assert (table["f0001"] == 0).all() and (table["f0002"] == 0).all()
