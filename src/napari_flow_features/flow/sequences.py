@@ -31,22 +31,35 @@ def preprocess_flow(
     """Clip flow to ``[-bound, bound]`` px, optionally quantise to 256 levels, scale to ``[-1, 1]``.
 
     Quantisation is DeepMind's: ``q = round((f + bound) / (2 bound) * 255)`` in 0..255, then
-    ``q / 255 * 2 - 1``. Returns float32. NaN or infinite flow is an error (it would poison every
-    feature of the clip) unless ``check_finite=False``.
+    ``q / 255 * 2 - 1``. Returns a new float32 array. NaN or infinite flow is an error (it would
+    poison every feature of the clip) unless ``check_finite=False``.
     """
+    return preprocess_flow_inplace(np.array(flow, dtype=np.float32), bound, quantize, check_finite)
+
+
+def preprocess_flow_inplace(
+    arr: np.ndarray, bound: float = 20.0, quantize: bool = False, check_finite: bool = True
+) -> np.ndarray:
+    """:func:`preprocess_flow` overwriting a float32 array (no copies of a large clip)."""
     if bound <= 0:
         raise BadInputError(f"bound must be positive, got {bound}")
-    arr = np.asarray(flow, dtype=np.float32)
+    if arr.dtype != np.float32:
+        raise BadInputError(f"In-place preprocessing needs float32 flow, got {arr.dtype}")
     if arr.shape[-1:] != (2,):
         raise BadInputError(f"Flow must end with a (dx, dy) axis of size 2; got shape {arr.shape}")
-    if check_finite and not np.isfinite(arr).all():
+    if check_finite and not np.isfinite(arr.sum()):  # one pass; any NaN or inf makes the sum so
         bad = int((~np.isfinite(arr)).sum())
         raise BadInputError(f"Flow contains {bad} NaN or infinite values")
-    clipped = np.clip(arr, -bound, bound)
+    np.clip(arr, -bound, bound, out=arr)
     if quantize:
-        q = np.round((clipped + bound) * (255.0 / (2.0 * bound)))
-        return (q * (2.0 / 255.0) - 1.0).astype(np.float32)
-    return (clipped / np.float32(bound)).astype(np.float32)
+        arr += np.float32(bound)
+        arr *= np.float32(255.0 / (2.0 * bound))
+        np.round(arr, out=arr)
+        arr *= np.float32(2.0 / 255.0)
+        arr -= np.float32(1.0)
+    else:
+        arr *= np.float32(1.0 / bound)
+    return arr
 
 
 def window_starts(n_frames: int, length: int = 16, stride: int = 8) -> list[int]:
@@ -106,8 +119,9 @@ def window_data(flow: Any, window: FlowWindow) -> np.ndarray:
     n_flow = flow.shape[0]
     idx = np.minimum(window.frames, n_flow - 1)
     lo, hi = int(idx.min()), int(idx.max()) + 1
-    block = np.asarray(flow[lo:hi], dtype=np.float32)
-    return block[idx - lo]
+    if hi - lo == len(idx):  # no padding: one copy straight from the (memory-mapped) flow
+        return np.array(flow[lo:hi], dtype=np.float32)
+    return np.asarray(flow[lo:hi], dtype=np.float32)[idx - lo]
 
 
 def _natural_key(p: Path) -> list:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
-from ..flow.sequences import FlowWindow, frame_windows, preprocess_flow, window_data
+from ..flow.sequences import FlowWindow, frame_windows, preprocess_flow_inplace, window_data
 
 
 def default_config() -> dict[str, Any]:
@@ -163,9 +163,8 @@ class DynamicFeatureExtractor:
 
     def preprocess_window(self, flow: Any, window: FlowWindow) -> np.ndarray:
         """One window's flow, resized if configured, clipped, quantised if configured, scaled."""
-        data = window_data(flow, window)
-        data = self._resize(data)
-        return preprocess_flow(data, float(self.config["flow_bound"]), self.quantize)
+        data = self._resize(window_data(flow, window))  # a fresh float32 array: edit in place
+        return preprocess_flow_inplace(data, float(self.config["flow_bound"]), self.quantize)
 
     def preprocess_flow_sequence(self, flow: Any) -> np.ndarray:
         """All windows of a ``(T-1, H, W, 2)`` flow sequence as ``[N, L, H', W', 2]`` float32."""
