@@ -28,9 +28,9 @@ def close_worker():
         _extract_widget._WORKER = None
 
 
-def wait(qtbot, worker, timeout=180_000):
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
+def wait(qtbot, widget, timeout=180_000):
+    """Until the widget's run has finished (its state, not a signal that may already have fired)."""
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)
 
 
 def small_run(widget):
@@ -47,9 +47,9 @@ def test_point_extraction_on_the_sample(make_napari_viewer, qtbot, errors):
     widget.post_encoder.value = "Spatial Point Extraction"
     assert not widget.points.native.isHidden()  # shown only for Spatial Point Extraction
     assert widget.points.value is viewer.layers["whisker base"]
-    worker = widget.run(current_frame=False)
+    assert widget.run(current_frame=False) is not None
     viewer.layers.selection.active = viewer.layers["whisker video"]  # selection changes mid-run
-    wait(qtbot, worker)
+    wait(qtbot, widget)
     assert errors == []
     features = viewer.layers["features: whisker video"]
     assert features.data.shape == (96, 480) and np.isfinite(features.data).all()
@@ -73,13 +73,15 @@ def test_gap_current_frame_then_all(make_napari_viewer, qtbot, errors):
     widget.post_encoder.value = "Global Average Pooling"
     assert widget.points.native.isHidden()
     viewer.dims.set_current_step(0, 30)
-    wait(qtbot, widget.run(current_frame=True))
+    assert widget.run(current_frame=True) is not None
+    wait(qtbot, widget)
     features = viewer.layers["features: whisker video"]
     finite_rows = np.flatnonzero(np.isfinite(features.data).all(axis=1))
     assert finite_rows.tolist() == [30]  # only the current frame, written at once
     gap_points = viewer.layers["features points: whisker video"]
     assert len(gap_points.data) == 96 and np.isfinite(gap_points.features["f0000"]).sum() == 1
-    wait(qtbot, widget.run(current_frame=False))
+    assert widget.run(current_frame=False) is not None
+    wait(qtbot, widget)
     assert np.isfinite(viewer.layers["features: whisker video"].data).all()
     assert errors == []
     assert "tensorflow" not in sys.modules

@@ -26,11 +26,11 @@ from ..errors import CancelledError
 WARM_MODELS = 2
 
 
-class WorkerCrashedError(RuntimeError):
+class WorkerCrashedError(Exception):
     """The model worker process died while running a job."""
 
 
-class WorkerError(RuntimeError):
+class WorkerError(Exception):
     """A job failed inside the worker; the message is the child's error text."""
 
 
