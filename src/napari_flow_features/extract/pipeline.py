@@ -7,6 +7,7 @@ as the windows they need are done, so memory is bounded by the batch and the map
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -186,6 +187,53 @@ def extract_features(
     ``progress(done, total)`` counts windows; ``cancel`` is checked between batches and raises
     :class:`CancelledError`.
     """
+    workdir = Path(tempfile.mkdtemp(prefix="flow-features-"))
+    try:
+        return _extract_features(
+            workdir,
+            source,
+            extractor,
+            post_encoder=post_encoder,
+            points=points,
+            interpolation=interpolation,
+            clip_length=clip_length,
+            stride=stride,
+            batch_size=batch_size,
+            flow_method=flow_method,
+            interpolate_missing=interpolate_missing,
+            maps_path=maps_path,
+            frames=frames,
+            heatmap=heatmap,
+            progress=progress,
+            cancel=cancel,
+        )
+    finally:
+        # Flow computed from a video is only needed during the run; the folder stays only when it
+        # holds the feature maps of the none post-encoder.
+        for name in ("flow.npy", "flow.npy.json"):
+            (workdir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            workdir.rmdir()
+
+
+def _extract_features(
+    workdir: Path,
+    source: Any,
+    extractor: Any,
+    post_encoder: str = "gap",
+    points: Any = None,
+    interpolation: str = "bilinear",
+    clip_length: int | None = None,
+    stride: int | None = None,
+    batch_size: int | None = None,
+    flow_method: str = "farneback",
+    interpolate_missing: bool = False,
+    maps_path: str | os.PathLike | None = None,
+    frames: list[int] | None = None,
+    heatmap: str | int | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+) -> FeatureResult:
     if post_encoder not in POST_ENCODERS:
         raise BadInputError(
             f"post_encoder must be one of {', '.join(POST_ENCODERS)}, not {post_encoder!r}"
@@ -218,7 +266,6 @@ def extract_features(
         raise BadInputError(f"Frame out of range: the video has frames 0..{n_frames - 1}")
     needed = sorted(set(assign.window[wanted].tolist()))
 
-    workdir = Path(tempfile.mkdtemp(prefix="flow-features-"))
     if kind == "video":
         from ..flow.compute import OpticalFlowComputer
 

@@ -49,23 +49,16 @@ def model_worker() -> Any:
 
 
 def source_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
-    """Video layers and flow layers of the viewer."""
-    from napari.layers import Image
+    """Video layers (as the flow widget lists them) and flow-sequence layers of the viewer."""
+    from ._flow_widget import video_layer_choices
 
-    out = []
-    for layer in viewer.layers:
-        if not isinstance(layer, Image):
-            continue
-        if (
-            layer.metadata.get("source_type") == "flow"
-            and getattr(layer.metadata.get("flow"), "ndim", 0) == 4
-        ):
-            out.append((layer.name, layer))
-        elif layer.metadata.get("source_type") != "flow" and layer.data.ndim == (
-            4 if layer.rgb else 3
-        ):
-            out.append((layer.name, layer))
-    return out
+    flows = [
+        (layer.name, layer)
+        for layer in viewer.layers
+        if layer.metadata.get("source_type") == "flow"
+        and getattr(layer.metadata.get("flow"), "ndim", 0) == 4
+    ]
+    return video_layer_choices(viewer) + flows
 
 
 def job_source(layer: Any) -> Any:
