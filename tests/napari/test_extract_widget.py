@@ -94,3 +94,38 @@ def test_errors_are_notifications(make_napari_viewer, errors):
     viewer.add_image(np.zeros((10, 32, 32), np.uint8), name="clip")
     widget.post_encoder.value = "Spatial Point Extraction"
     assert widget.run() is None and "needs a Points layer" in errors[-1]
+
+
+def test_cancel_and_a_killed_worker_keep_the_viewer_usable(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    widget = ExtractWidget(viewer)
+    small_run(widget)
+    widget.stride.value = 1  # many windows, so there is time to cancel between batches
+    progress: list[tuple[int, int]] = []
+    worker = widget.run(current_frame=False)
+    worker.yielded.connect(progress.append)
+    qtbot.waitUntil(lambda: len(progress) >= 1, timeout=180_000)
+    widget.cancel()
+    wait(qtbot, widget, timeout=60_000)
+    assert widget.status.value == "cancelled" and errors == []
+    assert "features: whisker video" not in viewer.layers
+    assert widget.run_all.enabled and not widget.cancel_button.enabled
+
+    import os
+    import signal
+
+    widget.stride.value = 8
+    progress.clear()
+    worker = widget.run(current_frame=False)
+    worker.yielded.connect(progress.append)
+    qtbot.waitUntil(lambda: len(progress) >= 1, timeout=180_000)
+    os.kill(_extract_widget.model_worker().pid, signal.SIGKILL)
+    wait(qtbot, widget, timeout=60_000)
+    assert len(errors) == 1 and "stopped unexpectedly" in errors[0]
+
+    assert widget.run(current_frame=False) is not None  # a fresh child takes over
+    wait(qtbot, widget)
+    assert len(errors) == 1
+    assert np.isfinite(viewer.layers["features: whisker video"].data).all()
+    assert "tensorflow" not in sys.modules

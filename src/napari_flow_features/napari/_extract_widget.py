@@ -232,7 +232,7 @@ class ExtractWidget(Container):
         self._cancel.clear()
         steps = model_worker().iter_run(job, cancel=self._cancel)
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errors go to our own handler, once
         def work():
             return (yield from steps)
 

@@ -124,7 +124,7 @@ class FlowWidget(Container):
         # removes the partial output at once instead of whenever it is garbage collected.
         self._run = run
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errors go to our own handler, once
         def work():
             return (yield from run)
 
