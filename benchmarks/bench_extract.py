@@ -1,6 +1,6 @@
 """End-to-end extraction benchmark: video → flow → I3D → post-encoder → per-frame table.
 
-    python benchmarks/bench_extract.py [--seconds 60] [--endpoint Mixed_5c] [--flow-method dis]
+    python benchmarks/bench_extract.py [--seconds 60] [--repeats 2] [--endpoint Mixed_5c]
 
 For the built-in sample (96 frames, 320×240) and a generated 640×480 video of ``--seconds`` at 30
 fps, prints frames/s end to end and the time split into flow, encoder and everything else
@@ -62,27 +62,30 @@ def run_case(name: str, video: np.ndarray, args, workdir: Path) -> None:
         return out
 
     ext.encode = timed_encode
-    start = time.perf_counter()
-    result = extract_features(flow_path, ext, args.post_encoder)
-    extract_s = time.perf_counter() - start
-    other_s = extract_s - encode_s
-    total_s = flow_s + extract_s
-
-    # Bare tf.function on the same batches (clips rebuilt untimed).
     model = ext.model
     bare = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    bare(tf.constant(warm))
     flow = np.load(flow_path, mmap_mode="r")
     windows = ext.windows(n)
-    bare(tf.constant(warm))
-    bare_s = 0.0
-    for i in range(0, len(windows), ext.config["batch_size"]):
-        clips = np.stack(
-            [ext.preprocess_window(flow, w) for w in windows[i : i + ext.config["batch_size"]]]
-        )
-        x = tf.constant(clips)
-        t0 = time.perf_counter()
-        np.asarray(bare(x))
-        bare_s += time.perf_counter() - t0
+    batch = ext.config["batch_size"]
+    # Extraction and the bare loop alternate; each keeps its best pass (noise here is ±10 %).
+    runs, bares = [], []
+    for _ in range(args.repeats):
+        encode_s = 0.0
+        start = time.perf_counter()
+        result = extract_features(flow_path, ext, args.post_encoder)
+        runs.append((time.perf_counter() - start, encode_s))
+        bare_s = 0.0
+        for i in range(0, len(windows), batch):
+            clips = np.stack([ext.preprocess_window(flow, w) for w in windows[i : i + batch]])
+            t0 = time.perf_counter()  # clips built untimed; numpy in, numpy out, as any caller
+            np.asarray(bare(tf.convert_to_tensor(clips, tf.float32)))
+            bare_s += time.perf_counter() - t0
+        bares.append(bare_s)
+    extract_s, encode_s = min(runs)
+    bare_s = min(bares)
+    other_s = extract_s - encode_s
+    total_s = flow_s + extract_s
     assert len(result.table) == n
     print(
         f"{name:<22}{n:>7}{n / total_s:>10.1f}{flow_s:>9.1f}{encode_s:>10.1f}{other_s:>9.2f}"
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--flow-method", default="dis")
     parser.add_argument("--post-encoder", default="gap", choices=("gap", "none"))
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2, help="passes; each side keeps its best")
     args = parser.parse_args()
     from napari_flow_features.sample import make_whisker_sample
 

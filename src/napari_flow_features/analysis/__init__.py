@@ -1,0 +1,1 @@
+"""Evaluation metrics and matplotlib visualizations of features (no Qt)."""

@@ -1,0 +1,379 @@
+"""How good are the features? Consistency over time, stability across runs, discriminability.
+
+``FeatureExtractorEvaluator().evaluate(features, labels)`` returns a tidy table (one metric a row).
+Features are a feature table (DESIGN.md columns; rows with NaN features are dropped and counted) or a
+``(frames, channels)`` array. Rows are taken in time order within each sequence: a sequence is a
+``groups`` value (e.g. the video) and, in a multi-landmark table, a landmark.
+
+Cross-validation never lets neighbouring frames sit on both sides of a split: with ``groups`` (two or
+more videos) folds are whole videos; otherwise folds are contiguous blocks of frames and the training
+set also drops ``gap`` frames on each side of the test block (by default one clip length, the span
+over which windows share input).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BadInputError
+
+#: metric → (family, what it says), the rows of the tidy table in this order
+METRICS: dict[str, tuple[str, str]] = {
+    "rows": ("data", "rows with finite features used"),
+    "dropped_rows": ("data", "rows dropped for NaN features (missing landmarks)"),
+    "channels": ("data", "feature channels"),
+    "temporal_smoothness": ("consistency", "mean cosine similarity of consecutive frames (1 = same)"),
+    "autocorrelation": ("consistency", "lag-k autocorrelation averaged over channels"),
+    "roughness": ("consistency", "mean squared step / (2 x variance), over channels (noise = 1)"),
+    "cka": ("stability", "linear CKA between two tables of the same video (1 = same up to rotation and scale)"),
+    "mean_cosine": ("stability", "mean cosine similarity of matching rows of two tables"),
+    "chance_accuracy": ("discriminability", "accuracy of always answering the most frequent label"),
+    "probe_accuracy": ("discriminability", "linear probe (logistic regression) accuracy, cross-validated"),
+    "probe_macro_f1": ("discriminability", "linear probe macro-F1, cross-validated"),
+    "knn_accuracy": ("discriminability", "k-nearest-neighbour accuracy, cross-validated"),
+    "silhouette": ("discriminability", "silhouette of the label clusters (-1..1, higher = separated)"),
+    "calinski_harabasz": ("discriminability", "between / within dispersion ratio (higher = separated)"),
+    "davies_bouldin": ("discriminability", "mean cluster similarity (lower = separated)"),
+    "fisher_ratio": ("discriminability", "trace of between-class over within-class scatter"),
+}  # fmt: skip
+
+
+# -- input -------------------------------------------------------------------------------------
+@dataclass
+class FeatureData:
+    """Rows in time order within sequences, after dropping NaN rows."""
+
+    x: np.ndarray  # (n, C) float64
+    frames: np.ndarray  # (n,) frame numbers (row numbers for an array)
+    sequences: np.ndarray  # (n,) sequence id: group and landmark
+    groups: np.ndarray | None  # (n,) the caller's groups, for cross-validation
+    labels: np.ndarray | None  # (n,) None where a row has no label
+    dropped: int
+
+
+def feature_matrix(features: Any) -> tuple[np.ndarray, pd.DataFrame]:
+    """``(n, C)`` features and the row keys (``frame`` and, if present, ``landmark``)."""
+    if isinstance(features, pd.DataFrame):
+        from ..io.tables import feature_columns
+
+        cols = feature_columns(features)
+        if not cols:
+            raise BadInputError("The table has no feature columns (f0000, f0001, …)")
+        keys = pd.DataFrame(
+            {
+                "frame": features["frame"].to_numpy()
+                if "frame" in features
+                else np.arange(len(features))
+            }
+        )
+        if "landmark" in features:
+            keys["landmark"] = features["landmark"].astype(str).to_numpy()
+        return features[cols].to_numpy(np.float64), keys
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise BadInputError(f"Features must be a (frames, channels) array, got shape {x.shape}")
+    return x, pd.DataFrame({"frame": np.arange(len(x))})
+
+
+def labels_per_row(labels: Any, keys: pd.DataFrame) -> np.ndarray:
+    """One label per row: a sequence as long as the table, or a table of per-frame labels
+    (``frame``, ``label``) or per-clip labels (``start_frame``, ``end_frame`` inclusive, ``label``).
+    Frames without a label get None."""
+    if not isinstance(labels, pd.DataFrame):
+        out = np.asarray(labels, dtype=object)
+        if out.shape != (len(keys),):
+            raise BadInputError(f"Got {out.size} labels for {len(keys)} feature rows")
+        return out
+    if "label" not in labels:
+        raise BadInputError("A labels table needs a 'label' column")
+    by_frame: dict[int, Any] = {}
+    if {"start_frame", "end_frame"} <= set(labels.columns):
+        for start, end, label in labels[["start_frame", "end_frame", "label"]].itertuples(False):
+            if end < start:
+                raise BadInputError(f"Clip label {label!r} ends ({end}) before it starts ({start})")
+            by_frame.update(dict.fromkeys(range(int(start), int(end) + 1), label))
+    elif "frame" in labels:
+        by_frame = dict(zip(labels["frame"].astype(int), labels["label"], strict=True))
+    else:
+        raise BadInputError(
+            "A labels table needs 'frame' and 'label' (per frame) or 'start_frame', 'end_frame' "
+            "and 'label' (per clip)"
+        )
+    return np.array([by_frame.get(int(f)) for f in keys["frame"]], dtype=object)
+
+
+def prepare(features: Any, labels: Any = None, groups: Any = None) -> FeatureData:
+    """Features, labels and groups aligned row by row, NaN rows dropped, time-sorted per sequence."""
+    x, keys = feature_matrix(features)
+    n = len(x)
+    lab = None if labels is None else labels_per_row(labels, keys)
+    grp = None
+    if groups is not None:
+        grp = np.asarray(groups, dtype=object)
+        if grp.shape != (n,):
+            raise BadInputError(f"Got {grp.size} group values for {n} feature rows")
+    seq = keys["landmark"].to_numpy() if "landmark" in keys else np.zeros(n, dtype=object)
+    if grp is not None:
+        seq = np.array([f"{g}\x00{s}" for g, s in zip(grp, seq, strict=True)], dtype=object)
+    keep = np.isfinite(x).all(axis=1)
+    order = np.lexsort((keys["frame"].to_numpy()[keep], pd.factorize(seq[keep])[0]))
+    idx = np.flatnonzero(keep)[order]
+    if idx.size < 2:
+        raise BadInputError(f"Need at least 2 rows with finite features; got {idx.size}")
+    return FeatureData(
+        x=x[idx],
+        frames=keys["frame"].to_numpy()[idx],
+        sequences=pd.factorize(seq[idx])[0],
+        groups=None if grp is None else grp[idx],
+        labels=None if lab is None else lab[idx],
+        dropped=int(n - idx.size),
+    )
+
+
+# -- consistency -------------------------------------------------------------------------------
+def _consecutive_pairs(sequences: np.ndarray) -> np.ndarray:
+    """Indices i whose next row i+1 belongs to the same sequence."""
+    return np.flatnonzero(sequences[1:] == sequences[:-1])
+
+
+def _lagged_pairs(sequences: np.ndarray, lag: int) -> np.ndarray:
+    return (
+        np.flatnonzero(sequences[lag:] == sequences[:-lag])
+        if lag < len(sequences)
+        else np.array([], int)
+    )
+
+
+def temporal_smoothness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
+    """Mean cosine similarity of each row with the next (zero rows count as dissimilar)."""
+    seq = np.zeros(len(x), int) if sequences is None else sequences
+    i = _consecutive_pairs(seq)
+    a, b = x[i], x[i + 1]
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(i)), where=norms > 0)
+    return float(cos.mean()) if len(i) else float("nan")
+
+
+def autocorrelation(x: np.ndarray, lag: int = 1, sequences: np.ndarray | None = None) -> float:
+    """Pearson correlation of each channel with itself ``lag`` rows later, averaged over channels
+    that vary (pairs only within a sequence)."""
+    if lag < 1:
+        raise BadInputError(f"lag must be at least 1, got {lag}")
+    seq = np.zeros(len(x), int) if sequences is None else sequences
+    i = _lagged_pairs(seq, lag)
+    if len(i) < 2:
+        return float("nan")
+    a, b = x[i], x[i + lag]
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    denom = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    ok = denom > 0
+    return float(((a * b).sum(axis=0)[ok] / denom[ok]).mean()) if ok.any() else float("nan")
+
+
+def roughness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
+    """Mean over channels of ``mean((x[t+1] - x[t])²) / (2 var(x))``: about 1 for white noise, near
+    0 for a slowly varying signal (a von Neumann ratio)."""
+    seq = np.zeros(len(x), int) if sequences is None else sequences
+    i = _consecutive_pairs(seq)
+    var = x.var(axis=0)
+    ok = var > 0
+    if not len(i) or not ok.any():
+        return float("nan")
+    step = ((x[i + 1] - x[i]) ** 2).mean(axis=0)
+    return float((step[ok] / (2 * var[ok])).mean())
+
+
+# -- stability ---------------------------------------------------------------------------------
+def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
+    """Linear centred kernel alignment of two ``(n, C)`` matrices with the same rows (Kornblith et
+    al. 2019): ``‖BᵀA‖²_F / (‖AᵀA‖_F ‖BᵀB‖_F)`` after centring the columns."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape[0] != b.shape[0]:
+        raise BadInputError(f"CKA needs the same rows: {a.shape[0]} vs {b.shape[0]}")
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    denom = np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b)
+    return float(np.linalg.norm(b.T @ a) ** 2 / denom) if denom > 0 else float("nan")
+
+
+def mean_row_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine similarity of row i of ``a`` with row i of ``b`` (same channels)."""
+    if a.shape != b.shape:
+        raise BadInputError(f"Tables differ in shape: {a.shape} vs {b.shape}")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(a)), where=norms > 0)
+    return float(cos.mean())
+
+
+def _matched_rows(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Rows present and finite in both, matched on frame (and landmark)."""
+    xa, ka = feature_matrix(a)
+    xb, kb = feature_matrix(b)
+    on = [c for c in ("frame", "landmark") if c in ka and c in kb]
+    ka = ka.assign(_i=np.arange(len(ka)))
+    kb = kb.assign(_j=np.arange(len(kb)))
+    both = ka.merge(kb, on=on)
+    xa, xb = xa[both["_i"].to_numpy()], xb[both["_j"].to_numpy()]
+    ok = np.isfinite(xa).all(axis=1) & np.isfinite(xb).all(axis=1)
+    if ok.sum() < 2:
+        raise BadInputError("The two tables share fewer than 2 rows with finite features")
+    return xa[ok], xb[ok]
+
+
+# -- discriminability --------------------------------------------------------------------------
+def fisher_ratio(x: np.ndarray, labels: np.ndarray) -> float:
+    """``tr(S_B) / tr(S_W)``: between-class scatter over within-class scatter."""
+    mu = x.mean(axis=0)
+    between = within = 0.0
+    for value in pd.unique(labels):
+        xs = x[labels == value]
+        mk = xs.mean(axis=0)
+        between += len(xs) * float(((mk - mu) ** 2).sum())
+        within += float(((xs - mk) ** 2).sum())
+    return between / within if within > 0 else float("inf")
+
+
+def blocked_splits(
+    n: int, n_splits: int = 5, gap: int = 0, groups: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train/test index pairs: whole groups (two or more) per fold, else contiguous blocks with
+    ``gap`` rows on each side of the test block left out of training."""
+    if groups is not None and len(pd.unique(groups)) >= 2:
+        from sklearn.model_selection import GroupKFold
+
+        k = min(n_splits, len(pd.unique(groups)))
+        return list(GroupKFold(n_splits=k).split(np.zeros(n), groups=groups))
+    k = max(2, min(n_splits, n // 2))
+    bounds = np.linspace(0, n, k + 1).astype(int)
+    out = []
+    for lo, hi in itertools.pairwise(bounds):
+        test = np.arange(lo, hi)
+        train = np.r_[np.arange(0, max(0, lo - gap)), np.arange(min(n, hi + gap), n)]
+        if len(test) and len(train):
+            out.append((train, test))
+    return out
+
+
+class FeatureExtractorEvaluator:
+    """Metrics of a feature table: consistency, stability against another table, discriminability.
+
+    ``n_splits`` folds; ``gap`` frames dropped from training on each side of a test block (None:
+    the table's clip length, else 16); ``lag`` for the autocorrelation; ``k_neighbors`` for kNN.
+    """
+
+    def __init__(
+        self,
+        n_splits: int = 5,
+        gap: int | None = None,
+        lag: int = 1,
+        k_neighbors: int = 5,
+    ) -> None:
+        self.n_splits = n_splits
+        self.gap = gap
+        self.lag = lag
+        self.k_neighbors = k_neighbors
+        self.last_predictions: pd.DataFrame | None = None  #: probe predictions of the last run
+
+    def consistency(self, data: FeatureData) -> dict[str, float]:
+        """Temporal smoothness, lag-k autocorrelation, roughness."""
+        return {
+            "temporal_smoothness": temporal_smoothness(data.x, data.sequences),
+            "autocorrelation": autocorrelation(data.x, self.lag, data.sequences),
+            "roughness": roughness(data.x, data.sequences),
+        }
+
+    def stability(self, features: Any, other: Any) -> dict[str, float]:
+        """Linear CKA and mean row cosine between two feature tables of the same video (windows
+        shifted, another flow method, another model), matched on frame and landmark."""
+        a, b = _matched_rows(features, other)
+        if a.shape[1] != b.shape[1]:
+            return {"cka": linear_cka(a, b), "mean_cosine": float("nan")}
+        return {"cka": linear_cka(a, b), "mean_cosine": mean_row_cosine(a, b)}
+
+    def discriminability(self, data: FeatureData, gap: int = 16) -> dict[str, float]:
+        """Cross-validated linear probe and kNN, and cluster-separation indices of the labels."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import (
+            accuracy_score,
+            calinski_harabasz_score,
+            davies_bouldin_score,
+            f1_score,
+            silhouette_score,
+        )
+        from sklearn.neighbors import KNeighborsClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        labelled = np.array([v is not None and v == v for v in data.labels])  # v == v: not NaN
+        x = data.x[labelled]
+        frames = data.frames[labelled]
+        groups = None if data.groups is None else data.groups[labelled]
+        codes, names = pd.factorize(data.labels[labelled])
+        y = np.asarray(codes)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise BadInputError("Discriminability needs at least two different labels")
+        _, counts = np.unique(y, return_counts=True)
+        out = {"chance_accuracy": float(counts.max() / len(y))}
+        splits = blocked_splits(len(y), self.n_splits, gap, groups)
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        knn = make_pipeline(StandardScaler(), KNeighborsClassifier(self.k_neighbors))
+        pred_probe = np.full(len(y), -1)
+        pred_knn = np.full(len(y), -1)
+        for train, test in splits:
+            if len(np.unique(y[train])) < 2:  # a block holding one label only: answer it
+                pred_probe[test] = pred_knn[test] = y[train][0]
+                continue
+            pred_probe[test] = probe.fit(x[train], y[train]).predict(x[test])
+            k = min(self.k_neighbors, len(train))
+            knn.set_params(kneighborsclassifier__n_neighbors=k)
+            pred_knn[test] = knn.fit(x[train], y[train]).predict(x[test])
+        scored = pred_probe >= 0
+        out["probe_accuracy"] = float(accuracy_score(y[scored], pred_probe[scored]))
+        out["probe_macro_f1"] = float(f1_score(y[scored], pred_probe[scored], average="macro"))
+        out["knn_accuracy"] = float(accuracy_score(y[scored], pred_knn[scored]))
+        self.last_predictions = pd.DataFrame(
+            {"frame": frames[scored], "label": names[y[scored]],
+             "predicted": names[pred_probe[scored]]}
+        )  # fmt: skip
+        if len(np.unique(x, axis=0)) > len(classes):
+            out["silhouette"] = float(silhouette_score(x, y))
+            out["calinski_harabasz"] = float(calinski_harabasz_score(x, y))
+            out["davies_bouldin"] = float(davies_bouldin_score(x, y))
+        out["fisher_ratio"] = fisher_ratio(x, y)
+        return out
+
+    def evaluate(
+        self, features: Any, labels: Any = None, groups: Any = None, other: Any = None
+    ) -> pd.DataFrame:
+        """A tidy table (``metric``, ``family``, ``value``, ``description``): data counts,
+        consistency, stability against ``other`` (another table of the same video) when given, and
+        discriminability when ``labels`` are given."""
+        data = prepare(features, labels, groups)
+        values: dict[str, float] = {
+            "rows": len(data.x),
+            "dropped_rows": data.dropped,
+            "channels": data.x.shape[1],
+        }
+        values.update(self.consistency(data))
+        if other is not None:
+            values.update(self.stability(features, other))
+        if labels is not None:
+            gap = self.gap
+            if gap is None:
+                attrs = getattr(features, "attrs", {}) or {}
+                gap = int(attrs.get("clip_length", 16))
+            values.update(self.discriminability(data, gap))
+        rows = [
+            {"metric": k, "family": METRICS[k][0], "value": float(v), "description": METRICS[k][1]}
+            for k, v in values.items()
+        ]
+        table = pd.DataFrame(rows)
+        table.attrs = {"lag": self.lag, "n_splits": self.n_splits, "k_neighbors": self.k_neighbors}
+        return table
