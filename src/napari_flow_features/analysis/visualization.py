@@ -1,0 +1,378 @@
+"""Figures of encoder activations and feature tables (matplotlib, Agg; nothing opens a window).
+
+Activations are ``[N, T', H', W', C]`` (one clip is picked with ``sample``) or ``[T', H', W', C]``.
+Time axes are in video frames: step k of a clip of L frames covers frames ``k·L/T' … (k+1)·L/T'``
+and is drawn at its centre ``(k + 0.5)·L/T' − 0.5`` (the DESIGN.md per-frame mapping). Feature
+tables (``frame``, ``f0000…``) are accepted where a figure has no spatial axes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BadInputError
+
+
+def _figure(width: float, height: float) -> Any:
+    """A Figure bound to the Agg canvas: no pyplot, no GUI backend, no window."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save atomically (format from the suffix: png, svg, pdf)."""
+    from ..io._atomic import atomic_write_path
+
+    path = Path(path)
+    with atomic_write_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def figure_rgb(fig: Any) -> np.ndarray:
+    """The rendered figure as an ``(h, w, 3)`` uint8 image."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _as_table(features: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(frames, (n, C) values) of a feature table or a 2-D array; None for activations."""
+    if isinstance(features, pd.DataFrame):
+        from ..io.tables import feature_columns
+
+        cols = feature_columns(features)
+        if not cols:
+            raise BadInputError("The table has no feature columns (f0000, f0001, …)")
+        if "landmark" in features and features["landmark"].nunique() > 1:
+            first = features["landmark"].iloc[0]
+            features = features[features["landmark"] == first]  # one landmark per line plot
+        frames = features["frame"].to_numpy() if "frame" in features else np.arange(len(features))
+        return frames, features[cols].to_numpy(np.float32)
+    arr = np.asarray(features)
+    if arr.ndim == 2:
+        return np.arange(len(arr)), arr.astype(np.float32)
+    return None
+
+
+class FeatureVisualization:
+    """Figures of a model's activations at one layer, and of feature tables.
+
+    ``model`` is the Keras encoder (``extractor.model``; only :meth:`get_intermediate_activations`
+    needs it); ``layer_name`` an end point (``Mixed_3c``) or any Keras layer name of the model;
+    ``clip_length`` converts activation time steps to frames.
+    """
+
+    def __init__(self, model: Any = None, layer_name: str = "Mixed_3c", clip_length: int = 16):
+        self.model = model
+        self.layer_name = layer_name
+        self.clip_length = int(clip_length)
+        self._probe: Any = None
+
+    # -- activations ---------------------------------------------------------------------------
+    def valid_layer_names(self) -> list[str]:
+        """End points of the model, in network order (any Keras layer name also works)."""
+        from ..model.i3d import ENDPOINTS
+
+        names = {layer.name for layer in self.model.layers}
+        return [p for p in ENDPOINTS if p in names or f"{p}.relu" in names]
+
+    def _layer(self) -> Any:
+        if self.model is None:
+            raise BadInputError("FeatureVisualization needs a model for activations")
+        names = {layer.name for layer in self.model.layers}
+        for name in (self.layer_name, f"{self.layer_name}.relu"):
+            if name in names:
+                return self.model.get_layer(name)
+        raise BadInputError(
+            f"Layer {self.layer_name!r} is not in the model; valid layers: "
+            f"{', '.join(self.valid_layer_names())}"
+        )
+
+    def get_intermediate_activations(self, preprocessed: np.ndarray) -> np.ndarray:
+        """Activations ``[N, T', H', W', C]`` float32 at ``layer_name`` for preprocessed clips
+        ``[N, L, H, W, 2]`` (``extractor.preprocess_flow_sequence``)."""
+        import keras
+        import tensorflow as tf
+
+        clips = np.asarray(preprocessed, np.float32)
+        if clips.ndim != 5:
+            raise BadInputError(f"Preprocessed clips must be [N, L, H, W, C], got {clips.shape}")
+        if self._probe is None:
+            layer = self._layer()
+            self._probe = keras.Model(self.model.inputs, layer.output)
+        out = self._probe(tf.convert_to_tensor(clips), training=False)
+        return np.asarray(tf.cast(out, tf.float32))
+
+    def _clip(self, activations: Any, sample: int) -> np.ndarray:
+        acts = np.asarray(activations, np.float32)
+        if acts.ndim == 5:
+            if not 0 <= sample < len(acts):
+                raise BadInputError(f"sample {sample} out of range: {len(acts)} clips")
+            acts = acts[sample]
+        if acts.ndim != 4:
+            raise BadInputError(
+                f"Activations must be [N, T', H', W', C] or [T', H', W', C], got {acts.shape}; "
+                "this figure needs spatial maps, not a feature table"
+            )
+        return acts
+
+    def step_frames(self, t_steps: int) -> np.ndarray:
+        """Frame (within the clip) at the centre of each activation time step."""
+        per = self.clip_length / t_steps
+        return (np.arange(t_steps) + 0.5) * per - 0.5
+
+    @staticmethod
+    def _check_feature(c: int, n: int) -> int:
+        if not 0 <= int(c) < n:
+            raise BadInputError(f"Feature {c} does not exist: there are {n} channels (0..{n - 1})")
+        return int(c)
+
+    def _series(
+        self, data: Any, features: list[int], sample: int
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """(x in frames, (len(x), len(features)) values, x label) of a table or activations."""
+        table = _as_table(data)
+        if table is not None:
+            frames, values = table
+            cols = [self._check_feature(c, values.shape[1]) for c in features]
+            return frames, values[:, cols], "frame"
+        acts = self._clip(data, sample)
+        cols = [self._check_feature(c, acts.shape[-1]) for c in features]
+        return (
+            self.step_frames(len(acts)),
+            acts.mean(axis=(1, 2))[:, cols],
+            "frame (within the clip)",
+        )
+
+    # -- figures -------------------------------------------------------------------------------
+    def visualize_layer_activations(
+        self,
+        activations: Any,
+        frame_idx: int = 0,
+        save_path: str | os.PathLike | None = None,
+        max_channels: int = 16,
+        sample: int = 0,
+    ) -> Any:
+        """A grid of the first ``max_channels`` channel maps at time step ``frame_idx``."""
+        acts = self._clip(activations, sample)
+        if not 0 <= frame_idx < len(acts):
+            raise BadInputError(f"frame_idx {frame_idx} out of range: {len(acts)} time steps")
+        maps = acts[frame_idx]
+        n = min(max_channels, maps.shape[-1])
+        cols = int(np.ceil(np.sqrt(n)))
+        rows = int(np.ceil(n / cols))
+        fig = _figure(2.2 * cols + 1, 2.0 * rows + 0.6)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        lo, hi = float(maps[..., :n].min()), float(maps[..., :n].max())
+        image = None
+        for k, ax in enumerate(axes.flat):
+            ax.set_axis_off()
+            if k < n:
+                image = ax.imshow(maps[..., k], cmap="inferno", vmin=lo, vmax=hi)
+                ax.set_title(f"channel {k}", fontsize=8)
+        frames = self.step_frames(len(acts))
+        fig.suptitle(
+            f"{self.layer_name}: channels at time step {frame_idx} (frame ≈ {frames[frame_idx]:.1f})"
+        )
+        fig.colorbar(image, ax=axes, label="activation", shrink=0.8)
+        return self._done(fig, save_path)
+
+    def visualize_temporal_feature_evolution(
+        self,
+        activations: Any,
+        feature_indices: list[int],
+        save_path: str | os.PathLike | None = None,
+        sample: int = 0,
+    ) -> Any:
+        """Each chosen feature's spatially averaged activation (or table value) over time."""
+        x, values, xlabel = self._series(activations, list(feature_indices), sample)
+        fig = _figure(8, 3.6)
+        ax = fig.add_subplot()
+        for j, c in enumerate(feature_indices):
+            ax.plot(x, values[:, j], marker="o" if len(x) < 20 else None, label=f"feature {c}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("activation (spatial mean)" if xlabel != "frame" else "feature value")
+        ax.set_title(f"{self.layer_name}: feature evolution over time")
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+        return self._done(fig, save_path)
+
+    def create_feature_activation_heatmap(
+        self,
+        activations: Any,
+        feature_idx: int,
+        save_path: str | os.PathLike | None = None,
+        sample: int = 0,
+    ) -> Any:
+        """Where a feature fires: its map at every time step, on one colour scale. For a feature
+        table: the chosen feature and its neighbours (channels × frames)."""
+        table = _as_table(activations)
+        if table is not None:
+            frames, values = table
+            c = self._check_feature(feature_idx, values.shape[1])
+            lo, hi = max(0, c - 8), min(values.shape[1], c + 9)
+            fig = _figure(8, 3.6)
+            ax = fig.add_subplot()
+            image = ax.imshow(values[:, lo:hi].T, aspect="auto", cmap="inferno", origin="lower",
+                              extent=(frames[0] - 0.5, frames[-1] + 0.5, lo - 0.5, hi - 0.5))  # fmt: skip
+            ax.axhline(c, color="cyan", lw=0.8, ls="--")
+            ax.set_xlabel("frame")
+            ax.set_ylabel("feature (channel)")
+            ax.set_title(f"feature {c} (dashed) and its neighbours over time")
+            fig.colorbar(image, ax=ax, label="feature value")
+            return self._done(fig, save_path)
+        acts = self._clip(activations, sample)
+        c = self._check_feature(feature_idx, acts.shape[-1])
+        maps = acts[..., c]
+        frames = self.step_frames(len(maps))
+        fig = _figure(2.4 * len(maps) + 1, 2.8)
+        axes = fig.subplots(1, len(maps), squeeze=False)[0]
+        lo, hi = float(maps.min()), float(maps.max())
+        image = None
+        for k, ax in enumerate(axes):
+            image = ax.imshow(maps[k], cmap="inferno", vmin=lo, vmax=hi)
+            ax.set_title(f"step {k} (frame ≈ {frames[k]:.1f})", fontsize=8)
+            ax.set_xlabel("x (cell)")
+            ax.set_ylabel("y (cell)" if k == 0 else "")
+        fig.suptitle(f"{self.layer_name}: where feature {c} fires")
+        fig.colorbar(image, ax=list(axes), label="activation")
+        return self._done(fig, save_path)
+
+    def visualize_3d_feature_activation(
+        self,
+        activations: Any,
+        feature_idx: int,
+        save_path: str | os.PathLike | None = None,
+        sample: int = 0,
+    ) -> Any:
+        """A 3-D scatter over (x, y, time): every feature-map cell, coloured and sized by the
+        feature's activation."""
+        acts = self._clip(activations, sample)
+        c = self._check_feature(feature_idx, acts.shape[-1])
+        maps = acts[..., c]
+        t, y, x = np.meshgrid(self.step_frames(len(maps)), np.arange(maps.shape[1]),
+                              np.arange(maps.shape[2]), indexing="ij")  # fmt: skip
+        v = maps.ravel()
+        span = float(v.max() - v.min()) or 1.0
+        size = 6 + 60 * (v - v.min()) / span
+        fig = _figure(7, 5.5)
+        ax = fig.add_subplot(projection="3d")
+        points = ax.scatter(x.ravel(), t.ravel(), y.ravel(), c=v, s=size, cmap="inferno", alpha=0.8)
+        ax.set_xlabel("x (cell)")
+        ax.set_ylabel("frame (within the clip)")
+        ax.set_zlabel("y (cell)")
+        ax.invert_zaxis()  # image rows grow downwards
+        ax.set_title(f"{self.layer_name}: feature {c} over time and space")
+        fig.colorbar(points, ax=ax, label="activation", shrink=0.7)
+        return self._done(fig, save_path)
+
+    def create_feature_evolution_animation(
+        self,
+        activations: Any,
+        feature_idx: int,
+        save_path: str | os.PathLike,
+        sample: int = 0,
+        fps: float = 2.0,
+    ) -> Path:
+        """An animated GIF of the feature's map through the time steps (one colour scale);
+        returns its path."""
+        import imageio.v3 as iio
+
+        from ..io._atomic import atomic_write_path
+
+        acts = self._clip(activations, sample)
+        c = self._check_feature(feature_idx, acts.shape[-1])
+        maps = acts[..., c]
+        frames = self.step_frames(len(maps))
+        lo, hi = float(maps.min()), float(maps.max())
+        images = []
+        for k in range(len(maps)):
+            fig = _figure(4.5, 3.6)
+            ax = fig.add_subplot()
+            image = ax.imshow(maps[k], cmap="inferno", vmin=lo, vmax=hi)
+            ax.set_title(f"feature {c}, step {k} (frame ≈ {frames[k]:.1f})")
+            ax.set_xlabel("x (cell)")
+            ax.set_ylabel("y (cell)")
+            fig.colorbar(image, ax=ax, label="activation")
+            images.append(figure_rgb(fig))
+        path = Path(save_path)
+        with atomic_write_path(path) as tmp:
+            iio.imwrite(tmp, np.stack(images), extension=".gif", duration=1000 / fps, loop=0)
+        return path
+
+    def create_comparative_temporal_view(
+        self,
+        activations: Any,
+        feature_indices: list[int],
+        flow_sequence: Any = None,
+        save_path: str | os.PathLike | None = None,
+        sample: int = 0,
+        n_thumbnails: int = 6,
+    ) -> Any:
+        """The chosen features side by side over time (one panel each, shared time axis), under a
+        row of flow colour images at evenly spaced frames when ``flow_sequence`` is given."""
+        from ..flow.colour import flow_to_colour, robust_max_magnitude
+
+        x, values, xlabel = self._series(activations, list(feature_indices), sample)
+        n = len(feature_indices)
+        thumbs = flow_sequence is not None
+        fig = _figure(9, 1.6 * n + (2.0 if thumbs else 0) + 0.6)
+        grid = fig.add_gridspec(n + (1 if thumbs else 0), n_thumbnails if thumbs else 1,
+                                height_ratios=([1.5] if thumbs else []) + [1] * n)  # fmt: skip
+        if thumbs:
+            flow = flow_sequence
+            count = len(flow)
+            picks = np.linspace(0, count - 1, min(n_thumbnails, count)).round().astype(int)
+            vmax = robust_max_magnitude(flow)
+            for j, f in enumerate(picks):
+                ax = fig.add_subplot(grid[0, j])
+                ax.imshow(flow_to_colour(np.asarray(flow[f]), vmax))
+                ax.set_title(f"flow, frame {f}", fontsize=8)
+                ax.set_axis_off()
+        first = None
+        for j, c in enumerate(feature_indices):
+            ax = fig.add_subplot(grid[j + (1 if thumbs else 0), :], sharex=first)
+            first = first or ax
+            ax.plot(x, values[:, j], color=f"C{j % 10}")
+            ax.set_ylabel(f"feature {c}", fontsize=8)
+            ax.grid(alpha=0.3)
+            if j < n - 1:
+                ax.tick_params(labelbottom=False)
+        first.figure.axes[-1].set_xlabel(xlabel)
+        fig.suptitle(f"{self.layer_name}: features side by side over time")
+        return self._done(fig, save_path)
+
+    # -- feature tables ------------------------------------------------------------------------
+    @staticmethod
+    def principal_components(
+        features: Any, n_components: int = 3
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frames, (n, k) scores, explained variance ratios) of a table's finite rows."""
+        from sklearn.decomposition import PCA
+
+        table = _as_table(features)
+        if table is None:
+            raise BadInputError("Principal components need a feature table (frames x channels)")
+        frames, values = table
+        ok = np.isfinite(values).all(axis=1)
+        if ok.sum() < 2:
+            raise BadInputError("Principal components need at least 2 rows with finite features")
+        k = max(1, min(n_components, ok.sum(), values.shape[1]))
+        pca = PCA(n_components=k).fit(values[ok])
+        scores = np.full((len(values), k), np.nan, np.float32)
+        scores[ok] = pca.transform(values[ok])
+        return frames, scores, pca.explained_variance_ratio_
+
+    def _done(self, fig: Any, save_path: str | os.PathLike | None) -> Any:
+        if save_path is not None:
+            save_figure(fig, save_path)
+        return fig
