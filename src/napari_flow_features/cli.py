@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import BadInputError, CancelledError
@@ -59,7 +60,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     feature_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for post, points in (("gap", None), ("point", paths["landmarks"])):
-        bar = _Bar(f"I3D features ({post})")
+        bar = _Bar(f"I3D features ({post})", "window")
         try:
             result = extract_features(
                 flow_path, extractor, post, points=points,
@@ -80,23 +81,61 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "               (random I3D weights, end point Mixed_4f: 832 channels per frame; "
         "`flow-features weights fetch flow_imagenet` gives DeepMind's)"
     )
+    _demo_figures_and_report(result.table, extractor, flow, gt_path=paths["ground_truth"],
+                             out=out)  # fmt: skip
     files = " ".join([paths["video"], paths["landmarks"], str(flow_path)])
     print(f"Open it in napari: napari {files}")
     return 0
 
 
+def _demo_figures_and_report(
+    table: Any, extractor: Any, flow: Any, gt_path: str, out: Path
+) -> None:
+    """Figures of the point features and of one clip's activations, and an evaluation report
+    with the whisker's swing direction (from the sample's ground truth) as labels."""
+    import numpy as np
+    import pandas as pd
+
+    from .analysis.report import write_evaluation_report
+    from .analysis.visualization import FeatureVisualization
+    from .io.tables import feature_columns
+
+    values = table[feature_columns(table)].to_numpy()
+    busiest = np.argsort(np.nan_to_num(values.std(axis=0)))[::-1][:3].tolist()  # most varying
+    vis = FeatureVisualization(layer_name=extractor.config["endpoint"],
+                               clip_length=extractor.config["clip_length"])  # fmt: skip
+    fig_dir = out / "figures"
+    figures = write_figures(vis, table, ("evolution", "heatmap", "comparative"), busiest,
+                            fig_dir / "whisker_point", flow, stem="whisker_point")  # fmt: skip
+    figures += _sequence_figures(extractor, flow, "whisker_clip0", fig_dir, busiest)
+    print(f"      figures: {len(figures)} in {fig_dir} (features {busiest}: the most varying)")
+    import json
+
+    with np.load(gt_path, allow_pickle=False) as gt:
+        direction = gt["swing_direction"]
+    labels = pd.DataFrame({"frame": np.arange(len(direction)),
+                           "label": np.where(direction > 0, "angle rising", "angle falling")})  # fmt: skip
+    paths = write_evaluation_report(table, out / "evaluation", labels,
+                                    title="Whisker-base features vs swing direction")  # fmt: skip
+    metrics = json.loads(paths["json"].read_text())["metrics"]
+    print(f"   evaluation: {paths['html']} (linear probe accuracy {metrics['probe_accuracy']:.2f} "
+          f"vs chance {metrics['chance_accuracy']:.2f}; temporal smoothness "
+          f"{metrics['temporal_smoothness']:.2f})")  # fmt: skip
+
+
 class _Bar:
     """A tqdm progress bar fed by ``progress(done, total)`` callbacks."""
 
-    def __init__(self, desc: str) -> None:
+    def __init__(self, desc: str, unit: str = "pair") -> None:
         self.desc = desc
+        self.unit = unit
         self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.desc, unit="pair", dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, dynamic_ncols=True)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -254,11 +293,50 @@ def _cmd_model(args: argparse.Namespace) -> int:
         val_fraction=meta.get("val_fraction", args.val_fraction), seed=meta.get("seed", args.seed),
     )  # fmt: skip
     result.update({"model_name": args.model_name, "version": version})
+    report_dir = out / f"{args.model_name}_{version}_evaluation"
+    result["encoder_features"] = _encoder_feature_report(
+        model, extractor, args.data_dir, report_dir, f"{args.model_name} {version}"
+    )
     path = out / f"{args.model_name}_{version}_evaluation.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"{args.model_name} {version}: accuracy {result['accuracy']:.3f} on {result['windows']} "
           f"{result['split']} windows; wrote {path}")  # fmt: skip
+    probe = result["encoder_features"].get("probe_accuracy")
+    if probe is not None:
+        print(f"encoder features (GAP per frame, splits by file): linear probe accuracy "
+              f"{probe:.3f}; report in {report_dir}")  # fmt: skip
     return 0
+
+
+def _encoder_feature_report(
+    model: Any, extractor: Any, data_dir: str, out: Path, title: str
+) -> dict[str, float]:
+    """The evaluator on the classifier's encoder features: GAP per frame of every labelled file,
+    labelled by its class, cross-validated by file."""
+    import json
+
+    import pandas as pd
+
+    from .analysis.report import write_evaluation_report
+    from .extract.per_frame import gap_feature_table
+    from .flow.sequences import _open_sequence
+    from .model.training import find_labelled_files
+
+    extractor.model = model.layers[1] if isinstance(model.layers[1], type(model)) else model
+    extractor._call = None
+    files, names, _ = find_labelled_files(data_dir)
+    tables = []
+    for i, (path, name) in enumerate(zip(files, names, strict=True)):
+        table = gap_feature_table(extractor, _open_sequence(path), str(path))
+        tables.append(table.assign(file=i, label=name))
+    features = pd.concat(tables, ignore_index=True)
+    features.attrs = {**tables[0].attrs, "source": str(data_dir)}
+    labels = features["label"].to_numpy()
+    paths = write_evaluation_report(
+        features.drop(columns=["label"]), out, labels, features["file"].to_numpy(),
+        title=f"Encoder features of {title}",
+    )  # fmt: skip
+    return json.loads(Path(paths["json"]).read_text())["metrics"]
 
 
 def _model_test(args: argparse.Namespace, out: Path) -> int:
@@ -283,7 +361,7 @@ def _model_test(args: argparse.Namespace, out: Path) -> int:
         files = files[: args.num_samples]
     out.mkdir(parents=True, exist_ok=True)
     for path in files:
-        bar = _Bar(path.name)
+        bar = _Bar(path.name, "window")
         try:
             table = gap_feature_table(extractor, _open_sequence(path), str(path), progress=bar)
         finally:
@@ -291,7 +369,26 @@ def _model_test(args: argparse.Namespace, out: Path) -> int:
         stem = path.stem if path.is_file() else path.name
         target = write_table(table, out / f"{stem}_features.{args.format}")
         print(f"wrote {target}: {len(table)} frames x {table.shape[1] - 1} features")
+        if args.num_samples:
+            figures = _sequence_figures(extractor, _open_sequence(path), stem, out / "figures",
+                                        _parse_features(args.features))  # fmt: skip
+            print(f"wrote {len(figures)} figures to {out / 'figures' / stem}")
     return 0
+
+
+def _sequence_figures(extractor: Any, flow: Any, stem: str, out: Path, features: list[int]) -> list:
+    """Every figure kind for the first clip of a flow sequence (the seed's --num_samples)."""
+    import numpy as np
+
+    from .analysis.visualization import FeatureVisualization
+
+    window = extractor.windows(flow.shape[0] + 1)[0]
+    maps = extractor.encode(np.stack([extractor.preprocess_window(flow, window)]))
+    vis = FeatureVisualization(layer_name=extractor.config["endpoint"],
+                               clip_length=extractor.config["clip_length"])  # fmt: skip
+    features = [c for c in features if c < maps.shape[-1]] or [0]
+    clip_flow = flow[window.start : window.start + extractor.config["clip_length"]]
+    return write_figures(vis, maps, VISUALIZE_KINDS, features, out / stem, clip_flow, stem=stem)
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -315,7 +412,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if output.suffix.lower() not in (".parquet", ".csv", ".npz"):
         raise BadInputError(f"--output must end in .parquet, .csv or .npz, not {output.suffix!r}")
     maps_path = output.with_name(output.stem + "_maps.npy") if args.post_encoder == "none" else None
-    bar = _Bar("windows")
+    bar = _Bar("I3D features", "window")
     try:
         result = extract_features(
             args.source, extractor, args.post_encoder, points=args.points,
@@ -341,6 +438,129 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         print(f"landmark rows without a point: {meta['missing_landmark_rows']}; outside the frame: "
               f"{meta['outside_frame_rows']}; positions interpolated: "
               f"{meta['interpolated_landmark_positions']}")  # fmt: skip
+    return 0
+
+
+def _read_labels(path: str) -> Any:
+    """A labels table (frame,label or start_frame,end_frame,label) from CSV or Parquet."""
+    import pandas as pd
+
+    source = Path(path)
+    if not source.is_file():
+        raise BadInputError(f"Labels file not found: {source}")
+    try:
+        if source.suffix.lower() == ".parquet":
+            return pd.read_parquet(source)
+        return pd.read_csv(source)
+    except Exception as exc:  # pandas raises many types for bad files
+        raise BadInputError(f"Cannot read labels ({type(exc).__name__}: {exc}): {source}") from exc
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .analysis.evaluation import FeatureExtractorEvaluator
+    from .analysis.report import write_evaluation_report
+    from .io.tables import read_table
+
+    features = read_table(args.features)
+    labels = _read_labels(args.labels) if args.labels else None
+    groups = None
+    if args.groups_column:
+        if args.groups_column not in features:
+            raise BadInputError(f"No column {args.groups_column!r} in {args.features}")
+        groups = features[args.groups_column].to_numpy()
+    other = read_table(args.compare) if args.compare else None
+    evaluator = FeatureExtractorEvaluator(n_splits=args.splits, gap=args.gap, lag=args.lag)
+    paths = write_evaluation_report(
+        features, args.output, labels, groups, other, evaluator,
+        title=f"Feature evaluation: {Path(args.features).name}",
+    )  # fmt: skip
+    _print_report(paths)
+    return 0
+
+
+def _print_report(paths: dict) -> None:
+    import json
+
+    metrics = json.loads(Path(paths["json"]).read_text())["metrics"]
+    for name, value in metrics.items():
+        print(f"{name:>20}: {value:.4g}")
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+
+
+VISUALIZE_KINDS = ("evolution", "heatmap", "3d", "animation", "comparative", "grid")
+
+
+def write_figures(
+    vis: Any, data: Any, kinds: Sequence[str], features: list[int], out: Path,
+    flow: Any = None, sample: int = 0, stem: str = "",
+) -> list[Path]:  # fmt: skip
+    """The figures of ``kinds`` for ``data`` (activations or a table) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = f"{stem}_" if stem else ""
+    written = []
+    for kind in kinds:
+        if kind == "evolution":
+            path = out / f"{prefix}evolution.png"
+            vis.visualize_temporal_feature_evolution(data, features, path, sample=sample)
+        elif kind == "comparative":
+            path = out / f"{prefix}comparative.png"
+            vis.create_comparative_temporal_view(data, features, flow, path, sample=sample)
+        elif kind == "grid":
+            path = out / f"{prefix}channels.png"
+            vis.visualize_layer_activations(data, 0, path, sample=sample)
+        else:
+            for c in features:
+                if kind == "heatmap":
+                    path = out / f"{prefix}heatmap_f{c:04d}.png"
+                    vis.create_feature_activation_heatmap(data, c, path, sample=sample)
+                elif kind == "3d":
+                    path = out / f"{prefix}3d_f{c:04d}.png"
+                    vis.visualize_3d_feature_activation(data, c, path, sample=sample)
+                else:
+                    path = out / f"{prefix}animation_f{c:04d}.gif"
+                    vis.create_feature_evolution_animation(data, c, path, sample=sample)
+                written.append(path)
+            continue
+        written.append(path)
+    return written
+
+
+def _parse_features(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInputError(
+            f"--features takes channel numbers like 0,10,20, not {text!r}"
+        ) from None
+
+
+def _cmd_visualize(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .analysis.visualization import FeatureVisualization
+    from .io.tables import read_table
+
+    source = Path(args.input)
+    if source.suffix.lower() == ".npy":
+        if not source.is_file():
+            raise BadInputError(f"Activations file not found: {source}")
+        data = np.load(source, mmap_mode="r", allow_pickle=False)
+        layer = args.layer_name or "activations"
+    else:
+        data = read_table(source)
+        layer = args.layer_name or str(data.attrs.get("endpoint", "features"))
+    flow = None
+    if args.flow:
+        from .flow.sequences import _open_sequence
+
+        flow = _open_sequence(Path(args.flow))
+    vis = FeatureVisualization(layer_name=layer, clip_length=args.clip_length)
+    kinds = VISUALIZE_KINDS if args.kind == "all" else (args.kind,)
+    paths = write_figures(vis, data, kinds, _parse_features(args.features), Path(args.output),
+                          flow, args.sample, source.stem)  # fmt: skip
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 
@@ -448,7 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--version", help="registry version (default: the newest)")
         if mode == "test":
             m.add_argument("--registry-dir", help="take the encoder from this registry")
-            m.add_argument("--num-samples", type=int, help="only the first N flow files")
+            m.add_argument("--num-samples", type=int,
+                           help="only the first N flow files, with figures of each")  # fmt: skip
+            m.add_argument("--features", default="0,1,2", help="channels in the figures")
             m.add_argument("--format", choices=("parquet", "csv"), default="parquet")
         m.set_defaults(func=_cmd_model)
 
@@ -471,6 +693,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="registry version (default: newest)")
     p.add_argument("--output", "-o", required=True, help="features .parquet, .csv or .npz")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("evaluate", help="consistency, stability and discriminability of features")
+    p.add_argument("features", help="feature table (.parquet or .csv)")
+    p.add_argument("--labels", help="labels: frame,label or start_frame,end_frame,label (CSV)")
+    p.add_argument("--compare", help="another table of the same video (stability: CKA, cosine)")
+    p.add_argument("--groups-column", help="column naming the video of each row (splits by it)")
+    p.add_argument("--splits", type=int, default=5, help="cross-validation folds (5)")
+    p.add_argument("--gap", type=int, help="frames left out around a test block (clip length)")
+    p.add_argument("--lag", type=int, default=1, help="autocorrelation lag in frames (1)")
+    p.add_argument("--output", "-o", required=True, help="report folder")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("visualize", help="figures of activations (.npy) or a feature table")
+    p.add_argument("input", help="feature maps .npy [N,T',H',W',C] (extract --post-encoder none) "
+                   "or a feature table (.parquet, .csv)")  # fmt: skip
+    p.add_argument("--kind", choices=(*VISUALIZE_KINDS, "all"), default="evolution")
+    p.add_argument("--features", default="0,1,2", help="channel numbers, e.g. 0,10,20")
+    p.add_argument("--flow", help="flow file for the comparative view's thumbnails")
+    p.add_argument("--sample", type=int, default=0, help="which clip of the activations")
+    p.add_argument("--clip-length", type=int, default=16, help="frames per clip (time axis)")
+    p.add_argument("--layer-name", help="name shown in titles (default: the end point)")
+    p.add_argument("--output", "-o", required=True, help="figures folder")
+    p.set_defaults(func=_cmd_visualize)
 
     p = sub.add_parser("demo", help="run the main job on the built-in sample")
     p.add_argument("--output", "-o", default="demo-output", help="folder to write to")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_flow_features.cli import main
@@ -56,6 +58,15 @@ def test_demo_writes_the_sample_and_its_flow(tmp_path, capsys):
     assert point.attrs["post_encoder"] == "point" and not point["f0000"].isna().any()
     heat = np.load(tmp_path / "demo" / "features" / "whisker_heatmap_l2.npy")
     assert heat.shape == (96, 15, 20)
+    # Figures, and the report with the swing direction as labels: motion features tell it apart.
+    report = json.loads((tmp_path / "demo" / "evaluation" / "metrics.json").read_text())
+    assert report["metrics"]["probe_accuracy"] > report["metrics"]["chance_accuracy"] + 0.3
+    assert (tmp_path / "demo" / "evaluation" / "report.html").is_file()
+    figures = list((tmp_path / "demo" / "figures").rglob("*"))
+    assert (
+        sum(p.suffix == ".gif" for p in figures) == 3
+        and sum(p.suffix == ".png" for p in figures) > 8
+    )
 
 
 def test_errors_exit_2_with_message(tmp_path, capsys):
@@ -161,3 +172,51 @@ def test_sequences_commands(tmp_path, capsys):
                  "--quantize"]) == 0  # fmt: skip
     assert "2 windows of 16 frames" in capsys.readouterr().out  # 20 frames: starts 0 and 4
     assert np.load(out2 / "w_sequences.npy").shape == (2, 16, 48, 64, 2)
+
+
+def test_evaluate_and_visualize_commands(tmp_path, capsys):
+    """Labels that follow the features' structure score high; every figure kind is written."""
+    from napari_flow_features.io.tables import write_table
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(12) % 2, 10)
+    values = rng.normal(0, 1, (120, 6)) + 4 * labels[:, None]
+    table = pd.DataFrame(values, columns=[f"f{c:04d}" for c in range(6)])
+    table.insert(0, "frame", np.arange(120))
+    features = write_table(table, tmp_path / "feat.parquet", {"clip_length": 4})
+    pd.DataFrame({"frame": np.arange(120), "label": np.where(labels, "run", "rest")}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    report = tmp_path / "report"
+    assert main(["evaluate", str(features), "--labels", str(tmp_path / "labels.csv"),
+                 "--compare", str(features), "--output", str(report)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "probe_accuracy: 1" in out and "cka: 1" in out
+    payload = json.loads((report / "metrics.json").read_text())
+    assert payload["metrics"]["probe_accuracy"] == 1.0 and payload["metrics"]["cka"] == 1.0
+    html = (report / "report.html").read_text()
+    for name in payload["figures"].values():
+        assert (report / name).is_file() and f'src="{name}"' in html
+    assert "confusion.png" in payload["figures"].values()
+    assert "| discriminability | probe_accuracy | 1 |" in (report / "report.md").read_text()
+
+    maps = rng.normal(size=(2, 4, 3, 5, 8)).astype(np.float32)
+    np.save(tmp_path / "maps.npy", maps)
+    flow = np.zeros((15, 12, 20, 2), np.float32)
+    np.save(tmp_path / "flow.npy", flow)
+    figs = tmp_path / "figs"
+    assert main(["visualize", str(tmp_path / "maps.npy"), "--kind", "all", "--features", "1,7",
+                 "--flow", str(tmp_path / "flow.npy"), "--output", str(figs)]) == 0  # fmt: skip
+    written = sorted(p.name for p in figs.iterdir())
+    assert len(written) == 3 + 3 * 2 and "maps_animation_f0007.gif" in written
+    assert main(["visualize", str(features), "--kind", "evolution", "--output", str(figs)]) == 0
+    assert (figs / "feat_evolution.png").is_file()
+    capsys.readouterr()
+    assert main(["visualize", str(features), "--kind", "3d", "--output", str(figs)]) == 2
+    assert "needs spatial maps" in capsys.readouterr().err
+    assert main(["visualize", str(tmp_path / "maps.npy"), "--features", "9",
+                 "--output", str(figs)]) == 2  # fmt: skip
+    assert "Feature 9 does not exist" in capsys.readouterr().err
+    assert main(["evaluate", str(features), "--labels", str(tmp_path / "nope.csv"),
+                 "--output", str(report)]) == 2  # fmt: skip
+    assert "Labels file not found" in capsys.readouterr().err

@@ -85,6 +85,12 @@ def test_model_cli_implement_train_evaluate(tmp_path, capsys):
     out = capsys.readouterr().out
     accuracy = float(out.split("accuracy ")[1].split(" ")[0])
     assert accuracy >= 0.9
+    # The encoder's own features, evaluated with splits by file: left and right drift separate.
+    final = report["final_version"]
+    metrics = json.loads((reg / f"motion_{final}_evaluation" / "metrics.json").read_text())
+    assert metrics["metrics"]["probe_accuracy"] >= 0.9 and metrics["metrics"]["rows"] == 12 * 16
+    saved = json.loads((reg / f"motion_{final}_evaluation.json").read_text())
+    assert saved["encoder_features"]["probe_accuracy"] == metrics["metrics"]["probe_accuracy"]
     assert main(["model", "evaluate", "--data-dir", str(data), "--output-dir", str(reg),
                  "--model-name", "enc"]) == 2  # fmt: skip
     assert "not a trained classifier" in capsys.readouterr().err
@@ -110,6 +116,12 @@ def test_model_test_writes_per_frame_tables(tmp_path, capsys):
     assert len(table) == 16 and table.columns[0] == "frame" and table.shape[1] == 1 + 480
     assert table.attrs["post_encoder"] == "gap" and table.attrs["registry_version"]
     assert np.isfinite(table.drop(columns="frame").to_numpy()).all()
+    # --num-samples also writes every figure kind for each sequence tested.
+    (figures,) = (tmp_path / "out" / "figures").iterdir()
+    names = sorted(p.name.split("_", 1)[1] for p in figures.iterdir())
+    assert "channels.png" in names and "comparative.png" in names and "evolution.png" in names
+    for kind in ("heatmap", "3d", "animation"):
+        assert sum(n.startswith(kind) for n in names) == 3  # features 0, 1, 2
 
 
 def test_gap_table_rows_follow_the_window_rule():

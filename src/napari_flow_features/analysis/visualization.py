@@ -319,7 +319,8 @@ class FeatureVisualization:
         n_thumbnails: int = 6,
     ) -> Any:
         """The chosen features side by side over time (one panel each, shared time axis), under a
-        row of flow colour images at evenly spaced frames when ``flow_sequence`` is given."""
+        row of flow colour images at evenly spaced frames of the plotted span when
+        ``flow_sequence`` is given (for activations: the clip's own flow, from its first frame)."""
         from ..flow.colour import flow_to_colour, robust_max_magnitude
 
         x, values, xlabel = self._series(activations, list(feature_indices), sample)
@@ -330,8 +331,11 @@ class FeatureVisualization:
                                 height_ratios=([1.5] if thumbs else []) + [1] * n)  # fmt: skip
         if thumbs:
             flow = flow_sequence
-            count = len(flow)
-            picks = np.linspace(0, count - 1, min(n_thumbnails, count)).round().astype(int)
+            # Thumbnails from the frames the x axis spans (a clip's own frames for activations).
+            lo = max(0, int(np.floor(np.nanmin(x)))) if xlabel == "frame" else 0
+            hi = int(np.ceil(np.nanmax(x))) if xlabel == "frame" else self.clip_length - 1
+            hi = min(hi, len(flow) - 1)
+            picks = np.unique(np.linspace(lo, hi, n_thumbnails).round().astype(int))
             vmax = robust_max_magnitude(flow)
             for j, f in enumerate(picks):
                 ax = fig.add_subplot(grid[0, j])

@@ -1,0 +1,188 @@
+"""An evaluation report on disk: metrics as JSON, Markdown and HTML, with its figures."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .evaluation import FeatureExtractorEvaluator, feature_matrix, labels_per_row, prepare
+from .visualization import FeatureVisualization, _figure, save_figure
+
+
+def _label_spans(frames: np.ndarray, labels: np.ndarray) -> list[tuple[float, float, Any]]:
+    """(first, last, label) runs of equal labels over consecutive rows."""
+    spans: list[tuple[float, float, Any]] = []
+    for f, lab in zip(frames, labels, strict=True):
+        if spans and spans[-1][2] == lab and f - spans[-1][1] <= 1:
+            spans[-1] = (spans[-1][0], f, lab)
+        else:
+            spans.append((f, f, lab))
+    return spans
+
+
+def evaluation_figures(
+    features: pd.DataFrame, labels: Any, out: Path, evaluator: FeatureExtractorEvaluator
+) -> dict[str, Path]:
+    """Principal components over time (label runs shaded), PCA scatter by label, consecutive-frame
+    similarity, and the linear probe's confusion matrix; returns the files by title."""
+    figures: dict[str, Path] = {}
+    vis = FeatureVisualization()
+    frames, scores, ratio = vis.principal_components(features, 3)
+    _, keys = feature_matrix(features)
+    lab = None if labels is None else labels_per_row(labels, keys)
+
+    fig = _figure(9, 3.6)
+    ax = fig.add_subplot()
+    if lab is not None:
+        names = [v for v in pd.unique(lab) if v is not None]
+        shade = {v: f"C{i % 10}" for i, v in enumerate(names)}
+        for lo, hi, v in _label_spans(frames, lab):
+            if v is not None:
+                ax.axvspan(lo - 0.5, hi + 0.5, color=shade[v], alpha=0.12, lw=0)
+        for v in names:
+            ax.plot([], [], color=shade[v], alpha=0.4, lw=8, label=f"label {v}")
+    for k in range(scores.shape[1]):
+        ax.plot(frames, scores[:, k], color=f"C{k % 10}" if lab is None else "k",
+                ls=("-", "--", ":")[k % 3], label=f"PC{k + 1} ({100 * ratio[k]:.0f} % var.)")  # fmt: skip
+    ax.set_xlabel("frame")
+    ax.set_ylabel("component score")
+    ax.set_title("Principal components of the features over time")
+    ax.legend(loc="upper right", fontsize=7, ncol=2)
+    figures["Principal components over time"] = save_figure(fig, out / "pca_over_time.png")
+
+    data = prepare(features)
+    fig = _figure(9, 3.0)
+    ax = fig.add_subplot()
+    i = np.flatnonzero(data.sequences[1:] == data.sequences[:-1])
+    a, b = data.x[i], data.x[i + 1]
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(i)), where=norms > 0)
+    ax.plot(data.frames[i + 1], cos, lw=1)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("cosine similarity")
+    ax.set_ylim(min(0.0, float(cos.min(initial=0))), 1.02)
+    ax.set_title("Similarity of each frame's features with the previous frame's")
+    ax.grid(alpha=0.3)
+    figures["Consecutive-frame similarity"] = save_figure(fig, out / "consistency.png")
+
+    if lab is not None and scores.shape[1] >= 2:
+        fig = _figure(5.5, 4.5)
+        ax = fig.add_subplot()
+        for j, v in enumerate(v for v in pd.unique(lab) if v is not None):
+            rows = np.array([x == v for x in lab])
+            ax.scatter(scores[rows, 0], scores[rows, 1], s=10, color=f"C{j % 10}", label=str(v))
+        ax.set_xlabel("PC1 (score)")
+        ax.set_ylabel("PC2 (score)")
+        ax.set_title("Frames in the first two components, by label")
+        ax.legend(fontsize=8, title="label")
+        figures["Frames by label"] = save_figure(fig, out / "pca_by_label.png")
+    predictions = evaluator.last_predictions
+    if lab is not None and predictions is not None and len(predictions):
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        fig = _figure(5, 4.5)
+        ax = fig.add_subplot()
+        ConfusionMatrixDisplay.from_predictions(
+            predictions["label"].astype(str), predictions["predicted"].astype(str), ax=ax,
+            cmap="Blues", colorbar=True,
+        )  # fmt: skip
+        ax.set_title("Linear probe (cross-validated): frames per label")
+        figures["Linear probe confusion matrix"] = save_figure(fig, out / "confusion.png")
+    return figures
+
+
+def write_evaluation_report(
+    features: pd.DataFrame,
+    output_dir: str | os.PathLike,
+    labels: Any = None,
+    groups: Any = None,
+    other: pd.DataFrame | None = None,
+    evaluator: FeatureExtractorEvaluator | None = None,
+    title: str = "Feature evaluation",
+) -> dict[str, Path]:
+    """Evaluate ``features`` and write ``metrics.json``, ``report.md``, ``report.html`` and the
+    figures into ``output_dir``; returns the paths by kind."""
+    from ..io._atomic import atomic_write_path
+    from ..io.tables import jsonable_metadata
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluator = evaluator or FeatureExtractorEvaluator()
+    metrics = evaluator.evaluate(features, labels, groups, other)
+    figures = evaluation_figures(features, labels, out, evaluator)
+    run = jsonable_metadata(dict(getattr(features, "attrs", {}) or {}))
+    payload = {
+        "title": title,
+        "metrics": {r.metric: r.value for r in metrics.itertuples()},
+        "families": {r.metric: r.family for r in metrics.itertuples()},
+        "descriptions": {r.metric: r.description for r in metrics.itertuples()},
+        "settings": metrics.attrs,
+        "features_metadata": run,
+        "figures": {k: p.name for k, p in figures.items()},
+    }
+    paths = {
+        "json": out / "metrics.json",
+        "markdown": out / "report.md",
+        "html": out / "report.html",
+    }
+    texts = {
+        "json": json.dumps(payload, indent=2, default=str),
+        "markdown": _markdown(title, metrics, run, figures),
+        "html": _html(title, metrics, run, figures),
+    }
+    for kind, path in paths.items():
+        with atomic_write_path(path) as tmp:
+            Path(tmp).write_text(texts[kind], encoding="utf-8")
+    return {**paths, **{f"figure: {k}": p for k, p in figures.items()}}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() and abs(value) < 1e9 else f"{value:.4g}"
+
+
+_RUN_KEYS = ("source", "endpoint", "post_encoder", "interpolation", "clip_length", "stride",
+             "flow_method", "model_name", "model_version", "weights")  # fmt: skip
+
+
+def _markdown(title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path]) -> str:
+    lines = [f"# {title}", ""]
+    described = [(k, run[k]) for k in _RUN_KEYS if k in run]
+    if described:
+        lines += ["| run | |", "|---|---|", *[f"| {k} | {v} |" for k, v in described], ""]
+    lines += ["| family | metric | value | meaning |", "|---|---|---|---|"]
+    lines += [f"| {r.family} | {r.metric} | {_fmt(r.value)} | {r.description} |"
+              for r in metrics.itertuples()]  # fmt: skip
+    for name, path in figures.items():
+        lines += ["", f"## {name}", "", f"![{name}]({path.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _html(title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path]) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(r.family)}</td><td>{e(r.metric)}</td><td>{_fmt(r.value)}</td>"
+        f"<td>{e(r.description)}</td></tr>"
+        for r in metrics.itertuples()
+    )
+    described = "".join(
+        f"<tr><td>{e(k)}</td><td>{e(str(run[k]))}</td></tr>" for k in _RUN_KEYS if k in run
+    )
+    figs = "".join(
+        f'<h2>{e(name)}</h2><img src="{e(path.name)}" alt="{e(name)}">'
+        for name, path in figures.items()
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em}"
+        "img{max-width:100%}</style></head><body>"
+        f"<h1>{e(title)}</h1><table>{described}</table><h2>Metrics</h2>"
+        f"<table><tr><th>family</th><th>metric</th><th>value</th><th>meaning</th></tr>{rows}"
+        f"</table>{figs}</body></html>\n"
+    )
