@@ -129,3 +129,40 @@ def test_cancel_and_a_killed_worker_keep_the_viewer_usable(make_napari_viewer, q
     assert len(errors) == 1
     assert np.isfinite(viewer.layers["features: whisker video"].data).all()
     assert "tensorflow" not in sys.modules
+
+
+def test_none_gives_an_activation_volume_whose_mean_is_gap(make_napari_viewer, qtbot, errors):
+    from napari_flow_features.napari._plots_widget import FeaturePlotsWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "whisker")
+    widget = ExtractWidget(viewer)
+    small_run(widget)
+    widget.post_encoder.value = "Global Average Pooling"
+    assert widget.run(current_frame=False) is not None
+    wait(qtbot, widget)
+    pooled = np.array(viewer.layers["features: whisker video"].data)
+    widget.post_encoder.value = "None"
+    assert widget.run(current_frame=False) is not None
+    wait(qtbot, widget)
+    assert errors == []
+    volume = viewer.layers["activations: whisker video"]
+    assert volume.data.shape == (480, 96, 30, 40)  # channels, frames, cells
+    np.testing.assert_allclose(volume.scale, [1, 1, 8, 8])
+    np.testing.assert_allclose(volume.translate, [0, 0, 3.5, 3.5])
+    for t in (0, 40, 95):  # Global Average Pooling is the spatial mean of the none output
+        np.testing.assert_allclose(volume.data[:, t].mean(axis=(1, 2)), pooled[t], rtol=1e-4,
+                                   atol=1e-6)  # fmt: skip
+    assert volume.data[7].shape == (96, 30, 40)  # one channel's volume, what the 3-D view reads
+    viewer.dims.ndisplay = 3
+    viewer.dims.set_current_step(0, 7)
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot.std() > 0
+    viewer.dims.ndisplay = 2
+    # The plots widget follows the frame axis behind the channel slider.
+    plots = FeaturePlotsWidget(viewer)
+    plots.source.value = viewer.layers["features: whisker video"]
+    assert plots.frame_axis == 1
+    viewer.dims.set_current_step(1, 33)
+    assert plots._cursor.get_xdata()[0] == 33
+    assert "tensorflow" not in sys.modules

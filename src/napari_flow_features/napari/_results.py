@@ -25,6 +25,48 @@ def _upsert_image(viewer: Any, name: str, shape: tuple, kwargs: dict, one: bool)
     return viewer.add_image(data, name=name, **kwargs)
 
 
+def _on_video(source: Any, cell_hw: tuple[float, float], lead: int = 0) -> dict:
+    """Scale and translate that put feature-map cells of ``cell_hw`` pixels over the video;
+    ``lead`` extra leading axes (e.g. channels) get scale 1."""
+    scale = list(source.scale[:3])
+    translate = list(source.translate[:3])
+    for axis, cell in ((1, cell_hw[0]), (2, cell_hw[1])):
+        translate[axis] += (cell - 1) / 2 * scale[axis]
+        scale[axis] *= cell
+    return {"scale": [1.0] * lead + scale, "translate": [0.0] * lead + translate}
+
+
+def _add_activations(viewer: Any, reply: dict, source: Any, meta: dict, n_frames: int) -> str:
+    """``activations: <source>``: the lazy ``(C, T, H', W')`` volume of the none post-encoder,
+    cells over the video; a channel slider on the first axis, and napari's 3-D view shows one
+    channel's volume. The maps file is removed when the layer goes or napari exits."""
+    import atexit
+    import shutil
+    from pathlib import Path
+
+    from ..extract.activations import ActivationVolume
+
+    maps = np.load(reply["maps_path"], mmap_mode="r", allow_pickle=False)
+    volume = ActivationVolume.from_table(maps, reply["table"], n_frames)
+    folder = Path(reply["maps_path"]).parent
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    h, w = meta["frame_shape"]
+    place = _on_video(source, (h / volume.shape[2], w / volume.shape[3]), lead=1)
+    sample = np.asarray(maps[0], np.float32)  # one window for the contrast limits
+    limits = (float(np.percentile(sample, 1)), float(np.percentile(sample, 99.5)))
+    name = f"activations: {source.name}"
+    if name in viewer.layers:
+        old = viewer.layers[name].metadata.get("maps_folder")
+        viewer.layers.remove(name)
+        if old and Path(old) != folder:
+            shutil.rmtree(old, ignore_errors=True)
+    viewer.add_image(volume, name=name, colormap="inferno", blending="additive",
+                     contrast_limits=limits if limits[1] > limits[0] else (limits[0], limits[0] + 1),
+                     metadata={**meta, "maps_path": reply["maps_path"], "maps_folder": str(folder)},
+                     **place)  # fmt: skip
+    return name
+
+
 def write_results(
     viewer: Any, reply: dict, source: Any, points_layer: Any, post: str, one: bool
 ) -> list[str]:
@@ -94,17 +136,14 @@ def write_results(
         layer.metadata = meta
         written.append(name)
 
+    if post == "none" and reply.get("maps_path"):
+        written.append(_add_activations(viewer, reply, source, meta, n_frames))
+
     heat = reply.get("heatmap")
     if heat is not None:
         name = f"heatmap: {source.name}"
-        cell_h, cell_w = meta["heatmap_cell_px"]
-        scale = list(source.scale[:3])
-        translate = list(source.translate[:3])
-        for axis, cell in ((1, cell_h), (2, cell_w)):
-            translate[axis] += (cell - 1) / 2 * scale[axis]
-            scale[axis] *= cell
-        kwargs = {"scale": scale, "translate": translate, "colormap": "inferno",
-                  "blending": "additive", "metadata": meta}  # fmt: skip
+        place = _on_video(source, tuple(meta["heatmap_cell_px"]))
+        kwargs = {**place, "colormap": "inferno", "blending": "additive", "metadata": meta}
         layer = _upsert_image(viewer, name, heat.shape, kwargs, one)
         rows = np.unique(frames)
         layer.data[rows] = heat[rows]

@@ -1,0 +1,211 @@
+"""Dock widget ``Feature plots``: features (or their principal components) over time, synced with
+the viewer's frame.
+
+A vertical cursor follows the current frame; only the cursor is redrawn on a frame change (the rest
+of the figure is cached and blitted). A click on the plot moves the viewer to that frame. Colours
+follow napari's theme. Sources: Points layers whose features hold ``f0000…`` columns (one line per
+landmark) and ``features: …`` Image layers of shape ``(T, C)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, LineEdit, SpinBox
+from napari.utils.notifications import show_error
+
+if TYPE_CHECKING:
+    import napari
+
+SHOW_CHOICES = ("chosen features", "principal components")
+
+
+def _feature_columns(columns: Any) -> list[str]:
+    return [c for c in columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
+
+
+def feature_sources(viewer: Any) -> list[tuple[str, Any]]:
+    """Layers with per-frame features: Points with f-columns, ``(T, C)`` features images."""
+    from napari.layers import Image, Points
+
+    out = []
+    for layer in viewer.layers:
+        if isinstance(layer, Points) and _feature_columns(layer.features.columns):
+            out.append((layer.name, layer))
+        elif isinstance(layer, Image) and layer.name.startswith("features:") and layer.ndim == 2:
+            out.append((layer.name, layer))
+    return out
+
+
+def layer_series(layer: Any) -> list[tuple[str, Any]]:
+    """``(name, table)`` per landmark: a DataFrame with ``frame`` and ``f…`` columns, in frame order."""
+    import pandas as pd
+    from napari.layers import Points
+
+    if isinstance(layer, Points):
+        feats = layer.features.reset_index(drop=True)
+        cols = _feature_columns(feats.columns)
+        table = feats[cols].copy()
+        table.insert(0, "frame", np.rint(np.asarray(layer.data)[:, 0]).astype(int))
+        key = next((k for k in ("track_id", "label") if k in feats.columns), None)
+        if key is None:
+            return [(layer.name, table.sort_values("frame", kind="stable"))]
+        return [(f"{key} {value}", part.sort_values("frame", kind="stable"))
+                for value, part in table.groupby(feats[key], sort=False)]  # fmt: skip
+    data = np.asarray(layer.data, np.float32)
+    table = pd.DataFrame(data, columns=[f"f{c:04d}" for c in range(data.shape[1])])
+    table.insert(0, "frame", np.arange(len(data)))
+    return [(layer.name, table)]
+
+
+class FeaturePlotsWidget(Container):
+    """Feature plots (Plugins ▸ Flow Features ▸ Feature plots)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self._viewer = napari_viewer
+        self.source = ComboBox(
+            label="features from", choices=lambda _: feature_sources(self._viewer)
+        )
+        self.mode = ComboBox(label="show", choices=list(SHOW_CHOICES))
+        self.features = LineEdit(label="features", value="0,1,2", tooltip="channel numbers")
+        self.components = SpinBox(label="components", value=3, min=1, max=10)
+        self.status = Label(value="")
+        self.extend([self.source, self.mode, self.features, self.components, self.status])
+        self.figure = Figure(figsize=(5, 3), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(260)
+        self.native.layout().addWidget(self.canvas)
+        self.axes = self.figure.add_subplot()
+        self._cursor: Any = None
+        self._background: Any = None
+        self.full_draws = 0  #: figure redraws (a frame change only blits the cursor)
+        self.canvas.mpl_connect("draw_event", self._on_draw)
+        self.canvas.mpl_connect("button_press_event", self._on_click)
+        for widget in (self.source, self.mode, self.features, self.components):
+            widget.changed.connect(self.replot)
+        self.mode.changed.connect(self._update_visibility)
+        napari_viewer.layers.events.inserted.connect(self._refresh)
+        napari_viewer.layers.events.removed.connect(self._refresh)
+        napari_viewer.dims.events.current_step.connect(self._on_frame)
+        napari_viewer.events.theme.connect(self.replot)
+        self._update_visibility()
+        self._refresh()
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def frame_axis(self) -> int:
+        """The viewer axis of video frames: third from last (a channel slider may lead)."""
+        return max(0, self._viewer.dims.ndim - 3)
+
+    def lines(self) -> list:
+        """The plotted data lines (not the cursor)."""
+        return [line for line in self.axes.get_lines() if line is not self._cursor]
+
+    def current_frame(self) -> int:
+        return int(self._viewer.dims.current_step[self.frame_axis])
+
+    def _update_visibility(self, *_: Any) -> None:
+        self.features.visible = self.mode.value == "chosen features"
+        self.components.visible = self.mode.value == "principal components"
+
+    def _refresh(self, *_: Any) -> None:
+        self.source.reset_choices()
+        self.replot()
+
+    def _colours(self) -> tuple[str, str]:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(self._viewer.theme)
+        return theme.canvas.as_hex(), theme.text.as_hex()
+
+    # -- drawing -------------------------------------------------------------------------------
+    def replot(self, *_: Any) -> None:
+        """Redraw the lines (source, choice or theme changed)."""
+        from ..analysis.visualization import FeatureVisualization
+
+        background, text = self._colours()
+        fig, ax = self.figure, self.axes
+        ax.clear()
+        fig.set_facecolor(background)
+        ax.set_facecolor(background)
+        for spine in ax.spines.values():
+            spine.set_color(text)
+        ax.tick_params(colors=text)
+        ax.set_xlabel("frame", color=text)
+        self._cursor = None
+        layer = self.source.value
+        message = ""
+        try:
+            if layer is None:
+                message = "no layer with features yet: run I3D feature extraction"
+            else:
+                for name, table in layer_series(layer):
+                    if self.mode.value == "chosen features":
+                        cols = self._chosen(table)
+                        for c in cols:
+                            ax.plot(table["frame"], table[c], lw=1.2, label=f"{c} ({name})")
+                        ax.set_ylabel("feature value", color=text)
+                    else:
+                        frames, scores, ratio = FeatureVisualization.principal_components(
+                            table, int(self.components.value)
+                        )
+                        for k in range(scores.shape[1]):
+                            ax.plot(frames, scores[:, k], lw=1.2,
+                                    label=f"PC{k + 1} {100 * ratio[k]:.0f} % ({name})")  # fmt: skip
+                        ax.set_ylabel("component score", color=text)
+                legend = ax.legend(fontsize=7, loc="upper right", facecolor=background,
+                                   labelcolor=text, edgecolor=text)  # fmt: skip
+                legend.set_visible(bool(ax.get_lines()))
+                self._cursor = ax.axvline(self.current_frame(), color=text, lw=1, animated=True)
+        except Exception as exc:  # a bad choice is a message, not a broken dock
+            message = str(exc)
+            show_error(f"Feature plots: {exc}")
+        self.status.value = message
+        self.canvas.draw()
+
+    def _chosen(self, table: Any) -> list[str]:
+        cols = _feature_columns(table.columns)
+        try:
+            wanted = [int(v) for v in str(self.features.value).split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(
+                f"features takes channel numbers like 0,10,20, not {self.features.value!r}"
+            ) from None
+        missing = [c for c in wanted if not 0 <= c < len(cols)]
+        if missing:
+            raise ValueError(
+                f"feature {missing[0]} does not exist: there are {len(cols)} (0..{len(cols) - 1})"
+            )
+        return [cols[c] for c in wanted]
+
+    def _on_draw(self, _event: Any) -> None:
+        """After a full draw: cache the figure without the cursor, then blit the cursor on."""
+        self.full_draws += 1
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self._blit_cursor()
+
+    def _blit_cursor(self) -> None:
+        if self._cursor is None or self._background is None:
+            return
+        self.canvas.restore_region(self._background)
+        self.axes.draw_artist(self._cursor)
+        self.canvas.blit(self.figure.bbox)
+
+    def _on_frame(self, *_: Any) -> None:
+        if self._cursor is not None:
+            frame = self.current_frame()
+            self._cursor.set_xdata([frame, frame])
+            self._blit_cursor()
+
+    def _on_click(self, event: Any) -> None:
+        """A click in the plot moves the viewer to the nearest frame."""
+        if event.inaxes is not self.axes or event.xdata is None:
+            return
+        axis = self.frame_axis
+        top = int(self._viewer.dims.nsteps[axis]) - 1
+        self._viewer.dims.set_current_step(axis, int(np.clip(round(event.xdata), 0, top)))

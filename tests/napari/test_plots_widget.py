@@ -1,0 +1,86 @@
+"""The Feature plots dock widget: lines from layer features, a frame cursor, click to seek, theme."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.backend_bases import MouseEvent
+
+from napari_flow_features.napari import _plots_widget
+from napari_flow_features.napari._plots_widget import FeaturePlotsWidget
+
+PLUGIN = "napari-flow-features"
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    seen: list[str] = []
+    monkeypatch.setattr(_plots_widget, "show_error", seen.append)
+    return seen
+
+
+def landmark_layer(viewer):
+    """Two landmarks on 40 frames; feature c of landmark k at frame t is k*100 + c*10 + t."""
+    t = np.arange(40)
+    data = np.concatenate([np.stack([t, np.full(40, 10), np.full(40, 12)], 1),
+                           np.stack([t, np.full(40, 20), np.full(40, 30)], 1)])  # fmt: skip
+    feats = pd.DataFrame({"track_id": np.repeat([0, 1], 40)})
+    for c in range(5):
+        feats[f"f{c:04d}"] = feats["track_id"] * 100 + c * 10 + np.tile(t, 2)
+    return viewer.add_points(data, features=feats, name="landmarks")
+
+
+def click(widget, frame: float) -> None:
+    x, y = widget.axes.transData.transform((frame, np.mean(widget.axes.get_ylim())))
+    MouseEvent("button_press_event", widget.canvas, x, y, button=1)._process()
+
+
+def test_lines_cursor_click_and_theme(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 32, 48), np.uint8), name="video")
+    widget = FeaturePlotsWidget(viewer)
+    assert widget.status.value.startswith("no layer with features")
+    layer = landmark_layer(viewer)
+    assert widget.source.value is layer
+    widget.features.value = "1,4"
+    lines = widget.lines()
+    assert len(lines) == 4  # two features x two landmarks
+    np.testing.assert_array_equal(lines[1].get_ydata(), 40 + np.arange(40))  # f0004, landmark 0
+    np.testing.assert_array_equal(lines[3].get_ydata(), 140 + np.arange(40))  # f0004, landmark 1
+
+    draws = widget.full_draws
+    viewer.dims.set_current_step(0, 17)
+    assert widget._cursor.get_xdata()[0] == 17
+    assert widget.full_draws == draws  # only the cursor was redrawn
+    click(widget, 25.3)
+    assert viewer.dims.current_step[0] == 25 and widget._cursor.get_xdata()[0] == 25
+    click(widget, widget.axes.get_xlim()[1] - 0.05)  # in the margin past the end: the last frame
+    assert viewer.dims.current_step[0] == 39
+
+    widget.mode.value = "principal components"
+    widget.components.value = 2
+    assert len(widget.lines()) == 4 and widget.features.native.isHidden()
+    viewer.theme = "light"
+    from napari.utils.theme import get_theme
+
+    want = get_theme("light").canvas.as_rgb_tuple()
+    got = tuple(round(255 * v) for v in widget.axes.get_facecolor()[:3])
+    assert got == want
+    assert errors == []
+
+
+def test_features_image_and_bad_choices(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    table = np.outer(np.sin(np.arange(30) / 4), np.arange(1, 9)).astype(np.float32)
+    viewer.add_image(table, name="features: clip")
+    viewer.add_image(np.zeros((30, 16, 16)), name="not features")
+    widget = FeaturePlotsWidget(viewer)
+    assert [name for name, _ in _plots_widget.feature_sources(viewer)] == ["features: clip"]
+    widget.features.value = "7"
+    np.testing.assert_allclose(widget.lines()[0].get_ydata(), table[:, 7])
+    widget.features.value = "0,99"
+    assert "feature 99 does not exist: there are 8" in errors[-1]
+    assert widget.status.value.startswith("feature 99")
+    widget.features.value = "2"  # the widget recovers
+    assert len(widget.lines()) == 1 and widget.status.value == ""
