@@ -88,6 +88,18 @@ def test_metrics_against_hand_computed_values():
     assert linear_cka(a, b) == pytest.approx(np.corrcoef(a[:, 0], b[:, 0])[0, 1] ** 2)
 
 
+def test_cluster_indices_against_hand_computed_values():
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    result = FeatureExtractorEvaluator(gap=0).evaluate(x, ["a", "a", "b", "b"])
+    # silhouette: a(i) = 1 inside each pair; b(i) = 10.5 for the outer points, 9.5 for the inner
+    assert metric(result, "silhouette") == pytest.approx((2 - 1 / 10.5 - 1 / 9.5) / 2)
+    # Calinski-Harabasz: B = 2*5² + 2*5² = 100 over k-1 = 1; W = 4 * 0.5² = 1 over n-k = 2
+    assert metric(result, "calinski_harabasz") == pytest.approx(200.0)
+    # Davies-Bouldin: spreads 0.5 and 0.5, centroids 10 apart
+    assert metric(result, "davies_bouldin") == pytest.approx(0.1)
+    assert metric(result, "fisher_ratio") == pytest.approx(100.0)
+
+
 def test_cka_is_one_for_identical_rotated_and_scaled_tables():
     x, _ = two_clusters()
     rotation = np.linalg.qr(np.random.default_rng(3).normal(size=(16, 16)))[0]
