@@ -57,6 +57,10 @@ def test_lines_cursor_click_and_theme(make_napari_viewer, errors):
     assert viewer.dims.current_step[0] == 25 and widget._cursor.get_xdata()[0] == 25
     click(widget, widget.axes.get_xlim()[1] - 0.05)  # in the margin past the end: the last frame
     assert viewer.dims.current_step[0] == 39
+    widget.toolbar.zoom()  # while zooming, a click is the toolbar's
+    click(widget, 5)
+    assert viewer.dims.current_step[0] == 39
+    widget.toolbar.zoom()
 
     widget.mode.value = "principal components"
     widget.components.value = 2

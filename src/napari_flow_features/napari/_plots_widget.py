@@ -2,7 +2,8 @@
 the viewer's frame.
 
 A vertical cursor follows the current frame; only the cursor is redrawn on a frame change (the rest
-of the figure is cached and blitted). A click on the plot moves the viewer to that frame. Colours
+of the figure is cached and blitted). A click on the plot moves the viewer to that frame (unless the
+toolbar is zooming or panning; the toolbar also saves the figure). Colours
 follow napari's theme. Sources: Points layers whose features hold ``f0000…`` columns (one line per
 landmark) and ``features: …`` Image layers of shape ``(T, C)``.
 """
@@ -64,7 +65,7 @@ class FeaturePlotsWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg, NavigationToolbar2QT
         from matplotlib.figure import Figure
 
         self._viewer = napari_viewer
@@ -79,6 +80,8 @@ class FeaturePlotsWidget(Container):
         self.figure = Figure(figsize=(5, 3), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(260)
+        self.toolbar = NavigationToolbar2QT(self.canvas, self.native)  # zoom, pan, save figure
+        self.native.layout().addWidget(self.toolbar)
         self.native.layout().addWidget(self.canvas)
         self.axes = self.figure.add_subplot()
         self._cursor: Any = None
@@ -204,8 +207,8 @@ class FeaturePlotsWidget(Container):
 
     def _on_click(self, event: Any) -> None:
         """A click in the plot moves the viewer to the nearest frame."""
-        if event.inaxes is not self.axes or event.xdata is None:
-            return
+        if event.inaxes is not self.axes or event.xdata is None or self.toolbar.mode:
+            return  # outside the plot, or the toolbar is zooming or panning
         axis = self.frame_axis
         top = int(self._viewer.dims.nsteps[axis]) - 1
         self._viewer.dims.set_current_step(axis, int(np.clip(round(event.xdata), 0, top)))
