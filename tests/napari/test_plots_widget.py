@@ -88,3 +88,41 @@ def test_features_image_and_bad_choices(make_napari_viewer, errors):
     assert widget.status.value.startswith("feature 99")
     widget.features.value = "2"  # the widget recovers
     assert len(widget.lines()) == 1 and widget.status.value == ""
+
+
+def test_the_plot_follows_features_as_they_land(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 32, 48), np.uint8), name="video")
+    points = viewer.add_points(np.stack([np.arange(40), np.full(40, 5), np.full(40, 5)], 1))
+    widget = FeaturePlotsWidget(viewer)
+    widget.features.value = "0,1"
+    assert widget.source.value is None  # no feature columns yet
+    points.features = pd.DataFrame({"f0000": np.arange(40.0), "f0001": np.zeros(40)})
+    qtbot.waitUntil(lambda: widget.source.value is points and len(widget.lines()) == 2)
+    points.features = pd.DataFrame({"f0000": -np.arange(40.0), "f0001": np.ones(40)})
+    qtbot.waitUntil(lambda: widget.lines()[0].get_ydata()[5] == -5)
+    # A (K, T, C) features image (K landmarks) gives one line per landmark and feature.
+    image = viewer.add_image(np.zeros((2, 40, 3), np.float32), name="features: video",
+                             metadata={"landmarks": ["nose", "paw"]})  # fmt: skip
+    widget.source.value = image
+    widget.features.value = "2"
+    assert [line.get_label() for line in widget.lines()] == [
+        "f0002 (landmark nose)",
+        "f0002 (landmark paw)",
+    ]
+    data = image.data.copy()
+    data[1, :, 2] = 7.0
+    image.data = data
+    qtbot.waitUntil(lambda: widget.lines()[1].get_ydata()[0] == 7.0)
+    assert errors == []
+
+
+def test_closing_the_viewer_with_the_dock_open_is_clean(make_napari_viewer, qtbot):
+    """Closing deletes the dock's Qt side and then removes layers: nothing may touch the dead dock."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 32, 48), np.uint8), name="video")
+    landmark_layer(viewer)
+    widget = FeaturePlotsWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Feature plots")
+    viewer.close()
+    qtbot.wait(50)  # a refresh scheduled by the layer removals would run (and fail) here

@@ -5,7 +5,8 @@ A vertical cursor follows the current frame; only the cursor is redrawn on a fra
 of the figure is cached and blitted). A click on the plot moves the viewer to that frame (unless the
 toolbar is zooming or panning; the toolbar also saves the figure). Colours
 follow napari's theme. Sources: Points layers whose features hold ``f0000…`` columns (one line per
-landmark) and ``features: …`` Image layers of shape ``(T, C)``.
+landmark) and ``features: …`` Image layers of shape ``(T, C)`` or ``(K, T, C)`` (K landmarks). The plot
+follows its source: when a run writes new features, it redraws.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def feature_sources(viewer: Any) -> list[tuple[str, Any]]:
     for layer in viewer.layers:
         if isinstance(layer, Points) and _feature_columns(layer.features.columns):
             out.append((layer.name, layer))
-        elif isinstance(layer, Image) and layer.name.startswith("features:") and layer.ndim == 2:
+        elif (
+            isinstance(layer, Image) and layer.name.startswith("features:") and layer.ndim in (2, 3)
+        ):
             out.append((layer.name, layer))
     return out
 
@@ -55,9 +58,14 @@ def layer_series(layer: Any) -> list[tuple[str, Any]]:
         return [(f"{key} {value}", part.sort_values("frame", kind="stable"))
                 for value, part in table.groupby(feats[key], sort=False)]  # fmt: skip
     data = np.asarray(layer.data, np.float32)
-    table = pd.DataFrame(data, columns=[f"f{c:04d}" for c in range(data.shape[1])])
-    table.insert(0, "frame", np.arange(len(data)))
-    return [(layer.name, table)]
+    stacks = data[None] if data.ndim == 2 else data  # (K, T, C): one line per landmark
+    ids = layer.metadata.get("landmarks") or list(range(len(stacks)))
+    out = []
+    for k, rows in enumerate(stacks):
+        table = pd.DataFrame(rows, columns=[f"f{c:04d}" for c in range(rows.shape[1])])
+        table.insert(0, "frame", np.arange(len(rows)))
+        out.append((layer.name if len(stacks) == 1 else f"landmark {ids[k]}", table))
+    return out
 
 
 class FeaturePlotsWidget(Container):
@@ -92,10 +100,19 @@ class FeaturePlotsWidget(Container):
         for widget in (self.source, self.mode, self.features, self.components):
             widget.changed.connect(self.replot)
         self.mode.changed.connect(self._update_visibility)
-        napari_viewer.layers.events.inserted.connect(self._refresh)
-        napari_viewer.layers.events.removed.connect(self._refresh)
+        from qtpy.QtCore import QTimer
+
+        self._timer = QTimer(self.native)  # one refresh per burst of events; dies with the dock
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._refresh)
+        napari_viewer.layers.events.inserted.connect(self._on_inserted)
+        napari_viewer.layers.events.removed.connect(self._schedule_refresh)
+        for layer in napari_viewer.layers:
+            self._watch(layer)
         napari_viewer.dims.events.current_step.connect(self._on_frame)
         napari_viewer.events.theme.connect(self.replot)
+        self.native.destroyed.connect(self._disconnect)
         self._update_visibility()
         self._refresh()
 
@@ -116,9 +133,37 @@ class FeaturePlotsWidget(Container):
         self.features.visible = self.mode.value == "chosen features"
         self.components.visible = self.mode.value == "principal components"
 
+    def _disconnect(self, *_: Any) -> None:
+        """The dock was closed: stop listening to the viewer and its layers."""
+        viewer = self._viewer
+        viewer.layers.events.inserted.disconnect(self._on_inserted)
+        viewer.layers.events.removed.disconnect(self._schedule_refresh)
+        viewer.dims.events.current_step.disconnect(self._on_frame)
+        viewer.events.theme.disconnect(self.replot)
+        for layer in viewer.layers:
+            layer.events.data.disconnect(self._schedule_refresh)
+            if "features" in layer.events.emitters:
+                layer.events.features.disconnect(self._schedule_refresh)
+
     def _refresh(self, *_: Any) -> None:
+        before = self.source.value
         self.source.reset_choices()
-        self.replot()
+        if self.source.value is before:  # otherwise the combo's changed signal replots
+            self.replot()
+
+    def _watch(self, layer: Any) -> None:
+        """Replot when a layer's features or data change (results of a run landing)."""
+        layer.events.data.connect(self._schedule_refresh)
+        if "features" in layer.events.emitters:
+            layer.events.features.connect(self._schedule_refresh)
+
+    def _on_inserted(self, event: Any) -> None:
+        self._watch(event.value)
+        self._refresh()
+
+    def _schedule_refresh(self, *_: Any) -> None:
+        """One refresh after the current burst of events (a run updates several layers)."""
+        self._timer.start()
 
     def _colours(self) -> tuple[str, str]:
         from napari.utils.theme import get_theme

@@ -93,7 +93,7 @@ def write_results(
                                   {"metadata": meta, "colormap": "viridis"}, one)  # fmt: skip
             layer.data[frames] = mat
         layer.metadata = meta
-        layer.refresh()
+        layer.data = layer.data  # refreshes and emits a data event (the plots dock follows)
         written.append(name)
 
     if post == "point" and points_layer is not None and cols:
