@@ -556,7 +556,12 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
         flow = _open_sequence(Path(args.flow))
     vis = FeatureVisualization(layer_name=layer, clip_length=args.clip_length)
-    kinds = VISUALIZE_KINDS if args.kind == "all" else (args.kind,)
+    if args.kind != "all":
+        kinds: tuple[str, ...] = (args.kind,)
+    elif source.suffix.lower() == ".npy":
+        kinds = VISUALIZE_KINDS
+    else:  # a table has no spatial axes: the kinds that plot over time
+        kinds = ("evolution", "heatmap", "comparative")
     paths = write_figures(vis, data, kinds, _parse_features(args.features), Path(args.output),
                           flow, args.sample, source.stem)  # fmt: skip
     for path in paths:

@@ -209,8 +209,10 @@ def test_evaluate_and_visualize_commands(tmp_path, capsys):
                  "--flow", str(tmp_path / "flow.npy"), "--output", str(figs)]) == 0  # fmt: skip
     written = sorted(p.name for p in figs.iterdir())
     assert len(written) == 3 + 3 * 2 and "maps_animation_f0007.gif" in written
-    assert main(["visualize", str(features), "--kind", "evolution", "--output", str(figs)]) == 0
-    assert (figs / "feat_evolution.png").is_file()
+    assert main(["visualize", str(features), "--kind", "all", "--output", str(figs)]) == 0
+    tables = sorted(p.name for p in figs.glob("feat_*"))
+    assert tables == ["feat_comparative.png", "feat_evolution.png", "feat_heatmap_f0000.png",
+                      "feat_heatmap_f0001.png", "feat_heatmap_f0002.png"]  # fmt: skip
     capsys.readouterr()
     assert main(["visualize", str(features), "--kind", "3d", "--output", str(figs)]) == 2
     assert "needs spatial maps" in capsys.readouterr().err
