@@ -179,3 +179,19 @@ def test_bad_input_is_named():
         ev.evaluate(np.full((5, 3), np.nan))
     with pytest.raises(BadInputError, match="'label' column"):
         ev.evaluate(np.zeros((4, 2)), labels=pd.DataFrame({"frame": [0]}))
+
+
+def test_report_for_a_multi_landmark_table(tmp_path):
+    from napari_flow_features.analysis.report import write_evaluation_report
+
+    x, labels = two_clusters(100)
+    df = pd.concat([table(x).assign(landmark="nose"), table(x + 1).assign(landmark="paw")])
+    df = df.sort_values("frame", kind="stable").reset_index(drop=True)
+    per_frame = pd.DataFrame({"frame": np.arange(100), "label": labels})
+    paths = write_evaluation_report(
+        df, tmp_path, per_frame, evaluator=FeatureExtractorEvaluator(gap=2)
+    )
+    assert paths["html"].is_file() and (tmp_path / "pca_over_time.png").is_file()
+    paths = write_evaluation_report(df, tmp_path, np.repeat(labels, 2),
+                                    evaluator=FeatureExtractorEvaluator(gap=2))  # fmt: skip
+    assert (tmp_path / "confusion.png").is_file()

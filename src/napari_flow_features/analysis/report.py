@@ -33,6 +33,13 @@ def evaluation_figures(
     similarity, and the linear probe's confusion matrix; returns the files by title."""
     figures: dict[str, Path] = {}
     vis = FeatureVisualization()
+    if "landmark" in features and features["landmark"].nunique() > 1:
+        # Time-series figures show one landmark (the metrics use them all).
+        first = features["landmark"].iloc[0]
+        keep = (features["landmark"] == first).to_numpy()
+        if labels is not None and not isinstance(labels, pd.DataFrame):
+            labels = np.asarray(labels, dtype=object)[keep]
+        features = features[keep]
     frames, scores, ratio = vis.principal_components(features, 3)
     _, keys = feature_matrix(features)
     lab = None if labels is None else labels_per_row(labels, keys)
