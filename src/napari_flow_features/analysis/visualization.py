@@ -136,6 +136,14 @@ class FeatureVisualization:
             raise BadInputError(f"Feature {c} does not exist: there are {n} channels (0..{n - 1})")
         return int(c)
 
+    def _feature_maps(
+        self, activations: Any, feature_idx: int, sample: int
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """(channel, its ``(T', H', W')`` maps, the frame of each step) of one clip."""
+        acts = self._clip(activations, sample)
+        c = self._check_feature(feature_idx, acts.shape[-1])
+        return c, acts[..., c], self.step_frames(len(acts))
+
     def _series(
         self, data: Any, features: list[int], sample: int
     ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -230,10 +238,7 @@ class FeatureVisualization:
             ax.set_title(f"feature {c} (dashed) and its neighbours over time")
             fig.colorbar(image, ax=ax, label="feature value")
             return self._done(fig, save_path)
-        acts = self._clip(activations, sample)
-        c = self._check_feature(feature_idx, acts.shape[-1])
-        maps = acts[..., c]
-        frames = self.step_frames(len(maps))
+        c, maps, frames = self._feature_maps(activations, feature_idx, sample)
         fig = _figure(2.4 * len(maps) + 1, 2.8)
         axes = fig.subplots(1, len(maps), squeeze=False)[0]
         lo, hi = float(maps.min()), float(maps.max())
@@ -256,10 +261,8 @@ class FeatureVisualization:
     ) -> Any:
         """A 3-D scatter over (x, y, time): every feature-map cell, coloured and sized by the
         feature's activation."""
-        acts = self._clip(activations, sample)
-        c = self._check_feature(feature_idx, acts.shape[-1])
-        maps = acts[..., c]
-        t, y, x = np.meshgrid(self.step_frames(len(maps)), np.arange(maps.shape[1]),
+        c, maps, frames = self._feature_maps(activations, feature_idx, sample)
+        t, y, x = np.meshgrid(frames, np.arange(maps.shape[1]),
                               np.arange(maps.shape[2]), indexing="ij")  # fmt: skip
         v = maps.ravel()
         span = float(v.max() - v.min()) or 1.0
@@ -289,10 +292,7 @@ class FeatureVisualization:
 
         from ..io._atomic import atomic_write_path
 
-        acts = self._clip(activations, sample)
-        c = self._check_feature(feature_idx, acts.shape[-1])
-        maps = acts[..., c]
-        frames = self.step_frames(len(maps))
+        c, maps, frames = self._feature_maps(activations, feature_idx, sample)
         lo, hi = float(maps.min()), float(maps.max())
         images = []
         for k in range(len(maps)):
