@@ -93,6 +93,8 @@ def _demo_figures_and_report(
 ) -> None:
     """Figures of the point features and of one clip's activations, and an evaluation report
     with the whisker's swing direction (from the sample's ground truth) as labels."""
+    import json
+
     import numpy as np
     import pandas as pd
 
@@ -109,8 +111,6 @@ def _demo_figures_and_report(
                             fig_dir / "whisker_point", flow, stem="whisker_point")  # fmt: skip
     figures += _sequence_figures(extractor, flow, "whisker_clip0", fig_dir, busiest)
     print(f"      figures: {len(figures)} in {fig_dir} (features {busiest}: the most varying)")
-    import json
-
     with np.load(gt_path, allow_pickle=False) as gt:
         direction = gt["swing_direction"]
     labels = pd.DataFrame({"frame": np.arange(len(direction)),
@@ -308,6 +308,12 @@ def _cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _use_encoder_of(extractor: Any, model: Any) -> None:
+    """Run ``extractor`` with ``model``'s encoder: a classifier's nested encoder, else the model."""
+    extractor.model = model.layers[1] if isinstance(model.layers[1], type(model)) else model
+    extractor._call = None
+
+
 def _encoder_feature_report(
     model: Any, extractor: Any, data_dir: str, out: Path, title: str
 ) -> dict[str, float]:
@@ -322,8 +328,7 @@ def _encoder_feature_report(
     from .flow.sequences import _open_sequence
     from .model.training import find_labelled_files
 
-    extractor.model = model.layers[1] if isinstance(model.layers[1], type(model)) else model
-    extractor._call = None
+    _use_encoder_of(extractor, model)
     files, names, _ = find_labelled_files(data_dir)
     tables = []
     for i, (path, name) in enumerate(zip(files, names, strict=True)):
@@ -351,11 +356,7 @@ def _model_test(args: argparse.Namespace, out: Path) -> int:
                    "model_name": args.model_name, "version": args.version}  # fmt: skip
         overrides["weights"] = weights
     extractor = _extractor(args, **overrides)
-    if isinstance(
-        extractor.model.layers[1], type(extractor.model)
-    ):  # a classifier: use its encoder
-        extractor.model = extractor.model.layers[1]
-        extractor._call = None
+    _use_encoder_of(extractor, extractor.model)
     files = find_flow_files(args.data_dir)
     if args.num_samples:
         files = files[: args.num_samples]
