@@ -33,6 +33,12 @@ def wait(qtbot, widget, timeout=180_000):
     qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)
 
 
+def pixel_edges(layer) -> np.ndarray:
+    """World (min, max) of a layer's outer pixel edges (napari's extent spans pixel centres)."""
+    half = 0.5 * np.asarray(layer.scale)
+    return np.asarray(layer.extent.world) + np.stack([-half, half])
+
+
 def small_run(widget):
     widget.endpoint.value = "Mixed_3c"
     widget.clip_length.value = 8
@@ -53,6 +59,11 @@ def test_point_extraction_on_the_sample(make_napari_viewer, qtbot, errors):
     assert errors == []
     features = viewer.layers["features: whisker video"]
     assert features.data.shape == (96, 480) and np.isfinite(features.data).all()
+    # Shown beside the video (a box the video's size), not over it; contrast fits the values.
+    (_, top, _), (_, bottom, right) = pixel_edges(viewer.layers["whisker video"])
+    (f_top, f_left), (f_bottom, _) = pixel_edges(features)
+    assert f_left > right and f_top == pytest.approx(top) and f_bottom == pytest.approx(bottom)
+    assert features.contrast_limits == [float(features.data.min()), float(features.data.max())]
     assert (
         features.metadata["post_encoder"] == "point" and features.metadata["endpoint"] == "Mixed_3c"
     )

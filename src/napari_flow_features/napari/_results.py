@@ -36,6 +36,28 @@ def _on_video(source: Any, cell_hw: tuple[float, float], lead: int = 0) -> dict:
     return {"scale": [1.0] * lead + scale, "translate": [0.0] * lead + translate}
 
 
+def _fit_contrast(layer: Any) -> None:
+    """Contrast limits from the finite values (the layer starts NaN-filled)."""
+    finite = layer.data[np.isfinite(layer.data)]
+    if finite.size and finite.max() > finite.min():
+        layer.contrast_limits = (float(finite.min()), float(finite.max()))
+
+
+def _beside_video(source: Any, frame_hw: list, n_frames: int, n_channels: int, lead: bool) -> dict:
+    """Scale and translate that show the (T, C) matrix in a box the video's size, just right of
+    it (rows frames top to bottom, columns channels), instead of on top of the video."""
+    h, w = frame_hw
+    sy, sx = (float(v) for v in source.scale[1:3])
+    ty, tx = (float(v) for v in source.translate[1:3])
+    scale = [h * sy / n_frames, w * sx / n_channels]
+    # Pixel edges line up: the box's top edge with the video's, its left edge a gap right of it.
+    translate = [ty - 0.5 * sy + 0.5 * scale[0],
+                 tx - 0.5 * sx + (w + max(8, w // 20)) * sx + 0.5 * scale[1]]  # fmt: skip
+    if lead:  # (K, T, C): the landmark axis comes first
+        return {"scale": [1.0, *scale], "translate": [0.0, *translate]}
+    return {"scale": scale, "translate": translate}
+
+
 def _add_activations(viewer: Any, reply: dict, source: Any, meta: dict, n_frames: int) -> str:
     """``activations: <source>``: the lazy ``(C, T, H', W')`` volume of the none post-encoder,
     cells over the video; a channel slider on the first axis, and napari's 3-D view shows one
@@ -82,18 +104,20 @@ def write_results(
     if cols:
         mat = table[cols].to_numpy(np.float32)
         name = f"features: {source.name}"
-        if post == "point" and "landmark" in table and table["landmark"].nunique() > 1:
+        multi = post == "point" and "landmark" in table and table["landmark"].nunique() > 1
+        kwargs = {"metadata": meta, "colormap": "viridis",
+                  **_beside_video(source, meta["frame_shape"], n_frames, len(cols), multi)}  # fmt: skip
+        if multi:
             ids = list(dict.fromkeys(table["landmark"].tolist()))
-            layer = _upsert_image(viewer, name, (len(ids), n_frames, len(cols)),
-                                  {"metadata": meta, "colormap": "viridis"}, one)  # fmt: skip
+            layer = _upsert_image(viewer, name, (len(ids), n_frames, len(cols)), kwargs, one)
             k = np.array([ids.index(v) for v in table["landmark"]])
             layer.data[k, frames] = mat
         else:
-            layer = _upsert_image(viewer, name, (n_frames, len(cols)),
-                                  {"metadata": meta, "colormap": "viridis"}, one)  # fmt: skip
+            layer = _upsert_image(viewer, name, (n_frames, len(cols)), kwargs, one)
             layer.data[frames] = mat
         layer.metadata = meta
         layer.data = layer.data  # refreshes and emits a data event (the plots dock follows)
+        _fit_contrast(layer)
         written.append(name)
 
     if post == "point" and points_layer is not None and cols:
@@ -147,9 +171,7 @@ def write_results(
         layer = _upsert_image(viewer, name, heat.shape, kwargs, one)
         rows = np.unique(frames)
         layer.data[rows] = heat[rows]
-        finite = layer.data[np.isfinite(layer.data)]
-        if finite.size and finite.max() > finite.min():
-            layer.contrast_limits = (float(finite.min()), float(finite.max()))
+        _fit_contrast(layer)
         layer.refresh()
         written.append(name)
     return written
