@@ -397,7 +397,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     from .extract.pipeline import extract_features
     from .io._atomic import atomic_write_path
-    from .io.tables import write_table
+    from .io.tables import feature_columns, write_table
 
     weights: dict = {"seed": args.seed}
     if args.checkpoint:
@@ -424,7 +424,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         bar.close()
     table = result.table
     if output.suffix.lower() == ".npz":
-        cols = [c for c in table.columns if c.startswith("f") and c[1:].isdigit()]
+        cols = feature_columns(table)
         with atomic_write_path(output) as tmp:
             np.savez(tmp, frame=table["frame"].to_numpy(),
                      features=table[cols].to_numpy(np.float32) if cols else np.zeros((len(table), 0)))  # fmt: skip
@@ -458,22 +458,43 @@ def _read_labels(path: str) -> Any:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .analysis.evaluation import FeatureExtractorEvaluator
+    import pandas as pd
+
+    from .analysis.evaluation import FeatureExtractorEvaluator, feature_matrix, labels_per_row
     from .analysis.report import write_evaluation_report
     from .io.tables import read_table
 
-    features = read_table(args.features)
+    tables = [read_table(path) for path in args.features]
     labels = _read_labels(args.labels) if args.labels else None
+    if len(tables) == 1:
+        features = tables[0]
+    else:  # one table per video: rows keep their video, splits go by video
+        if args.compare:
+            raise BadInputError("--compare compares two tables of one video; give one FEATURES")
+        stems = [Path(p).stem for p in args.features]
+        if len(set(stems)) < len(stems):
+            raise BadInputError(f"Feature tables need distinct file names: {stems}")
+        features = pd.concat([t.assign(video=s) for t, s in zip(tables, stems, strict=True)],
+                             ignore_index=True)  # fmt: skip
+        features.attrs = dict(tables[0].attrs)
+        if labels is not None:  # per video when the labels have a video column
+            per_video = []
+            for table, stem in zip(tables, stems, strict=True):
+                mine = labels[labels["video"] == stem] if "video" in labels else labels
+                per_video.append(labels_per_row(mine, feature_matrix(table)[1]))
+            labels = pd.concat([pd.Series(v, dtype=object) for v in per_video]).to_numpy()
+    groups_column = args.groups_column or ("video" if len(tables) > 1 else None)
     groups = None
-    if args.groups_column:
-        if args.groups_column not in features:
-            raise BadInputError(f"No column {args.groups_column!r} in {args.features}")
-        groups = features[args.groups_column].to_numpy()
+    if groups_column:
+        if groups_column not in features:
+            raise BadInputError(f"No column {groups_column!r} in {', '.join(args.features)}")
+        groups = features[groups_column].to_numpy()
     other = read_table(args.compare) if args.compare else None
     evaluator = FeatureExtractorEvaluator(n_splits=args.splits, gap=args.gap, lag=args.lag)
+    names = ", ".join(Path(p).name for p in args.features)
     paths = write_evaluation_report(
         features, args.output, labels, groups, other, evaluator,
-        title=f"Feature evaluation: {Path(args.features).name}",
+        title=f"Feature evaluation: {names}",
     )  # fmt: skip
     _print_report(paths)
     return 0
@@ -701,8 +722,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("evaluate", help="consistency, stability and discriminability of features")
-    p.add_argument("features", help="feature table (.parquet or .csv)")
-    p.add_argument("--labels", help="labels: frame,label or start_frame,end_frame,label (CSV)")
+    p.add_argument("features", nargs="+",
+                   help="feature tables (.parquet or .csv); several = one per video, split by video")  # fmt: skip
+    p.add_argument("--labels", help="labels: frame,label or start_frame,end_frame,label (CSV); "
+                   "a video column (file stem) assigns rows to tables")  # fmt: skip
     p.add_argument("--compare", help="another table of the same video (stability: CKA, cosine)")
     p.add_argument("--groups-column", help="column naming the video of each row (splits by it)")
     p.add_argument("--splits", type=int, default=5, help="cross-validation folds (5)")

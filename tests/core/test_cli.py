@@ -222,3 +222,31 @@ def test_evaluate_and_visualize_commands(tmp_path, capsys):
     assert main(["evaluate", str(features), "--labels", str(tmp_path / "nope.csv"),
                  "--output", str(report)]) == 2  # fmt: skip
     assert "Labels file not found" in capsys.readouterr().err
+
+
+def test_evaluate_several_videos_splits_by_video(tmp_path, capsys):
+    from napari_flow_features.io.tables import write_table
+
+    rng = np.random.default_rng(1)
+    label_rows, paths = [], []
+    for video, runs in (("mouse1", 6), ("mouse2", 4)):
+        labels = np.repeat(np.arange(runs) % 2, 10)  # mouse1: 60 frames, mouse2: 40
+        values = rng.normal(0, 1, (len(labels), 5)) + 5 * labels[:, None]
+        table = pd.DataFrame(values, columns=[f"f{c:04d}" for c in range(5)])
+        table.insert(0, "frame", np.arange(len(labels)))
+        paths.append(str(write_table(table, tmp_path / f"{video}.parquet")))
+        label_rows.append(pd.DataFrame({"video": video, "frame": np.arange(len(labels)),
+                                        "label": np.where(labels, "groom", "still")}))  # fmt: skip
+    labels = pd.concat(label_rows)
+    labels = labels[~((labels.video == "mouse2") & (labels.frame >= 30))]  # mouse2 30-39 unlabelled
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    report = tmp_path / "report"
+    assert main(["evaluate", *paths, "--labels", str(tmp_path / "labels.csv"),
+                 "--output", str(report)]) == 0  # fmt: skip
+    metrics = json.loads((report / "metrics.json").read_text())["metrics"]
+    assert metrics["rows"] == 100 and metrics["probe_accuracy"] == 1.0
+    # labelled: mouse1 30 still + 30 groom, mouse2 20 still + 10 groom → chance 50 / 90
+    assert metrics["chance_accuracy"] == pytest.approx(50 / 90)
+    capsys.readouterr()
+    assert main(["evaluate", *paths, "--compare", paths[0], "--output", str(report)]) == 2
+    assert "give one FEATURES" in capsys.readouterr().err

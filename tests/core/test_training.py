@@ -89,6 +89,7 @@ def test_model_cli_implement_train_evaluate(tmp_path, capsys):
     final = report["final_version"]
     metrics = json.loads((reg / f"motion_{final}_evaluation" / "metrics.json").read_text())
     assert metrics["metrics"]["probe_accuracy"] >= 0.9 and metrics["metrics"]["rows"] == 12 * 16
+    assert metrics["metrics"]["channels"] == 480  # Mixed_3c; the file column is no feature
     saved = json.loads((reg / f"motion_{final}_evaluation.json").read_text())
     assert saved["encoder_features"]["probe_accuracy"] == metrics["metrics"]["probe_accuracy"]
     assert main(["model", "evaluate", "--data-dir", str(data), "--output-dir", str(reg),

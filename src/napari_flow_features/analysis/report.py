@@ -27,12 +27,23 @@ def _label_spans(frames: np.ndarray, labels: np.ndarray) -> list[tuple[float, fl
 
 
 def evaluation_figures(
-    features: pd.DataFrame, labels: Any, out: Path, evaluator: FeatureExtractorEvaluator
+    features: pd.DataFrame,
+    labels: Any,
+    out: Path,
+    evaluator: FeatureExtractorEvaluator,
+    groups: Any = None,
 ) -> dict[str, Path]:
     """Principal components over time (label runs shaded), PCA scatter by label, consecutive-frame
-    similarity, and the linear probe's confusion matrix; returns the files by title."""
+    similarity, and the linear probe's confusion matrix; returns the files by title. Time-series
+    figures show the first group (video) and the first landmark; the metrics use all rows."""
     figures: dict[str, Path] = {}
     vis = FeatureVisualization()
+    if groups is not None:
+        groups = np.asarray(groups, dtype=object)
+        keep = groups == groups[0]
+        if labels is not None and not isinstance(labels, pd.DataFrame):
+            labels = np.asarray(labels, dtype=object)[keep]
+        features = features[keep]
     if "landmark" in features and features["landmark"].nunique() > 1:
         # Time-series figures show one landmark (the metrics use them all).
         first = features["landmark"].iloc[0]
@@ -122,7 +133,7 @@ def write_evaluation_report(
     out.mkdir(parents=True, exist_ok=True)
     evaluator = evaluator or FeatureExtractorEvaluator()
     metrics = evaluator.evaluate(features, labels, groups, other)
-    figures = evaluation_figures(features, labels, out, evaluator)
+    figures = evaluation_figures(features, labels, out, evaluator, groups)
     run = jsonable_metadata(dict(getattr(features, "attrs", {}) or {}))
     payload = {
         "title": title,

@@ -132,9 +132,11 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def feature_columns(df: pd.DataFrame) -> list[str]:
-    """The feature columns (everything but ``frame``, ``landmark``, ``x``, ``y``)."""
-    return [c for c in df.columns if c not in ("frame", "landmark", "x", "y")]
+def feature_columns(table: Any) -> list[str]:
+    """The feature columns ``f0000 … f{C-1}`` (DESIGN.md) of a DataFrame or a list of column names;
+    keys (``frame``, ``landmark``, ``x``, ``y``) and other columns (``track_id``, ``video``) are not."""
+    columns = table.columns if isinstance(table, pd.DataFrame) else table
+    return [c for c in columns if isinstance(c, str) and c[:1] == "f" and c[1:].isdigit()]
 
 
 def points_to_table(

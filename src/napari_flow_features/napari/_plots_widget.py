@@ -17,14 +17,12 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, SpinBox
 from napari.utils.notifications import show_error
 
+from ..io.tables import feature_columns
+
 if TYPE_CHECKING:
     import napari
 
 SHOW_CHOICES = ("chosen features", "principal components")
-
-
-def _feature_columns(columns: Any) -> list[str]:
-    return [c for c in columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
 
 
 def feature_sources(viewer: Any) -> list[tuple[str, Any]]:
@@ -33,7 +31,7 @@ def feature_sources(viewer: Any) -> list[tuple[str, Any]]:
 
     out = []
     for layer in viewer.layers:
-        if isinstance(layer, Points) and _feature_columns(layer.features.columns):
+        if isinstance(layer, Points) and feature_columns(layer.features.columns):
             out.append((layer.name, layer))
         elif (
             isinstance(layer, Image) and layer.name.startswith("features:") and layer.ndim in (2, 3)
@@ -49,7 +47,7 @@ def layer_series(layer: Any) -> list[tuple[str, Any]]:
 
     if isinstance(layer, Points):
         feats = layer.features.reset_index(drop=True)
-        cols = _feature_columns(feats.columns)
+        cols = feature_columns(feats.columns)
         table = feats[cols].copy()
         table.insert(0, "frame", np.rint(np.asarray(layer.data)[:, 0]).astype(int))
         key = next((k for k in ("track_id", "label") if k in feats.columns), None)
@@ -217,7 +215,7 @@ class FeaturePlotsWidget(Container):
         self.canvas.draw()
 
     def _chosen(self, table: Any) -> list[str]:
-        cols = _feature_columns(table.columns)
+        cols = feature_columns(table.columns)
         try:
             wanted = [int(v) for v in str(self.features.value).split(",") if v.strip()]
         except ValueError:

@@ -7,9 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-def _feature_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.startswith("f") and c[1:].isdigit()]
+from ..io.tables import feature_columns
 
 
 def _upsert_image(viewer: Any, name: str, shape: tuple, kwargs: dict, one: bool) -> Any:
@@ -97,7 +95,7 @@ def write_results(
     table: pd.DataFrame = reply["table"]
     meta = {**reply["metadata"], "source_layer": source.name}
     n_frames = int(meta["n_frames"])
-    cols = _feature_columns(table)
+    cols = feature_columns(table)
     frames = table["frame"].to_numpy(int)
     written = []
 
