@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -201,3 +203,28 @@ def test_known_weights_end_to_end_rows_are_hand_computed():
     # Frame 0: tau clamps to 0 -> dx(1) = 1
     assert table.loc[0, "f0000"] == pytest.approx(1 * scale, rel=1e-5)
     assert (table["f0001"] == 0).all() and (table["f0002"] == 0).all()
+
+
+def test_landmarks_in_video_pixels_on_flow_computed_smaller(extractor, tmp_path):
+    """A flow file computed at half size (its sidecar says so) takes landmarks in video pixels."""
+    from napari_flow_features.flow.compute import OpticalFlowComputer
+
+    rng = np.random.default_rng(0)
+    texture = (rng.random((96, 160)) * 255).astype(np.uint8)
+    video = np.stack([np.roll(texture, 2 * t, axis=1) for t in range(10)])
+    half = tmp_path / "half.npy"
+    OpticalFlowComputer("dis", scale=0.5).compute(video, half)
+    full = tmp_path / "full.npy"
+    OpticalFlowComputer("dis").compute(video, full)
+    edge = np.array([[t, 90.0, 155.0] for t in range(10)])  # inside the video, outside 48 x 80
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "outside the frame" warning
+        res = extract_features(half, extractor, "point", edge)
+    assert res.metadata["flow_method"] == "dis" and res.metadata["outside_frame_rows"] == 0
+    assert res.metadata["landmarks_scaled_to_flow"] == [0.5, 0.5]
+    assert res.table["x"].tolist() == [155.0] * 10  # rows keep the video coordinates
+    assert not res.table["f0000"].isna().any()
+    # The same points on full-size flow need no scaling.
+    assert (
+        "landmarks_scaled_to_flow" not in extract_features(full, extractor, "point", edge).metadata
+    )

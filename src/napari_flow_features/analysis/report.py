@@ -160,6 +160,13 @@ def write_evaluation_report(
     return {**paths, **{f"figure: {k}": p for k, p in figures.items()}}
 
 
+def _run_value(value: Any) -> str:
+    """A run setting for a table cell: dicts without their empty entries."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
+    return str(value)
+
+
 def _fmt(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() and abs(value) < 1e9 else f"{value:.4g}"
 
@@ -170,7 +177,7 @@ _RUN_KEYS = ("source", "endpoint", "post_encoder", "interpolation", "clip_length
 
 def _markdown(title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path]) -> str:
     lines = [f"# {title}", ""]
-    described = [(k, run[k]) for k in _RUN_KEYS if k in run]
+    described = [(k, _run_value(run[k])) for k in _RUN_KEYS if k in run]
     if described:
         lines += ["| run | |", "|---|---|", *[f"| {k} | {v} |" for k, v in described], ""]
     lines += ["| family | metric | value | meaning |", "|---|---|---|---|"]
@@ -189,7 +196,7 @@ def _html(title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path]
         for r in metrics.itertuples()
     )
     described = "".join(
-        f"<tr><td>{e(k)}</td><td>{e(str(run[k]))}</td></tr>" for k in _RUN_KEYS if k in run
+        f"<tr><td>{e(k)}</td><td>{e(_run_value(run[k]))}</td></tr>" for k in _RUN_KEYS if k in run
     )
     figs = "".join(
         f'<h2>{e(name)}</h2><img src="{e(path.name)}" alt="{e(name)}">'

@@ -8,6 +8,7 @@ as the windows they need are done, so memory is bounded by the batch and the map
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import threading
@@ -152,6 +153,24 @@ def _resolve_source(source: Any) -> tuple[str, Any, str]:
     return "flow", flow, name
 
 
+def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
+    """Flow method and the video's (H, W) from a flow file's sidecar (``<file>.json``, written by
+    :class:`OpticalFlowComputer`); ``({"flow_method": "given"}, None)`` without one."""
+    if not isinstance(source, (str, os.PathLike)):
+        return {"flow_method": "given"}, None
+    sidecar = Path(str(source) + ".json")
+    try:
+        spec = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return {"flow_method": "given"}, None
+    info = {"flow_method": spec.get("flow_method", "given")}
+    if spec.get("flow_preset"):
+        info["flow_preset"] = spec["flow_preset"]
+    if spec.get("source"):
+        info["flow_source_video"] = spec["source"]
+    return info, spec.get("video_shape")
+
+
 def _check_cancel(cancel: Any) -> None:
     if cancel is None:
         return
@@ -281,8 +300,15 @@ def _extract_features(
         flow = _SpanFlow(fields, first if frames is not None else 0, n_frames - 1)
         flow_info = {"flow_method": flow_method}
     else:
-        flow, frame_hw, flow_info = data, tuple(data.shape[1:3]), {"flow_method": "given"}
+        flow, frame_hw = data, tuple(data.shape[1:3])
+        flow_info, video_hw = _flow_file_spec(source)
     extractor._check_flow(flow)
+    # Landmarks are in video pixels; flow computed at another size (its sidecar says so) maps them
+    # by pixel centres, align-corners=False: x_flow = (x + 0.5) * W_flow / W_video - 0.5.
+    to_flow = None
+    if kind == "flow" and video_hw is not None and tuple(video_hw) != frame_hw:
+        to_flow = (frame_hw[0] / video_hw[0], frame_hw[1] / video_hw[1])
+        flow_info["landmarks_scaled_to_flow"] = list(to_flow)
     landmarks = None
     if post_encoder == "point":
         landmarks = landmarks_from_points(points, n_frames, interpolate_missing)
@@ -325,10 +351,13 @@ def _extract_features(
                     feats.append(gap(fmap))
                     continue
                 for lid, (x, y) in zip(landmarks.ids, landmarks.xy[:, t], strict=True):
-                    if np.isfinite(x) and not inside_frame(x, y, frame_hw):
+                    fx, fy = x, y
+                    if to_flow is not None:
+                        fx, fy = (x + 0.5) * to_flow[1] - 0.5, (y + 0.5) * to_flow[0] - 0.5
+                    if np.isfinite(fx) and not inside_frame(fx, fy, frame_hw):
                         outside.append((int(t), lid, float(x), float(y)))
                     rows.append({"frame": int(t), "landmark": lid, "x": x, "y": y})
-                    feats.append(sample_point(fmap, x, y, frame_hw, interpolation))
+                    feats.append(sample_point(fmap, fx, fy, frame_hw, interpolation))
         if progress is not None:
             progress(min(b + batch, len(needed)), len(needed))
 
