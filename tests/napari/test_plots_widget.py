@@ -36,16 +36,18 @@ def click(widget, frame: float) -> None:
     MouseEvent("button_press_event", widget.canvas, x, y, button=1)._process()
 
 
-def test_lines_cursor_click_and_theme(make_napari_viewer, errors):
+def test_lines_cursor_click_and_theme(make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((40, 32, 48), np.uint8), name="video")
     widget = FeaturePlotsWidget(viewer)
     assert widget.status.value.startswith("no layer with features")
     layer = landmark_layer(viewer)
     assert widget.source.value is layer
-    widget.features.value = "1,4"
+    widget.features.value = "1"
+    widget.features.value = "1,"
+    widget.features.value = "1,4"  # typing: one replot after the pause
+    qtbot.waitUntil(lambda: len(widget.lines()) == 4)  # two features x two landmarks
     lines = widget.lines()
-    assert len(lines) == 4  # two features x two landmarks
     np.testing.assert_array_equal(lines[1].get_ydata(), 40 + np.arange(40))  # f0004, landmark 0
     np.testing.assert_array_equal(lines[3].get_ydata(), 140 + np.arange(40))  # f0004, landmark 1
 
@@ -74,7 +76,7 @@ def test_lines_cursor_click_and_theme(make_napari_viewer, errors):
     assert errors == []
 
 
-def test_features_image_and_bad_choices(make_napari_viewer, errors):
+def test_features_image_and_bad_choices(make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer()
     table = np.outer(np.sin(np.arange(30) / 4), np.arange(1, 9)).astype(np.float32)
     viewer.add_image(table, name="features: clip")
@@ -82,12 +84,16 @@ def test_features_image_and_bad_choices(make_napari_viewer, errors):
     widget = FeaturePlotsWidget(viewer)
     assert [name for name, _ in _plots_widget.feature_sources(viewer)] == ["features: clip"]
     widget.features.value = "7"
+    qtbot.waitUntil(lambda: len(widget.lines()) == 1)
     np.testing.assert_allclose(widget.lines()[0].get_ydata(), table[:, 7])
+    widget.features.value = "0,9"
     widget.features.value = "0,99"
-    assert "feature 99 does not exist: there are 8" in errors[-1]
+    qtbot.waitUntil(lambda: bool(errors))
+    assert errors == ["Feature plots: feature 99 does not exist: there are 8 (0..7)"]  # once
     assert widget.status.value.startswith("feature 99")
     widget.features.value = "2"  # the widget recovers
-    assert len(widget.lines()) == 1 and widget.status.value == ""
+    qtbot.waitUntil(lambda: widget.status.value == "")
+    assert len(widget.lines()) == 1
 
 
 def test_the_plot_follows_features_as_they_land(make_napari_viewer, qtbot, errors):
@@ -106,6 +112,7 @@ def test_the_plot_follows_features_as_they_land(make_napari_viewer, qtbot, error
                              metadata={"landmarks": ["nose", "paw"]})  # fmt: skip
     widget.source.value = image
     widget.features.value = "2"
+    qtbot.waitUntil(lambda: len(widget.lines()) == 2)
     assert [line.get_label() for line in widget.lines()] == [
         "f0002 (landmark nose)",
         "f0002 (landmark paw)",

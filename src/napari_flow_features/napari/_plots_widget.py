@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import napari
 
 SHOW_CHOICES = ("chosen features", "principal components")
+TYPING_PAUSE_MS = 400
 
 
 def feature_sources(viewer: Any) -> list[tuple[str, Any]]:
@@ -95,7 +96,7 @@ class FeaturePlotsWidget(Container):
         self.full_draws = 0  #: figure redraws (a frame change only blits the cursor)
         self.canvas.mpl_connect("draw_event", self._on_draw)
         self.canvas.mpl_connect("button_press_event", self._on_click)
-        for widget in (self.source, self.mode, self.features, self.components):
+        for widget in (self.source, self.mode, self.components):
             widget.changed.connect(self.replot)
         self.mode.changed.connect(self._update_visibility)
         from qtpy.QtCore import QTimer
@@ -104,6 +105,11 @@ class FeaturePlotsWidget(Container):
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._refresh)
+        self._typing = QTimer(self.native)  # replot once typing pauses: no error per keystroke
+        self._typing.setSingleShot(True)
+        self._typing.setInterval(TYPING_PAUSE_MS)
+        self._typing.timeout.connect(self.replot)
+        self.features.changed.connect(lambda *_: self._typing.start())
         napari_viewer.layers.events.inserted.connect(self._on_inserted)
         napari_viewer.layers.events.removed.connect(self._schedule_refresh)
         for layer in napari_viewer.layers:
