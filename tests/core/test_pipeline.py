@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -228,3 +229,35 @@ def test_landmarks_in_video_pixels_on_flow_computed_smaller(extractor, tmp_path)
     assert (
         "landmarks_scaled_to_flow" not in extract_features(full, extractor, "point", edge).metadata
     )
+
+
+def test_flow_cache_keeps_the_last_videos_flow(extractor, tmp_path):
+    from napari_flow_features.io.video import write_video
+
+    rng = np.random.default_rng(0)
+    texture = (rng.random((48, 64)) * 255).astype(np.uint8)
+    path = tmp_path / "v.mp4"
+    write_video(path, np.stack([np.roll(texture, 2 * t, axis=1) for t in range(12)]), fps=10)
+    cache = tmp_path / "cache"
+    first = extract_features(path, extractor, "gap", flow_method="dis", flow_cache=cache)
+    assert first.metadata["flow_reused"] is False and len(list(cache.glob("*.npy"))) == 1
+    again = extract_features(path, extractor, "gap", flow_method="dis", flow_cache=cache)
+    assert again.metadata["flow_reused"] is True
+    np.testing.assert_array_equal(again.table.to_numpy(), first.table.to_numpy())
+    frame = extract_frame(path, extractor, frame=5, flow_method="dis", flow_cache=cache)
+    assert frame.metadata["flow_reused"] is True
+    np.testing.assert_allclose(frame.table.iloc[0, 1:].to_numpy(float),
+                               first.table.iloc[5, 1:].to_numpy(float), rtol=1e-5)  # fmt: skip
+    # Another method is another key; the cache keeps one video's flow at a time.
+    other = extract_features(path, extractor, "gap", flow_method="farneback", flow_cache=cache)
+    assert other.metadata["flow_reused"] is False and len(list(cache.glob("*.npy"))) == 1
+    # A changed file is a new key.
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    changed = extract_features(path, extractor, "gap", flow_method="farneback", flow_cache=cache)
+    assert changed.metadata["flow_reused"] is False
+    # An in-memory video is keyed by its content.
+    video = np.stack([np.roll(texture, 2 * t, axis=1) for t in range(12)])
+    assert not extract_features(video, extractor, "gap", flow_cache=cache).metadata["flow_reused"]
+    assert extract_features(video, extractor, "gap", flow_cache=cache).metadata["flow_reused"]
+    video[3, 0, 0] ^= 1
+    assert not extract_features(video, extractor, "gap", flow_cache=cache).metadata["flow_reused"]

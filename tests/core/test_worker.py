@@ -84,6 +84,8 @@ def test_a_killed_worker_is_a_clear_error_and_the_next_run_starts_fresh():
     with ModelWorker() as w:
         w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
         pid = w.pid
+        cache = w._flow_cache
+        assert os.path.isdir(cache)
 
         def kill_soon(done, total):
             os.kill(pid, signal.SIGKILL)
@@ -91,8 +93,23 @@ def test_a_killed_worker_is_a_clear_error_and_the_next_run_starts_fresh():
         with pytest.raises(WorkerCrashedError, match="stopped unexpectedly"):
             w.run({"extractor": CONFIG, "source": flow(n=60), "options": {"post_encoder": "gap"}},
                   progress=kill_soon)  # fmt: skip
+        assert not os.path.exists(cache)  # the dead child's flow cache went with it
         reply = w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
         assert len(reply["table"]) == 24 and w.pid != pid
+    assert w._flow_cache is None
+
+
+def test_the_worker_reuses_a_videos_flow(worker, tmp_path):
+    from napari_flow_features.io.video import write_video
+
+    frames = (np.random.default_rng(0).random((10, 32, 48)) * 255).astype(np.uint8)
+    path = tmp_path / "v.mp4"
+    write_video(path, frames, fps=10)
+    job = {"extractor": CONFIG, "source": str(path),
+           "options": {"post_encoder": "gap", "flow_method": "dis"}}  # fmt: skip
+    assert worker.run(job)["metadata"]["flow_reused"] is False
+    job["options"]["post_encoder"] = "none"  # another post-encoder on the same video
+    assert worker.run(job)["metadata"]["flow_reused"] is True
 
 
 def test_the_worker_module_does_not_import_tensorflow():

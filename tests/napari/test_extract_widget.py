@@ -159,6 +159,7 @@ def test_none_gives_an_activation_volume_whose_mean_is_gap(make_napari_viewer, q
     assert errors == []
     volume = viewer.layers["activations: whisker video"]
     assert volume.data.shape == (480, 96, 30, 40)  # channels, frames, cells
+    assert volume.metadata["flow_reused"] is True  # the GAP run's flow, kept by the worker
     np.testing.assert_allclose(volume.scale, [1, 1, 8, 8])
     np.testing.assert_allclose(volume.translate, [0, 0, 3.5, 3.5])
     for t in (0, 40, 95):  # Global Average Pooling is the spatial mean of the none output

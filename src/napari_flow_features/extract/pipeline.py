@@ -153,6 +153,27 @@ def _resolve_source(source: Any) -> tuple[str, Any, str]:
     return "flow", flow, name
 
 
+def _cached_flow_path(cache: Any, source: Any, method: str) -> Path | None:
+    """Where the flow of video ``source`` by ``method`` is kept in ``cache`` (None: no cache). The
+    key is a file's path, size and modification time, or an in-memory video's content hash, so
+    it changes when the video does."""
+    if cache is None:
+        return None
+    import hashlib
+
+    source = getattr(source, "path", source)  # a VideoArray is its file
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).resolve()
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{method}"
+    else:
+        frames = np.ascontiguousarray(source)
+        key = f"array|{frames.shape}|{hashlib.sha1(frames.data).hexdigest()}|{method}"
+    folder = Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+
+
 def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
     """Flow method and the video's (H, W) from a flow file's sidecar (``<file>.json``, written by
     :class:`OpticalFlowComputer`); ``({"flow_method": "given"}, None)`` without one."""
@@ -195,6 +216,7 @@ def extract_features(
     heatmap: str | int | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
+    flow_cache: str | os.PathLike | None = None,
 ) -> FeatureResult:
     """Per-frame features for a video (flow computed on the way) or a flow sequence.
 
@@ -204,7 +226,9 @@ def extract_features(
     :func:`extract_frame`). ``heatmap`` (``"mean"``, ``"l2"`` or a channel index) also returns each
     frame's activation map ``(T, H', W')`` reduced over channels (NaN for frames not run).
     ``progress(done, total)`` counts windows; ``cancel`` is checked between batches and raises
-    :class:`CancelledError`.
+    :class:`CancelledError`. ``flow_cache``: a folder that keeps the flow of the last video file
+    run in full (keyed by path, size, modification time and method) so the next run on it, with
+    any post-encoder, skips the flow (``flow_reused`` in the metadata).
     """
     workdir = Path(tempfile.mkdtemp(prefix="flow-features-"))
     try:
@@ -225,6 +249,7 @@ def extract_features(
             heatmap=heatmap,
             progress=progress,
             cancel=cancel,
+            flow_cache=flow_cache,
         )
     finally:
         # Flow computed from a video is only needed during the run; the folder stays only when it
@@ -252,6 +277,7 @@ def _extract_features(
     heatmap: str | int | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
+    flow_cache: str | os.PathLike | None = None,
 ) -> FeatureResult:
     if post_encoder not in POST_ENCODERS:
         raise BadInputError(
@@ -290,15 +316,27 @@ def _extract_features(
 
         if n_frames < 2:
             raise BadInputError(f"Optical flow needs at least 2 frames; the video has {n_frames}")
-        # Flow only for the frames the needed windows cover (one window for extract_frame).
-        first = windows[needed[0]].start
-        last = min(windows[needed[-1]].start + length, n_frames - 1)
-        span = [data[i] for i in range(first, last + 1)] if frames is not None else data
-        computer = OpticalFlowComputer(flow_method)
-        frame_hw = computer.spec_for(span).input_shape
-        fields = computer.compute(span, workdir / "flow.npy", cancel=cancel)
-        flow = _SpanFlow(fields, first if frames is not None else 0, n_frames - 1)
-        flow_info = {"flow_method": flow_method}
+        cached = _cached_flow_path(flow_cache, source, flow_method)
+        flow_info = {"flow_method": flow_method, "flow_reused": False}
+        if cached is not None and cached.is_file():
+            flow = np.load(cached, mmap_mode="r", allow_pickle=False)
+            frame_hw = tuple(flow.shape[1:3])
+            flow_info["flow_reused"] = True
+        elif cached is not None and frames is None:
+            for old in cached.parent.glob("*.npy*"):  # one video's flow at a time (they are big)
+                old.unlink(missing_ok=True)
+            computer = OpticalFlowComputer(flow_method)
+            frame_hw = computer.spec_for(data).input_shape
+            flow = computer.compute(data, cached, cancel=cancel)
+        else:
+            # Flow only for the frames the needed windows cover (one window for extract_frame).
+            first = windows[needed[0]].start
+            last = min(windows[needed[-1]].start + length, n_frames - 1)
+            span = [data[i] for i in range(first, last + 1)] if frames is not None else data
+            computer = OpticalFlowComputer(flow_method)
+            frame_hw = computer.spec_for(span).input_shape
+            fields = computer.compute(span, workdir / "flow.npy", cancel=cancel)
+            flow = _SpanFlow(fields, first if frames is not None else 0, n_frames - 1)
     else:
         flow, frame_hw = data, tuple(data.shape[1:3])
         flow_info, video_hw = _flow_file_spec(source)

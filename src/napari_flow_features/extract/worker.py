@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import queue
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -38,8 +40,9 @@ def _config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def _child_main(requests: Any, replies: Any, cancel: Any) -> None:
-    """The child's loop: build or reuse an extractor, run the job, reply. Runs until ``None``."""
+def _child_main(requests: Any, replies: Any, cancel: Any, flow_cache: str) -> None:
+    """The child's loop: build or reuse an extractor, run the job, reply. Runs until ``None``.
+    ``flow_cache`` (the parent's folder) keeps the last video's flow between jobs."""
     from collections import OrderedDict
 
     from ..errors import BadInputError
@@ -66,7 +69,7 @@ def _child_main(requests: Any, replies: Any, cancel: Any) -> None:
                 warm[key],
                 progress=lambda done, total: replies.put(("progress", done, total)),
                 cancel=cancel.is_set,
-                **job.get("options", {}),
+                **{"flow_cache": flow_cache, **job.get("options", {})},
             )
             maps = result.feature_maps
             replies.put(
@@ -107,6 +110,7 @@ class ModelWorker:
         self._requests: Any = None
         self._replies: Any = None
         self._cancel: Any = None
+        self._flow_cache: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -120,13 +124,20 @@ class ModelWorker:
         self._requests = self._ctx.Queue()
         self._replies = self._ctx.Queue()
         self._cancel = self._ctx.Event()
+        # Owned here, so it goes with the child however the child ends (even killed).
+        self._flow_cache = tempfile.mkdtemp(prefix="flow-features-flow-cache-")
         proc = self._ctx.Process(
             target=_child_main,
-            args=(self._requests, self._replies, self._cancel),
+            args=(self._requests, self._replies, self._cancel, self._flow_cache),
             name="flow-features-model-worker",
             daemon=True,
         )
-        proc.start()  # may raise (e.g. inside a spawn child's bootstrap); keep no half-made child
+        try:
+            proc.start()  # may raise (e.g. inside a spawn child's bootstrap): keep no half-made child
+        except BaseException:
+            shutil.rmtree(self._flow_cache, ignore_errors=True)
+            self._flow_cache = None
+            raise
         self._proc = proc
 
     def run(
@@ -220,6 +231,9 @@ class ModelWorker:
             self._proc.kill()
             self._proc.join(5)
         self._proc = None
+        if self._flow_cache is not None:
+            shutil.rmtree(self._flow_cache, ignore_errors=True)
+            self._flow_cache = None
 
     def close(self) -> None:
         """Stop the child (politely, then by force)."""
