@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from napari_flow_features.errors import CancelledError
 from napari_flow_features.napari import _extract_widget
 from napari_flow_features.napari._extract_widget import ExtractWidget
 
@@ -178,3 +179,26 @@ def test_none_gives_an_activation_volume_whose_mean_is_gap(make_napari_viewer, q
     viewer.dims.set_current_step(1, 33)
     assert plots._cursor.get_xdata()[0] == 33
     assert "tensorflow" not in sys.modules
+
+
+def test_current_frame_behind_a_channel_slider(make_napari_viewer, qtbot, errors, monkeypatch):
+    """With an activation volume (C, T, H', W') in the viewer, axis 0 is channels, not frames."""
+    jobs: list[dict] = []
+
+    class Recorder:  # stands in for the worker process: records the job, replies nothing
+        def iter_run(self, job, cancel=None):
+            jobs.append(job)
+            raise CancelledError("recorded")
+            yield  # a generator, as the real one
+
+    monkeypatch.setattr(_extract_widget, "model_worker", Recorder)
+    viewer = make_napari_viewer()
+    video = viewer.add_image(np.zeros((20, 32, 48), np.uint8), name="clip")
+    viewer.add_image(np.zeros((6, 20, 4, 6), np.float32), name="activations: clip")
+    viewer.dims.set_current_step(0, 4)  # channel 4
+    viewer.dims.set_current_step(1, 13)  # frame 13
+    widget = ExtractWidget(viewer)
+    widget.source.value = video
+    assert widget.run(current_frame=True) is not None
+    wait(qtbot, widget)
+    assert jobs[0]["options"]["frames"] == [13] and widget.status.value == "cancelled"

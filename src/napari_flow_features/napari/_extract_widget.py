@@ -22,6 +22,8 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info
 
+from . import _axes
+
 if TYPE_CHECKING:
     import napari
 
@@ -217,7 +219,7 @@ class ExtractWidget(Container):
             }
             if points_layer is not None:
                 options["points"] = points_table(points_layer)
-            frame = int(self._viewer.dims.current_step[0])
+            frame = _axes.current_frame(self._viewer, layer)  # not axis 0 behind a channel slider
             if current_frame:
                 options["frames"] = [frame]
             job = {

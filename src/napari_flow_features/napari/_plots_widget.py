@@ -18,6 +18,7 @@ from magicgui.widgets import ComboBox, Container, Label, LineEdit, SpinBox
 from napari.utils.notifications import show_error
 
 from ..io.tables import feature_columns
+from . import _axes
 
 if TYPE_CHECKING:
     import napari
@@ -123,15 +124,15 @@ class FeaturePlotsWidget(Container):
     # -- helpers -------------------------------------------------------------------------------
     @property
     def frame_axis(self) -> int:
-        """The viewer axis of video frames: third from last (a channel slider may lead)."""
-        return max(0, self._viewer.dims.ndim - 3)
+        """The viewer axis of video frames (a channel slider may lead)."""
+        return _axes.frame_axis(self._viewer)
 
     def lines(self) -> list:
         """The plotted data lines (not the cursor)."""
         return [line for line in self.axes.get_lines() if line is not self._cursor]
 
     def current_frame(self) -> int:
-        return int(self._viewer.dims.current_step[self.frame_axis])
+        return _axes.current_frame(self._viewer)
 
     def _update_visibility(self, *_: Any) -> None:
         self.features.visible = self.mode.value == "chosen features"
