@@ -93,7 +93,6 @@ def _demo_figures_and_report(
 ) -> None:
     """Figures of the point features and of one clip's activations, and an evaluation report
     with the whisker's swing direction (from the sample's ground truth) as labels."""
-    import json
 
     import numpy as np
     import pandas as pd
@@ -117,7 +116,7 @@ def _demo_figures_and_report(
                            "label": np.where(direction > 0, "angle rising", "angle falling")})  # fmt: skip
     paths = write_evaluation_report(table, out / "evaluation", labels,
                                     title="Whisker-base features vs swing direction")  # fmt: skip
-    metrics = json.loads(paths["json"].read_text())["metrics"]
+    metrics = _report_metrics(paths)
     print(f"   evaluation: {paths['html']} (linear probe accuracy {metrics['probe_accuracy']:.2f} "
           f"vs chance {metrics['chance_accuracy']:.2f}; temporal smoothness "
           f"{metrics['temporal_smoothness']:.2f})")  # fmt: skip
@@ -319,7 +318,6 @@ def _encoder_feature_report(
 ) -> dict[str, float]:
     """The evaluator on the classifier's encoder features: GAP per frame of every labelled file,
     labelled by its class, cross-validated by file."""
-    import json
 
     import pandas as pd
 
@@ -341,7 +339,7 @@ def _encoder_feature_report(
         features.drop(columns=["label"]), out, labels, features["file"].to_numpy(),
         title=f"Encoder features of {title}",
     )  # fmt: skip
-    return json.loads(Path(paths["json"]).read_text())["metrics"]
+    return _report_metrics(paths)
 
 
 def _model_test(args: argparse.Namespace, out: Path) -> int:
@@ -500,10 +498,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(paths: dict) -> None:
+def _report_metrics(paths: dict) -> dict[str, float]:
+    """The metrics a written evaluation report holds (its ``metrics.json``)."""
     import json
 
-    metrics = json.loads(Path(paths["json"]).read_text())["metrics"]
+    return json.loads(Path(paths["json"]).read_text())["metrics"]
+
+
+def _print_report(paths: dict) -> None:
+
+    metrics = _report_metrics(paths)
     for name, value in metrics.items():
         print(f"{name:>20}: {value:.4g}")
     for kind, path in paths.items():

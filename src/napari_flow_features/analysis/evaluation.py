@@ -149,13 +149,24 @@ def _lagged_pairs(sequences: np.ndarray, lag: int) -> np.ndarray:
     )
 
 
-def temporal_smoothness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
-    """Mean cosine similarity of each row with the next (zero rows count as dissimilar)."""
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of row i of ``a`` with row i of ``b`` (0 where a row is all zeros)."""
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(a)), where=norms > 0)
+
+
+def consecutive_cosines(
+    x: np.ndarray, sequences: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, cos)``: rows i whose next row is in the same sequence, and their cosine with it."""
     seq = np.zeros(len(x), int) if sequences is None else sequences
     i = _consecutive_pairs(seq)
-    a, b = x[i], x[i + 1]
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cos = np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(i)), where=norms > 0)
+    return i, row_cosines(x[i], x[i + 1])
+
+
+def temporal_smoothness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
+    """Mean cosine similarity of each row with the next (zero rows count as dissimilar)."""
+    i, cos = consecutive_cosines(x, sequences)
     return float(cos.mean()) if len(i) else float("nan")
 
 
@@ -206,9 +217,7 @@ def mean_row_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean cosine similarity of row i of ``a`` with row i of ``b`` (same channels)."""
     if a.shape != b.shape:
         raise BadInputError(f"Tables differ in shape: {a.shape} vs {b.shape}")
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cos = np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(a)), where=norms > 0)
-    return float(cos.mean())
+    return float(row_cosines(a, b).mean())
 
 
 def _matched_rows(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:

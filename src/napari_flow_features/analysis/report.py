@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .evaluation import FeatureExtractorEvaluator, feature_matrix, labels_per_row, prepare
+from .evaluation import (
+    FeatureExtractorEvaluator,
+    consecutive_cosines,
+    feature_matrix,
+    labels_per_row,
+    prepare,
+)
 from .visualization import FeatureVisualization, _figure, save_figure
 
 
@@ -24,6 +30,13 @@ def _label_spans(frames: np.ndarray, labels: np.ndarray) -> list[tuple[float, fl
         else:
             spans.append((f, f, lab))
     return spans
+
+
+def _first_only(features: pd.DataFrame, labels: Any, keep: np.ndarray) -> tuple[pd.DataFrame, Any]:
+    """The rows ``keep`` of the table and of per-row labels (a labels table matches by frame)."""
+    if labels is not None and not isinstance(labels, pd.DataFrame):
+        labels = np.asarray(labels, dtype=object)[keep]
+    return features[keep], labels
 
 
 def evaluation_figures(
@@ -40,17 +53,10 @@ def evaluation_figures(
     vis = FeatureVisualization()
     if groups is not None:
         groups = np.asarray(groups, dtype=object)
-        keep = groups == groups[0]
-        if labels is not None and not isinstance(labels, pd.DataFrame):
-            labels = np.asarray(labels, dtype=object)[keep]
-        features = features[keep]
+        features, labels = _first_only(features, labels, groups == groups[0])
     if "landmark" in features and features["landmark"].nunique() > 1:
-        # Time-series figures show one landmark (the metrics use them all).
         first = features["landmark"].iloc[0]
-        keep = (features["landmark"] == first).to_numpy()
-        if labels is not None and not isinstance(labels, pd.DataFrame):
-            labels = np.asarray(labels, dtype=object)[keep]
-        features = features[keep]
+        features, labels = _first_only(features, labels, (features["landmark"] == first).to_numpy())
     frames, scores, ratio = vis.principal_components(features, 3)
     _, keys = feature_matrix(features)
     lab = None if labels is None else labels_per_row(labels, keys)
@@ -77,10 +83,7 @@ def evaluation_figures(
     data = prepare(features)
     fig = _figure(9, 3.0)
     ax = fig.add_subplot()
-    i = np.flatnonzero(data.sequences[1:] == data.sequences[:-1])
-    a, b = data.x[i], data.x[i + 1]
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cos = np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(i)), where=norms > 0)
+    i, cos = consecutive_cosines(data.x, data.sequences)
     ax.plot(data.frames[i + 1], cos, lw=1)
     ax.set_xlabel("frame")
     ax.set_ylabel("cosine similarity")
