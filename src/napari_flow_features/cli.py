@@ -237,17 +237,28 @@ def _extractor(args: argparse.Namespace, **overrides):
 
     if getattr(args, "endpoint", None):
         overrides["endpoint"] = args.endpoint
-    if getattr(args, "clip_length", None):
+    if getattr(args, "clip_length", None) is not None:
         overrides["clip_length"] = args.clip_length
     return DynamicFeatureExtractor(args.config, **overrides)
 
 
-def _cmd_model(args: argparse.Namespace) -> int:
+def _write_json(path: Path, payload: Any) -> Path:
+    """A JSON report, written atomically (io/_atomic.py)."""
     import json
 
+    from .io._atomic import atomic_write_path
+
+    with atomic_write_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return path
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
     from .model.registry import ModelSerializer
 
     out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--output-dir is a file, not a folder: {out}")
     if args.mode == "implement":
         folder = _extractor(args).save_model_with_serializer(
             out, {"model_name": args.model_name, "description": "I3D flow encoder"}
@@ -273,7 +284,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
                 "val_fraction": args.val_fraction, "seed": args.seed}  # fmt: skip
         final = ModelSerializer(model, args.model_name).save_model(out, meta)
         report["final_version"] = final.name
-        (out / f"{args.model_name}_training_report.json").write_text(json.dumps(report, indent=2))
+        _write_json(out / f"{args.model_name}_training_report.json", report)
         acc = report["history"].get("val_accuracy", [float("nan")])[-1]
         print(f"saved {args.model_name} version {final.name}; final validation accuracy {acc:.3f}")
         return 0
@@ -297,7 +308,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
         model, extractor, args.data_dir, report_dir, f"{args.model_name} {version}"
     )
     path = out / f"{args.model_name}_{version}_evaluation.json"
-    path.write_text(json.dumps(result, indent=2))
+    _write_json(path, result)
     print(f"{args.model_name} {version}: accuracy {result['accuracy']:.3f} on {result['windows']} "
           f"{result['split']} windows; wrote {path}")  # fmt: skip
     probe = result["encoder_features"].get("probe_accuracy")
@@ -346,6 +357,7 @@ def _model_test(args: argparse.Namespace, out: Path) -> int:
     """Run an encoder (registry model, or the config's) over flow files; one table per file."""
     from .extract.per_frame import gap_feature_table
     from .flow.sequences import _open_sequence, find_flow_files
+    from .io._atomic import ensure_output_dir
     from .io.tables import write_table
 
     overrides: dict = {}
@@ -356,9 +368,9 @@ def _model_test(args: argparse.Namespace, out: Path) -> int:
     extractor = _extractor(args, **overrides)
     _use_encoder_of(extractor, extractor.model)
     files = find_flow_files(args.data_dir)
-    if args.num_samples:
+    if args.num_samples is not None:
         files = files[: args.num_samples]
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(out)
     for path in files:
         bar = _Bar(path.name, "window")
         try:
@@ -368,7 +380,7 @@ def _model_test(args: argparse.Namespace, out: Path) -> int:
         stem = path.stem if path.is_file() else path.name
         target = write_table(table, out / f"{stem}_features.{args.format}")
         print(f"wrote {target}: {len(table)} frames x {table.shape[1] - 1} features")
-        if args.num_samples:
+        if args.num_samples is not None:
             figures = _sequence_figures(extractor, _open_sequence(path), stem, out / "figures",
                                         _parse_features(args.features))  # fmt: skip
             print(f"wrote {len(figures)} figures to {out / 'figures' / stem}")
@@ -522,7 +534,9 @@ def write_figures(
     flow: Any = None, sample: int = 0, stem: str = "",
 ) -> list[Path]:  # fmt: skip
     """The figures of ``kinds`` for ``data`` (activations or a table) into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+    from .io._atomic import ensure_output_dir
+
+    ensure_output_dir(out)
     prefix = f"{stem}_" if stem else ""
     written = []
     for kind in kinds:
@@ -595,16 +609,54 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False) -> Any:  # fmt: skip
+    """An argparse type: a ``kind`` number within [low, high] (open ends when asked); 0 is a
+    value like any other, never "unset", so an option's 0 outside its range is an error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'}"
+            ) from None
+        if kind is float and value != value:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            lo = "" if low is None else f"{'>' if low_open else '≥'} {low:g}"
+            hi = "" if high is None else f"{'<' if high_open else '≤'} {high:g}"
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: must be {' and '.join(v for v in (lo, hi) if v)}"
+            )
+        return value
+
+    parse.__name__ = f"{kind.__name__} range"
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NON_NEGATIVE_INT = _number(int, 0)
+POSITIVE_FLOAT = _number(float, 0, low_open=True)
+FRACTION = _number(float, 0, 1, high_open=True)  # 0: no validation split
+
+
 def _add_flow_options(p: argparse.ArgumentParser) -> None:
     from .flow.compute import DIS_PRESETS, METHODS
 
     p.add_argument("--method", choices=METHODS, default="farneback", help="flow method")
     p.add_argument("--preset", choices=DIS_PRESETS, default="medium", help="DIS preset")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--max-side", type=int, help="resize so the longest side is at most this")
-    size.add_argument("--scale", type=float, help="resize by this factor before flow")
+    size.add_argument(
+        "--max-side", type=POSITIVE_INT, help="resize so the longest side is at most this"
+    )
+    size.add_argument("--scale", type=POSITIVE_FLOAT, help="resize by this factor before flow")
     p.add_argument(
-        "--workers", type=int, help="processes for single-threaded methods (default: cores, max 2)"
+        "--workers",
+        type=POSITIVE_INT,
+        help="processes for single-threaded methods (default: cores, max 2)",
     )
 
 
@@ -643,9 +695,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flow_options(compute)
     for m in (load, compute):
         m.add_argument("--output-dir", required=True)
-        m.add_argument("--sequence-length", type=int, default=16, help="frames per window (16)")
-        m.add_argument("--stride", type=int, default=8, help="frames between windows (8)")
-        m.add_argument("--bound", type=float, default=20.0, help="clip flow to ±bound px (20)")
+        m.add_argument(
+            "--sequence-length", type=POSITIVE_INT, default=16, help="frames per window (16)"
+        )
+        m.add_argument("--stride", type=POSITIVE_INT, default=8, help="frames between windows (8)")
+        m.add_argument(
+            "--bound", type=POSITIVE_FLOAT, default=20.0, help="clip flow to ±bound px (20)"
+        )
         m.add_argument(
             "--quantize", action="store_true", help="quantise to 256 levels like DeepMind"
         )
@@ -687,19 +743,20 @@ def build_parser() -> argparse.ArgumentParser:
         m.add_argument("--config", help="extractor YAML config (see docs/model.md)")
         m.add_argument("--model-name", default="i3d-flow", help="name in the registry")
         m.add_argument("--endpoint", help="encoder end point (overrides the config)")
-        m.add_argument("--clip-length", type=int, help="frames per clip (overrides the config)")
+        m.add_argument("--clip-length", type=POSITIVE_INT,
+                       help="frames per clip (overrides the config)")  # fmt: skip
         m.add_argument("--seed", type=int, default=0, help="split and initialisation seed")
-        m.add_argument("--val-fraction", type=float, default=0.25, help="files held out (0.25)")
+        m.add_argument("--val-fraction", type=FRACTION, default=0.25, help="files held out (0.25)")
         if mode == "train":
-            m.add_argument("--epochs", type=int, default=5)
-            m.add_argument("--batch-size", type=int, default=4)
-            m.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+            m.add_argument("--epochs", type=POSITIVE_INT, default=5)
+            m.add_argument("--batch-size", type=POSITIVE_INT, default=4)
+            m.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3, help="Adam learning rate")
             m.add_argument("--unfreeze", action="store_true", help="train the backbone too")
         if mode in ("evaluate", "test"):
             m.add_argument("--version", help="registry version (default: the newest)")
         if mode == "test":
             m.add_argument("--registry-dir", help="take the encoder from this registry")
-            m.add_argument("--num-samples", type=int,
+            m.add_argument("--num-samples", type=POSITIVE_INT,
                            help="only the first N flow files, with figures of each")  # fmt: skip
             m.add_argument("--features", default="0,1,2", help="channels in the figures")
             m.add_argument("--format", choices=("parquet", "csv"), default="parquet")
@@ -715,8 +772,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-method", default="farneback", help="flow method for a video source")
     p.add_argument("--config", help="extractor YAML config (see docs/model.md)")
     p.add_argument("--endpoint", help="encoder end point (e.g. Mixed_4f)")
-    p.add_argument("--clip-length", type=int, help="frames per clip")
-    p.add_argument("--stride", type=int, help="frames between clips")
+    p.add_argument("--clip-length", type=POSITIVE_INT, help="frames per clip")
+    p.add_argument("--stride", type=POSITIVE_INT, help="frames between clips")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights")
     p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it)")
     p.add_argument("--registry-dir", help="take the model from this registry")
@@ -732,9 +789,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "a video column (file stem) assigns rows to tables")  # fmt: skip
     p.add_argument("--compare", help="another table of the same video (stability: CKA, cosine)")
     p.add_argument("--groups-column", help="column naming the video of each row (splits by it)")
-    p.add_argument("--splits", type=int, default=5, help="cross-validation folds (5)")
-    p.add_argument("--gap", type=int, help="frames left out around a test block (clip length)")
-    p.add_argument("--lag", type=int, default=1, help="autocorrelation lag in frames (1)")
+    p.add_argument("--splits", type=_number(int, 2), default=5, help="cross-validation folds (5)")
+    p.add_argument(
+        "--gap", type=NON_NEGATIVE_INT, help="frames left out around a test block (clip length)"
+    )
+    p.add_argument("--lag", type=POSITIVE_INT, default=1, help="autocorrelation lag in frames (1)")
     p.add_argument("--output", "-o", required=True, help="report folder")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -744,8 +803,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=(*VISUALIZE_KINDS, "all"), default="evolution")
     p.add_argument("--features", default="0,1,2", help="channel numbers, e.g. 0,10,20")
     p.add_argument("--flow", help="flow file for the comparative view's thumbnails")
-    p.add_argument("--sample", type=int, default=0, help="which clip of the activations")
-    p.add_argument("--clip-length", type=int, default=16, help="frames per clip (time axis)")
+    p.add_argument(
+        "--sample", type=NON_NEGATIVE_INT, default=0, help="which clip of the activations"
+    )
+    p.add_argument("--clip-length", type=POSITIVE_INT, default=16,
+                   help="frames per clip (time axis)")  # fmt: skip
     p.add_argument("--layer-name", help="name shown in titles (default: the end point)")
     p.add_argument("--output", "-o", required=True, help="figures folder")
     p.set_defaults(func=_cmd_visualize)
@@ -756,18 +818,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(CancelledError):
+    """SIGTERM, raised in the main thread so that every ``with`` block cleans up."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``flow-features``; returns the exit code."""
+    """Entry point of ``flow-features``; returns the exit code (0 done, 2 bad input or a full
+    disk, 130 Ctrl-C, 143 SIGTERM)."""
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except (BadInputError, OSError) as exc:
         print(f"flow-features: error: {exc}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("flow-features: terminated (nothing incomplete was left at an output path)",
+              file=sys.stderr)  # fmt: skip
+        return 143
     except (CancelledError, KeyboardInterrupt):
         print("flow-features: cancelled", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

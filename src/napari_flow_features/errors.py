@@ -1,10 +1,41 @@
-"""Exceptions raised for input a user can fix."""
+"""Exceptions raised for input a user can fix, and for a disk that cannot take an output."""
 
 from __future__ import annotations
+
+import errno
 
 
 class BadInputError(ValueError):
     """Input (a file, an array, a parameter) that cannot be used, with the reason in the message."""
+
+
+class CorruptFileError(BadInputError):
+    """A file that exists but cannot be read as what it claims to be (truncated, garbled, wrong
+    type of content, a metadata field of the wrong type)."""
+
+
+class MismatchedMetadataError(CorruptFileError):
+    """A data file and its metadata that do not belong together: the content hash recorded in the
+    metadata differs from the data's (the data was replaced, edited or only half replaced)."""
+
+
+class UnsafePathError(BadInputError):
+    """A name or a recorded path that would lead outside the folder it must stay in (``..``, an
+    absolute path, a symbolic link pointing elsewhere)."""
+
+
+class OutOfSpaceError(OSError):
+    """The destination cannot hold an output: no space left on the device, a quota, or the
+    process' file-size limit. Nothing is left at the output's final path.
+
+    An :class:`OSError` (``errno.ENOSPC``) so that code catching ``OSError`` keeps working."""
+
+    def __init__(self, message: str, code: int = errno.ENOSPC) -> None:
+        super().__init__(code, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class CancelledError(Exception):

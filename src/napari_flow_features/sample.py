@@ -126,17 +126,15 @@ def make_whisker_sample(
 def save_whisker_sample(output_dir, sample: WhiskerSample | None = None) -> dict[str, str]:
     """Write the sample as ``whisker.mp4``, ``whisker_landmarks.csv`` (frame, landmark, x, y) and
     ``whisker_ground_truth.npz`` (flow, angles, swing direction). Returns the paths by role."""
-    from pathlib import Path
 
     import pandas as pd
 
-    from .io._atomic import atomic_write_path
+    from .io._atomic import atomic_write_path, ensure_output_dir
     from .io.tables import write_table
     from .io.video import write_video
 
     sample = sample or make_whisker_sample()
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(output_dir)
     video_path = write_video(out / "whisker.mp4", sample.video, fps=sample.fps, crf=12)
     table = pd.DataFrame(
         {

@@ -116,5 +116,5 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
 
 
 def test_missing_output_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(BadInputError, match="does not exist"):
         write_table(feature_table(), tmp_path / "nope" / "t.csv")

@@ -129,11 +129,10 @@ def write_evaluation_report(
 ) -> dict[str, Path]:
     """Evaluate ``features`` and write ``metrics.json``, ``report.md``, ``report.html`` and the
     figures into ``output_dir``; returns the paths by kind."""
-    from ..io._atomic import atomic_write_path
+    from ..io._atomic import atomic_write_path, ensure_output_dir
     from ..io.tables import jsonable_metadata
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(output_dir)
     evaluator = evaluator or FeatureExtractorEvaluator()
     metrics = evaluator.evaluate(features, labels, groups, other)
     figures = evaluation_figures(features, labels, out, evaluator, groups)

@@ -109,7 +109,9 @@ def resized_shape(
 def _to_grey(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     import cv2
 
-    frame = np.asarray(frame)
+    from .frames import to_uint8
+
+    frame = to_uint8(frame)  # any bit depth, by the rule in flow/frames.py
     if frame.ndim == 3:
         if frame.shape[-1] == 3:
             frame = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
@@ -119,10 +121,6 @@ def _to_grey(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
             raise BadInputError(f"Frames must be grey (H, W) or RGB (H, W, 3); got {frame.shape}")
     elif frame.ndim != 2:
         raise BadInputError(f"Frames must be grey (H, W) or RGB (H, W, 3); got {frame.shape}")
-    if frame.dtype != np.uint8:
-        if np.issubdtype(frame.dtype, np.floating) and frame.size and np.nanmax(frame) <= 1.0:
-            frame = frame * 255.0
-        frame = np.clip(np.nan_to_num(frame), 0, 255).astype(np.uint8)
     if size is not None and frame.shape != size:
         frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(frame)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError
-from ._atomic import atomic_write_path
+from ..errors import BadInputError, CorruptFileError
+from ._atomic import atomic_write_path, verify_sidecar
 from ._lazy import LazyArray
 
 FLO_MAGIC = np.float32(202021.25)
@@ -31,22 +31,22 @@ def read_flo(path: str | os.PathLike) -> np.ndarray:
     with open(path, "rb") as fh:
         header = fh.read(12)
         if len(header) < 12:
-            raise BadInputError(
+            raise CorruptFileError(
                 f"Truncated .flo file (header is {len(header)} of 12 bytes): {path}"
             )
         magic = np.frombuffer(header[:4], "<f4")[0]
         if magic != FLO_MAGIC:
-            raise BadInputError(
+            raise CorruptFileError(
                 f"Not a Middlebury .flo file: magic number {magic!r}, expected 202021.25: {path}"
             )
         w, h = (int(v) for v in np.frombuffer(header[4:12], "<i4"))
         if not (0 < w <= _MAX_SIDE and 0 < h <= _MAX_SIDE):
-            raise BadInputError(f"Corrupt .flo header: width {w}, height {h}: {path}")
+            raise CorruptFileError(f"Corrupt .flo header: width {w}, height {h}: {path}")
         expected = h * w * 2 * 4
         data = fh.read(expected + 1)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
-        raise BadInputError(
+        raise CorruptFileError(
             f"Corrupt .flo file: data is {what} ({len(data)} bytes for {w}x{h}, "
             f"expected {expected}): {path}"
         )
@@ -83,6 +83,8 @@ def validate_flow_array(arr: Any, source: str | os.PathLike = "array") -> None:
         raise BadInputError(
             f"Flow must have shape (H, W, 2) or (T, H, W, 2) with dx, dy last; got {shape}: {source}"
         )
+    if 0 in shape:
+        raise BadInputError(f"Flow is empty (shape {shape}): {source}")
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -93,9 +95,9 @@ def _load_npy(path: Path) -> np.ndarray:
             raise BadInputError(
                 f"Refusing an object (pickled) array; flow must be a float array: {path}"
             ) from exc
-        raise BadInputError(f"Corrupt .npy file ({exc}): {path}") from exc
+        raise CorruptFileError(f"Corrupt .npy file ({exc}): {path}") from exc
     except (OSError, EOFError) as exc:
-        raise BadInputError(f"Corrupt or truncated .npy file ({exc}): {path}") from exc
+        raise CorruptFileError(f"Corrupt or truncated .npy file ({exc}): {path}") from exc
 
 
 def _load_npz(path: Path) -> np.ndarray:
@@ -104,14 +106,23 @@ def _load_npz(path: Path) -> np.ndarray:
             keys = list(npz.keys())
             key = "flow" if "flow" in keys else (keys[0] if len(keys) == 1 else None)
             if key is None:
+                what = "no arrays" if not keys else f"arrays {keys} but none named 'flow'"
                 raise BadInputError(
-                    f".npz must hold one array or one named 'flow'; found {keys}: {path}"
+                    f".npz must hold one array or one named 'flow'; it holds {what}: {path}"
                 )
-            return npz[key]
-    except ValueError as exc:
-        raise BadInputError(f"Refusing an object (pickled) array in {path}: {exc}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise BadInputError(f"Corrupt .npz file ({exc}): {path}") from exc
+            try:
+                return npz[key]
+            except ValueError as exc:
+                if "pickle" in str(exc) or "object" in str(exc):
+                    raise BadInputError(
+                        f"Refusing an object (pickled) array {key!r}; flow must be a float array: "
+                        f"{path}"
+                    ) from exc
+                raise CorruptFileError(f"Corrupt array {key!r} in .npz ({exc}): {path}") from exc
+    except BadInputError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise CorruptFileError(f"Corrupt .npz file ({type(exc).__name__}: {exc}): {path}") from exc
 
 
 def _natural_key(p: Path) -> list:
@@ -181,20 +192,53 @@ def read_flow(path: str | os.PathLike) -> Any:
             f"Unknown flow file type {suffix!r} (expected .flo, .npy, .npz): {path}"
         )
     validate_flow_array(arr, path)
+    read_flow_sidecar(path)
     return arr
 
 
+def flow_sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON metadata beside a flow file: ``<file>.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def read_flow_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The metadata beside flow file ``path`` (None when there is none), checked: a JSON object,
+    and, when it records the flow's SHA-256 (:func:`~napari_flow_features.io._atomic.write_with_sidecar`),
+    written for this very file. Raises :class:`CorruptFileError` or
+    :class:`~napari_flow_features.errors.MismatchedMetadataError`."""
+    import json
+
+    side = flow_sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"Flow metadata is not valid JSON ({exc}): {side}") from exc
+    if not isinstance(meta, dict):
+        raise CorruptFileError(
+            f"Flow metadata must be a JSON object of fields, not {type(meta).__name__}: {side}"
+        )
+    from .tables import check_table_metadata
+
+    check_table_metadata(meta, side)
+    verify_sidecar(path, meta, side)
+    return meta
+
+
 def write_flow_npy(path: str | os.PathLike, flow: Any) -> Path:
-    """Write a flow field or sequence as float32 ``.npy`` (atomic; streamed frame by frame)."""
+    """Write a flow field or sequence as float32 ``.npy`` (atomic; streamed frame by frame with
+    buffered writes, free space checked first)."""
+    from .npy_stream import NpyWriter
+
     validate_flow_array(flow, path)
     path = Path(path)
-    with atomic_write_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(flow.shape))
-        if out.ndim == 4:
-            for t in range(out.shape[0]):
-                out[t] = flow[t]
+    shape = tuple(int(n) for n in flow.shape)
+    with NpyWriter(path, shape, np.float32) as out:
+        if len(shape) == 4:
+            for t in range(shape[0]):
+                out.write(np.asarray(flow[t], np.float32)[None])
         else:
-            out[...] = flow
-        out.flush()
-        del out
+            out.write(np.asarray(flow, np.float32))
     return path

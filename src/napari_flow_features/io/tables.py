@@ -1,8 +1,12 @@
 """Feature tables (DESIGN.md): CSV or Parquet, with run metadata kept beside or inside the file.
 
 Columns: ``frame``, then ``landmark``, ``x``, ``y`` when points are involved, then features. Metadata
-travels in ``DataFrame.attrs``; CSV keeps it in a JSON sidecar ``<file>.json``, Parquet in the file's
-schema metadata under ``napari_flow_features``.
+travels in ``DataFrame.attrs``; CSV keeps it in a JSON sidecar ``<file>.json`` that records the CSV's
+SHA-256 (the two are made visible together and checked against each other on read, see
+``io/_atomic.py`` and docs/reliability.md), Parquet in the file's schema metadata under
+``napari_flow_features`` (one file, with page checksums). Reading checks the numbers: ``frame`` holds
+whole numbers, ``x``, ``y``, ``confidence`` and the feature columns numbers (NaN allowed), and the
+metadata fields this package reads have their types.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import BadInputError
-from ._atomic import atomic_write_path
+from ..errors import BadInputError, CorruptFileError
+from ._atomic import atomic_write_path, verify_sidecar, write_with_sidecar
 
 TABLE_EXTENSIONS = (".csv", ".parquet")
 PARQUET_META_KEY = b"napari_flow_features"
@@ -81,10 +85,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
     plain = pd.DataFrame(df)
     plain.attrs = {}
     if suffix == ".csv":
-        with atomic_write_path(sidecar_path(path)) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2, allow_nan=True))
-        with atomic_write_path(path) as tmp:
-            plain.to_csv(tmp, index=False)
+        write_with_sidecar(
+            path, sidecar_path(path), lambda tmp: plain.to_csv(tmp, index=False), meta
+        )
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -94,42 +97,140 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
         schema_meta[PARQUET_META_KEY] = json.dumps(meta).encode()
         table = table.replace_schema_metadata(schema_meta)
         with atomic_write_path(path) as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, write_page_checksum=True)
     return path
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by :func:`write_table`; metadata comes back in ``df.attrs``."""
+    """Read a table written by :func:`write_table` (or a hand-made landmark table); metadata comes
+    back in ``df.attrs``.
+
+    Raises :class:`BadInputError` for a missing file, :class:`CorruptFileError` for an unreadable
+    one, a non-number in a numeric column (naming the column and row) or a metadata field of the
+    wrong type, and :class:`MismatchedMetadataError` for a CSV whose sidecar was written for other
+    data."""
     path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"Expected a table file, got a folder: {path}")
     if not path.is_file():
         raise BadInputError(f"Feature table not found: {path}")
     suffix = path.suffix.lower()
-    meta: dict[str, Any] = {}
+    meta: Any = {}
     try:
         if suffix == ".csv":
             df = pd.read_csv(path)
             side = sidecar_path(path)
             if side.is_file():
-                meta = json.loads(side.read_text())
+                try:
+                    meta = json.loads(side.read_text(encoding="utf-8"))
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise CorruptFileError(
+                        f"Metadata sidecar is not valid JSON ({exc}); delete it to read the table "
+                        f"without metadata: {side}"
+                    ) from exc
+                meta = check_table_metadata(meta, side)
+                verify_sidecar(path, meta, side)
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
+            table = pq.read_table(path, page_checksum_verification=True)
             raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
-            meta = json.loads(raw) if raw else {}
+            if raw:
+                try:
+                    meta = json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise CorruptFileError(
+                        f"Parquet metadata {PARQUET_META_KEY.decode()!r} is not valid JSON "
+                        f"({exc}): {path}"
+                    ) from exc
+                meta = check_table_metadata(meta, path)
             df = table.to_pandas()
         else:
             raise BadInputError(f"Unknown table type {suffix!r} (expected .csv, .parquet): {path}")
     except BadInputError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for corrupt files
-        raise BadInputError(f"Cannot read table ({type(exc).__name__}: {exc}): {path}") from exc
+        raise CorruptFileError(f"Cannot read table ({type(exc).__name__}: {exc}): {path}") from exc
     if "frame" not in df.columns:
         raise BadInputError(
             f"Not a feature or landmark table: no 'frame' column (columns: {list(df.columns)[:8]}): {path}"
         )
+    check_numeric_columns(df, path, first_line=2 if suffix == ".csv" else None)
     df.attrs = meta
     return df
+
+
+_NUMERIC_KEYS = ("x", "y", "confidence")
+
+
+def check_numeric_columns(
+    df: pd.DataFrame, source: Any = "table", first_line: int | None = None
+) -> None:
+    """Raise :class:`CorruptFileError` unless ``frame`` holds whole numbers and ``x``, ``y``,
+    ``confidence`` and the feature columns hold numbers (empty cells / NaN allowed except in
+    ``frame``). The message names the column, the row and the value; ``first_line`` (2 for a CSV
+    with a header) adds the file's line number."""
+    for name in ["frame", *[c for c in _NUMERIC_KEYS if c in df.columns], *feature_columns(df)]:
+        column = df[name]
+        if isinstance(column, pd.DataFrame):
+            raise CorruptFileError(f"Column {name!r} appears more than once: {source}")
+        if pd.api.types.is_bool_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+            raise CorruptFileError(
+                f"Column {name!r} must hold numbers, not {column.dtype}: {source}"
+            )
+        values = pd.to_numeric(column, errors="coerce")
+        bad = values.isna() & column.notna() if name != "frame" else values.isna()
+        if name == "frame":
+            finite = values.notna()
+            bad |= finite & ~np.isclose(values.where(finite, 0), np.round(values.where(finite, 0)))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            where = f"row {row}" + (f" (line {row + first_line})" if first_line else "")
+            what = "a whole frame number" if name == "frame" else "a number"
+            raise CorruptFileError(
+                f"Column {name!r} {where} holds {column.iloc[row]!r}, not {what} "
+                f"({int(bad.sum())} such rows): {source}"
+            )
+        if column.dtype == object:
+            df[name] = values
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# Metadata fields this package reads back, and what each must be.
+_META_TYPES: dict[str, tuple[str, Any]] = {
+    "frame_shape": (
+        "a list of 2 or 3 positive whole numbers",
+        lambda v: isinstance(v, list) and len(v) in (2, 3) and all(_is_int(i) and i > 0 for i in v),
+    ),
+    "landmark_key": ("a column name (text)", lambda v: isinstance(v, str) and v != ""),
+    "endpoint": ("an end point name (text)", lambda v: isinstance(v, str)),
+    "clip_length": ("a whole number ≥ 1", lambda v: _is_int(v) and v >= 1),
+    "stride": ("a whole number ≥ 1", lambda v: _is_int(v) and v >= 1),
+    "data_sha256": (
+        "a 64-digit hex SHA-256",
+        lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+    ),
+    "data_bytes": ("a whole number ≥ 0", lambda v: _is_int(v) and v >= 0),
+    "data_file": ("a file name (text)", lambda v: isinstance(v, str)),
+}
+
+
+def check_table_metadata(meta: Any, source: Any = "metadata") -> dict[str, Any]:
+    """``meta`` if it is a JSON object whose known fields have the right types; otherwise a
+    :class:`CorruptFileError` naming the field (a hand-edited sidecar, a file of another kind)."""
+    if not isinstance(meta, dict):
+        raise CorruptFileError(
+            f"Table metadata must be a JSON object of fields, not {type(meta).__name__}: {source}"
+        )
+    for key, (what, ok) in _META_TYPES.items():
+        if key in meta and meta[key] is not None and not ok(meta[key]):
+            raise CorruptFileError(
+                f"Table metadata field {key!r} must be {what}, not {meta[key]!r}: {source}"
+            )
+    return meta
 
 
 def feature_columns(table: Any) -> list[str]:

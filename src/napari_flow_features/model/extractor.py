@@ -144,6 +144,16 @@ class DynamicFeatureExtractor:
             self.model = model
             self.registry_version = version
             self.registry_metadata = meta
+            # Run metadata and feature-map strides follow the model that was loaded, not the
+            # config's default end point (a Mixed_3c model is not labelled Mixed_5c).
+            from .i3d import ENDPOINTS
+
+            loaded = meta.get("endpoint")
+            if loaded not in ENDPOINTS:  # a classifier: its encoder's end point
+                loaded = (meta.get("extractor_config") or {}).get("endpoint")
+            self.config_endpoint = cfg["endpoint"]
+            if loaded in ENDPOINTS:
+                cfg["endpoint"] = loaded
         if cfg["weights"]["source"] == "deepmind":
             from .checkpoint import load_deepmind_checkpoint
 
@@ -248,12 +258,31 @@ class DynamicFeatureExtractor:
         return ModelSerializer(self.model, name).save_model(base_dir, meta, version)
 
     def describe(self) -> dict[str, Any]:
-        """Run metadata: the configuration plus derived facts (quantise, channels, strides)."""
+        """Run metadata: the configuration plus what was actually loaded (end point, channels,
+        registry version and SHA-256 of the model file) and derived facts (quantise, strides)."""
         from .i3d import ENDPOINT_STRIDES, endpoint_channels
 
         meta = copy.deepcopy(self.config)
+        endpoint = self.config["endpoint"]
         meta["quantize_effective"] = self.quantize
         meta["registry_version"] = self.registry_version
-        meta["channels"] = endpoint_channels(self.config["endpoint"])
-        meta["endpoint_strides"] = list(ENDPOINT_STRIDES.get(self.config["endpoint"], (None, None)))
+        meta["channels"] = endpoint_channels(endpoint)
+        meta["endpoint_strides"] = list(ENDPOINT_STRIDES.get(endpoint, (None, None)))
+        registry = getattr(self, "registry_metadata", None)
+        if registry is not None:
+            encoder = self.model
+            nested = [layer for layer in getattr(encoder, "layers", []) if hasattr(layer, "layers")]
+            if "classes" in registry and nested:  # a classifier: describe its encoder
+                encoder = nested[0]
+            meta["channels"] = int(encoder.outputs[0].shape[-1])
+            meta["loaded_model"] = {
+                "source": "registry",
+                "registry_dir": str(self.config["weights"]["registry_dir"]),
+                "model_name": registry.get("model_name", self.config["weights"]["model_name"]),
+                "version": self.registry_version,
+                "endpoint": endpoint,
+                "channels": meta["channels"],
+                "weights_sha256": registry.get("weights_sha256"),
+                "config_endpoint": getattr(self, "config_endpoint", endpoint),
+            }
         return meta

@@ -19,6 +19,15 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..io._atomic import (
+    check_free_space,
+    ensure_output_dir,
+    fsync_dir,
+    fsync_path,
+    is_out_of_space,
+    remove_stale_partials,
+    temp_sibling,
+)
 
 CHECKPOINTS = ("flow_imagenet", "flow_scratch", "rgb_imagenet", "rgb_scratch", "rgb_scratch_kin600")
 FILES = ("checkpoint", "model.ckpt.index", "model.ckpt.data-00000-of-00001")
@@ -79,7 +88,9 @@ def _download(url: str, target: Path, progress: Progress | None, timeout: float)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
             total = response.headers.get("Content-Length")
-            total = int(total) if total is not None else None
+            total = int(total) if total is not None and total.isdigit() else None
+            if total is not None:
+                check_free_space(target.parent, total)
             done = 0
             while block := response.read(1 << 20):
                 out.write(block)
@@ -90,6 +101,15 @@ def _download(url: str, target: Path, progress: Progress | None, timeout: float)
         raise BadInputError(f"Download failed: HTTP {exc.code} {exc.reason} for {url}") from exc
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         raise BadInputError(f"Download failed ({exc}) for {url}") from exc
+    except OSError as exc:
+        if is_out_of_space(exc):
+            from ..errors import OutOfSpaceError
+
+            raise OutOfSpaceError(
+                f"No space left on device while downloading {url} into {target.parent} "
+                "(the partial download was removed)"
+            ) from exc
+        raise
     if total is not None and done != total:
         raise BadInputError(f"Download of {url} ended early: {done} of {total} bytes")
 
@@ -103,9 +123,10 @@ def fetch_checkpoint(
 ) -> Path:
     """Download checkpoint ``name`` into ``dest`` (default: the cache) and return its prefix.
 
-    A complete, verified copy already in ``dest`` is reused. Files download under temporary names in a
-    hidden sibling folder and are moved into place only after verification; a failure leaves
-    nothing behind.
+    A complete, verified copy already in ``dest`` is reused. Files download into a hidden sibling
+    folder owned by this process (``io/_atomic.py``: a later run removes it if this one is killed)
+    and are flushed and moved into place only after verification; a failure leaves nothing behind.
+    A full disk raises :class:`~napari_flow_features.errors.OutOfSpaceError`.
     """
     if name not in CHECKPOINTS:
         raise BadInputError(f"Unknown checkpoint {name!r}; choose one of {', '.join(CHECKPOINTS)}")
@@ -113,15 +134,21 @@ def fetch_checkpoint(
     with contextlib.suppress(BadInputError):
         return verify_checkpoint(name, folder)
     base = (base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    ensure_output_dir(folder.parent)
+    remove_stale_partials(folder.parent)
+    staging = temp_sibling(folder)
+    staging.mkdir()
     try:
         for f in FILES:
             _download(f"{base}/{name}/{f}", staging / f, progress, timeout)
         verify_checkpoint(name, staging)
-        folder.mkdir(exist_ok=True)
-        for f in FILES:
+        fsync_path(staging)
+        ensure_output_dir(folder)
+        # The index last: a run killed between these renames leaves a set that fails verification
+        # (the next fetch downloads again), never one that passes with mixed files.
+        for f in sorted(FILES, key=lambda f: f == "model.ckpt.index"):
             os.replace(staging / f, folder / f)
+        fsync_dir(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder / "model.ckpt"

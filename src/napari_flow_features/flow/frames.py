@@ -1,0 +1,116 @@
+"""Frames of any bit depth as the 8-bit grey images OpenCV's flow methods take.
+
+The rule (docs/flow.md, "Bit depth"), the same in the API, the CLI and napari:
+
+- ``uint8``: unchanged.
+- ``bool``: False → 0, True → 255.
+- any other integer type (``uint16``, ``int16``, ``int32``, …): scaled by the **dtype's range**,
+  ``(v - min) / (max - min) * 255`` with ``min, max`` of the dtype (``uint16``: ``v / 257``, so an
+  8-bit stack stored as 16 bits, ``v * 257``, gives back exactly its 8-bit values). The rule looks
+  at no pixel, so every frame of a stack is scaled the same way and brightness stays constant,
+  which the flow methods assume.
+- floating point: values in ``[0, 1]`` are scaled by 255, values in ``[0, 255]`` are taken as they
+  are (8-bit intensities stored as floats), anything else by the frame's own finite min..max
+  (NaN → the minimum).
+- a ``value_range=(lo, hi)`` given by the caller overrides all of these: ``(v - lo) / (hi - lo) *
+  255``, clipped. Use it, through :func:`stack_value_range` or :class:`NormalisedFrames`, when the
+  data uses only part of its type (a 12-bit camera writing ``uint16``: the dtype rule would leave it
+  16 grey levels), or with napari's contrast limits.
+
+Rounding is to the nearest level (``np.rint``), never truncation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+
+
+def to_uint8(frame: Any, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """``frame`` (any dtype, any shape) as uint8 by the rule in this module's docstring."""
+    frame = np.asarray(frame)
+    kind = frame.dtype.kind
+    if kind not in "buif":
+        raise BadInputError(f"Frames must be numbers, not {frame.dtype}")
+    if value_range is not None:
+        lo, hi = float(value_range[0]), float(value_range[1])
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+            raise BadInputError(
+                f"Intensity range must be two finite numbers lo < hi, not {value_range}"
+            )
+        return _scale(frame, lo, hi)
+    if frame.dtype == np.uint8:
+        return frame
+    if kind == "b":
+        return frame.astype(np.uint8) * np.uint8(255)
+    if kind in "iu":
+        info = np.iinfo(frame.dtype)
+        return _scale(frame, float(info.min), float(info.max))
+    finite = frame[np.isfinite(frame)]
+    if finite.size == 0:
+        return np.zeros(frame.shape, np.uint8)
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo >= 0 and hi <= 1:
+        return _scale(frame, 0.0, 1.0)
+    if lo >= 0 and hi <= 255:
+        return _scale(frame, 0.0, 255.0)
+    return _scale(frame, lo, hi) if hi > lo else np.zeros(frame.shape, np.uint8)
+
+
+def _scale(frame: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    values = np.nan_to_num(frame.astype(np.float64), nan=lo, posinf=hi, neginf=lo)
+    out = np.rint((values - lo) * (255.0 / (hi - lo)))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def stack_value_range(frames: Any, samples: int = 16) -> tuple[float, float]:
+    """The finite min and max of up to ``samples`` frames spread evenly over ``frames`` (a lazy
+    array is read only at those frames): one range for the whole stack."""
+    n = len(frames)
+    if n == 0:
+        raise BadInputError("No frames")
+    lo, hi = np.inf, -np.inf
+    for i in np.unique(np.linspace(0, n - 1, min(samples, n)).round().astype(int)):
+        frame = np.asarray(frames[int(i)])
+        finite = frame[np.isfinite(frame)] if frame.dtype.kind == "f" else frame
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    if not np.isfinite(lo) or hi <= lo:
+        return (lo, lo + 1.0) if np.isfinite(lo) else (0.0, 1.0)
+    return lo, hi
+
+
+class NormalisedFrames:
+    """A lazy view of a frame stack as uint8 with one intensity range for every frame.
+
+    ``value_range=None`` measures it with :func:`stack_value_range`. Indexing returns uint8 frames;
+    ``len``, ``shape`` and ``ndim`` are the stack's."""
+
+    def __init__(self, frames: Any, value_range: tuple[float, float] | None = None) -> None:
+        self.frames = frames
+        self.value_range = value_range if value_range is not None else stack_value_range(frames)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.frames.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return to_uint8(self.frames[key], self.value_range)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = to_uint8(np.asarray(self.frames), self.value_range)
+        return out if dtype is None else out.astype(dtype)

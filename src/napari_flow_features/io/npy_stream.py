@@ -1,0 +1,113 @@
+"""``NpyWriter``: write a large ``.npy`` array block by block with ordinary buffered I/O.
+
+No memory map, so a disk that fills raises an error (``OutOfSpaceError``) instead of killing the
+process with SIGBUS. The size is known from the shape, so the free space is checked and the file's
+blocks reserved (``posix_fallocate``) before the first block is computed; the file is written under
+a temporary name and renamed into place only when every row has been written
+(``io/_atomic.py``'s discipline).
+
+>>> with NpyWriter("flow.npy", (T - 1, H, W, 2), np.float32) as out:   # doctest: +SKIP
+...     for block in blocks:                                            # (n, H, W, 2) each
+...         out.write(block)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+from ._atomic import atomic_write_path, preallocate
+
+
+def npy_nbytes(shape: tuple[int, ...], dtype: Any) -> int:
+    """Size in bytes of a ``.npy`` file of this shape and dtype (header included)."""
+    header = _header(shape, np.dtype(dtype))
+    return len(header) + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    import io
+
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, header)
+    except ValueError:  # a header too long for format 1.0
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, header)
+    return buf.getvalue()
+
+
+class NpyWriter:
+    """A ``.npy`` file of a known shape written in order along axis 0, atomically.
+
+    ``write(block)`` appends ``block`` (shape ``(n, *shape[1:])``); leaving the ``with`` block
+    renames the file into place if exactly ``shape[0]`` rows were written, and otherwise (an
+    error, a cancel, too few rows) removes it. ``expected_bytes`` is checked against the free space
+    and reserved before anything is written."""
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        if not self.shape or any(n < 0 for n in self.shape):
+            raise BadInputError(f"Cannot write an array of shape {self.shape}: {self.path}")
+        self.nbytes = npy_nbytes(self.shape, self.dtype)
+        self.rows = 0
+        self._ctx: Any = None
+        self._fh: Any = None
+
+    def __enter__(self) -> NpyWriter:
+        self._ctx = atomic_write_path(self.path, expected_bytes=self.nbytes)
+        tmp = self._ctx.__enter__()
+        try:
+            self._fh = open(tmp, "wb")
+            preallocate(self._fh.fileno(), self.nbytes, self.path)
+            self._fh.write(_header(self.shape, self.dtype))
+        except BaseException as exc:
+            self._close()
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def write(self, block: Any) -> None:
+        """Append rows ``block`` of shape ``(n, *shape[1:])``."""
+        arr = np.ascontiguousarray(block, dtype=self.dtype)
+        if arr.shape[1:] != self.shape[1:] or self.rows + len(arr) > self.shape[0]:
+            raise BadInputError(
+                f"Block of shape {arr.shape} does not fit rows {self.rows}.. of {self.shape}: "
+                f"{self.path}"
+            )
+        self._fh.write(arr.tobytes())
+        self.rows += len(arr)
+
+    def _close(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            fh.close()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if exc is None:
+            try:
+                if self.rows != self.shape[0]:
+                    raise BadInputError(
+                        f"Only {self.rows} of {self.shape[0]} rows were written: {self.path}"
+                    )
+                self._close()
+            except BaseException as err:
+                self._close()
+                self._ctx.__exit__(type(err), err, err.__traceback__)
+                raise
+            return self._ctx.__exit__(None, None, None)
+        self._close()
+        return self._ctx.__exit__(kind, exc, tb)

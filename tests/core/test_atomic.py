@@ -1,0 +1,176 @@
+"""The write discipline (io/_atomic.py, io/npy_stream.py): owners of temporaries, pairs of data and
+metadata, free space, names, and the streaming .npy writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_flow_features.errors import (
+    BadInputError,
+    MismatchedMetadataError,
+    OutOfSpaceError,
+)
+from napari_flow_features.io import _atomic
+from napari_flow_features.io._atomic import (
+    atomic_write_path,
+    check_free_space,
+    remove_stale_partials,
+    temp_sibling,
+    verify_sidecar,
+    write_with_sidecar,
+)
+from napari_flow_features.io.npy_stream import NpyWriter, npy_nbytes
+from napari_flow_features.io.tables import read_table, write_table
+
+HOLDER = """
+import sys, time
+from napari_flow_features.io._atomic import temp_sibling
+tmp = temp_sibling(sys.argv[1])
+tmp.write_text("in progress")
+print(tmp, flush=True)
+if sys.argv[2] == "hold":
+    time.sleep(120)
+"""
+
+
+def _start_holder(final, mode):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(final), mode], stdout=subprocess.PIPE, text=True
+    )
+    return proc, proc.stdout.readline().strip()
+
+
+def test_temp_names_record_their_owner(tmp_path):
+    tmp = temp_sibling(tmp_path / "flow.npy")
+    assert tmp.parent == tmp_path and tmp.suffix == ".npy" and tmp.name.startswith(".flow.partial-")
+    pid, start = tmp.name.split(".partial-")[1].split("-")[:2]
+    assert int(pid) == os.getpid() and int(start) == _atomic.process_start_time(os.getpid()) > 0
+
+
+def test_stale_cleanup_spares_two_live_runs(tmp_path):
+    """Two live writers and one dead one in the same folder: only the dead one's file goes."""
+    live = [_start_holder(tmp_path / "a.csv", "hold"), _start_holder(tmp_path / "b.csv", "hold")]
+    dead_proc, dead = _start_holder(tmp_path / "c.csv", "exit")
+    dead_proc.wait(10)
+    # A pid that is alive now but started at another time (a reused pid) owns nothing here.
+    reused = tmp_path / f".d.partial-{os.getpid()}-1-0123abcd.csv"
+    reused.write_text("x")
+    foreign = tmp_path / ".e.partial-0123abcd.csv"  # not ours to judge: kept
+    foreign.write_text("x")
+    try:
+        removed = remove_stale_partials(tmp_path)
+        assert sorted(p.name for p in removed) == sorted([os.path.basename(dead), reused.name])
+        for _, path in live:
+            assert os.path.exists(path)
+        assert foreign.exists()
+        # A real write into the folder cleans the same way and keeps the live runs' files.
+        _atomic._cleaned.clear()
+        write_table(pd.DataFrame({"frame": [0]}), tmp_path / "t.csv")
+        for _, path in live:
+            assert os.path.exists(path)
+    finally:
+        for proc, _ in live:
+            proc.kill()
+            proc.wait()
+    assert remove_stale_partials(tmp_path) and not any(
+        p.name.startswith((".a.", ".b.")) for p in tmp_path.iterdir()
+    )
+
+
+def test_a_pair_is_checked_together(tmp_path):
+    table = pd.DataFrame({"frame": [0, 1], "f0000": [0.5, 1.5]})
+    path = write_table(table, tmp_path / "t.csv", {"endpoint": "Mixed_4f"})
+    side = tmp_path / "t.csv.json"
+    meta = json.loads(side.read_text())
+    assert meta["data_sha256"] == _atomic.sha256_file(path) and meta["data_file"] == "t.csv"
+    assert read_table(path).attrs["endpoint"] == "Mixed_4f"
+    # The issue's case: a new run's sidecar over an older CSV must not pass as a pair.
+    old_csv = path.read_bytes()
+    write_table(table.assign(f0000=[9.0, 9.0]), tmp_path / "t.csv")
+    new_csv = path.read_bytes()
+    path.write_bytes(old_csv)
+    with pytest.raises(MismatchedMetadataError, match="do not belong together"):
+        read_table(path)
+    path.write_bytes(new_csv.replace(b"9.0", b"9.5"))  # same size, edited by hand
+    with pytest.raises(MismatchedMetadataError, match="SHA-256"):
+        read_table(path)
+    side.unlink()  # the way out the message offers
+    assert read_table(path)["f0000"].tolist() == [9.5, 9.5]
+
+
+def test_a_failed_second_rename_puts_the_old_pair_back(tmp_path, monkeypatch):
+    final, side = tmp_path / "d.bin", tmp_path / "d.bin.json"
+    write_with_sidecar(final, side, lambda p: p.write_bytes(b"old"), {"run": 1})
+    calls = []
+    real_replace = os.replace
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(_atomic.os, "replace", flaky)
+    with pytest.raises(OSError, match="Input/output"):
+        write_with_sidecar(final, side, lambda p: p.write_bytes(b"new!"), {"run": 2})
+    monkeypatch.undo()
+    assert final.read_bytes() == b"old" and json.loads(side.read_text())["run"] == 1
+    verify_sidecar(final, json.loads(side.read_text()), side)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.bin", "d.bin.json"]
+
+
+def test_free_space_is_checked_up_front(tmp_path):
+    with pytest.raises(OutOfSpaceError, match=r"No space left on device: needs .* MB at"):
+        check_free_space(tmp_path, 1 << 60)
+    with pytest.raises(OutOfSpaceError, match="needs"), atomic_write_path(
+        tmp_path / "x.npy", expected_bytes=1 << 60
+    ) as tmp:
+        tmp.write_bytes(b"never")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_names_and_folders(tmp_path):
+    longest = "n" * 247 + ".parquet"  # 255 bytes: the limit of most file systems
+    write_table(pd.DataFrame({"frame": [0]}), tmp_path / longest)
+    assert read_table(tmp_path / longest)["frame"].tolist() == [0]
+    longest_csv = "n" * 246 + ".csv"  # + ".json" for its sidecar: 255 bytes
+    write_table(pd.DataFrame({"frame": [0]}), tmp_path / longest_csv)
+    assert read_table(tmp_path / longest_csv)["frame"].tolist() == [0]
+    for too_long in ("n" * 247 + ".csv", "n" * 300 + ".parquet"):
+        with pytest.raises(BadInputError, match="too long"):
+            write_table(pd.DataFrame({"frame": [0]}), tmp_path / too_long)
+    assert len(list(tmp_path.iterdir())) == 3
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInputError, match="is a file, not a folder"):
+        write_table(pd.DataFrame({"frame": [0]}), tmp_path / "file" / "sub" / "t.csv")
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(BadInputError, match="is a folder"):
+        write_table(pd.DataFrame({"frame": [0]}), tmp_path / "dir.csv")
+    assert not (tmp_path / "dir.csv.json").exists()
+
+
+def test_npy_writer_streams_and_is_atomic(tmp_path):
+    data = np.random.default_rng(0).normal(size=(7, 5, 4, 2)).astype(np.float32)
+    path = tmp_path / "flow.npy"
+    with NpyWriter(path, data.shape, np.float32) as out:
+        for t in range(0, 7, 3):
+            out.write(data[t : t + 3])
+    np.testing.assert_array_equal(np.load(path), data)
+    assert path.stat().st_size == npy_nbytes(data.shape, np.float32)
+    with pytest.raises(BadInputError, match="Only 3 of 7"), NpyWriter(
+        tmp_path / "short.npy", data.shape, np.float32
+    ) as out:
+        out.write(data[:3])
+    with pytest.raises(KeyboardInterrupt), NpyWriter(
+        tmp_path / "cancel.npy", data.shape, np.float32
+    ) as out:
+        out.write(data[:3])
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.npy"]
