@@ -135,3 +135,46 @@ def test_extractor_saves_and_loads_through_the_registry(tmp_path):
             in_channels=3,
             weights={"source": "registry", "registry_dir": str(tmp_path), "model_name": "whisker"},
         )
+
+
+def test_run_metadata_describes_the_loaded_model(tmp_path):
+    """A Mixed_3c model loaded with the default config (Mixed_5c) is described as what it is:
+    480 channels at Mixed_3c, with the version and checksum that were loaded."""
+    saved = DynamicFeatureExtractor(endpoint="Mixed_3c").save_model_with_serializer(
+        tmp_path, {"model_name": "small"}
+    )
+    meta = json.loads((saved / "metadata.json").read_text())
+    extractor = DynamicFeatureExtractor(
+        weights={"source": "registry", "registry_dir": str(tmp_path), "model_name": "small"}
+    )
+    described = extractor.describe()
+    assert described["endpoint"] == "Mixed_3c" and described["channels"] == 480
+    assert described["endpoint_strides"] == [2, 8]
+    loaded = described["loaded_model"]
+    assert loaded["version"] == saved.name == described["registry_version"]
+    assert loaded["weights_sha256"] == meta["weights_sha256"] == sha256_file(saved / "model.keras")
+    assert loaded["config_endpoint"] == "Mixed_5c"
+    maps = extractor.extract_features(CLIP)
+    assert maps.shape[-1] == described["channels"]
+
+
+def test_loads_validate_names_like_saves(tmp_path, small_model):
+    from napari_flow_features.errors import CorruptFileError, UnsafePathError
+
+    ModelSerializer(small_model, "m").save_model(tmp_path / "reg", version="v1")
+    (tmp_path / "elsewhere" / "v1").mkdir(parents=True)
+    for f in ("model.keras", "metadata.json"):
+        (tmp_path / "elsewhere" / "v1" / f).write_bytes(
+            (tmp_path / "reg" / "m" / "v1" / f).read_bytes()
+        )
+    with pytest.raises(UnsafePathError, match="Model name"):
+        ModelSerializer.load_model(tmp_path / "reg", "../elsewhere", "v1")
+    with pytest.raises(UnsafePathError, match="Version"):
+        ModelSerializer.load_model(tmp_path / "reg", "m", "../../elsewhere/v1")
+    (tmp_path / "reg" / "m" / "v2").symlink_to(tmp_path / "elsewhere" / "v1")
+    with pytest.raises(UnsafePathError, match="outside the registry"):
+        ModelSerializer.load_model(tmp_path / "reg", "m", "v2")
+    (tmp_path / "reg" / "m" / "v2").unlink()
+    (tmp_path / "reg" / "m" / "v1" / "metadata.json").write_text("{truncated")
+    with pytest.raises(CorruptFileError, match="Corrupt registry metadata"):
+        ModelSerializer.load_latest_model(tmp_path / "reg", "m")

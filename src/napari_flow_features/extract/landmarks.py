@@ -44,6 +44,10 @@ def landmarks_from_points(
         missing = {"frame", "x", "y"} - set(points.columns)
         if missing:
             raise BadInputError(f"Points table lacks columns {sorted(missing)}")
+        from ..io.tables import check_numeric_columns
+
+        points = points.copy()
+        check_numeric_columns(points, "landmark table")  # names the column and row of a non-number
         key = next((k for k in ("track_id", "label", "landmark") if k in points.columns), None)
         t = points["frame"].to_numpy(float)
         y, x = points["y"].to_numpy(float), points["x"].to_numpy(float)

@@ -1,0 +1,837 @@
+"""Fault injection (issue 17, docs/reliability.md): a disk that fills, signals mid-write, corrupt and
+hostile inputs. Each case must end in a named error (a subclass of ``BadInputError`` or
+``OutOfSpaceError``) with nothing incomplete at a final path and no temporary left behind.
+
+The full-disk cases run twice when possible: on a small tmpfs mounted by the test (needs root, as in
+CI) and in a child process whose file-size limit (``RLIMIT_FSIZE``) is small (any Linux user).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_flow_features.errors import (
+    BadInputError,
+    CorruptFileError,
+    OutOfSpaceError,
+    UnsafePathError,
+)
+
+TESTS = Path(__file__).resolve().parent
+CLI = [sys.executable, "-m", "napari_flow_features.cli"]
+NAMED = (BadInputError, OutOfSpaceError)
+SMALL_FS = 128 * 1024  # bytes: every writer below produces more
+
+
+# -- the writers, each asked to write more than the small file system holds ---------------------
+def _big_table(rows: int = 3000, cols: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    data = {"frame": np.arange(rows)}
+    data.update({f"f{c:04d}": rng.normal(size=rows) for c in range(cols)})
+    return pd.DataFrame(data)
+
+
+def _tiny_model():
+    import keras
+
+    inputs = keras.Input((512,))
+    return keras.Model(inputs, keras.layers.Dense(512)(inputs))  # 1 MB of weights
+
+
+def write_csv(folder: Path, url: str) -> None:
+    from napari_flow_features.io.tables import write_table
+
+    write_table(_big_table(), folder / "table.csv", {"endpoint": "Mixed_4f"})
+
+
+def write_parquet(folder: Path, url: str) -> None:
+    from napari_flow_features.io.tables import write_table
+
+    write_table(_big_table(), folder / "table.parquet", {"endpoint": "Mixed_4f"})
+
+
+def write_sidecar(folder: Path, url: str) -> None:
+    """The CSV fits, its metadata does not."""
+    from napari_flow_features.io.tables import write_table
+
+    write_table(_big_table(10, 2), folder / "small.csv", {"note": "x" * (2 * SMALL_FS)})
+
+
+def write_figure(folder: Path, url: str) -> None:
+    from napari_flow_features.analysis.visualization import _figure, save_figure
+
+    fig = _figure(8, 8)
+    fig.add_subplot().imshow(np.random.default_rng(0).random((800, 800)), interpolation="none")
+    save_figure(fig, folder / "figure.png", dpi=100)
+
+
+def write_registry(folder: Path, url: str) -> None:
+    from napari_flow_features.model.registry import ModelSerializer
+
+    ModelSerializer(_tiny_model(), "tiny").save_model(folder / "registry", version="v1")
+
+
+def write_weights(folder: Path, url: str) -> None:
+    from napari_flow_features.model.weights import fetch_checkpoint
+
+    fetch_checkpoint("flow_imagenet", folder / "cache" / "flow_imagenet", base_url=url)
+
+
+def write_flo(folder: Path, url: str) -> None:
+    from napari_flow_features.io.flow_files import write_flo
+
+    write_flo(folder / "field.flo", np.ones((200, 200, 2), np.float32))
+
+
+def write_npy(folder: Path, url: str) -> None:
+    from napari_flow_features.io.flow_files import write_flow_npy
+
+    write_flow_npy(folder / "flow.npy", np.ones((4, 100, 100, 2), np.float32))
+
+
+def write_report_json(folder: Path, url: str) -> None:
+    from napari_flow_features.cli import _write_json
+
+    _write_json(folder / "report.json", {"values": [0.125] * 50_000})
+
+
+WRITERS = {
+    f.__name__: f
+    for f in (
+        write_csv,
+        write_parquet,
+        write_sidecar,
+        write_figure,
+        write_registry,
+        write_weights,
+        write_flo,
+        write_npy,
+        write_report_json,
+    )
+}
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Files anywhere under ``folder`` and temporaries of any kind (folders we made to hold an
+    output may stay, empty)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        found += [os.path.join(root, f) for f in files]
+        found += [os.path.join(root, d) for d in dirs if ".partial" in d]
+    return sorted(os.path.relpath(p, folder) for p in found)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """An HTTP server on 127.0.0.1 with flow_imagenet/<files> of 1 MB each."""
+    root = tmp_path_factory.mktemp("served")
+    (root / "flow_imagenet").mkdir()
+    for name in ("checkpoint", "model.ckpt.index", "model.ckpt.data-00000-of-00001"):
+        (root / "flow_imagenet" / name).write_bytes(os.urandom(1 << 20))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root))
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: int = SMALL_FS):
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; the RLIMIT_FSIZE variant covers this user")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); RLIMIT_FSIZE covers it")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_full_tmpfs(writer, tmp_path, served):
+    with small_tmpfs(tmp_path / "fs") as fs:
+        with pytest.raises(OutOfSpaceError, match=r"No space left on device") as info:
+            WRITERS[writer](fs, served)
+        assert str(fs) in str(info.value)  # names where
+        assert leftovers(fs) == []
+
+
+def test_full_tmpfs_keeps_the_older_table_and_its_metadata(tmp_path):
+    """Issue 17 point 3: a failed CSV write over an older table left the new sidecar beside the old
+    CSV, and the old data was read back with the new run's metadata."""
+    from napari_flow_features.io.tables import read_table, write_table
+
+    with small_tmpfs(tmp_path / "fs") as fs:
+        write_table(_big_table(20, 2), fs / "table.csv", {"run": "old"})
+        with pytest.raises(OutOfSpaceError):
+            write_table(_big_table(), fs / "table.csv", {"run": "new"})
+        old = read_table(fs / "table.csv")
+        assert old.attrs["run"] == "old" and len(old) == 20
+        assert leftovers(fs) == ["table.csv", "table.csv.json"]
+
+
+LIMITED_CHILD = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_faults as t
+from napari_flow_features.errors import (
+    BadInputError,
+    CorruptFileError,
+    OutOfSpaceError,
+    UnsafePathError,
+)
+results = {{}}
+for name in sys.argv[2:]:
+    folder = Path(sys.argv[1]) / name
+    folder.mkdir()
+    try:
+        t.WRITERS[name](folder, {url!r})
+        results[name] = ["no error", "", t.leftovers(folder)]
+    except (BadInputError, OutOfSpaceError) as exc:
+        results[name] = [type(exc).__name__, str(exc), t.leftovers(folder)]
+    except BaseException as exc:
+        results[name] = ["unnamed " + type(exc).__name__, str(exc), t.leftovers(folder)]
+print(json.dumps(results))
+"""
+
+
+def _limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (SMALL_FS, SMALL_FS))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of a kill
+
+
+def test_file_size_limit_in_a_child(tmp_path, served):
+    """Every writer in a child process that may not write a file larger than 128 KB."""
+    script = LIMITED_CHILD.format(tests=str(TESTS), url=served)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), *sorted(WRITERS)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, (kind, message, left) in results.items():
+        assert kind == "OutOfSpaceError", (name, kind, message)
+        assert "File size limit exceeded" in message or "No space" in message, (name, message)
+        assert left == [], (name, left)
+
+
+# -- signals mid-write --------------------------------------------------------------------------
+def _temporaries(folder: Path) -> list[str]:
+    found = []
+    for _root, dirs, files in os.walk(folder):
+        found += [n for n in dirs + files if ".partial-" in n]
+    return found
+
+
+def _signal_mid_write(cmd: list[str], watch: Path, sig: int, timeout: float = 240) -> tuple:
+    """Run ``cmd`` in its own process group; send ``sig`` as soon as a temporary appears under
+    ``watch``. Returns (exit code, whether a write was in progress, the process group)."""
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    caught = False
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if watch.exists() and _temporaries(watch):
+            if sig == signal.SIGKILL:
+                os.kill(proc.pid, sig)  # the parent only: its children must notice alone
+            else:
+                os.killpg(proc.pid, sig)  # Ctrl-C and `kill` of a job reach the whole group
+            caught = True
+            break
+        time.sleep(0.0005)
+    try:
+        code = proc.wait(60)
+    finally:
+        proc.stderr.close()
+    return code, caught, proc.pid
+
+
+def _group_gone(pgid: int, wait: float = 10.0) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+EXPECTED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
+
+
+def _check_run(cmd, watch, check_complete, sig, attempts=4):
+    for _ in range(attempts):  # a run may finish a write before the poll sees its temporary
+        code, caught, pgid = _signal_mid_write(cmd, watch, sig)
+        assert _group_gone(pgid), "a process of the run survived"
+        if caught:
+            assert code in (EXPECTED_EXIT[sig], 0), code  # 0: it had just finished
+            check_complete(watch)
+            return
+        assert code == 0
+    pytest.fail(f"no write was seen in progress in {attempts} runs of {cmd}")
+
+
+def _complete_images(folder: Path) -> None:
+    import imageio.v3 as iio
+
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            if path.suffix in (".png", ".gif"):
+                assert iio.imread(path, index=None).size  # decodes to the end
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".md", ".html"):
+                text = path.read_text()
+                assert text.rstrip().endswith("</html>") if path.suffix == ".html" else text
+
+
+def _rerun_is_clean(cmd, watch):
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _temporaries(watch) == []  # the killed run's temporaries were removed
+
+
+@pytest.fixture(scope="module")
+def activations(tmp_path_factory):
+    root = tmp_path_factory.mktemp("acts")
+    path = root / "maps.npy"
+    np.save(path, np.random.default_rng(1).random((1, 4, 6, 6, 8)).astype(np.float32))
+    return path
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+
+
+def test_visualize_signalled_mid_write(activations, tmp_path):
+    """Ctrl-C, SIGTERM and SIGKILL while a figure is being written; then a rerun."""
+    out = tmp_path / "figures"
+    cmd = [*CLI, "visualize", str(activations), "--kind", "heatmap", "--features", "0,1,2",
+           "--clip-length", "8", "-o", str(out)]  # fmt: skip
+    for sig in SIGNALS:
+        _check_run(cmd, out, _complete_images, sig)
+    _rerun_is_clean(cmd, out)
+    assert len(list(out.glob("*.png"))) == 3
+    _complete_images(out)
+
+
+@pytest.fixture(scope="module")
+def labelled_table(tmp_path_factory):
+    from napari_flow_features.io.tables import write_table
+
+    root = tmp_path_factory.mktemp("eval")
+    rng = np.random.default_rng(2)
+    n = 120
+    labels = np.repeat(["a", "b"], n // 2)
+    table = pd.DataFrame({"frame": np.arange(n)})
+    for c in range(12):
+        table[f"f{c:04d}"] = rng.normal(size=n) + (labels == "a") * (c % 3)
+    write_table(table, root / "features.parquet", {"clip_length": 8})
+    pd.DataFrame({"frame": np.arange(n), "label": labels}).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def test_evaluate_signalled_mid_write(labelled_table, tmp_path):
+    """Ctrl-C, SIGTERM and SIGKILL while the report is being written; then a rerun."""
+    out = tmp_path / "report"
+    cmd = [*CLI, "evaluate", str(labelled_table / "features.parquet"), "--labels",
+           str(labelled_table / "labels.csv"), "--splits", "3", "-o", str(out)]  # fmt: skip
+    for sig in SIGNALS:
+        _check_run(cmd, out, _complete_images, sig)
+    _rerun_is_clean(cmd, out)
+    assert json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+def _complete_registry(reg: Path) -> None:
+    from napari_flow_features.io._atomic import sha256_file
+
+    for meta_path in reg.glob("motion/*/metadata.json"):
+        if meta_path.parent.name.startswith("."):
+            continue
+        meta = json.loads(meta_path.read_text())
+        assert sha256_file(meta_path.parent / "model.keras") == meta["weights_sha256"]
+    for report in reg.glob("*.json"):
+        json.loads(report.read_text())
+
+
+def test_model_train_signalled_mid_write(tmp_path):
+    """One run per signal, each stopped while the registry writes a version; one rerun."""
+    from test_training import make_motion_set
+
+    data = make_motion_set(tmp_path / "data", per_class=2)
+    reg = tmp_path / "reg"
+    cmd = [*CLI, "model", "train", "--data-dir", str(data), "--output-dir", str(reg),
+           "--endpoint", "Mixed_3c", "--clip-length", "8", "--epochs", "1",
+           "--val-fraction", "0.5", "--model-name", "motion"]  # fmt: skip
+    for sig in SIGNALS:
+        _check_run(cmd, reg, _complete_registry, sig)
+    _rerun_is_clean(cmd, reg)
+    _complete_registry(reg)
+    from napari_flow_features.model.registry import ModelSerializer
+
+    assert ModelSerializer.list_available_versions(reg, "motion")
+
+
+# -- corrupt and hostile inputs of every kind the readers accept --------------------------------
+def _csv(tmp: Path, text: str, name: str = "t.csv", sidecar: object = None) -> Path:
+    path = tmp / name
+    path.write_text(text)
+    if sidecar is not None:
+        side = tmp / (name + ".json")
+        if isinstance(sidecar, bytes):
+            side.write_bytes(sidecar)
+        else:
+            side.write_text(sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
+    return path
+
+
+def _written_csv(tmp: Path) -> Path:
+    from napari_flow_features.io.tables import write_table
+
+    return write_table(pd.DataFrame({"frame": [0, 1], "x": [1.0, 2.0], "y": [3.0, 4.0]}),
+                       tmp / "t.csv", {"endpoint": "Mixed_4f"})  # fmt: skip
+
+
+def _parquet(tmp: Path, df: pd.DataFrame | None = None, meta: bytes | None = None) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = (
+        pd.DataFrame({"frame": np.arange(50), "f0000": np.linspace(0, 1, 50)}) if df is None else df
+    )
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if meta is not None:
+        table = table.replace_schema_metadata({b"napari_flow_features": meta})
+    path = tmp / "t.parquet"
+    pq.write_table(table, path, write_page_checksum=True)
+    return path
+
+
+def _flip_byte(path: Path, where: float = 0.5) -> Path:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _truncate(path: Path, keep: float = 0.5) -> Path:
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return path
+
+
+def _flo(tmp: Path, header: bytes, body: bytes = b"", name: str = "f.flo") -> Path:
+    path = tmp / name
+    path.write_bytes(header + body)
+    return path
+
+
+FLO_MAGIC = np.array([202021.25], "<f4").tobytes()
+
+
+def _flo_folder(tmp: Path, sizes) -> Path:
+    from napari_flow_features.io.flow_files import write_flo
+
+    folder = tmp / "flows"
+    folder.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        write_flo(folder / f"{i:03d}.flo", np.zeros((h, w, 2), np.float32))
+    return folder
+
+
+def _npy(tmp: Path, arr, name: str = "f.npy", **kw) -> Path:
+    path = tmp / name
+    np.save(path, arr, **kw)
+    return path
+
+
+def _npz(tmp: Path, **arrays) -> Path:
+    path = tmp / "f.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _with_flow_sidecar(path: Path, meta) -> Path:
+    (path.parent / (path.name + ".json")).write_text(
+        meta if isinstance(meta, str) else json.dumps(meta)
+    )
+    return path
+
+
+def _read_table(path):
+    from napari_flow_features.io.tables import read_table
+
+    return lambda: read_table(path)
+
+
+def _read_flow(path):
+    from napari_flow_features.io.flow_files import read_flow
+
+    def read():
+        arr = read_flow(path)
+        return np.asarray(arr[:])  # a lazy folder reads its fields here
+
+    return read
+
+
+def _landmarks(path_or_df):
+    from napari_flow_features.extract.landmarks import landmarks_from_points
+
+    return lambda: landmarks_from_points(path_or_df, 10)
+
+
+GOOD = "frame,x,y\n0,1.5,2.5\n1,1.6,2.6\n"
+FLOW = np.zeros((3, 4, 5, 2), np.float32)
+
+TABLE_CASES = {
+    "csv frame not a number": lambda t: _read_table(_csv(t, "frame,x,y\n0,1,2\nabc,1,2\n")),
+    "csv frame fractional": lambda t: _read_table(_csv(t, "frame,x,y\n0.5,1,2\n")),
+    "csv frame empty": lambda t: _read_table(_csv(t, "frame,x,y\n,1,2\n")),
+    "csv x not a number": lambda t: _read_table(_csv(t, "frame,x,y\n0,1,2\n1,oops,2\n")),
+    "csv feature not a number": lambda t: _read_table(_csv(t, "frame,f0000\n0,0.1\n1,n/a?\n")),
+    "csv no frame column": lambda t: _read_table(_csv(t, "time,x,y\n0,1,2\n")),
+    "csv empty file": lambda t: _read_table(_csv(t, "")),
+    "csv binary garbage": lambda t: _read_table(
+        (t / "t.csv", (t / "t.csv").write_bytes(os.urandom(4096)))[0]
+    ),
+    "csv is a folder": lambda t: _read_table((t / "d.csv", (t / "d.csv").mkdir())[0]),
+    "csv missing": lambda t: _read_table(t / "none.csv"),
+    "sidecar not json": lambda t: _read_table(_csv(t, GOOD, sidecar="{not json")),
+    "sidecar a list": lambda t: _read_table(_csv(t, GOOD, sidecar=[1, 2])),
+    "sidecar a number": lambda t: _read_table(_csv(t, GOOD, sidecar="42")),
+    "sidecar frame_shape text": lambda t: _read_table(
+        _csv(t, GOOD, sidecar={"frame_shape": "big"})
+    ),
+    "sidecar frame_shape negative": lambda t: _read_table(
+        _csv(t, GOOD, sidecar={"frame_shape": [-4, 5]})
+    ),
+    "sidecar landmark_key number": lambda t: _read_table(
+        _csv(t, GOOD, sidecar={"landmark_key": 3})
+    ),
+    "sidecar clip_length text": lambda t: _read_table(_csv(t, GOOD, sidecar={"clip_length": "16"})),
+    "sidecar hash not hex": lambda t: _read_table(_csv(t, GOOD, sidecar={"data_sha256": "zz"})),
+    "sidecar hash of other data": lambda t: _read_table(
+        _csv(t, GOOD, sidecar={"data_sha256": "0" * 64})
+    ),
+    "sidecar bytes wrong": lambda t: _read_table(
+        _csv(t, GOOD, sidecar={"data_sha256": "0" * 64, "data_bytes": 1})
+    ),
+    "sidecar not utf-8": lambda t: _read_table(_csv(t, GOOD, sidecar=b'{"a": "\xff\xfe"}')),
+    "csv edited after writing": lambda t: _read_table(
+        (p := _written_csv(t), p.write_text(p.read_text().replace("1.0", "7.0")))[0]
+    ),
+    "csv replaced by an older one": lambda t: _read_table(
+        (p := _written_csv(t), p.write_text("frame,x,y\n5,1,1\n"))[0]
+    ),
+    "parquet truncated": lambda t: _read_table(_truncate(_parquet(t))),
+    "parquet flipped byte": lambda t: _read_table(_flip_byte(_parquet(t), 0.3)),
+    "parquet garbage": lambda t: _read_table(
+        (t / "t.parquet", (t / "t.parquet").write_bytes(os.urandom(2048)))[0]
+    ),
+    "parquet metadata not json": lambda t: _read_table(_parquet(t, meta=b"{oops")),
+    "parquet metadata a list": lambda t: _read_table(_parquet(t, meta=b"[1, 2]")),
+    "parquet metadata wrong type": lambda t: _read_table(
+        _parquet(t, meta=json.dumps({"frame_shape": {"h": 3}}).encode())
+    ),
+    "parquet no frame column": lambda t: _read_table(_parquet(t, pd.DataFrame({"x": [1.0]}))),
+    "parquet x is text": lambda t: _read_table(
+        _parquet(t, pd.DataFrame({"frame": [0, 1], "x": ["a", "b"], "y": [1.0, 2.0]}))
+    ),
+    "parquet frame is bool": lambda t: _read_table(_parquet(t, pd.DataFrame({"frame": [True]}))),
+    "table suffix unknown": lambda t: _read_table(_csv(t, GOOD, name="t.xlsx")),
+    "landmark csv x not a number": lambda t: _landmarks(_csv(t, "frame,x,y\n0,left,2\n")),
+    "landmark frame not a number": lambda t: _landmarks(
+        pd.DataFrame({"frame": ["zero"], "x": [1.0], "y": [2.0]})
+    ),
+    "landmark y not a number": lambda t: _landmarks(
+        pd.DataFrame({"frame": [0], "x": [1.0], "y": [object()]})
+    ),
+    "landmark table no x": lambda t: _landmarks(_csv(t, "frame,y\n0,2\n")),
+}
+
+FLOW_CASES = {
+    "flo header truncated": lambda t: _read_flow(_flo(t, FLO_MAGIC[:3])),
+    "flo bad magic": lambda t: _read_flow(_flo(t, b"PIEH" + np.array([2, 2], "<i4").tobytes())),
+    "flo huge size": lambda t: _read_flow(
+        _flo(t, FLO_MAGIC + np.array([1 << 30, 2], "<i4").tobytes())
+    ),
+    "flo negative size": lambda t: _read_flow(
+        _flo(t, FLO_MAGIC + np.array([-1, 2], "<i4").tobytes())
+    ),
+    "flo data truncated": lambda t: _read_flow(
+        _flo(t, FLO_MAGIC + np.array([4, 4], "<i4").tobytes(), b"\0" * 40)
+    ),
+    "flo data too long": lambda t: _read_flow(
+        _flo(t, FLO_MAGIC + np.array([1, 1], "<i4").tobytes(), b"\0" * 12)
+    ),
+    "flo folder empty": lambda t: _read_flow((t / "empty", (t / "empty").mkdir())[0]),
+    "flo folder mixed sizes": lambda t: _read_flow(_flo_folder(t, [(4, 5), (4, 5), (6, 5)])),
+    "flo folder with a corrupt file": lambda t: _read_flow(
+        (f := _flo_folder(t, [(4, 5), (4, 5)]), _truncate(f / "001.flo"))[0]
+    ),
+    "npy object array": lambda t: _read_flow(
+        _npy(t, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    ),
+    "npy integer flow": lambda t: _read_flow(_npy(t, FLOW.astype(np.int32))),
+    "npy wrong last axis": lambda t: _read_flow(_npy(t, np.zeros((3, 4, 5, 3), np.float32))),
+    "npy one dimension": lambda t: _read_flow(_npy(t, np.zeros(10, np.float32))),
+    "npy zero frames": lambda t: _read_flow(_npy(t, np.zeros((0, 4, 5, 2), np.float32))),
+    "npy zero width": lambda t: _read_flow(_npy(t, np.zeros((3, 4, 0, 2), np.float32))),
+    "npy truncated": lambda t: _read_flow(_truncate(_npy(t, FLOW), 0.7)),
+    "npy header only": lambda t: _read_flow(_truncate(_npy(t, FLOW), 0.2)),
+    "npy garbage": lambda t: _read_flow(
+        (t / "g.npy", (t / "g.npy").write_bytes(os.urandom(1000)))[0]
+    ),
+    "npz no flow among several": lambda t: _read_flow(_npz(t, a=FLOW, b=FLOW)),
+    "npz empty": lambda t: _read_flow(_npz(t)),
+    "npz pickled object": lambda t: _read_flow(_npz(t, flow=np.array([None, 1], dtype=object))),
+    "npz corrupt zip": lambda t: _read_flow(_flip_byte(_npz(t, flow=FLOW), 0.05)),
+    "npz truncated": lambda t: _read_flow(_truncate(_npz(t, flow=FLOW))),
+    "npz flow is text": lambda t: _read_flow(_npz(t, flow=np.array(["a", "b"]))),
+    "flow sidecar not json": lambda t: _read_flow(_with_flow_sidecar(_npy(t, FLOW), "{")),
+    "flow sidecar a list": lambda t: _read_flow(_with_flow_sidecar(_npy(t, FLOW), "[]")),
+    "flow sidecar of other data": lambda t: _read_flow(
+        _with_flow_sidecar(_npy(t, FLOW), {"data_sha256": "a" * 64})
+    ),
+    "flow suffix unknown": lambda t: _read_flow(_npy(t, FLOW, name="f.npy.bak")),
+    "flow missing": lambda t: _read_flow(t / "nothing.npy"),
+}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A registry with one good version ``good/v1`` of a tiny model, copied per case."""
+    from napari_flow_features.model.registry import ModelSerializer
+
+    root = tmp_path_factory.mktemp("registry")
+    ModelSerializer(_tiny_model(), "good").save_model(root / "reg", version="v1")
+    return root / "reg"
+
+
+def _load(reg: Path, name: str, version: str | None = None):
+    from napari_flow_features.model.registry import ModelSerializer
+
+    if version is None:
+        return lambda: ModelSerializer.load_latest_model(reg, name)
+    return lambda: ModelSerializer.load_model(reg, name, version)
+
+
+def _edit_meta(reg: Path, change) -> Path:
+    path = reg / "good" / "v1" / "metadata.json"
+    meta = json.loads(path.read_text())
+    out = change(meta)
+    path.write_text(out if isinstance(out, str) else json.dumps(out))
+    return reg
+
+
+REGISTRY_CASES = {
+    "name ../elsewhere": lambda r, t: _load(r, "../elsewhere", "v1"),
+    "name ..": lambda r, t: _load(r, ".."),
+    "name absolute": lambda r, t: _load(r, "/etc", "v1"),
+    "name with a space": lambda r, t: _load(r, "my model", "v1"),
+    "name with a slash": lambda r, t: _load(r, "good/v1", "v1"),
+    "name very long": lambda r, t: _load(r, "m" * 300, "v1"),
+    "name empty": lambda r, t: _load(r, "", "v1"),
+    "name not text": lambda r, t: _load(r, 5, "v1"),
+    "version ../../x": lambda r, t: _load(r, "good", "../../x"),
+    "version ..": lambda r, t: _load(r, "good", ".."),
+    "version absolute": lambda r, t: _load(r, "good", "/tmp"),
+    "version unicode slash": lambda r, t: _load(r, "good", "v1\u2215..\u2215x"),
+    "version missing": lambda r, t: _load(r, "good", "v9"),
+    "version a symlink outside": lambda r, t: _load(
+        (r, (r / "good" / "v2").symlink_to(t))[0], "good", "v2"
+    ),
+    "model folder a symlink outside": lambda r, t: _load(
+        (r, (r / "evil").symlink_to(t))[0], "evil", "v1"
+    ),
+    "metadata not json": lambda r, t: _load(_edit_meta(r, lambda m: "{oops"), "good", "v1"),
+    "metadata not json (latest)": lambda r, t: _load(_edit_meta(r, lambda m: "{oops"), "good"),
+    "metadata a list": lambda r, t: _load(_edit_meta(r, lambda m: [m]), "good", "v1"),
+    "metadata without checksum": lambda r, t: _load(
+        _edit_meta(r, lambda m: {k: v for k, v in m.items() if k != "weights_sha256"}), "good"
+    ),
+    "metadata checksum a number": lambda r, t: _load(
+        _edit_meta(r, lambda m: {**m, "weights_sha256": 7}), "good", "v1"
+    ),
+    "metadata weights_file ../..": lambda r, t: _load(
+        _edit_meta(r, lambda m: {**m, "weights_file": "../../../outside/model.keras"}), "good", "v1"
+    ),
+    "metadata weights_file absolute": lambda r, t: _load(
+        _edit_meta(r, lambda m: {**m, "weights_file": "/etc/passwd"}), "good", "v1"
+    ),
+    "metadata missing": lambda r, t: _load(
+        (r, (r / "good" / "v1" / "metadata.json").unlink())[0], "good", "v1"
+    ),
+    "model file flipped byte": lambda r, t: _load(
+        (r, _flip_byte(r / "good" / "v1" / "model.keras"))[0], "good", "v1"
+    ),
+    "model file truncated": lambda r, t: _load(
+        (r, _truncate(r / "good" / "v1" / "model.keras"))[0], "good", "v1"
+    ),
+    "model file garbage, checksum matching": lambda r, t: _load(
+        _edit_meta(
+            (r, (r / "good" / "v1" / "model.keras").write_bytes(b"not a zip"))[0],
+            lambda m: {
+                **m,
+                "weights_sha256": __import__("hashlib").sha256(b"not a zip").hexdigest(),
+            },
+        ),
+        "good",
+        "v1",
+    ),
+    "model folder is a file": lambda r, t: _load((r, (r / "plain").write_text("x"))[0], "plain"),
+}
+
+
+def _snapshot(folder: Path) -> list[tuple[str, int]]:
+    return sorted(
+        (os.path.relpath(os.path.join(root, f), folder), os.lstat(os.path.join(root, f)).st_size)
+        for root, _dirs, files in os.walk(folder)
+        for f in files
+    )
+
+
+@pytest.mark.parametrize("case", sorted(TABLE_CASES) + sorted(FLOW_CASES))
+def test_corrupt_input_is_a_named_error(case, tmp_path):
+    read = {**TABLE_CASES, **FLOW_CASES}[case](tmp_path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(NAMED) as info:
+        read()
+    assert str(info.value)  # a message, not a bare exception
+    assert _snapshot(tmp_path) == before  # a reader writes nothing
+    assert _temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", sorted(REGISTRY_CASES))
+def test_hostile_registry_entry_is_a_named_error(case, registry, tmp_path):
+    import shutil
+
+    reg = tmp_path / "reg"
+    shutil.copytree(registry, reg)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # A complete version outside the registry: a load that escaped would succeed with it.
+    for f in ("model.keras", "metadata.json"):
+        shutil.copy(registry / "good" / "v1" / f, outside / f)
+    read = REGISTRY_CASES[case](reg, outside)
+    before = _snapshot(tmp_path)
+    with pytest.raises(NAMED) as info:
+        read()
+    message = str(info.value)
+    assert "No saved versions" not in message  # the old misleading report of corrupt metadata
+    if any(w in case for w in ("..", "outside", "absolute", "slash")):
+        assert isinstance(info.value, UnsafePathError), message
+    if "metadata" in case and "weights_file" not in case:
+        assert isinstance(info.value, CorruptFileError) and "metadata" in message, message
+    assert _snapshot(tmp_path) == before and _temporaries(tmp_path) == []
+
+
+HOSTILE_NAMES = {
+    "unicode": "Mäuse_ß_東京_🐭",
+    "spaces": "my  whisker run ",
+    "leading dash": "-o",
+    "dots": "a..b",
+    "newline": "line\nbreak",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_NAMES))
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_hostile_but_valid_names_round_trip(name, suffix, tmp_path):
+    from napari_flow_features.io.tables import read_table, write_table
+
+    path = tmp_path / (HOSTILE_NAMES[name] + suffix)
+    write_table(pd.DataFrame({"frame": [0, 1], "f0000": [0.5, 1.0]}), path, {"endpoint": "E"})
+    back = read_table(path)
+    assert back["f0000"].tolist() == [0.5, 1.0] and back.attrs["endpoint"] == "E"
+    assert _temporaries(tmp_path) == []
+
+
+BAD_OUTPUTS = {
+    "name ..": lambda t: t / "..",
+    "name .": lambda t: t / ".",
+    "name too long": lambda t: t / ("x" * 260 + ".csv"),
+    "folder is a file": lambda t: (t / "f.csv", (t / "f.csv").write_text("x"))[0] / "t.csv",
+    "nested under a file": lambda t: (t / "g", (t / "g").write_text("x"))[0] / "a" / "t.csv",
+    "missing folder": lambda t: t / "missing" / "t.csv",
+    "final path is a folder": lambda t: (t / "d.csv", (t / "d.csv").mkdir())[0],
+    "unknown suffix": lambda t: t / "t.xlsx",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OUTPUTS))
+def test_hostile_output_paths_are_named_errors(case, tmp_path):
+    from napari_flow_features.io.tables import write_table
+
+    target = BAD_OUTPUTS[case](tmp_path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(BadInputError):
+        write_table(pd.DataFrame({"frame": [0]}), target)
+    assert _snapshot(tmp_path) == before and _temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evaluate", "t.parquet", "--splits", "0", "-o", "r"], "out of range"),
+        (["evaluate", "t.parquet", "--lag", "0", "-o", "r"], "out of range"),
+        (["evaluate", "t.parquet", "--gap", "-1", "-o", "r"], "out of range"),
+        (["visualize", "m.npy", "--clip-length", "0", "-o", "r"], "out of range"),
+        (["visualize", "m.npy", "--sample", "-1", "-o", "r"], "out of range"),
+        (["model", "train", "--output-dir", "r", "--epochs", "0"], "out of range"),
+        (["model", "train", "--output-dir", "r", "--batch-size", "0"], "out of range"),
+        (["model", "train", "--output-dir", "r", "--lr", "0"], "out of range"),
+        (["model", "train", "--output-dir", "r", "--val-fraction", "1"], "out of range"),
+        (["model", "train", "--output-dir", "r", "--clip-length", "0"], "out of range"),
+        (["model", "test", "--output-dir", "r", "--num-samples", "0"], "out of range"),
+        (["sequences", "load", "--input-dir", "i", "--output-dir", "o", "--stride", "0"], "range"),
+        (
+            ["sequences", "load", "--input-dir", "i", "--output-dir", "o", "--bound", "nan"],
+            "number",
+        ),
+        (["flow", "v.mp4", "-o", "f.npy", "--workers", "0"], "out of range"),
+        (["flow", "v.mp4", "-o", "f.npy", "--max-side", "0"], "out of range"),
+        (["extract", "v.mp4", "-o", "f.csv", "--stride", "0"], "out of range"),
+        (["extract", "v.mp4", "-o", "f.csv", "--clip-length", "0"], "out of range"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_zero_is_not_unset(argv, message, capsys, tmp_path, monkeypatch):
+    from napari_flow_features.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
