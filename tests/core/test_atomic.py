@@ -129,9 +129,10 @@ def test_a_failed_second_rename_puts_the_old_pair_back(tmp_path, monkeypatch):
 def test_free_space_is_checked_up_front(tmp_path):
     with pytest.raises(OutOfSpaceError, match=r"No space left on device: needs .* MB at"):
         check_free_space(tmp_path, 1 << 60)
-    with pytest.raises(OutOfSpaceError, match="needs"), atomic_write_path(
-        tmp_path / "x.npy", expected_bytes=1 << 60
-    ) as tmp:
+    with (
+        pytest.raises(OutOfSpaceError, match="needs"),
+        atomic_write_path(tmp_path / "x.npy", expected_bytes=1 << 60) as tmp,
+    ):
         tmp.write_bytes(b"never")
     assert list(tmp_path.iterdir()) == []
 
@@ -164,13 +165,60 @@ def test_npy_writer_streams_and_is_atomic(tmp_path):
             out.write(data[t : t + 3])
     np.testing.assert_array_equal(np.load(path), data)
     assert path.stat().st_size == npy_nbytes(data.shape, np.float32)
-    with pytest.raises(BadInputError, match="Only 3 of 7"), NpyWriter(
-        tmp_path / "short.npy", data.shape, np.float32
-    ) as out:
+    with (
+        pytest.raises(BadInputError, match="Only 3 of 7"),
+        NpyWriter(tmp_path / "short.npy", data.shape, np.float32) as out,
+    ):
         out.write(data[:3])
-    with pytest.raises(KeyboardInterrupt), NpyWriter(
-        tmp_path / "cancel.npy", data.shape, np.float32
-    ) as out:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        NpyWriter(tmp_path / "cancel.npy", data.shape, np.float32) as out,
+    ):
         out.write(data[:3])
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.npy"]
+
+
+def test_flow_and_its_sidecar_streamed_as_a_pair(tmp_path):
+    """The pattern for flow and feature-map writers: NpyWriter inside atomic_write_with_sidecar,
+    the hash computed while writing; readers refuse a flow that is not the sidecar's."""
+    from napari_flow_features.errors import CorruptFileError
+    from napari_flow_features.io._atomic import atomic_write_with_sidecar
+    from napari_flow_features.io.flow_files import read_flow
+
+    flow = np.random.default_rng(3).normal(size=(5, 6, 7, 2)).astype(np.float32)
+    final = tmp_path / "flow.npy"
+
+    def stream(n_rows):
+        with atomic_write_with_sidecar(
+            final, tmp_path / "flow.npy.json", {"flow_method": "dis"}, npy_nbytes(flow.shape, "f4")
+        ) as (tmp, meta), NpyWriter(tmp, flow.shape, np.float32, atomic=False) as out:
+            for t in range(n_rows):
+                out.write(flow[t : t + 1])
+                yield t
+            meta["data_sha256"] = out.sha256
+
+    for _ in stream(5):
+        pass
+    np.testing.assert_array_equal(read_flow(final), flow)
+    meta = json.loads((tmp_path / "flow.npy.json").read_text())
+    assert meta["data_sha256"] == _atomic.sha256_file(final) and meta["flow_method"] == "dis"
+    # Cancelled mid-way (a napari worker closes the generator): the old pair stays, no debris.
+    run = stream(5)
+    next(run)
+    run.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.npy", "flow.npy.json"]
+    np.testing.assert_array_equal(read_flow(final), flow)
+    # Too few rows is an error, not a short file.
+    with pytest.raises(BadInputError, match="Only 2 of 5"):
+        for _ in stream(2):
+            pass
+    data = bytearray(final.read_bytes())
+    data[-1] ^= 1
+    final.write_bytes(bytes(data))
+    with pytest.raises(MismatchedMetadataError):
+        read_flow(final)
+    read_flow(final, verify=False)  # same size: only the hash would tell
+    final.write_bytes(bytes(data[:-4]))
+    with pytest.raises(CorruptFileError):
+        read_flow(final, verify=False)

@@ -87,3 +87,33 @@ def test_bad_input_is_a_notification(make_napari_viewer, errors):
     viewer.layers.clear()
     assert widget.run() is None
     assert "add a video layer" in errors[1]
+
+
+def test_a_16_bit_layer_gives_the_flow_of_its_8_bit_picture(
+    make_napari_viewer, qtbot, tmp_path, errors
+):
+    """Issue 17: a uint16 layer was clipped to 255 and gave all-zero flow; it goes through the
+    same bit-depth rule (flow/frames.py) as the API."""
+    yy, xx = np.mgrid[0:48, 0:64].astype(float)
+    frames8 = np.stack(
+        [
+            np.rint(
+                127 + 60 * np.sin((xx - 1.5 * t) / 4) * np.cos(yy / 5) + 40 * np.sin((xx + yy) / 7)
+            )
+            for t in range(5)
+        ]
+    ).astype(np.uint8)
+    viewer = make_napari_viewer()
+    flows = {}
+    for name, data in (("eight", frames8), ("sixteen", frames8.astype(np.uint16) * 257)):
+        viewer.add_image(data, name=name)
+        widget = FlowWidget(viewer)
+        widget.video.value = viewer.layers[name]
+        widget.method.value = "dis"
+        widget.output.value = str(tmp_path / f"{name}.npy")
+        wait(qtbot, widget.run())
+        flows[name] = np.asarray(viewer.layers[f"flow: {name}"].metadata["flow"])
+    assert errors == []
+    assert np.hypot(flows["eight"][..., 0], flows["eight"][..., 1]).mean() > 0.5
+    epe = np.hypot(*(flows["sixteen"] - flows["eight"]).transpose(3, 0, 1, 2)).mean()
+    assert epe < 0.05

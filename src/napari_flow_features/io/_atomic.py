@@ -428,6 +428,31 @@ SIZE_KEY = "data_bytes"
 FILE_KEY = "data_file"
 
 
+@contextlib.contextmanager
+def atomic_write_with_sidecar(
+    final: str | os.PathLike,
+    sidecar: str | os.PathLike,
+    metadata: dict[str, Any],
+    expected_bytes: int | None = None,
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Yield ``(data_tmp, meta)``: write the data to ``data_tmp`` and add fields to ``meta`` (a
+    copy of ``metadata``) inside the block; on success the metadata gets ``data_sha256`` (unless
+    the writer set it, e.g. :attr:`NpyWriter.sha256 <napari_flow_features.io.npy_stream.NpyWriter>`
+    computed while writing), ``data_bytes`` and ``data_file``, is written as JSON, and both files
+    become visible together (metadata renamed first, data second). Works in generators
+    (``yield from`` inside the block) where a callback cannot."""
+    final, sidecar = Path(final), Path(sidecar)
+    with atomic_write_group([sidecar, final], expected_bytes) as (meta_tmp, data_tmp):
+        meta = dict(metadata)
+        yield data_tmp, meta
+        if not data_tmp.exists():
+            raise FileNotFoundError(f"The writer produced no file for {final}")
+        meta[HASH_KEY] = meta.get(HASH_KEY) or sha256_file(data_tmp)
+        meta[SIZE_KEY] = data_tmp.stat().st_size
+        meta[FILE_KEY] = final.name
+        meta_tmp.write_text(json.dumps(meta, indent=2, allow_nan=True), encoding="utf-8")
+
+
 def write_with_sidecar(
     final: str | os.PathLike,
     sidecar: str | os.PathLike,
@@ -440,25 +465,18 @@ def write_with_sidecar(
     ``write_data(tmp)`` writes the data to the temporary path it is given; the metadata gets
     ``data_sha256``, ``data_bytes`` and ``data_file`` (the data's name) and is written as JSON.
     Readers check the pair with :func:`verify_sidecar`. Returns ``(final, sidecar)``."""
-    final, sidecar = Path(final), Path(sidecar)
-    with atomic_write_group([sidecar, final], expected_bytes) as (meta_tmp, data_tmp):
-        write_data(data_tmp)
-        if not data_tmp.exists():
-            raise FileNotFoundError(f"The writer produced no file for {final}")
-        meta = {
-            **metadata,
-            HASH_KEY: sha256_file(data_tmp),
-            SIZE_KEY: data_tmp.stat().st_size,
-            FILE_KEY: final.name,
-        }
-        meta_tmp.write_text(json.dumps(meta, indent=2, allow_nan=True), encoding="utf-8")
-    return final, sidecar
+    with atomic_write_with_sidecar(final, sidecar, metadata, expected_bytes) as (tmp, _meta):
+        write_data(tmp)
+    return Path(final), Path(sidecar)
 
 
-def verify_sidecar(data: str | os.PathLike, metadata: dict[str, Any], sidecar: Any = "") -> None:
+def verify_sidecar(
+    data: str | os.PathLike, metadata: dict[str, Any], sidecar: Any = "", full: bool = True
+) -> None:
     """Raise :class:`MismatchedMetadataError` unless ``metadata`` (read from ``sidecar``) records
-    the size and SHA-256 of ``data``. Metadata without a recorded hash (written by hand or by an
-    older version) is accepted as it is."""
+    the size and (``full``) the SHA-256 of ``data``. Metadata without a recorded hash (written by
+    hand or by an older version) is accepted as it is. The hash reads the whole file (about
+    1 s per GB); ``full=False`` checks the size only."""
     data = Path(data)
     recorded = metadata.get(HASH_KEY)
     if recorded is None:
@@ -474,7 +492,7 @@ def verify_sidecar(data: str | os.PathLike, metadata: dict[str, Any], sidecar: A
             f"Data and metadata do not belong together ({data.stat().st_size} bytes, metadata "
             f"records {size}): {hint}"
         )
-    if sha256_file(data) != recorded:
+    if full and sha256_file(data) != recorded:
         raise MismatchedMetadataError(
             f"Data and metadata do not belong together (SHA-256 differs): {hint}"
         )

@@ -172,9 +172,12 @@ class FloFolder(LazyArray):
         return out[(slice(None), *rest)]
 
 
-def read_flow(path: str | os.PathLike) -> Any:
+def read_flow(path: str | os.PathLike, verify: bool = True) -> Any:
     """Open flow lazily: ``.flo`` → ``(H, W, 2)``; ``.npy`` (memory-mapped), ``.npz`` → as stored;
-    a folder of ``.flo`` files → ``(T, H, W, 2)``. Bad files raise :class:`BadInputError`."""
+    a folder of ``.flo`` files → ``(T, H, W, 2)``. Bad files raise :class:`BadInputError`.
+
+    A ``<file>.json`` sidecar that records the flow's SHA-256 is checked against the file
+    (``verify=False``: its size only, for very large files read often)."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"Flow file not found: {path}")
@@ -192,7 +195,7 @@ def read_flow(path: str | os.PathLike) -> Any:
             f"Unknown flow file type {suffix!r} (expected .flo, .npy, .npz): {path}"
         )
     validate_flow_array(arr, path)
-    read_flow_sidecar(path)
+    read_flow_sidecar(path, verify)
     return arr
 
 
@@ -202,7 +205,7 @@ def flow_sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def read_flow_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
+def read_flow_sidecar(path: str | os.PathLike, verify: bool = True) -> dict[str, Any] | None:
     """The metadata beside flow file ``path`` (None when there is none), checked: a JSON object,
     and, when it records the flow's SHA-256 (:func:`~napari_flow_features.io._atomic.write_with_sidecar`),
     written for this very file. Raises :class:`CorruptFileError` or
@@ -223,7 +226,7 @@ def read_flow_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
     from .tables import check_table_metadata
 
     check_table_metadata(meta, side)
-    verify_sidecar(path, meta, side)
+    verify_sidecar(path, meta, side, full=verify)
     return meta
 
 

@@ -13,6 +13,8 @@ a temporary name and renamed into place only when every row has been written
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
-from ._atomic import atomic_write_path, preallocate
+from ._atomic import _translate, atomic_write_path, check_free_space, preallocate
 
 
 def npy_nbytes(shape: tuple[int, ...], dtype: Any) -> int:
@@ -48,11 +50,19 @@ class NpyWriter:
 
     ``write(block)`` appends ``block`` (shape ``(n, *shape[1:])``); leaving the ``with`` block
     renames the file into place if exactly ``shape[0]`` rows were written, and otherwise (an
-    error, a cancel, too few rows) removes it. ``expected_bytes`` is checked against the free space
-    and reserved before anything is written."""
+    error, a cancel, too few rows) removes it. The file's size is checked against the free space
+    and reserved before anything is written. :attr:`sha256` is the file's SHA-256, computed while
+    writing (for :func:`~napari_flow_features.io._atomic.atomic_write_with_sidecar`).
 
-    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> None:
+    ``atomic=False`` writes straight to ``path``: for a path that is already a temporary, e.g. the
+    data path ``atomic_write_with_sidecar`` yields (it renames)."""
+
+    def __init__(
+        self, path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, atomic: bool = True
+    ) -> None:
         self.path = Path(path)
+        self.atomic = atomic
+        self._digest = hashlib.sha256()
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         if not self.shape or any(n < 0 for n in self.shape):
@@ -62,13 +72,24 @@ class NpyWriter:
         self._ctx: Any = None
         self._fh: Any = None
 
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of what has been written so far (the whole file once complete)."""
+        return self._digest.hexdigest()
+
     def __enter__(self) -> NpyWriter:
-        self._ctx = atomic_write_path(self.path, expected_bytes=self.nbytes)
+        if self.atomic:
+            self._ctx = atomic_write_path(self.path, expected_bytes=self.nbytes)
+        else:
+            check_free_space(self.path.parent, self.nbytes)
+            self._ctx = _direct(self.path)
         tmp = self._ctx.__enter__()
         try:
             self._fh = open(tmp, "wb")
             preallocate(self._fh.fileno(), self.nbytes, self.path)
-            self._fh.write(_header(self.shape, self.dtype))
+            header = _header(self.shape, self.dtype)
+            self._digest.update(header)
+            self._fh.write(header)
         except BaseException as exc:
             self._close()
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
@@ -83,7 +104,12 @@ class NpyWriter:
                 f"Block of shape {arr.shape} does not fit rows {self.rows}.. of {self.shape}: "
                 f"{self.path}"
             )
-        self._fh.write(arr.tobytes())
+        data = arr.tobytes()
+        self._digest.update(data)
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            raise _translate(exc, self.path) from exc
         self.rows += len(arr)
 
     def _close(self) -> None:
@@ -111,3 +137,14 @@ class NpyWriter:
             return self._ctx.__exit__(None, None, None)
         self._close()
         return self._ctx.__exit__(kind, exc, tb)
+
+
+@contextlib.contextmanager
+def _direct(path: Path):
+    """Write to ``path`` itself (already a temporary); remove it on failure."""
+    try:
+        yield path
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
