@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -50,8 +51,9 @@ def _start_holder(final, mode):
 def test_temp_names_record_their_owner(tmp_path):
     tmp = temp_sibling(tmp_path / "flow.npy")
     assert tmp.parent == tmp_path and tmp.suffix == ".npy" and tmp.name.startswith(".flow.partial-")
-    pid, start = tmp.name.split(".partial-")[1].split("-")[:2]
+    pid, start, host = tmp.name.split(".partial-")[1].split("-")[:3]
     assert int(pid) == os.getpid() and int(start) == _atomic.process_start_time(os.getpid()) > 0
+    assert host == _atomic.host_tag()
 
 
 def test_stale_cleanup_spares_two_live_runs(tmp_path):
@@ -60,16 +62,26 @@ def test_stale_cleanup_spares_two_live_runs(tmp_path):
     dead_proc, dead = _start_holder(tmp_path / "c.csv", "exit")
     dead_proc.wait(10)
     # A pid that is alive now but started at another time (a reused pid) owns nothing here.
-    reused = tmp_path / f".d.partial-{os.getpid()}-1-0123abcd.csv"
+    reused = tmp_path / f".d.partial-{os.getpid()}-1-{_atomic.host_tag()}-0123abcd.csv"
     reused.write_text("x")
-    foreign = tmp_path / ".e.partial-0123abcd.csv"  # not ours to judge: kept
-    foreign.write_text("x")
+    unknown = tmp_path / ".e.partial-0123abcd.csv"  # not a name we make: kept
+    unknown.write_text("x")
+    # Another boot or container: its pid means nothing here, so only age counts.
+    other_host = "000000" if _atomic.host_tag() != "000000" else "111111"
+    recent = tmp_path / f".f.partial-1-1-{other_host}-0123abcd.csv"
+    recent.write_text("x")
+    old = tmp_path / f".g.partial-1-1-{other_host}-0123abcd.csv"
+    old.write_text("x")
+    two_days_ago = time.time() - 2 * _atomic.FOREIGN_STALE_SECONDS
+    os.utime(old, (two_days_ago, two_days_ago))
     try:
         removed = remove_stale_partials(tmp_path)
-        assert sorted(p.name for p in removed) == sorted([os.path.basename(dead), reused.name])
+        assert sorted(p.name for p in removed) == sorted(
+            [os.path.basename(dead), reused.name, old.name]
+        )
         for _, path in live:
             assert os.path.exists(path)
-        assert foreign.exists()
+        assert unknown.exists() and recent.exists()
         # A real write into the folder cleans the same way and keeps the live runs' files.
         _atomic._cleaned.clear()
         write_table(pd.DataFrame({"frame": [0]}), tmp_path / "t.csv")
@@ -190,9 +202,15 @@ def test_flow_and_its_sidecar_streamed_as_a_pair(tmp_path):
     final = tmp_path / "flow.npy"
 
     def stream(n_rows):
-        with atomic_write_with_sidecar(
-            final, tmp_path / "flow.npy.json", {"flow_method": "dis"}, npy_nbytes(flow.shape, "f4")
-        ) as (tmp, meta), NpyWriter(tmp, flow.shape, np.float32, atomic=False) as out:
+        with (
+            atomic_write_with_sidecar(
+                final,
+                tmp_path / "flow.npy.json",
+                {"flow_method": "dis"},
+                npy_nbytes(flow.shape, "f4"),
+            ) as (tmp, meta),
+            NpyWriter(tmp, flow.shape, np.float32, atomic=False) as out,
+        ):
             for t in range(n_rows):
                 out.write(flow[t : t + 1])
                 yield t

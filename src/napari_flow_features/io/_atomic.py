@@ -6,11 +6,14 @@ renamed to its final name in one ``rename``. So a final path only ever holds a c
 old one or nothing, whatever ends the run (an error, Ctrl-C, SIGTERM, SIGKILL, a full disk, a power
 cut after the folder's fsync).
 
-Temporary names record their owner: ``.<stem>.partial-<pid>-<start>-<token><suffix>``, where
-``<start>`` is the owner process' start time (clock ticks since boot, from ``/proc``). A later run
-removes the temporaries whose owner is gone (no such pid, or the pid now belongs to a process started
-at another time) and never those of a live run. :func:`atomic_write_path` does that once per folder
-and process before its first write there; :func:`remove_stale_partials` does it on request.
+Temporary names record their owner: ``.<stem>.partial-<pid>-<start>-<host>-<token><suffix>``, where
+``<start>`` is the owner process' start time (clock ticks since boot, from ``/proc``) and ``<host>``
+names the boot and pid namespace the pid belongs to. A later run removes the temporaries whose owner
+is gone (no such pid, or the pid now belongs to a process started at another time) and never those of
+a live run. A temporary from another boot, machine or container sharing the folder cannot be judged
+by its pid; it is removed once it has not changed for :data:`FOREIGN_STALE_SECONDS` (a day).
+:func:`atomic_write_path` cleans once per folder and process before its first write there;
+:func:`remove_stale_partials` does it on request.
 
 A data file and its metadata (a CSV table and its JSON sidecar, a ``.npy`` and its ``.json``) are made
 visible together by :func:`write_with_sidecar`: both are written to temporaries, the metadata records
@@ -29,19 +32,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, MismatchedMetadataError, OutOfSpaceError
 
-_PARTIAL_RE = re.compile(r"^\..*\.partial-(\d+)-(\d+)-[0-9a-f]{8}")
+_PARTIAL_RE = re.compile(r"^\..*\.partial-(\d+)-(\d+)-([0-9a-f]{6})-[0-9a-f]{8}")
+FOREIGN_STALE_SECONDS = 24 * 3600
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _SPACE_WORDS = ("No space left on device", "Disk quota exceeded", "File too large")
 _cleaned: set[tuple[int, str]] = set()  # (pid, folder) already cleaned by this process
@@ -70,24 +77,37 @@ def process_start_time(pid: int) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def host_tag() -> str:
+    """Six hex digits naming this boot and pid namespace: pids and start times compare only
+    within one (another machine, container or a reboot has its own)."""
+    parts = []
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(
+                os.readlink(source) if source.endswith("pid") else Path(source).read_text()
+            )
+        except OSError:
+            parts.append(platform.node())
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:6]
+
+
 def _owner_tag() -> str:
     pid = os.getpid()
-    return f"{pid}-{process_start_time(pid) or 0}"
+    return f"{pid}-{process_start_time(pid) or 0}-{host_tag()}"
 
 
 def owner_alive(pid: int, start: int) -> bool:
     """Whether the process that recorded ``(pid, start)`` is still running."""
     now = process_start_time(pid)
-    if now is None:
-        if not Path("/proc/self/stat").exists():  # cannot tell: treat as alive, never delete
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
-        return False
+    if now is None:  # no such process, or one this user cannot see (/proc hidepid)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # another user's live process
+        return True
     return start == 0 or now == start
 
 
@@ -126,10 +146,18 @@ def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
+    here = host_tag()
     for entry in entries:
         match = _PARTIAL_RE.match(entry.name)
-        if match is None or owner_alive(int(match.group(1)), int(match.group(2))):
+        if match is None:
             continue
+        if match.group(3) == here:
+            if owner_alive(int(match.group(1)), int(match.group(2))):
+                continue
+        else:  # another boot, machine or container: judge by age only
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime < FOREIGN_STALE_SECONDS:
+                    continue
         path = Path(entry.path)
         with contextlib.suppress(FileNotFoundError):
             if entry.is_dir(follow_symlinks=False):
