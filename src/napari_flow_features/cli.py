@@ -461,10 +461,16 @@ def _read_labels(path: str) -> Any:
         raise BadInputError(f"Labels file not found: {source}")
     try:
         if source.suffix.lower() == ".parquet":
-            return pd.read_parquet(source)
-        return pd.read_csv(source)
+            labels = pd.read_parquet(source)
+        else:
+            labels = pd.read_csv(source)
     except Exception as exc:  # pandas raises many types for bad files
         raise BadInputError(f"Cannot read labels ({type(exc).__name__}: {exc}): {source}") from exc
+    from .io.tables import check_columns
+
+    frames = [c for c in ("frame", "start_frame", "end_frame") if c in labels.columns]
+    check_columns(labels, frames, [], source, 2 if source.suffix.lower() == ".csv" else None)
+    return labels
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -583,9 +589,15 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
     source = Path(args.input)
     if source.suffix.lower() == ".npy":
-        if not source.is_file():
-            raise BadInputError(f"Activations file not found: {source}")
-        data = np.load(source, mmap_mode="r", allow_pickle=False)
+        from .io.flow_files import read_npy
+
+        data = read_npy(source, "Activations")
+        if (
+            data.ndim in (4, 5)
+            and data.shape[0]
+            and np.isnan(data[min(args.sample, len(data) - 1)]).all()
+        ):
+            raise BadInputError(f"Activations of clip {args.sample} are all NaN: {source}")
         layer = args.layer_name or "activations"
     else:
         data = read_table(source)

@@ -835,3 +835,87 @@ def test_zero_is_not_unset(argv, message, capsys, tmp_path, monkeypatch):
         main(argv)
     assert info.value.code == 2 and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def _cli_inputs(t: Path) -> None:
+    """Inputs for the command-line cases: one good table and labels, and bad files of each kind."""
+    n = 30
+    rng = np.random.default_rng(4)
+    pd.DataFrame({"frame": np.arange(n), "f0000": rng.normal(size=n), "f0001": rng.normal(size=n)}).to_csv(t / "t.csv", index=False)  # fmt: skip
+    pd.DataFrame({"frame": np.arange(n), "label": ["a", "b"] * (n // 2)}).to_csv(t / "labels.csv", index=False)  # fmt: skip
+    (t / "labels_text_frame.csv").write_text("frame,label\nfirst,a\n")
+    (t / "labels_inf.csv").write_text("start_frame,end_frame,label\n0,inf,a\n")
+    (t / "t_text.csv").write_text("frame,f0000\n0,1.5\n1,high\n")
+    np.save(t / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (t / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    np.save(t / "text.npy", np.array(["a", "b"]))
+    np.save(t / "nan.npy", np.full((1, 4, 3, 3, 2), np.nan, np.float32))
+    np.save(t / "empty.npy", np.zeros((0, 4, 3, 3, 2), np.float32))
+    (t / "afile").write_text("x")
+
+
+CLI_CASES = {
+    "visualize pickled npy": ["visualize", "obj.npy", "-o", "out"],
+    "visualize corrupt npy": ["visualize", "bad.npy", "-o", "out"],
+    "visualize text npy": ["visualize", "text.npy", "-o", "out"],
+    "visualize all-NaN npy": ["visualize", "nan.npy", "-o", "out"],
+    "visualize empty npy": ["visualize", "empty.npy", "-o", "out"],
+    "visualize missing npy": ["visualize", "none.npy", "-o", "out"],
+    "visualize table with text": ["visualize", "t_text.csv", "-o", "out"],
+    "visualize output under a file": ["visualize", "t.csv", "-o", "afile/figs"],
+    "visualize bad --features": ["visualize", "t.csv", "--features", "a,b", "-o", "out"],
+    "evaluate labels frame text": [
+        "evaluate",
+        "t.csv",
+        "--labels",
+        "labels_text_frame.csv",
+        "-o",
+        "out",
+    ],
+    "evaluate labels end inf": ["evaluate", "t.csv", "--labels", "labels_inf.csv", "-o", "out"],
+    "evaluate table with text": ["evaluate", "t_text.csv", "-o", "out"],
+    "evaluate output under a file": [
+        "evaluate",
+        "t.csv",
+        "--labels",
+        "labels.csv",
+        "-o",
+        "afile/r",
+    ],
+    "evaluate missing labels": ["evaluate", "t.csv", "--labels", "none.csv", "-o", "out"],
+    "model evaluate name ../elsewhere": [
+        "model",
+        "evaluate",
+        "--output-dir",
+        "reg",
+        "--data-dir",
+        ".",
+        "--model-name",
+        "../elsewhere",
+    ],
+    "model evaluate version ../../x": [
+        "model",
+        "evaluate",
+        "--output-dir",
+        "reg",
+        "--data-dir",
+        ".",
+        "--version",
+        "../../x",
+    ],
+    "model train output is a file": ["model", "train", "--output-dir", "afile", "--data-dir", "."],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_cli_bad_input_is_a_named_error(case, tmp_path, monkeypatch, capsys):
+    from napari_flow_features.cli import main
+
+    _cli_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path)
+    assert main(CLI_CASES[case]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flow-features: error: ") and "Traceback" not in err, err
+    assert _snapshot(tmp_path) == before and _temporaries(tmp_path) == []
+    assert not (tmp_path / "out").exists()

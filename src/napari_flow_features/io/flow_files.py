@@ -91,13 +91,27 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc) or "object" in str(exc):
+        if "pickle" in str(exc) or "object" in str(exc).lower():
             raise BadInputError(
-                f"Refusing an object (pickled) array; flow must be a float array: {path}"
+                f"Refusing an object (pickled) array; expected a numeric array: {path}"
             ) from exc
         raise CorruptFileError(f"Corrupt .npy file ({exc}): {path}") from exc
     except (OSError, EOFError) as exc:
         raise CorruptFileError(f"Corrupt or truncated .npy file ({exc}): {path}") from exc
+
+
+def read_npy(path: str | os.PathLike, what: str = "Array") -> np.ndarray:
+    """A numeric ``.npy`` array, memory-mapped, never unpickled; a missing, corrupt, object, text
+    or empty array is a :class:`BadInputError` whose message starts with ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{what} file not found: {path}")
+    arr = _load_npy(path)
+    if arr.dtype.kind not in "biuf":
+        raise BadInputError(f"{what} must be numbers, not {arr.dtype}: {path}")
+    if arr.size == 0:
+        raise BadInputError(f"{what} is empty (shape {arr.shape}): {path}")
+    return arr
 
 
 def _load_npz(path: Path) -> np.ndarray:

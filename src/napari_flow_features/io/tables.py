@@ -169,8 +169,21 @@ def check_numeric_columns(
     """Raise :class:`CorruptFileError` unless ``frame`` holds whole numbers and ``x``, ``y``,
     ``confidence`` and the feature columns hold numbers (empty cells / NaN allowed except in
     ``frame``). The message names the column, the row and the value; ``first_line`` (2 for a CSV
-    with a header) adds the file's line number."""
-    for name in ["frame", *[c for c in _NUMERIC_KEYS if c in df.columns], *feature_columns(df)]:
+    with a header) adds the file's line number. Text columns of numbers are converted in place."""
+    numeric = [c for c in _NUMERIC_KEYS if c in df.columns] + feature_columns(df)
+    check_columns(df, ["frame"], numeric, source, first_line)
+
+
+def check_columns(
+    df: pd.DataFrame,
+    whole: list[str],
+    numeric: list[str],
+    source: Any = "table",
+    first_line: int | None = None,
+) -> None:
+    """Raise :class:`CorruptFileError` unless the ``whole`` columns hold finite whole numbers (no
+    gaps) and the ``numeric`` columns numbers or gaps (NaN); names the column, row and value."""
+    for name in [*whole, *numeric]:
         column = df[name]
         if isinstance(column, pd.DataFrame):
             raise CorruptFileError(f"Column {name!r} appears more than once: {source}")
@@ -179,14 +192,17 @@ def check_numeric_columns(
                 f"Column {name!r} must hold numbers, not {column.dtype}: {source}"
             )
         values = pd.to_numeric(column, errors="coerce")
-        bad = values.isna() & column.notna() if name != "frame" else values.isna()
-        if name == "frame":
-            finite = values.notna()
-            bad |= finite & ~np.isclose(values.where(finite, 0), np.round(values.where(finite, 0)))
+        if name in whole:
+            finite = np.isfinite(values.to_numpy(float))
+            rounded = np.round(np.where(finite, values.to_numpy(float), 0))
+            bad = pd.Series(~finite | ~np.isclose(np.where(finite, values, 0), rounded))
+            what = "a whole number"
+        else:
+            bad = values.isna() & column.notna()
+            what = "a number"
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             where = f"row {row}" + (f" (line {row + first_line})" if first_line else "")
-            what = "a whole frame number" if name == "frame" else "a number"
             raise CorruptFileError(
                 f"Column {name!r} {where} holds {column.iloc[row]!r}, not {what} "
                 f"({int(bad.sum())} such rows): {source}"
