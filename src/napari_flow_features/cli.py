@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -834,36 +835,47 @@ class _Terminated(CancelledError):
     """SIGTERM, raised in the main thread so that every ``with`` block cleans up."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
+_SIGNALLED: list[int] = []  # signals received during this main() call
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    _SIGNALLED.append(signum)
+    if signum == signal.SIGTERM:
+        raise _Terminated()
+    raise KeyboardInterrupt()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flow-features``; returns the exit code (0 done, 2 bad input or a full
     disk, 130 Ctrl-C, 143 SIGTERM)."""
-    import signal
     import threading
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _on_signal)
+    _SIGNALLED.clear()
     try:
         return int(args.func(args) or 0)
-    except (BadInputError, OSError) as exc:
-        print(f"flow-features: error: {exc}", file=sys.stderr)
-        return 2
-    except _Terminated:
-        print("flow-features: terminated (nothing incomplete was left at an output path)",
-              file=sys.stderr)  # fmt: skip
-        return 143
-    except (CancelledError, KeyboardInterrupt):
-        print("flow-features: cancelled", file=sys.stderr)
-        return 130
+    except BaseException as exc:  # every end is reported with its exit code
+        # A signal raised at an arbitrary point may surface as another error from the library
+        # it interrupted (h5py, zipfile): the run was stopped, not broken.
+        if _SIGNALLED or isinstance(exc, (CancelledError, KeyboardInterrupt)):
+            if signal.SIGTERM in _SIGNALLED or isinstance(exc, _Terminated):
+                print("flow-features: terminated (nothing incomplete was left at an output path)",
+                      file=sys.stderr)  # fmt: skip
+                return 143
+            print("flow-features: cancelled", file=sys.stderr)
+            return 130
+        if isinstance(exc, (BadInputError, OSError)):
+            print(f"flow-features: error: {exc}", file=sys.stderr)
+            return 2
+        raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
