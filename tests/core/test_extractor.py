@@ -102,6 +102,8 @@ def test_bad_inputs(small_extractor):
 def test_deepmind_weights_turn_quantisation_on(tmp_path):
     from test_i3d import reference, write_checkpoint
 
+    from napari_flow_features.io._atomic import sha256_file
+
     write_checkpoint(tmp_path / "m.ckpt", reference("flow_imagenet"))
     ext = DynamicFeatureExtractor(
         endpoint="Conv3d_2b_1x1",
@@ -109,6 +111,10 @@ def test_deepmind_weights_turn_quantisation_on(tmp_path):
     )
     assert ext.quantize and ext.checkpoint_report.loaded == 8
     assert ext.describe()["quantize_effective"] is True
+    loaded = ext.describe()["loaded_model"]  # what was loaded, with the data file's SHA-256
+    assert loaded["source"] == "deepmind" and loaded["variables_loaded"] == 8
+    assert loaded["endpoint"] == "Conv3d_2b_1x1" and loaded["channels"] == 64
+    assert loaded["weights_sha256"] == sha256_file(tmp_path / "m.ckpt.data-00000-of-00001")
     flow = np.linspace(-30, 30, 9 * 4 * 4 * 2, dtype=np.float32).reshape(9, 4, 4, 2)
     clips = ext.preprocess_flow_sequence(flow)
     assert len(np.unique(clips)) <= 256

@@ -285,4 +285,26 @@ class DynamicFeatureExtractor:
                 "weights_sha256": registry.get("weights_sha256"),
                 "config_endpoint": getattr(self, "config_endpoint", endpoint),
             }
+        elif self.checkpoint_report is not None:
+            if not hasattr(self, "_checkpoint_sha256"):  # hash the data file once per extractor
+                from ..io._atomic import sha256_file
+
+                prefix = os.path.expanduser(str(self.config["weights"]["checkpoint"]))
+                data = Path(prefix + ".data-00000-of-00001")
+                self._checkpoint_sha256 = sha256_file(data) if data.is_file() else None
+            meta["loaded_model"] = {
+                "source": "deepmind",
+                "checkpoint": str(self.config["weights"]["checkpoint"]),
+                "endpoint": endpoint,
+                "channels": meta["channels"],
+                "variables_loaded": self.checkpoint_report.loaded,
+                "weights_sha256": self._checkpoint_sha256,
+            }
+        else:
+            meta["loaded_model"] = {
+                "source": "random",
+                "seed": self.config["weights"]["seed"],
+                "endpoint": endpoint,
+                "channels": meta["channels"],
+            }
         return meta
