@@ -191,6 +191,10 @@ def check_columns(
             raise CorruptFileError(
                 f"Column {name!r} must hold numbers, not {column.dtype}: {source}"
             )
+        if pd.api.types.is_integer_dtype(column) or (
+            name not in whole and pd.api.types.is_float_dtype(column)
+        ):
+            continue  # numbers already (NaN is a gap): nothing to check, no copy of wide tables
         values = pd.to_numeric(column, errors="coerce")
         if name in whole:
             finite = np.isfinite(values.to_numpy(float))
