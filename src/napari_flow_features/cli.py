@@ -604,7 +604,7 @@ def _add_flow_options(p: argparse.ArgumentParser) -> None:
     size.add_argument("--max-side", type=int, help="resize so the longest side is at most this")
     size.add_argument("--scale", type=float, help="resize by this factor before flow")
     p.add_argument(
-        "--workers", type=int, help="processes for single-threaded methods (default: cores, max 2)"
+        "--workers", type=int, help="threads for single-threaded methods (default: cores, max 2)"
     )
 
 
