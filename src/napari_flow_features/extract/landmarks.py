@@ -6,7 +6,7 @@ Pure NumPy/pandas (no Qt, no TensorFlow).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,10 @@ class Landmarks:
     ids: list
     xy: np.ndarray  # (K, T, 2)
     filled: int = 0  # positions filled by interpolation
+
+    def frames(self, start: int, stop: int) -> Landmarks:
+        """The same landmarks over frames ``start..stop-1`` only (a run's frame range)."""
+        return replace(self, xy=self.xy[:, start:stop])
 
     def row_fields(self, k: int, t: int) -> dict:
         """The identity and position columns of landmark ``k``'s row at frame ``t``."""

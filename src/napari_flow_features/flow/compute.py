@@ -522,11 +522,19 @@ class NpyStreamWriter:
     in order (``writer[a:b] = rows`` with ``a`` the next unwritten row).
     """
 
-    def __init__(self, path: str | os.PathLike, shape: tuple, dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: tuple,
+        dtype: Any = np.float32,
+        header_shape: tuple | None = None,
+    ) -> None:
+        """``header_shape``: the array's shape as stored, when rows are written along another
+        axis of the same byte layout (``(S, ...)`` rows of a ``(1, S, ...)`` array)."""
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
-        self._file = open(self.path, "wb")
+        self._file = open(self.path, "wb")  # closed in close()
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": self.shape}  # fmt: skip
+                  "shape": tuple(header_shape or self.shape)}  # fmt: skip
         np.lib.format.write_array_header_1_0(self._file, header)
         self.rows = 0
 

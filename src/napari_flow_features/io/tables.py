@@ -116,6 +116,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
             table = pq.read_table(path)
             raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
+            if raw is None:  # a streamed table keeps it in the file's key-value metadata
+                raw = (pq.read_metadata(path).metadata or {}).get(PARQUET_META_KEY)
             meta = json.loads(raw) if raw else {}
             df = table.to_pandas()
         else:
