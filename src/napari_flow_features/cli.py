@@ -393,10 +393,12 @@ def _sequence_figures(extractor: Any, flow: Any, stem: str, out: Path, features:
 def _cmd_extract(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .extract.landmarks import landmarks_from_args
     from .extract.pipeline import extract_features
     from .io._atomic import atomic_write_path
     from .io.tables import feature_columns, write_table
 
+    points = landmarks_from_args(args)  # read and checked before any flow or model work
     weights: dict = {"seed": args.seed}
     if args.checkpoint:
         weights = {"source": "deepmind", "checkpoint": args.checkpoint}
@@ -414,7 +416,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     bar = _Bar("I3D features", "window")
     try:
         result = extract_features(
-            args.source, extractor, args.post_encoder, points=args.points,
+            args.source, extractor, args.post_encoder, points=points,
             interpolation=args.interpolation, flow_method=args.flow_method,
             interpolate_missing=args.interpolate_missing, maps_path=maps_path, progress=bar,
         )  # fmt: skip
@@ -610,6 +612,8 @@ def _add_flow_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from .extract.landmarks import add_landmark_arguments
+
     parser = argparse.ArgumentParser(
         prog="flow-features",
         description="Motion features from video: optical flow, an I3D flow encoder, post-encoders.",
@@ -708,10 +712,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="per-frame I3D features of a video or flow file")
     p.add_argument("source", help="video (flow is computed) or flow (.npy, .npz, .flo folder)")
     p.add_argument("--post-encoder", choices=("none", "gap", "point"), default="gap")
-    p.add_argument("--points", help="landmark table (frame, x, y[, track_id]) for point")
+    p.add_argument("--points", help="landmarks for point: our table (frame, x, y[, track_id]) or "
+                   "pose-tracker output (DeepLabCut .h5/.csv, SLEAP .slp/.h5, Lightning Pose .csv)")  # fmt: skip
     p.add_argument("--interpolation", choices=("bilinear", "nearest"), default="bilinear")
     p.add_argument("--interpolate-missing", action="store_true",
                    help="fill landmark gaps linearly between keyframes")  # fmt: skip
+    add_landmark_arguments(p)
     p.add_argument("--flow-method", default="farneback", help="flow method for a video source")
     p.add_argument("--config", help="extractor YAML config (see docs/model.md)")
     p.add_argument("--endpoint", help="encoder end point (e.g. Mixed_4f)")
