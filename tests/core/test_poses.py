@@ -156,3 +156,34 @@ def test_unknown_files_are_named(tmp_path):
         read_tracks(h5)
     with pytest.raises(BadInputError, match=r"Cannot read other\.h5 as SLEAP"):
         read_tracks(h5, "SLEAP")
+
+
+def test_sleap_project_file_reads_and_only_bounds_the_video_length(tmp_path):
+    import sleap_io as sio
+
+    from napari_flow_features.extract.landmarks import landmarks_from_points
+
+    pos, conf = known_tracks(n_frames=4)
+    skeleton = sio.Skeleton(KEYPOINTS)
+    video = sio.Video(filename=str(tmp_path / "video.mp4"), open_backend=False)
+    tracks = [sio.Track(name) for name in INDIVIDUALS]
+    frames = [
+        sio.LabeledFrame(video=video, frame_idx=t, instances=[
+            sio.PredictedInstance.from_numpy(pos[t, i], skeleton=skeleton,
+                                             point_scores=conf[t, i], score=1.0, track=track)
+            for i, track in enumerate(tracks)])
+        for t in range(4)
+    ]  # fmt: skip
+    path = tmp_path / "predictions.slp"
+    sio.save_slp(sio.Labels(labeled_frames=frames, videos=[video], skeletons=[skeleton],
+                            tracks=tracks), str(path))  # fmt: skip
+    assert detect_format(path) == "SLEAP"
+    table = read_tracks(path)
+    assert table.attrs["tracked_frames"] == 4 and "n_frames" not in table.attrs
+    np.testing.assert_allclose(table["x"].to_numpy(), pos[..., 0].ravel(), atol=1e-4)
+    np.testing.assert_allclose(table["y"].to_numpy(), pos[..., 1].ravel(), atol=1e-4)
+    np.testing.assert_allclose(table["confidence"].to_numpy(), conf.ravel(), atol=1e-5)
+    # predictions end before the video does: fine; frames past the video's end: an error
+    assert landmarks_from_points(table, 10).xy.shape == (6, 10, 2)
+    with pytest.raises(BadInputError, match=r"reach frame 3 .*video has 3 frames"):
+        landmarks_from_points(table, 3)

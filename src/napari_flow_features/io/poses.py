@@ -6,7 +6,8 @@ no movement, so a pose file without it gets an error naming the extra to install
 
 The table: ``frame, individual, keypoint, x, y, confidence``, one row per frame, individual and
 keypoint (in the file's order; NaN where the tracker lost the point), with ``attrs`` recording
-``n_frames`` (the tracked video's length), ``source_software`` and ``source_file``.
+``n_frames`` (the tracked video's length; a SLEAP ``.slp`` project only knows its last predicted
+frame: ``tracked_frames``), ``source_software`` and ``source_file``.
 """
 
 from __future__ import annotations
@@ -179,11 +180,18 @@ def read_tracks(
             f"Cannot read {path.name} as {fmt} tracks ({type(exc).__name__}: {exc}); "
             f"if it is another format, pass it explicitly (one of {', '.join(POSE_FORMATS)})"
         ) from exc
-    return tracks_table(ds, source_software=fmt, source_file=str(path))
+    # A SLEAP project (.slp) ends at its last predicted frame, not at the video's end; every other
+    # format has a row per video frame, so its length is the video's.
+    exact = not (fmt == "SLEAP" and path.suffix.lower() == ".slp")
+    return tracks_table(ds, source_software=fmt, source_file=str(path), exact_length=exact)
 
 
-def tracks_table(ds: Any, source_software: str = "", source_file: str = "") -> pd.DataFrame:
-    """A movement poses dataset as the long landmark table (see :func:`read_tracks`)."""
+def tracks_table(
+    ds: Any, source_software: str = "", source_file: str = "", exact_length: bool = True
+) -> pd.DataFrame:
+    """A movement poses dataset as the long landmark table (see :func:`read_tracks`).
+    ``exact_length``: the dataset has a row per video frame, so ``attrs["n_frames"]`` is the video's
+    length (otherwise only ``attrs["tracked_frames"]`` is recorded)."""
     if getattr(ds, "ds_type", "poses") != "poses" or "keypoints" not in ds.dims:
         raise BadInputError("These are bounding-box tracks, not poses: no keypoints to sample at")
     space = [str(s) for s in ds.coords["space"].values]
@@ -210,7 +218,7 @@ def tracks_table(ds: Any, source_software: str = "", source_file: str = "") -> p
         }
     )
     table.attrs = {
-        "n_frames": int(n_t),
+        "n_frames" if exact_length else "tracked_frames": int(n_t),
         "source_software": source_software or str(ds.attrs.get("source_software", "")),
         "source_file": source_file or str(ds.attrs.get("source_file", "")),
     }
