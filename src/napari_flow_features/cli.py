@@ -408,6 +408,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from .extract.landmarks import landmarks_from_args
     from .extract.pipeline import _prepare, extract_features
     from .io._atomic import atomic_write_path
     from .io.table_stream import TableStreamWriter
@@ -419,16 +420,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         raise BadInputError(f"--output must end in .parquet, .csv or .npz, not {output.suffix!r}")
     if not output.parent.is_dir():
         raise BadInputError(f"Output folder does not exist: {output.parent}")
-    if args.points and args.post_encoder != "point":
-        raise BadInputError("--points is used only with --post-encoder point")
     for name in ("max_side", "stride", "clip_length", "chunk_length"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     roi = _parse_roi(args.roi)
     keep_flow = Path(args.keep_flow) if args.keep_flow else None
+    points = landmarks_from_args(args)  # read and checked against the video
     _prepare(
-        args.source, args.post_encoder, args.points, args.interpolation,
+        args.source, args.post_encoder, points, args.interpolation,
         args.interpolate_missing, args.start, args.stop, roi, args.max_side, args.flow_method,
     )  # fmt: skip
     weights: dict = {"seed": args.seed}
@@ -449,7 +449,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     sink = None if output.suffix.lower() == ".npz" else TableStreamWriter(output)
     try:
         result = extract_features(
-            args.source, extractor, args.post_encoder, points=args.points,
+            args.source, extractor, args.post_encoder, points=points,
             interpolation=args.interpolation, flow_method=args.flow_method,
             interpolate_missing=args.interpolate_missing, maps_path=maps_path, progress=bar,
             flow_progress=flow_bar, start=args.start, stop=args.stop, roi=roi,
@@ -660,6 +660,8 @@ def _add_flow_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from .extract.landmarks import add_landmark_arguments
+
     parser = argparse.ArgumentParser(
         prog="flow-features",
         description="Motion features from video: optical flow, an I3D flow encoder, post-encoders.",
@@ -758,10 +760,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="per-frame I3D features of a video or flow file")
     p.add_argument("source", help="video (flow is computed) or flow (.npy, .npz, .flo folder)")
     p.add_argument("--post-encoder", choices=("none", "gap", "point"), default="gap")
-    p.add_argument("--points", help="landmark table (frame, x, y[, track_id]) for point")
+    p.add_argument("--points", help="landmarks for point: our table (frame, x, y[, track_id]) or "
+                   "pose-tracker output (DeepLabCut .h5/.csv, SLEAP .slp/.h5, Lightning Pose .csv)")  # fmt: skip
     p.add_argument("--interpolation", choices=("bilinear", "nearest"), default="bilinear")
     p.add_argument("--interpolate-missing", action="store_true",
                    help="fill landmark gaps linearly between keyframes")  # fmt: skip
+    add_landmark_arguments(p)
     p.add_argument("--flow-method", default="dis",
                    choices=("dis", "farneback", "tvl1", "tvl1-skimage"),
                    help="flow method for a video source (DIS: fastest, see docs/performance.md)")  # fmt: skip

@@ -736,6 +736,7 @@ def _stream(
         "outside_frame_rows": len(outside),
         "interpolated_landmark_positions": landmarks.filled if landmarks else 0,
         "landmarks": [str(i) for i in landmarks.ids] if landmarks else [],
+        **(landmarks.metadata() if landmarks else {}),
         "seconds": round(elapsed, 3),
         "encoder_seconds": round(timing["encoder_seconds"], 3),
         "frames_per_second": round(len(wanted) / elapsed, 3) if elapsed else None,
