@@ -69,15 +69,13 @@ class VideoArray(LazyArray):
         #: Whether the seek index came from the disk cache (None: not built yet).
         self.index_from_cache: bool | None = None
         self._open_container()
-        self._format = "rgb24"
-        first = self._decode_at(0)
+        self._format = "raw"  # the first frame comes back undecoded to pick the colour mode
+        raw = self._decode_at(0)
         if color == "auto":
-            color = "grey" if _looks_grey(first) else "rgb"
+            color = "grey" if _raw_looks_grey(raw) else "rgb"
         self.color: str = color
-        if color == "grey":
-            self._format = "gray"
-            self._cache.clear()
-            first = self._decode_at(0)
+        self._format = "gray" if color == "grey" else "rgb24"
+        first = self._convert(raw)
         self._frame_shape = first.shape
 
     # -- opening -------------------------------------------------------------------------------
@@ -124,7 +122,9 @@ class VideoArray(LazyArray):
 
         end = (stream.start_time or 0) + (stream.duration or 0)
         try:
-            container.seek(end, stream=stream, backward=True, any_frame=False)
+            # any_frame: land on the packets just before the end, not the last keyframe (a long GOP
+            # would be demuxed whole)
+            container.seek(end, stream=stream, backward=True, any_frame=True)
             seen, last = 0, None
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -427,18 +427,17 @@ class VideoArray(LazyArray):
                     continue
             self._next_index = i + 1
             if i == index:
-                arr = (
-                    _frame_to_grey(frame)
-                    if self._format == "gray"
-                    else frame.to_ndarray(format="rgb24")
-                )
-                arr.setflags(write=False)
-                return arr
+                return frame if self._format == "raw" else self._convert(frame)
             if i > index:
                 return None
         self._decoder = None
         self._next_index = None
         return None
+
+    def _convert(self, frame: Any) -> np.ndarray:
+        arr = _frame_to_grey(frame) if self._format == "gray" else frame.to_ndarray(format="rgb24")
+        arr.setflags(write=False)
+        return arr
 
     def close(self) -> None:
         """Release the file handle (the object can no longer decode)."""
@@ -479,6 +478,22 @@ def _frame_to_grey(frame) -> np.ndarray:
     import cv2
 
     return cv2.LUT(luma, _LIMITED_TO_FULL)
+
+
+def _raw_looks_grey(frame: Any) -> bool:
+    """Grey when an 8-bit planar YUV frame's chroma is neutral (128 ± 2) everywhere; other pixel
+    formats are converted to RGB and compared channel by channel."""
+    name = frame.format.name
+    if name in _PLANAR_YUV or name.startswith("yuvj"):
+        if name in ("nv12", "nv21"):
+            return _looks_grey(frame.to_ndarray(format="rgb24"))
+        for plane in frame.planes[1:3]:
+            data = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+            chroma = data[:, : plane.width].astype(np.int16)
+            if chroma.size and np.abs(chroma - 128).max() > 2:
+                return False
+        return True
+    return _looks_grey(frame.to_ndarray(format="rgb24"))
 
 
 def _looks_grey(rgb: np.ndarray) -> bool:
