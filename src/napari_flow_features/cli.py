@@ -454,6 +454,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             interpolate_missing=args.interpolate_missing, maps_path=maps_path, progress=bar,
             flow_progress=flow_bar, start=args.start, stop=args.stop, roi=roi,
             max_side=args.max_side, keep_flow=keep_flow, keep_flow_dtype=args.keep_flow_dtype,
+            flow_cache=args.flow_cache,
             status=lambda text: tqdm.write(f"  {text}", file=sys.stderr),
             row_sink=sink.write if sink is not None else None,
         )  # fmt: skip
@@ -778,6 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-flow", help="also write the flow to this .npy (streamed)")
     p.add_argument("--keep-flow-dtype", choices=("float16", "uint8", "float32"), default="float16",
                    help="stored flow type: float16, uint8 quantised like DeepMind, or float32")  # fmt: skip
+    p.add_argument("--flow-cache",
+                   help="folder keeping the last video's flow (up to 2 GB) so the next run with "
+                        "the same video, method and selection skips it")  # fmt: skip
     p.add_argument("--runtime", choices=("auto", "tensorflow", "openvino"),
                    help="inference runtime (default auto: OpenVINO when installed)")  # fmt: skip
     p.add_argument("--windowing", choices=("chunked", "sliding"),

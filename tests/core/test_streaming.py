@@ -163,3 +163,40 @@ def test_cancel_in_the_middle_leaves_no_files(tmp_path, monkeypatch):
     assert list(out.iterdir()) == []  # no maps, no flow, no partial file
     assert list(scratch.iterdir()) == []  # no temporary folder
     assert not [t for t in threading.enumerate() if t.name.startswith(("flow-feed", "flow_"))]
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_cli_extract_ends_cleanly_on_a_signal(tmp_path, sig, code):
+    """A cluster's time limit (SIGTERM) or Ctrl-C mid-run: exit code, no output, no temporary
+    file, no process left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from napari_flow_features.io.video import write_video
+
+    video = np.repeat(make_whisker_sample().video, 4, axis=0)  # 384 frames
+    src = write_video(tmp_path / "long.mp4", video)
+    scratch, out = tmp_path / "tmp", tmp_path / "out"
+    scratch.mkdir()
+    out.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "napari_flow_features.cli", "extract", str(src), "-o",
+           str(out / "f.parquet"), "--keep-flow", str(out / "flow.npy"), "--endpoint", "Mixed_3c",
+           "--chunk-length", "104", "--runtime", "tensorflow"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(out.glob(".*partial*")):
+        time.sleep(0.05)  # the run is writing: kept flow / rows under temporary names
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert list(out.iterdir()) == []
+    assert list(scratch.iterdir()) == []
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

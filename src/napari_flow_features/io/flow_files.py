@@ -210,7 +210,8 @@ def _quantisation_bound(path: Path) -> float:
         bound = float(spec["flow_quantisation_bound"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadInputError(
-            f"uint8 flow needs the sidecar {side.name} with flow_quantisation_bound to decode it: {path}"
+            f"Flow must be floating point (pixels per frame); got uint8 without the sidecar "
+            f"{side.name} (flow_quantisation_bound) that a --keep-flow uint8 file has: {path}"
         ) from exc
     if not bound > 0:
         raise BadInputError(f"flow_quantisation_bound must be positive in {side}")
