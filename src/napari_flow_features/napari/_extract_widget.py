@@ -127,6 +127,10 @@ def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
     return data, feats, meta
 
 
+#: Per-frame schemes (docs/performance.md): label → config value.
+WINDOWING_CHOICES = {"chunked (seamless)": "chunked", "sliding windows": "sliding"}
+
+
 class ExtractWidget(Container):
     """I3D feature extraction (Plugins ▸ Flow Features ▸ I3D feature extraction)."""
 
@@ -148,6 +152,11 @@ class ExtractWidget(Container):
         self.endpoint = ComboBox(
             label="end point", choices=list(ENDPOINT_CHOICES), value="Mixed_5c"
         )
+        self.windowing = ComboBox(label="windowing", choices=list(WINDOWING_CHOICES),
+                                  tooltip="chunked: seamless rows, each frame encoded about once; "
+                                          "sliding: the seed's clip-length windows at stride")  # fmt: skip
+        self.runtime = ComboBox(label="runtime", choices=["auto", "openvino", "tensorflow"],
+                                tooltip="auto: OpenVINO when installed (docs/performance.md)")  # fmt: skip
         self.clip_length = SpinBox(label="clip length", value=16, min=1, max=256)
         self.stride = SpinBox(label="stride", value=8, min=1, max=256)
         self.post_encoder = ComboBox(
@@ -172,13 +181,13 @@ class ExtractWidget(Container):
         self.status = Label(value="")
         self.extend([
             self.source, self.flow_method, self.weights, self.seed, self.checkpoint,
-            self.registry_dir, self.model_name, self.version, self.endpoint, self.clip_length,
-            self.stride, self.post_encoder, self.interpolation, self.points,
+            self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
+            self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation, self.points,
             self.load_tracks_button, self.min_confidence, self.max_gap, self.fill_method,
             self.fill_button, self.heatmap,
             self.channel, self.run_frame, self.run_all, self.cancel_button, self.status,
         ])  # fmt: skip
-        for widget in (self.source, self.weights, self.post_encoder, self.heatmap):
+        for widget in (self.source, self.weights, self.post_encoder, self.heatmap, self.windowing):
             widget.changed.connect(self._update_visibility)
         self.run_frame.changed.connect(lambda *_: self.run(current_frame=True))
         self.run_all.changed.connect(lambda *_: self.run(current_frame=False))
@@ -216,6 +225,8 @@ class ExtractWidget(Container):
                   self.max_gap, self.fill_method, self.fill_button):  # fmt: skip
             w.visible = point
         self.channel.visible = self.heatmap.value == "one channel"
+        sliding = WINDOWING_CHOICES[self.windowing.value] == "sliding"
+        self.clip_length.visible = self.stride.visible = sliding
 
     def extractor_config(self) -> dict:
         """The DynamicFeatureExtractor configuration the form describes."""
@@ -223,6 +234,8 @@ class ExtractWidget(Container):
             "endpoint": self.endpoint.value,
             "clip_length": int(self.clip_length.value),
             "stride": int(self.stride.value),
+            "windowing": WINDOWING_CHOICES[self.windowing.value],
+            "runtime": self.runtime.value,
         }
         kind = self.weights.value
         if kind == "random weights":
