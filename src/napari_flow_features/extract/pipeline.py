@@ -749,6 +749,12 @@ def _stream(
     if heat is not None:
         meta["heatmap"] = str(heatmap)
         meta["heatmap_cell_px"] = [frame_hw[0] / heat.shape[1], frame_hw[1] / heat.shape[2]]
+        # In video pixels (frames resized with max_side, cropped to the roi): for aligned layers.
+        (rh, rw), (wh, ww) = sel.region_hw, frame_hw
+        meta["heatmap_cell_video_px"] = [
+            rh / wh * meta["heatmap_cell_px"][0],
+            rw / ww * meta["heatmap_cell_px"][1],
+        ]
     table.attrs = meta
     return FeatureResult(table=table, feature_maps=maps_out, metadata=meta, heatmap=heat)
 

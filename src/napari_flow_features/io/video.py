@@ -79,8 +79,8 @@ class VideoArray(LazyArray):
         self._frame_shape = first.shape
 
     # -- opening -------------------------------------------------------------------------------
-    def _open_container(self) -> None:
-        """Open the file and read what the container declares; index now only if it must."""
+    def _open_file(self) -> tuple[Any, Any, int]:
+        """``(container, first video stream, file size)``, or a named error."""
         import av
 
         path = self.path
@@ -99,6 +99,11 @@ class VideoArray(LazyArray):
             container.close()
             raise BadInputError(f"File has no video stream: {path}")
         stream = container.streams.video[0]
+        return container, stream, file_size
+
+    def _open_container(self) -> None:
+        """Open the file and read what the container declares; index now only if it must."""
+        container, stream, file_size = self._open_file()
         self._count_mode = "avi" in container.format.name.split(",")
         declared = int(stream.frames or 0)
         rate = stream.average_rate or stream.guessed_rate
@@ -207,21 +212,7 @@ class VideoArray(LazyArray):
         import av
 
         path = self.path
-        if not path.exists():
-            raise BadInputError(f"Video file not found: {path}")
-        if path.is_dir():
-            raise BadInputError(f"Expected a video file, got a folder: {path}")
-        file_size = path.stat().st_size
-        if file_size == 0:
-            raise BadInputError(f"Video file is empty: {path}")
-        try:
-            container = av.open(str(path), mode="r")
-        except (av.FFmpegError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"Not a readable video (FFmpeg: {exc}): {path}") from exc
-        if not container.streams.video:
-            container.close()
-            raise BadInputError(f"File has no video stream: {path}")
-        stream = container.streams.video[0]
+        container, stream, file_size = self._open_file()
         pts: list[int] = []
         key_order: list[int] = []  # packet ordinals of keyframes
         key_ts: list[int] = []
