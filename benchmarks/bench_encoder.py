@@ -1,4 +1,7 @@
-"""Benchmark the I3D flow encoder (to Mixed_5c): eager vs tf.function vs XLA vs mixed bfloat16.
+"""Benchmark the I3D flow encoder (to Mixed_5c): each inference runtime against a bare tf.function.
+
+Modes: eager, tf.function (the baseline), XLA, OpenVINO float32 (our ``runtime: openvino``, with its
+relative L2 against tf.function), and the bfloat16 variants only where the CPU has native bf16.
 
     python benchmarks/bench_encoder.py [--clips 16,64] [--sizes 224,112] [--repeats 3]
 
@@ -45,6 +48,17 @@ def conv_flops(model) -> int:
     return total
 
 
+def numpy_gemm_gflops(n: int = 2048) -> float:
+    """This machine's float32 matrix-multiply rate through NumPy (the practical limit)."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
 def time_call(fn, x, repeats: int) -> float:
     fn(x)  # warm-up (tracing, compilation, allocations)
     best = float("inf")
@@ -66,11 +80,21 @@ def main() -> None:
     import tensorflow as tf
 
     from napari_flow_features.model.i3d import build_i3d
+    from napari_flow_features.model.runtime import (
+        OpenVINOEncoder,
+        cpu_info,
+        installed_runtimes,
+        native_bf16,
+    )
 
     peak, how = cpu_peak_gflops()
+    print(f"CPU: {cpu_info()['name']}; native bf16: {native_bf16()}")
     print(f"fp32 peak {peak:.0f} GFLOP/s ({how}); TensorFlow {tf.__version__}")
+    gemm = numpy_gemm_gflops()
+    print(f"numpy float32 GEMM (2048², best of 3): {gemm:.0f} GFLOP/s")
     print(
-        f"{'clip':>10}{'mode':>16}{'frames/s':>10}{'GFLOP/clip':>12}{'GFLOP/s':>9}{'% peak':>8}{'vs tf.fn':>9}"
+        f"{'clip':>10}{'mode':>16}{'frames/s':>10}{'GFLOP/clip':>12}{'GFLOP/s':>9}{'% peak':>8}"
+        f"{'% GEMM':>8}{'vs tf.fn':>9}{'rel L2':>10}"
     )
     for size in (int(s) for s in args.sizes.split(",")):
         for length in (int(c) for c in args.clips.split(",")):
@@ -96,14 +120,27 @@ def main() -> None:
             }
             if args.no_xla:
                 modes.pop("XLA")
+            if not native_bf16():
+                modes.pop("bf16 tf.fn")  # ~13x slower without native bf16: not a runtime we use
+            rel = {}
+            if "openvino" in installed_runtimes():
+                ov = OpenVINOEncoder(
+                    f32, cache_dir=os.path.join(os.path.dirname(__file__), ".ov-cache")
+                )
+                xn = np.asarray(x)
+                modes["openvino f32"] = lambda t, e=ov, xn=xn: e(xn)
+                ref = np.asarray(modes["tf.function"](x))
+                got = ov(xn)
+                rel["openvino f32"] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
             times = {name: time_call(fn, x, args.repeats) for name, fn in modes.items()}
             base = times["tf.function"]
             for name, t in times.items():
                 gflops = flops / t / 1e9
                 pct = f"{100 * gflops / peak:.0f}" if name != "bf16 tf.fn" else "-"
+                err = f"{rel[name]:.1e}" if name in rel else "-"
                 print(
                     f"{f'{length}x{size}²':>10}{name:>16}{length / t:>10.1f}{flops / 1e9:>12.1f}"
-                    f"{gflops:>9.1f}{pct:>8}{base / t:>9.2f}"
+                    f"{gflops:>9.1f}{pct:>8}{100 * gflops / gemm:>8.0f}{base / t:>9.2f}{err:>10}"
                 )
 
 

@@ -403,49 +403,99 @@ def _sequence_figures(extractor: Any, flow: Any, stem: str, out: Path, features:
     return write_figures(vis, maps, VISUALIZE_KINDS, features, out / stem, clip_flow, stem=stem)
 
 
+def _parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(int(v) for v in parts)
+    except ValueError:
+        raise BadInputError(f"--roi takes x,y,w,h in whole pixels, got {text!r}") from None
+    if len(values) != 4:
+        raise BadInputError(f"--roi takes four numbers x,y,w,h, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     import numpy as np
+    from tqdm import tqdm
 
-    from .extract.pipeline import extract_features
+    from .extract.landmarks import landmarks_from_args
+    from .extract.pipeline import _prepare, extract_features
     from .io._atomic import atomic_write_path
-    from .io.tables import feature_columns, write_table
+    from .io.table_stream import TableStreamWriter
+    from .io.tables import feature_columns
 
+    # Every input is read and checked before the model is built or any flow computed.
+    output = Path(args.output)
+    if output.suffix.lower() not in (".parquet", ".csv", ".npz"):
+        raise BadInputError(f"--output must end in .parquet, .csv or .npz, not {output.suffix!r}")
+    if not output.parent.is_dir():
+        raise BadInputError(f"Output folder does not exist: {output.parent}")
+    for name in ("max_side", "stride", "clip_length", "chunk_length"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    roi = _parse_roi(args.roi)
+    keep_flow = Path(args.keep_flow) if args.keep_flow else None
+    points = landmarks_from_args(args)  # read and checked against the video
+    _prepare(
+        args.source, args.post_encoder, points, args.interpolation,
+        args.interpolate_missing, args.start, args.stop, roi, args.max_side, args.flow_method,
+    )  # fmt: skip
     weights: dict = {"seed": args.seed}
     if args.checkpoint:
         weights = {"source": "deepmind", "checkpoint": args.checkpoint}
     elif args.registry_dir:
         weights = {"source": "registry", "registry_dir": args.registry_dir,
                    "model_name": args.model_name, "version": args.version}  # fmt: skip
-    overrides = {"weights": weights}
-    if args.stride:
-        overrides["stride"] = args.stride
+    overrides: dict = {"weights": weights}
+    for name in ("stride", "runtime", "windowing", "chunk_length"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    print("building the I3D model ...", file=sys.stderr)
     extractor = _extractor(args, **overrides)
-    output = Path(args.output)
-    if output.suffix.lower() not in (".parquet", ".csv", ".npz"):
-        raise BadInputError(f"--output must end in .parquet, .csv or .npz, not {output.suffix!r}")
     maps_path = output.with_name(output.stem + "_maps.npy") if args.post_encoder == "none" else None
-    bar = _Bar("I3D features", "window")
+    flow_bar = _Bar("optical flow", "field")
+    bar = _Bar("I3D features", "frame")
+    sink = None if output.suffix.lower() == ".npz" else TableStreamWriter(output)
     try:
         result = extract_features(
-            args.source, extractor, args.post_encoder, points=args.points,
+            args.source, extractor, args.post_encoder, points=points,
             interpolation=args.interpolation, flow_method=args.flow_method,
             interpolate_missing=args.interpolate_missing, maps_path=maps_path, progress=bar,
+            flow_progress=flow_bar, start=args.start, stop=args.stop, roi=roi,
+            max_side=args.max_side, keep_flow=keep_flow, keep_flow_dtype=args.keep_flow_dtype,
+            flow_cache=args.flow_cache,
+            status=lambda text: tqdm.write(f"  {text}", file=sys.stderr),
+            row_sink=sink.write if sink is not None else None,
         )  # fmt: skip
+        meta = result.metadata
+        if sink is not None:
+            sink.close(meta)
+            rows = sink.rows
+        else:
+            table = result.table
+            cols = feature_columns(table)
+            with atomic_write_path(output) as tmp:
+                np.savez(tmp, frame=table["frame"].to_numpy(),
+                         features=table[cols].to_numpy(np.float32) if cols else np.zeros((len(table), 0)))  # fmt: skip
+            rows = len(table)
+    except BaseException:
+        if sink is not None:
+            sink.discard()
+        raise
     finally:
+        flow_bar.close()
         bar.close()
-    table = result.table
-    if output.suffix.lower() == ".npz":
-        cols = feature_columns(table)
-        with atomic_write_path(output) as tmp:
-            np.savez(tmp, frame=table["frame"].to_numpy(),
-                     features=table[cols].to_numpy(np.float32) if cols else np.zeros((len(table), 0)))  # fmt: skip
-    else:
-        write_table(table, output)
-    meta = result.metadata
-    print(f"wrote {output}: {len(table)} rows, post-encoder {args.post_encoder}, end point "
-          f"{meta['endpoint']}, {meta['n_windows']} windows")  # fmt: skip
+    print(f"wrote {output}: {rows} rows, post-encoder {args.post_encoder}, end point "
+          f"{meta['endpoint']}, {meta['windowing']} ({meta['n_windows']} encoder passes, "
+          f"{meta['encoder_frames_per_output_frame']:.2f} per frame), runtime "
+          f"{meta.get('runtime_used', '?')}, {meta['frames_per_second']} frames/s")  # fmt: skip
     if maps_path is not None:
         print(f"feature maps: {maps_path} {tuple(result.feature_maps.shape)}")
+    if keep_flow is not None:
+        print(f"flow kept: {keep_flow} ({args.keep_flow_dtype})")
     if args.post_encoder == "point":
         print(f"landmark rows without a point: {meta['missing_landmark_rows']}; outside the frame: "
               f"{meta['outside_frame_rows']}; positions interpolated: "
@@ -669,12 +719,14 @@ def _add_flow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
         type=POSITIVE_INT,
-        help="processes for single-threaded methods (default: cores, max 2)",
+        help="threads for single-threaded methods (default: cores, max 2)",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from .extract.landmarks import add_landmark_arguments
+
     parser = argparse.ArgumentParser(
         prog="flow-features",
         description="Motion features from video: optical flow, an I3D flow encoder, post-encoders.",
@@ -778,15 +830,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="per-frame I3D features of a video or flow file")
     p.add_argument("source", help="video (flow is computed) or flow (.npy, .npz, .flo folder)")
     p.add_argument("--post-encoder", choices=("none", "gap", "point"), default="gap")
-    p.add_argument("--points", help="landmark table (frame, x, y[, track_id]) for point")
+    p.add_argument("--points", help="landmarks for point: our table (frame, x, y[, track_id]) or "
+                   "pose-tracker output (DeepLabCut .h5/.csv, SLEAP .slp/.h5, Lightning Pose .csv)")  # fmt: skip
     p.add_argument("--interpolation", choices=("bilinear", "nearest"), default="bilinear")
     p.add_argument("--interpolate-missing", action="store_true",
                    help="fill landmark gaps linearly between keyframes")  # fmt: skip
-    p.add_argument("--flow-method", default="farneback", help="flow method for a video source")
+    add_landmark_arguments(p)
+    p.add_argument("--flow-method", default="dis",
+                   choices=("dis", "farneback", "tvl1", "tvl1-skimage"),
+                   help="flow method for a video source (DIS: fastest, see docs/performance.md)")  # fmt: skip
+    p.add_argument("--max-side", type=int, default=256,
+                   help="resize frames so the longest side is at most this before flow and encoder "
+                        "(0.25x the pixels of 640x480 at 256; give a large value to keep the size)")  # fmt: skip
+    p.add_argument("--roi", help="x,y,w,h: only this region of the frame (video pixels)")
+    p.add_argument("--start", type=int, help="first frame (default 0)")
+    p.add_argument("--stop", type=int, help="frame after the last (default: the video's end)")
+    p.add_argument("--keep-flow", help="also write the flow to this .npy (streamed)")
+    p.add_argument("--keep-flow-dtype", choices=("float16", "uint8", "float32"), default="float16",
+                   help="stored flow type: float16, uint8 quantised like DeepMind, or float32")  # fmt: skip
+    p.add_argument("--flow-cache",
+                   help="folder keeping the last video's flow (up to 2 GB) so the next run with "
+                        "the same video, method and selection skips it")  # fmt: skip
+    p.add_argument("--runtime", choices=("auto", "tensorflow", "openvino"),
+                   help="inference runtime (default auto: OpenVINO when installed)")  # fmt: skip
+    p.add_argument("--windowing", choices=("chunked", "sliding"),
+                   help="chunked (default, seamless) or the seed's sliding windows")  # fmt: skip
+    p.add_argument("--chunk-length", type=int, help="frames per encoder pass in chunked mode")
     p.add_argument("--config", help="extractor YAML config (see docs/model.md)")
     p.add_argument("--endpoint", help="encoder end point (e.g. Mixed_4f)")
-    p.add_argument("--clip-length", type=POSITIVE_INT, help="frames per clip")
-    p.add_argument("--stride", type=POSITIVE_INT, help="frames between clips")
+    p.add_argument("--clip-length", type=POSITIVE_INT, help="frames per clip (sliding windowing)")
+    p.add_argument("--stride", type=POSITIVE_INT, help="frames between clips (sliding windowing)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights")
     p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it)")
     p.add_argument("--registry-dir", help="take the model from this registry")
@@ -831,8 +904,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Terminated(CancelledError):
-    """SIGTERM, raised in the main thread so that every ``with`` block cleans up."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster's time limit, ``kill``): unwinds like Ctrl-C so every ``finally`` runs
+    and no temporary file stays behind."""
 
 
 _SIGNALLED: list[int] = []  # signals received during this main() call
@@ -841,30 +915,35 @@ _SIGNALLED: list[int] = []  # signals received during this main() call
 def _on_signal(signum: int, frame: Any) -> None:
     _SIGNALLED.append(signum)
     if signum == signal.SIGTERM:
-        raise _Terminated()
+        raise Terminated()
     raise KeyboardInterrupt()
+
+
+def _terminate_cleanly() -> dict[int, Any]:
+    """Record SIGINT and SIGTERM when they arrive and raise them in the main thread (when we are
+    the main thread) as ``KeyboardInterrupt``/:class:`Terminated`; returns the previous handlers."""
+    import threading
+
+    _SIGNALLED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flow-features``; returns the exit code (0 done, 2 bad input or a full
     disk, 130 Ctrl-C, 143 SIGTERM)."""
-    import threading
-
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, _on_signal)
-    _SIGNALLED.clear()
+    previous = _terminate_cleanly()
     try:
         return int(args.func(args) or 0)
     except BaseException as exc:  # every end is reported with its exit code
         # A signal raised at an arbitrary point may surface as another error from the library
         # it interrupted (h5py, zipfile): the run was stopped, not broken.
         if _SIGNALLED or isinstance(exc, (CancelledError, KeyboardInterrupt)):
-            if signal.SIGTERM in _SIGNALLED or isinstance(exc, _Terminated):
-                print("flow-features: terminated (nothing incomplete was left at an output path)",
+            if signal.SIGTERM in _SIGNALLED or isinstance(exc, Terminated):
+                print("flow-features: terminated (SIGTERM); temporary files removed",
                       file=sys.stderr)  # fmt: skip
                 return 143
             print("flow-features: cancelled", file=sys.stderr)

@@ -156,10 +156,15 @@ def test_nan_rows_are_dropped_and_counted_and_labels_come_from_tables():
     assert metric(result, "chance_accuracy") == pytest.approx(38 / 58)
 
 
-def test_multi_landmark_tables_are_sequences_of_their_own():
+@pytest.mark.parametrize(
+    "names",
+    [{"landmark": ("nose", "paw")}, {"individual": ("m1", "m1"), "keypoint": ("nose", "paw")}],
+)
+def test_multi_landmark_tables_are_sequences_of_their_own(names):
     t = np.arange(50)
     a = np.stack([np.sin(t / 5), np.cos(t / 5)], axis=1) + 2
-    df = pd.concat([table(a).assign(landmark="nose"), table(-a).assign(landmark="paw")])
+    parts = [table(v).assign(**{c: n[i] for c, n in names.items()}) for i, v in enumerate((a, -a))]
+    df = pd.concat(parts)
     df = df.sort_values("frame", kind="stable")  # rows interleave landmarks, as the pipeline writes
     data = prepare(df)
     assert np.all(np.diff(data.sequences) >= 0)  # grouped, then time-ordered within

@@ -222,7 +222,7 @@ def test_read_only_output_folder(tmp_path, monkeypatch):
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(np.lib.format, "open_memmap", refuse)
+        monkeypatch.setattr(compute_mod, "NpyStreamWriter", refuse)
     with pytest.raises(BadInputError, match="read-only"):
         OpticalFlowComputer("dis").compute(video, locked / "flow.npy")
     locked.chmod(0o755)
@@ -231,6 +231,31 @@ def test_read_only_output_folder(tmp_path, monkeypatch):
 
 def test_tvl1_without_contrib_names_the_extra(monkeypatch):
     monkeypatch.delattr(cv2, "optflow")
-    monkeypatch.setattr(compute_mod, "_KERNEL_CACHE", {})
+    monkeypatch.setattr(compute_mod, "_THREAD_KERNELS", threading.local())
     with pytest.raises(BadInputError, match=r"napari-flow-features\[tvl1\]"):
         OpticalFlowComputer("tvl1")
+
+
+def test_unguarded_script_with_farneback_runs(tmp_path):
+    """A plain script without ``if __name__ == "__main__":`` (spawn pools re-ran such scripts and
+    died with BrokenProcessPool): it runs once, on threads, and starts no child process."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import multiprocessing, numpy as np\n"
+        "from napari_flow_features.flow.compute import OpticalFlowComputer\n"
+        "print('run', flush=True)\n"
+        "rng = np.random.default_rng(0)\n"
+        "base = (rng.random((48, 64)) * 255).astype(np.uint8)\n"
+        "video = np.stack([np.roll(base, i, axis=1) for i in range(6)])\n"
+        "flow = OpticalFlowComputer('farneback', workers=2, chunk_size=1).compute(video)\n"
+        "print('shape', flow.shape, 'children', len(multiprocessing.active_children()))\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("run") == 1  # not re-executed in children
+    assert "shape (5, 48, 64, 2) children 0" in done.stdout

@@ -31,18 +31,19 @@ def blob_flow(n=11, h=96, w=128, cy=40, cx=40, dx=4.0):
     return flow
 
 
-def test_gap_is_the_spatial_mean_of_the_none_maps(extractor, tmp_path):
+@pytest.mark.parametrize(
+    "windowing, maps_shape",
+    [("sliding", (3, 4, 4, 6, 480)), ("chunked", (1, 8, 4, 6, 480))],  # starts 0, 4, 8 | one pass
+)
+def test_gap_is_the_spatial_mean_of_the_none_maps(extractor, tmp_path, windowing, maps_shape):
     flow = np.random.default_rng(0).normal(0, 4, (15, 32, 48, 2)).astype(np.float32)
-    none = extract_features(flow, extractor, "none", maps_path=tmp_path / "maps.npy")
-    assert (tmp_path / "maps.npy").is_file() and none.feature_maps.shape == (
-        3,
-        4,
-        4,
-        6,
-        480,
-    )  # starts 0, 4, 8
+    none = extract_features(
+        flow, extractor, "none", maps_path=tmp_path / "maps.npy", windowing=windowing
+    )
+    assert (tmp_path / "maps.npy").is_file() and none.feature_maps.shape == maps_shape
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.npy"]  # no partial file left
     assert list(none.table.columns) == ["frame", "window", "tau"] and len(none.table) == 16
-    g = extract_features(flow, extractor, "gap")
+    g = extract_features(flow, extractor, "gap", windowing=windowing)
     assert len(g.table) == 16 and g.table.columns[0] == "frame"
     for t in (0, 7, 15):
         row = none.table.iloc[t]
@@ -112,8 +113,12 @@ def test_single_frame_runs_only_its_window(extractor):
 def test_progress_and_cancel(extractor):
     flow = blob_flow(n=23)
     seen = []
-    extract_features(flow, extractor, "gap", progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (5, 5) and len(seen) == 3  # 5 windows in batches of 2
+    extract_features(
+        flow, extractor, "gap", progress=lambda d, t: seen.append((d, t)), windowing="sliding"
+    )
+    # Frames done: 0, then after each batch of 2 windows (5 windows: 3 batches).
+    assert seen[0] == (0, 24) and seen[-1] == (24, 24) and len(seen) == 4
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     with pytest.raises(CancelledError):
         extract_features(flow, extractor, "gap", cancel=lambda: True)
 
@@ -126,7 +131,7 @@ def test_bad_inputs(extractor):
         extract_features(flow, extractor, "point", np.zeros((3, 2)))
     with pytest.raises(BadInputError, match="needs landmarks"):
         extract_features(flow, extractor, "point")
-    with pytest.raises(BadInputError, match="clip_length must be at least 1"):
+    with pytest.raises(BadInputError, match="clip_length must be a whole number"):
         extract_features(flow, extractor, "gap", clip_length=0)
     with pytest.raises(BadInputError, match=r"\(H, W, 2\)"):
         extract_features(np.zeros((5, 8, 8, 3), np.float32), extractor, "gap")
@@ -177,7 +182,8 @@ def test_heatmap_reductions(extractor):
         extract_features(flow, extractor, "gap", heatmap=999, frames=[5])
 
 
-def test_known_weights_end_to_end_rows_are_hand_computed():
+@pytest.mark.parametrize("windowing", ["sliding", "chunked"])
+def test_known_weights_end_to_end_rows_are_hand_computed(windowing):
     """Conv3d_1a_7x7 with only the centre tap from dx to channel 0: its output is known, so each
     frame's GAP row follows from DESIGN.md's rule by hand."""
     ext = DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", clip_length=8, stride=4)
@@ -193,8 +199,10 @@ def test_known_weights_end_to_end_rows_are_hand_computed():
     flow = np.zeros((11, 16, 16, 2), np.float32)  # 12 frames; field f has dx = f px, dy = -1 px
     flow[..., 0] = np.arange(11)[:, None, None]
     flow[..., 1] = -1.0
-    table = extract_features(flow, ext, "gap").table
+    table = extract_features(flow, ext, "gap", windowing=windowing).table
     scale = 1 / 20 / np.sqrt(1 + 1e-3)  # flow bound, then BatchNorm with variance 1
+    # chunked: one pass over 12 frames padded to 16; step k also sits at frame 2k+1 and
+    # tau = (t + 0.5) / 2 - 0.5 gives the same blends as the sliding windows below.
     # Windows start at 0 and 4 (L=8, S=4); T' = 4; the output step t' sits at window frame 2t'+1.
     # Frame 5: window 0, tau = 5.5 * 4/8 - 0.5 = 2.25 -> 0.75 * dx(5) + 0.25 * dx(7) = 5.5
     assert table.loc[5, "f0000"] == pytest.approx(5.5 * scale, rel=1e-5)

@@ -190,3 +190,27 @@ def test_folder_is_not_a_video(tmp_path):
     shutil.copytree(tmp_path, tmp_path / "sub.mp4")
     with pytest.raises(BadInputError, match="folder"):
         VideoArray(tmp_path / "sub.mp4")
+
+
+def test_open_is_lazy_and_the_seek_index_is_cached(tmp_path, monkeypatch):
+    """Opening reads no index; the first random access builds it and caches it on disk; the next
+    open of the same file reuses it; a changed file gets a new one."""
+    monkeypatch.setenv("NAPARI_FLOW_FEATURES_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 255, (120, 32, 48), dtype=np.uint8)
+    path = write_video(tmp_path / "v.mp4", frames, bframes=2, gop=12)
+    video = VideoArray(path)
+    assert video.count_source == "container" and len(video) == 120
+    assert video.index_from_cache is None and video.decoded_frames <= 2  # no index yet
+    sequential = np.stack(list(video.iter_frames(0, 20)))
+    assert video.index_from_cache is None  # reading in order needs no index
+    later = video[110]  # far ahead: a seek, which needs the index
+    assert video.index_from_cache is False  # built by the jump, then saved
+    again = VideoArray(path)
+    np.testing.assert_array_equal(again[110], later)
+    assert again.index_from_cache is True
+    np.testing.assert_array_equal(again[:20], sequential)
+    changed = write_video(tmp_path / "v.mp4", frames[::-1], bframes=2, gop=12)
+    fresh = VideoArray(changed)
+    np.testing.assert_array_equal(fresh[110], sequential_decode(str(changed))[110])
+    assert fresh.index_from_cache is False  # the old entry no longer matches

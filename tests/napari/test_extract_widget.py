@@ -113,6 +113,7 @@ def test_cancel_and_a_killed_worker_keep_the_viewer_usable(make_napari_viewer, q
     viewer.open_sample(PLUGIN, "whisker")
     widget = ExtractWidget(viewer)
     small_run(widget)
+    widget.windowing.value = "sliding windows"
     widget.stride.value = 1  # many windows, so there is time to cancel between batches
     progress: list[tuple[int, int]] = []
     worker = widget.run(current_frame=False)

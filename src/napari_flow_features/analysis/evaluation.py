@@ -57,8 +57,10 @@ class FeatureData:
 
 
 def feature_matrix(features: Any) -> tuple[np.ndarray, pd.DataFrame]:
-    """``(n, C)`` features and the row keys (``frame`` and, if present, ``landmark``)."""
+    """``(n, C)`` features and the row keys (``frame`` and, if the table names landmarks, their
+    label as ``landmark``)."""
     if isinstance(features, pd.DataFrame):
+        from ..io.landmark_key import landmark_ids, landmark_key
         from ..io.tables import feature_columns
 
         cols = feature_columns(features)
@@ -71,8 +73,8 @@ def feature_matrix(features: Any) -> tuple[np.ndarray, pd.DataFrame]:
                 else np.arange(len(features))
             }
         )
-        if "landmark" in features:
-            keys["landmark"] = features["landmark"].astype(str).to_numpy()
+        if landmark_key(features) is not None:  # landmark, or individual + keypoint
+            keys["landmark"] = np.array([str(i) for i in landmark_ids(features)], dtype=object)
         return features[cols].to_numpy(np.float64), keys
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..io.landmark_key import landmark_ids
 from .evaluation import (
     FeatureExtractorEvaluator,
     consecutive_cosines,
@@ -54,9 +55,9 @@ def evaluation_figures(
     if groups is not None:
         groups = np.asarray(groups, dtype=object)
         features, labels = _first_only(features, labels, groups == groups[0])
-    if "landmark" in features and features["landmark"].nunique() > 1:
-        first = features["landmark"].iloc[0]
-        features, labels = _first_only(features, labels, (features["landmark"] == first).to_numpy())
+    ids = np.array(landmark_ids(features), dtype=object)
+    if len(set(ids)) > 1:
+        features, labels = _first_only(features, labels, ids == ids[0])
     frames, scores, ratio = vis.principal_components(features, 3)
     _, keys = feature_matrix(features)
     lab = None if labels is None else labels_per_row(labels, keys)

@@ -47,14 +47,15 @@ def figure_rgb(fig: Any) -> np.ndarray:
 def _as_table(features: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """(frames, (n, C) values) of a feature table or a 2-D array; None for activations."""
     if isinstance(features, pd.DataFrame):
+        from ..io.landmark_key import landmark_ids
         from ..io.tables import feature_columns
 
         cols = feature_columns(features)
         if not cols:
             raise BadInputError("The table has no feature columns (f0000, f0001, …)")
-        if "landmark" in features and features["landmark"].nunique() > 1:
-            first = features["landmark"].iloc[0]
-            features = features[features["landmark"] == first]  # one landmark per line plot
+        ids = np.array(landmark_ids(features), dtype=object)
+        if len(set(ids)) > 1:
+            features = features[ids == ids[0]]  # one landmark per line plot
         frames = features["frame"].to_numpy() if "frame" in features else np.arange(len(features))
         return frames, features[cols].to_numpy(np.float32)
     arr = np.asarray(features)

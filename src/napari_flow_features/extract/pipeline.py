@@ -1,8 +1,9 @@
-"""The extraction pipeline: source → flow → windows → encoder → post-encoder → one row per frame.
+"""The extraction pipeline: source → flow → encoder → post-encoder → one row per frame, streamed.
 
-Pure (no Qt). Windows go through the encoder ``batch_size`` at a time and rows are produced as soon
-as the windows they need are done, so memory is bounded by the batch and the map size; with the
-``none`` post-encoder the maps stream into an on-disk ``.npy``.
+Pure (no Qt). Frames are read in order, flow is computed in blocks on a background thread and fed to
+the encoder through a bounded queue (:mod:`.streaming`); rows come out as soon as the feature-map
+steps they need are done. Memory and disk are bounded by one chunk, whatever the video's length;
+with the ``none`` post-encoder the maps stream into a ``.npy`` renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import json
 import os
 import tempfile
 import threading
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadInputError, CancelledError
-from .landmarks import Landmarks, landmarks_from_points  # noqa: F401 (public here too)
+from ..io._atomic import atomic_write_path, partial_path
+from .landmarks import Landmarks, landmarks_from_points
 from .post_encoders import (
     INTERPOLATIONS,
     POST_ENCODERS,
@@ -31,6 +34,14 @@ from .post_encoders import (
     inside_frame,
     interpolate_time,
     sample_point,
+)
+from .streaming import (
+    FlowFeed,
+    FrameSelection,
+    padded_length,
+    plan_chunks,
+    select_frames,
+    step_positions,
 )
 
 Progress = Callable[[int, int], None]
@@ -45,22 +56,6 @@ class FeatureResult:
     feature_maps: Any = None
     metadata: dict = field(default_factory=dict)
     heatmap: np.ndarray | None = None  #: (T, H', W') activation per frame when asked for
-
-
-class _SpanFlow:
-    """Flow of a whole video that holds only the fields ``first .. first + len(fields) - 1``
-    (all that the needed windows read)."""
-
-    def __init__(self, fields: Any, first: int, n_fields: int) -> None:
-        self.fields, self.first = fields, first
-        self.shape = (n_fields, *fields.shape[1:])
-        self.dtype = fields.dtype
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        lo, hi, _ = key.indices(self.shape[0])
-        if lo < self.first or hi > self.first + len(self.fields):
-            raise IndexError(f"flow fields {lo}..{hi - 1} were not computed")
-        return np.asarray(self.fields[lo - self.first : hi - self.first])
 
 
 def _resolve_source(source: Any) -> tuple[str, Any, str]:
@@ -91,27 +86,6 @@ def _resolve_source(source: Any) -> tuple[str, Any, str]:
     return "flow", flow, name
 
 
-def _cached_flow_path(cache: Any, source: Any, method: str) -> Path | None:
-    """Where the flow of video ``source`` by ``method`` is kept in ``cache`` (None: no cache). The
-    key is a file's path, size and modification time, or an in-memory video's content hash, so
-    it changes when the video does."""
-    if cache is None:
-        return None
-    import hashlib
-
-    source = getattr(source, "path", source)  # a VideoArray is its file
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source).resolve()
-        stat = path.stat()
-        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{method}"
-    else:
-        frames = np.ascontiguousarray(source)
-        key = f"array|{frames.shape}|{hashlib.sha1(frames.data).hexdigest()}|{method}"
-    folder = Path(cache)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
-
-
 def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
     """Flow method and the video's (H, W) from a flow file's sidecar (``<file>.json``, written by
     :class:`OpticalFlowComputer`); ``({"flow_method": "given"}, None)`` without one."""
@@ -138,85 +112,136 @@ def _check_cancel(cancel: Any) -> None:
         raise CancelledError("Feature extraction cancelled")
 
 
-def extract_features(
-    source: Any,
-    extractor: Any,
-    post_encoder: str = "gap",
-    points: Any = None,
-    interpolation: str = "bilinear",
-    clip_length: int | None = None,
-    stride: int | None = None,
-    batch_size: int | None = None,
-    flow_method: str = "farneback",
-    interpolate_missing: bool = False,
-    maps_path: str | os.PathLike | None = None,
-    frames: list[int] | None = None,
-    heatmap: str | int | None = None,
-    progress: Progress | None = None,
-    cancel: Callable[[], bool] | threading.Event | None = None,
-    flow_cache: str | os.PathLike | None = None,
-) -> FeatureResult:
-    """Per-frame features for a video (flow computed on the way) or a flow sequence.
+#: The flow cache keeps a video's flow only up to this size (one entry at a time).
+FLOW_CACHE_MAX_BYTES = int(os.environ.get("NAPARI_FLOW_FEATURES_FLOW_CACHE_MB", "2048")) * 2**20
+KEEP_FLOW_DTYPES = ("float32", "float16", "uint8")
+Status = Callable[[str], None]
 
-    ``post_encoder``: ``"none"`` (maps to ``maps_path`` or a temporary ``.npy``; the table maps each
-    frame to its window and time position), ``"gap"`` or ``"point"`` (needs ``points``; rows per frame
-    and landmark). ``frames`` restricts the run to the windows those frames need (see
-    :func:`extract_frame`). ``heatmap`` (``"mean"``, ``"l2"`` or a channel index) also returns each
-    frame's activation map ``(T, H', W')`` reduced over channels (NaN for frames not run).
-    ``progress(done, total)`` counts windows; ``cancel`` is checked between batches and raises
-    :class:`CancelledError`. ``flow_cache``: a folder that keeps the flow of the last video file
-    run in full (keyed by path, size, modification time and method) so the next run on it, with
-    any post-encoder, skips the flow (``flow_reused`` in the metadata).
-    """
-    workdir = Path(tempfile.mkdtemp(prefix="flow-features-"))
-    try:
-        return _extract_features(
-            workdir,
-            source,
-            extractor,
-            post_encoder=post_encoder,
-            points=points,
-            interpolation=interpolation,
-            clip_length=clip_length,
-            stride=stride,
-            batch_size=batch_size,
-            flow_method=flow_method,
-            interpolate_missing=interpolate_missing,
-            maps_path=maps_path,
-            frames=frames,
-            heatmap=heatmap,
-            progress=progress,
-            cancel=cancel,
-            flow_cache=flow_cache,
-        )
-    finally:
-        # Flow computed from a video is only needed during the run; the folder stays only when it
-        # holds the feature maps of the none post-encoder.
-        for name in ("flow.npy", "flow.npy.json"):
-            (workdir / name).unlink(missing_ok=True)
+
+@dataclass
+class _Run:
+    """Everything one run decided before any flow is computed."""
+
+    kind: str
+    data: Any
+    name: str
+    sel: FrameSelection
+    flow_info: dict
+    to_flow: tuple[float, float] | None
+    landmarks: Landmarks | None
+
+
+def _cache_entry(cache: Any, source: Any, method: str, sel: FrameSelection) -> Path | None:
+    """Where the flow of video ``source`` by ``method`` over selection ``sel`` is kept in ``cache``.
+    The key is a file's path, size and modification time (or an in-memory video's content hash),
+    the method and the selection, so it changes when any of them does."""
+    if cache is None:
+        return None
+    import hashlib
+
+    source = getattr(source, "path", source)  # a VideoArray is its file
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).resolve()
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    else:
+        frames = np.ascontiguousarray(source)
+        key = f"array|{frames.shape}|{hashlib.sha1(frames.data).hexdigest()}"
+    key += f"|{method}|{sel.describe()}"
+    folder = Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+
+
+def _video_flow_blocks(
+    data: Any, sel: FrameSelection, lo: int, hi: int, method: str, workers: int | None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Raw flow fields ``lo..hi-1`` of the selection, computed block by block from frames read in
+    order (cropped to the region and resized first)."""
+    from ..flow.compute import _POOLED, _to_grey, iter_flow_blocks
+
+    x, y, w, h = sel.roi
+    size = sel.work_hw
+
+    def grey(i: int) -> np.ndarray:
+        frame = np.asarray(data[sel.start + i])
+        return _to_grey(frame[y : y + h, x : x + w], size)
+
+    def blocks() -> Iterator[tuple[int, np.ndarray]]:
+        prev = grey(lo)
+        for first in range(lo, hi, 8):
+            last = min(first + 8, hi)
+            block = [prev, *(grey(i) for i in range(first + 1, last + 1))]
+            prev = block[-1]
+            yield first, np.stack(block)
+
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if method in _POOLED else 1
+    return iter_flow_blocks(blocks(), method, "medium", None, 1 if method == "dis" else workers)
+
+
+def _array_flow_blocks(
+    flow: Any, offset: int, lo: int, hi: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Fields ``lo..hi-1`` of a stored flow sequence (starting at field ``offset``), 8 at a time."""
+    for first in range(lo, hi, 8):
+        block = np.asarray(flow[offset + first : offset + min(first + 8, hi)], np.float32)
+        yield first, block
+
+
+class _FlowWriter:
+    """Raw flow written in order to a temporary ``.npy`` beside ``final``, renamed when complete
+    (``float32``, ``float16``, or ``uint8`` quantised as DeepMind did: ``[-bound, bound]`` → 0..255)."""
+
+    def __init__(self, final: Path, shape: tuple, dtype: str, bound: float, spec: dict) -> None:
+        from ..flow.compute import NpyStreamWriter
+
+        if dtype not in KEEP_FLOW_DTYPES:
+            raise BadInputError(f"keep-flow dtype must be one of {', '.join(KEEP_FLOW_DTYPES)}")
+        self.final, self.dtype, self.bound = final, dtype, float(bound)
+        self.spec = {**spec, "flow_encoding": dtype}
+        if dtype == "uint8":
+            self.spec["flow_quantisation_bound"] = self.bound
+        self.tmp = partial_path(final)
+        self.writer = NpyStreamWriter(self.tmp, shape, dtype)
+
+    def __call__(self, first: int, raw: np.ndarray) -> None:
+        if self.dtype == "uint8":
+            q = (np.clip(raw, -self.bound, self.bound) + self.bound) * (255.0 / (2 * self.bound))
+            raw = np.round(q).astype(np.uint8)
+        self.writer[first : first + len(raw)] = raw
+
+    def commit(self) -> Path:
+        from ..io.tables import jsonable_metadata
+
+        self.writer.close()
+        side = self.final.with_name(self.final.name + ".json")
+        with atomic_write_path(side) as tmp:
+            tmp.write_text(json.dumps(jsonable_metadata(self.spec), indent=2))
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def discard(self) -> None:
         with contextlib.suppress(OSError):
-            workdir.rmdir()
+            self.writer._file.close()
+        self.tmp.unlink(missing_ok=True)
 
 
-def _extract_features(
-    workdir: Path,
+def _prepare(
     source: Any,
-    extractor: Any,
-    post_encoder: str = "gap",
-    points: Any = None,
-    interpolation: str = "bilinear",
-    clip_length: int | None = None,
-    stride: int | None = None,
-    batch_size: int | None = None,
-    flow_method: str = "farneback",
-    interpolate_missing: bool = False,
-    maps_path: str | os.PathLike | None = None,
-    frames: list[int] | None = None,
-    heatmap: str | int | None = None,
-    progress: Progress | None = None,
-    cancel: Callable[[], bool] | threading.Event | None = None,
-    flow_cache: str | os.PathLike | None = None,
-) -> FeatureResult:
+    post_encoder: str,
+    points: Any,
+    interpolation: str,
+    interpolate_missing: bool,
+    start: int | None,
+    stop: int | None,
+    roi: Any,
+    max_side: int | None,
+    flow_method: str,
+) -> _Run:
+    """Check every input and open the source (no pixels decoded beyond the first frame)."""
+    from ..flow.compute import METHODS
+
     if post_encoder not in POST_ENCODERS:
         raise BadInputError(
             f"post_encoder must be one of {', '.join(POST_ENCODERS)}, not {post_encoder!r}"
@@ -227,157 +252,527 @@ def _extract_features(
         raise BadInputError(
             "Spatial Point Extraction needs landmarks: give a Points layer or table"
         )
-    cfg = extractor.config
-    for key, value in (
-        ("clip_length", clip_length),
-        ("stride", stride),
-        ("batch_size", batch_size),
-    ):
-        if value is not None:
-            if int(value) < 1:
-                raise BadInputError(f"{key} must be at least 1, got {value}")
-            cfg[key] = int(value)
+    if flow_method not in METHODS:
+        raise BadInputError(
+            f"Unknown flow method {flow_method!r}; choose one of {', '.join(METHODS)}"
+        )
     kind, data, name = _resolve_source(source)
-    n_frames = len(data) if kind == "video" else data.shape[0] + 1
-    windows = extractor.windows(n_frames)
-    length = cfg["clip_length"]
-    starts = [w.start for w in windows]
-    # Which windows are needed (the window assignment does not depend on T').
-    assign = assign_frames(starts, n_frames, length, 1)
-    wanted = np.arange(n_frames) if frames is None else np.asarray(sorted(set(frames)), int)
-    if wanted.size and (wanted.min() < 0 or wanted.max() >= n_frames):
-        raise BadInputError(f"Frame out of range: the video has frames 0..{n_frames - 1}")
-    needed = sorted(set(assign.window[wanted].tolist()))
-
-    if kind == "video":
-        from ..flow.compute import OpticalFlowComputer
-
-        if n_frames < 2:
-            raise BadInputError(f"Optical flow needs at least 2 frames; the video has {n_frames}")
-        cached = _cached_flow_path(flow_cache, source, flow_method)
-        flow_info = {"flow_method": flow_method, "flow_reused": False}
-        if cached is not None and cached.is_file():
-            flow = np.load(cached, mmap_mode="r", allow_pickle=False)
-            frame_hw = tuple(flow.shape[1:3])
-            flow_info["flow_reused"] = True
-        elif cached is not None and frames is None:
-            for old in cached.parent.glob("*.npy*"):  # one video's flow at a time (they are big)
-                old.unlink(missing_ok=True)
-            computer = OpticalFlowComputer(flow_method)
-            frame_hw = computer.spec_for(data).input_shape
-            flow = computer.compute(data, cached, cancel=cancel)
-        else:
-            # Flow only for the frames the needed windows cover (one window for extract_frame).
-            first = windows[needed[0]].start
-            last = min(windows[needed[-1]].start + length, n_frames - 1)
-            span = [data[i] for i in range(first, last + 1)] if frames is not None else data
-            computer = OpticalFlowComputer(flow_method)
-            frame_hw = computer.spec_for(span).input_shape
-            fields = computer.compute(span, workdir / "flow.npy", cancel=cancel)
-            flow = _SpanFlow(fields, first if frames is not None else 0, n_frames - 1)
-    else:
-        flow, frame_hw = data, tuple(data.shape[1:3])
-        flow_info, video_hw = _flow_file_spec(source)
-    extractor._check_flow(flow)
-    # Landmarks are in video pixels; flow computed at another size (its sidecar says so) maps them
-    # by pixel centres, align-corners=False: x_flow = (x + 0.5) * W_flow / W_video - 0.5.
     to_flow = None
-    if kind == "flow" and video_hw is not None and tuple(video_hw) != frame_hw:
-        to_flow = (frame_hw[0] / video_hw[0], frame_hw[1] / video_hw[1])
-        flow_info["landmarks_scaled_to_flow"] = list(to_flow)
+    if kind == "video":
+        n_total = len(data)
+        if n_total < 2:
+            raise BadInputError(f"Optical flow needs at least 2 frames; the video has {n_total}")
+        frame_hw = tuple(int(v) for v in np.shape(data[0])[:2])
+        sel = select_frames(n_total, frame_hw, start, stop, roi, max_side)
+        flow_info = {"flow_method": flow_method, "flow_reused": False}
+    else:
+        if roi is not None or max_side is not None:
+            raise BadInputError(
+                "roi and max_side apply when flow is computed from a video; this source is a flow "
+                f"sequence ({name}): compute it again from the video with them"
+            )
+        n_total = data.shape[0] + 1
+        frame_hw = tuple(int(v) for v in data.shape[1:3])
+        sel = select_frames(n_total, frame_hw, start, stop)
+        flow_info, video_hw = _flow_file_spec(source)
+        # Landmarks are in video pixels; flow computed at another size (its sidecar says so) maps
+        # them by pixel centres: x_flow = (x + 0.5) * W_flow / W_video - 0.5.
+        if video_hw is not None and tuple(video_hw) != frame_hw:
+            to_flow = (frame_hw[0] / video_hw[0], frame_hw[1] / video_hw[1])
+            flow_info["landmarks_scaled_to_flow"] = list(to_flow)
     landmarks = None
     if post_encoder == "point":
-        landmarks = landmarks_from_points(points, n_frames, interpolate_missing)
+        landmarks = landmarks_from_points(points, n_total, interpolate_missing)
+        landmarks = landmarks.frames(sel.start, sel.stop)
+    return _Run(kind, data, name, sel, flow_info, to_flow, landmarks)
 
-    rows: list[dict] = []
-    feats: list[np.ndarray] = []
-    maps_out = None
-    taus = None
-    heat = None
-    outside: list[tuple] = []
-    batch = cfg["batch_size"]
-    for b in range(0, len(needed), batch):
-        _check_cancel(cancel)
-        ks = needed[b : b + batch]
-        clips = np.stack([extractor.preprocess_window(flow, windows[k]) for k in ks])
-        maps = extractor.encode(clips)  # (B, T', H', W', C)
-        t_steps = maps.shape[1]
-        if post_encoder == "none" and maps_out is None:
-            target = Path(maps_path) if maps_path is not None else workdir / "feature_maps.npy"
-            maps_out = np.lib.format.open_memmap(
-                target, mode="w+", dtype=np.float32, shape=(len(needed), *maps.shape[1:])
+
+def extract_features(
+    source: Any,
+    extractor: Any,
+    post_encoder: str = "gap",
+    points: Any = None,
+    interpolation: str = "bilinear",
+    clip_length: int | None = None,
+    stride: int | None = None,
+    batch_size: int | None = None,
+    flow_method: str = "dis",
+    interpolate_missing: bool = False,
+    maps_path: str | os.PathLike | None = None,
+    frames: list[int] | None = None,
+    heatmap: str | int | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+    flow_cache: str | os.PathLike | None = None,
+    start: int | None = None,
+    stop: int | None = None,
+    roi: Any = None,
+    max_side: int | None = None,
+    keep_flow: str | os.PathLike | None = None,
+    keep_flow_dtype: str = "float16",
+    windowing: str | None = None,
+    flow_workers: int | None = None,
+    status: Status | None = None,
+    flow_progress: Progress | None = None,
+    row_sink: Callable[[pd.DataFrame], None] | None = None,
+) -> FeatureResult:
+    """Per-frame features of a video (flow computed on the way, streamed) or a flow sequence.
+
+    ``post_encoder``: ``"none"`` (maps to ``maps_path`` or a temporary ``.npy``; the table maps each
+    frame to its map and time position), ``"gap"`` or ``"point"`` (needs ``points``; rows per frame
+    and landmark). ``frames`` restricts the run to what those frames need (see
+    :func:`extract_frame`: one short chunk, and only its flow). ``heatmap`` (``"mean"``, ``"l2"`` or
+    a channel) also returns each frame's activation map ``(T, H', W')`` reduced over channels.
+
+    Streaming: frames are read in order and flow is computed in blocks on a background thread that
+    feeds the encoder through a bounded queue; nothing proportional to the video's length is kept
+    except the result rows (give ``row_sink`` to take them block by block instead) and the small
+    heatmap. ``windowing`` (default: the extractor's, ``chunked``) is seamless fully convolutional
+    inference in time, or the seed's ``sliding`` windows.
+
+    Choosing less work: ``start``/``stop`` (a frame range), ``roi = (x, y, w, h)`` in video pixels,
+    ``max_side`` (resize before flow and encoder). ``keep_flow``: also write the flow to this
+    ``.npy`` (``keep_flow_dtype`` float16, uint8 quantised, or float32; a JSON sidecar records it).
+    ``flow_cache``: a folder that keeps one video's flow (up to ``FLOW_CACHE_MAX_BYTES``) so the
+    next run on the same video and selection skips the flow (``flow_reused`` in the metadata).
+
+    ``progress(done, total)`` counts frames encoded, ``flow_progress`` flow fields computed;
+    ``status(text)`` hears phases and a time estimate after the first chunk; ``cancel`` (a callable
+    or an Event) stops the run with :class:`CancelledError`, leaving no files behind.
+    """
+    run = _prepare(
+        source, post_encoder, points, interpolation, interpolate_missing,
+        start, stop, roi, max_side, flow_method,
+    )  # fmt: skip
+    cfg = extractor.config
+    if run.kind == "flow":
+        extractor._check_flow(run.data)
+    elif cfg["in_channels"] != 2:
+        raise BadInputError(
+            f"The model takes {cfg['in_channels']} input channels but optical flow has 2"
+        )
+    settings = {
+        "clip_length": clip_length if clip_length is not None else cfg["clip_length"],
+        "stride": stride if stride is not None else cfg["stride"],
+        "batch_size": batch_size if batch_size is not None else cfg["batch_size"],
+    }
+    for key, value in settings.items():
+        if isinstance(value, bool) or int(value) != value or int(value) < 1:
+            raise BadInputError(f"{key} must be a whole number ≥ 1, got {value!r}")
+        settings[key] = int(value)
+    windowing = windowing or cfg.get("windowing", "sliding")
+    if windowing not in ("chunked", "sliding"):
+        raise BadInputError(f"windowing must be chunked or sliding, not {windowing!r}")
+    from ..model.i3d import ENDPOINT_STRIDES
+
+    if windowing == "chunked" and cfg["endpoint"] not in ENDPOINT_STRIDES:
+        windowing = "sliding"  # Logits/Predictions pool over a whole clip: no per-step maps
+    if keep_flow is not None:
+        if frames is not None:
+            raise BadInputError("keep_flow needs a run over all frames, not a frame subset")
+        keep_flow = Path(keep_flow)
+        if keep_flow.suffix.lower() != ".npy":
+            raise BadInputError(f"keep_flow must be a .npy path, got {keep_flow.name}")
+        if not keep_flow.parent.is_dir():
+            raise BadInputError(f"keep_flow folder does not exist: {keep_flow.parent}")
+        if keep_flow_dtype not in KEEP_FLOW_DTYPES:
+            raise BadInputError(
+                f"keep_flow_dtype must be one of {', '.join(KEEP_FLOW_DTYPES)}, not {keep_flow_dtype!r}"
             )
-        if taus is None:
-            taus = assign_frames(starts, n_frames, length, t_steps)
-        if heatmap is not None and heat is None:
-            heat = np.full((n_frames, *maps.shape[2:4]), np.nan, np.float32)
-        for j, k in enumerate(ks):
-            if maps_out is not None:
-                maps_out[b + j] = maps[j]
-            for t in wanted[assign.window[wanted] == k]:
-                tau = float(taus.tau[t])
-                if heat is not None:
-                    heat[t] = reduce_channels(interpolate_time(maps[j], tau), heatmap)
-                if post_encoder == "none":
-                    rows.append({"frame": int(t), "window": b + j, "tau": tau})
-                    continue
-                fmap = interpolate_time(maps[j], tau)
-                if post_encoder == "gap":
-                    rows.append({"frame": int(t)})
-                    feats.append(gap(fmap))
-                    continue
-                for k_id, (lid, (x, y)) in enumerate(
-                    zip(landmarks.ids, landmarks.xy[:, t], strict=True)
-                ):
-                    fx, fy = x, y
-                    if to_flow is not None:
-                        fx, fy = (x + 0.5) * to_flow[1] - 0.5, (y + 0.5) * to_flow[0] - 0.5
-                    if np.isfinite(fx) and not inside_frame(fx, fy, frame_hw):
-                        outside.append((int(t), lid, float(x), float(y)))
-                    rows.append({"frame": int(t), **landmarks.row_fields(k_id, t)})
-                    feats.append(sample_point(fmap, fx, fy, frame_hw, interpolation))
-        if progress is not None:
-            progress(min(b + batch, len(needed)), len(needed))
+    workdir = Path(tempfile.mkdtemp(prefix="flow-features-"))
+    try:
+        return _stream(
+            run, extractor, workdir, post_encoder, interpolation, settings, windowing, maps_path,
+            frames, heatmap, progress, cancel, flow_cache, keep_flow, keep_flow_dtype,
+            flow_method, flow_workers, status, flow_progress, row_sink,
+        )  # fmt: skip
+    finally:
+        # The folder stays only when it holds the feature maps of the none post-encoder.
+        for leftover in workdir.glob(".*partial*"):
+            leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            workdir.rmdir()
 
-    table = pd.DataFrame(rows)
-    if feats:
-        mat = np.stack(feats).astype(np.float32)
-        cols = pd.DataFrame(mat, columns=[f"f{c:04d}" for c in range(mat.shape[1])])
-        table = pd.concat([table.reset_index(drop=True), cols], axis=1)
-    table = table.sort_values("frame", kind="stable")  # landmarks keep their order in a frame
-    table = table.reset_index(drop=True)
-    missing_rows = int(table["f0000"].isna().sum()) if feats else 0
+
+class _Rows:
+    """Result rows, kept or handed to a sink in blocks of ``block`` rows."""
+
+    def __init__(self, sink: Callable[[pd.DataFrame], None] | None, block: int = 2048) -> None:
+        self.sink, self.block = sink, block
+        self.rows: list[dict] = []
+        self.feats: list[np.ndarray] = []
+        self.parts: list[pd.DataFrame] = []
+        self.count = 0
+        self.nan_rows = 0
+
+    def add(self, row: dict, feat: np.ndarray | None = None) -> None:
+        self.rows.append(row)
+        if feat is not None:
+            self.feats.append(feat)
+            self.nan_rows += bool(np.isnan(feat[0]))
+        if len(self.rows) >= self.block:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        part = pd.DataFrame(self.rows)
+        if self.feats:
+            mat = np.stack(self.feats).astype(np.float32)
+            cols = pd.DataFrame(mat, columns=[f"f{c:04d}" for c in range(mat.shape[1])])
+            part = pd.concat([part, cols], axis=1)
+        self.count += len(part)
+        self.rows, self.feats = [], []
+        if self.sink is not None:
+            self.sink(part)
+        else:
+            self.parts.append(part)
+
+    def table(self) -> pd.DataFrame:
+        self.flush()
+        if not self.parts:
+            return pd.DataFrame({"frame": pd.Series([], dtype=int)})
+        return pd.concat(self.parts, ignore_index=True)
+
+
+def _stream(
+    run: _Run,
+    extractor: Any,
+    workdir: Path,
+    post_encoder: str,
+    interpolation: str,
+    settings: dict,
+    windowing: str,
+    maps_path: Any,
+    frames: list[int] | None,
+    heatmap: Any,
+    progress: Progress | None,
+    cancel: Any,
+    flow_cache: Any,
+    keep_flow: Path | None,
+    keep_flow_dtype: str,
+    flow_method: str,
+    flow_workers: int | None,
+    status: Status | None,
+    flow_progress: Progress | None,
+    row_sink: Any,
+) -> FeatureResult:
+    from ..flow.sequences import frame_windows, preprocess_flow_inplace
+    from ..model.extractor import CHUNK_MARGIN
+    from ..model.i3d import ENDPOINT_STRIDES
+
+    cfg = extractor.config
+    sel, n = run.sel, run.sel.n_frames
+    is_cancelled = _cancel_fn(cancel)
+    say = status or (lambda text: None)
+    wanted = np.arange(n) if frames is None else np.asarray(sorted(set(frames)), int) - sel.start
+    if wanted.size == 0 or wanted.min() < 0 or wanted.max() >= n:
+        raise BadInputError(
+            f"Frame out of range: the run covers frames {sel.start}..{sel.stop - 1}"
+        )
+
+    # What the encoder runs on: chunks (seamless) or the seed's sliding windows.
+    if windowing == "chunked":
+        ts = ENDPOINT_STRIDES[cfg["endpoint"]][0]
+        n_pad = padded_length(n)
+        n_steps = n_pad // ts
+        k0, k1, w1 = step_positions(wanted, ts, n_steps)
+        need_lo, need_hi = int(k0.min()) * ts, (int(k1.max()) + 1) * ts
+        length = int(cfg["chunk_length"])
+        if frames is not None:  # a few frames: one short pass around them
+            length = min(length, need_hi - need_lo + 2 * CHUNK_MARGIN)
+            length = -(-length // 8) * 8
+        passes = plan_chunks(n_pad, need_lo, need_hi, length, CHUNK_MARGIN)
+        spans = [(p.lo, p.hi) for p in passes]
+        first_step = need_lo // ts
+    else:
+        length, step = settings["clip_length"], settings["stride"]
+        windows = frame_windows(n, length, step)
+        starts = [w.start for w in windows]
+        assign = assign_frames(starts, n, length, 1)
+        needed = sorted(set(assign.window[wanted].tolist()))
+        spans = [(windows[k].start, windows[k].start + length) for k in needed]
+    field_lo = min(spans[0][0], n - 2)
+    field_hi = min(max(hi for _, hi in spans), n - 1)
+
+    # Where the raw flow comes from: a stored sequence, the flow cache, or computed now.
+    flow_info = dict(run.flow_info)
+    cache_path = cache_writer = keep_writer = None
+    n_fields = n - 1
+    if run.kind == "video":
+        cache_path = _cache_entry(flow_cache, run.data, flow_method, sel)
+        if cache_path is not None and cache_path.is_file():
+            cached = np.load(cache_path, mmap_mode="r", allow_pickle=False)
+            blocks = _array_flow_blocks(cached, 0, field_lo, field_hi)
+            flow_info["flow_reused"] = True
+            say("reusing the cached flow of this video")
+        else:
+            blocks = _video_flow_blocks(
+                run.data, sel, field_lo, field_hi, flow_method, flow_workers
+            )
+            size = n_fields * sel.work_hw[0] * sel.work_hw[1] * 8
+            if cache_path is not None and frames is None and size <= FLOW_CACHE_MAX_BYTES:
+                for old in cache_path.parent.glob("*.npy*"):  # one video's flow at a time
+                    old.unlink(missing_ok=True)
+                cache_writer = _FlowWriter(
+                    cache_path, (n_fields, *sel.work_hw, 2), "float32", 20.0, {}
+                )
+    else:
+        blocks = _array_flow_blocks(run.data, sel.start, field_lo, field_hi)
+    spec = {
+        **flow_info,
+        "source": run.name,
+        "video_shape": list(sel.region_hw),
+        "flow_shape": list(sel.work_hw),
+        "n_frames": n,
+        "units": "pixels per frame at flow_shape resolution",
+        **sel.describe(),
+    }
+    if keep_flow is not None:
+        keep_writer = _FlowWriter(
+            keep_flow, (n_fields, *sel.work_hw, 2), keep_flow_dtype,
+            float(cfg["flow_bound"]), spec,
+        )  # fmt: skip
+    tees = [w for w in (cache_writer, keep_writer) if w is not None]
+    bound, quantize = float(cfg["flow_bound"]), extractor.quantize
+
+    def transform(raw: np.ndarray) -> np.ndarray:
+        data = extractor._resize(np.array(raw, dtype=np.float32))
+        if data is raw:
+            data = data.copy()
+        return preprocess_flow_inplace(data, bound, quantize)
+
+    def tee(first: int, raw: np.ndarray) -> None:
+        for writer in tees:
+            writer(first, raw)
+
+    fields_done = [0]
+    flow_total = field_hi - field_lo
+
+    def on_fields(count: int) -> None:
+        fields_done[0] += count
+        if flow_progress is not None:
+            flow_progress(fields_done[0], flow_total)
+
+    frame_hw = sel.work_hw
+    rows = _Rows(row_sink)
+    landmarks = run.landmarks
+    outside: list[tuple] = []
+    heat = None
+    maps_writer = None
+    maps_final = Path(maps_path) if maps_path is not None else workdir / "feature_maps.npy"
+    timing = {"encoder_seconds": 0.0}
+    total_out = len(wanted)
+    emitted = 0
+    t_start = time.perf_counter()
+
+    def emit(t: int, fmap: np.ndarray, extra: dict | None = None) -> None:
+        """Rows of frame ``t`` (relative) from its time-interpolated map ``(H', W', C)``."""
+        nonlocal heat
+        frame = int(t) + sel.start
+        if heatmap is not None:
+            if heat is None:
+                heat = np.full((n, *fmap.shape[:2]), np.nan, np.float32)
+            heat[t] = reduce_channels(fmap, heatmap)
+        if post_encoder == "none":
+            rows.add({"frame": frame, **(extra or {})})
+        elif post_encoder == "gap":
+            rows.add({"frame": frame}, gap(fmap))
+        else:
+            for k in range(len(landmarks.ids)):
+                fields = landmarks.row_fields(k, t)
+                x, y = float(landmarks.xy[k, t, 0]), float(landmarks.xy[k, t, 1])
+                fx, fy = x, y
+                if run.to_flow is not None:
+                    fx, fy = (x + 0.5) * run.to_flow[1] - 0.5, (y + 0.5) * run.to_flow[0] - 0.5
+                fx, fy = sel.to_work(np.float64(fx), np.float64(fy))
+                if np.isfinite(fx) and not inside_frame(fx, fy, frame_hw):
+                    outside.append((frame, landmarks.ids[k], x, y))
+                rows.add(
+                    {"frame": frame, **fields}, sample_point(fmap, fx, fy, frame_hw, interpolation)
+                )
+
+    def open_maps(shape: tuple) -> None:
+        nonlocal maps_writer
+        from ..flow.compute import NpyStreamWriter
+
+        if maps_final.suffix.lower() != ".npy":
+            raise BadInputError(f"Feature maps are saved as .npy, got {maps_final.name}")
+        tmp = partial_path(maps_final)
+        rows_shape = shape[1:] if windowing == "chunked" else shape  # (1, S, ...): rows are steps
+        maps_writer = (tmp, NpyStreamWriter(tmp, rows_shape, header_shape=shape))
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress(done, total_out)
+
+    def estimate(done: int) -> None:
+        elapsed = time.perf_counter() - t_start
+        if done and done < total_out:
+            rate = done / elapsed
+            left = (total_out - done) / rate
+            say(f"{rate:.1f} frames/s; about {_duration(left)} left for {total_out} frames")
+
+    say("computing optical flow and features")
+    report(0)
+    try:
+        with FlowFeed(blocks, n_fields, transform, tee, is_cancelled, on_fields) as feed:
+            feed.drop_before(field_lo)
+            if windowing == "chunked":
+                store: dict[int, np.ndarray] = {}
+                p = 0
+                for i, (lo, hi) in enumerate(spans):
+                    if is_cancelled():
+                        raise CancelledError("Feature extraction cancelled")
+                    clip = feed.get(lo, hi)[None]
+                    tick = time.perf_counter()
+                    maps = extractor.encode(clip)[0]  # (steps, H', W', C)
+                    timing["encoder_seconds"] += time.perf_counter() - tick
+                    keep = passes[i]
+                    for j in range(keep.keep_lo // ts, keep.keep_hi // ts):
+                        store[j] = maps[j - lo // ts]
+                        if post_encoder == "none" and first_step <= j <= int(k1.max()):
+                            if maps_writer is None:
+                                open_maps((1, int(k1.max()) + 1 - first_step, *maps.shape[1:]))
+                            row = j - first_step
+                            maps_writer[1][row : row + 1] = maps[j - lo // ts][None]
+                    while p < len(wanted) and int(k1[p]) in store:
+                        a, b, wgt = store[int(k0[p])], store[int(k1[p])], float(w1[p])
+                        fmap = a if wgt == 0 else (1 - wgt) * a + wgt * b
+                        tau = float(k0[p] + wgt - first_step)
+                        emit(int(wanted[p]), fmap, {"window": 0, "tau": tau})
+                        p += 1
+                    if p < len(wanted):
+                        for j in [j for j in store if j < int(k0[p])]:
+                            del store[j]
+                    next_lo = spans[i + 1][0] if i + 1 < len(spans) else hi
+                    feed.drop_before(next_lo)
+                    emitted = p
+                    report(emitted)
+                    if i == 0:
+                        estimate(emitted)
+                n_passes = len(spans)
+            else:
+                batch = settings["batch_size"]
+                taus = None
+                for b in range(0, len(spans), batch):
+                    if is_cancelled():
+                        raise CancelledError("Feature extraction cancelled")
+                    group = needed[b : b + batch]
+                    clips = np.stack([feed.get(lo, hi) for lo, hi in spans[b : b + batch]])
+                    tick = time.perf_counter()
+                    maps = extractor.encode(clips)
+                    timing["encoder_seconds"] += time.perf_counter() - tick
+                    if taus is None:
+                        taus = assign_frames(starts, n, length, maps.shape[1])
+                    if post_encoder == "none" and maps_writer is None:
+                        open_maps((len(needed), *maps.shape[1:]))
+                    for j, k in enumerate(group):
+                        if maps_writer is not None:
+                            maps_writer[1][b + j : b + j + 1] = maps[j][None]
+                        for t in wanted[assign.window[wanted] == k]:
+                            tau = float(taus.tau[t])
+                            emit(
+                                int(t),
+                                interpolate_time(maps[j], tau),
+                                {"window": b + j, "tau": tau},
+                            )
+                            emitted += 1
+                    nxt = b + batch
+                    feed.drop_before(spans[nxt][0] if nxt < len(spans) else spans[-1][1])
+                    report(emitted)
+                    if b == 0:
+                        estimate(emitted)
+                n_passes = len(spans)
+        say("writing results")
+        for writer in tees:
+            writer.commit()
+        maps_out = None
+        if maps_writer is not None:
+            tmp, writer = maps_writer
+            writer.close()
+            os.replace(tmp, maps_final)
+            maps_writer = None
+            maps_out = np.load(maps_final, mmap_mode="r", allow_pickle=False)
+    except BaseException:
+        for writer in tees:
+            writer.discard()
+        if maps_writer is not None:
+            maps_writer[1]._file.close()
+            maps_writer[0].unlink(missing_ok=True)
+        raise
+    if cache_writer is not None:
+        flow_info["flow_cached"] = True
+    table = rows.table()
     if outside:
         warnings.warn(
             f"{len(outside)} landmark positions lie outside the {frame_hw[1]}x{frame_hw[0]} frame "
             f"(first: frame {outside[0][0]}, x={outside[0][2]:.1f}, y={outside[0][3]:.1f}); "
             "their rows are NaN",
-            stacklevel=2,
+            stacklevel=3,
         )
+    elapsed = time.perf_counter() - t_start
+    encoded = sum(hi - lo for lo, hi in spans)
     meta = {
         **extractor.describe(),
         **flow_info,
         "post_encoder": post_encoder,
         "interpolation": interpolation if post_encoder == "point" else None,
-        "source": name,
-        "n_frames": n_frames,
+        "source": run.name,
+        "n_frames": n,
         "frame_shape": list(frame_hw),
-        "n_windows": len(needed),
-        "windows": [int(k) for k in needed],
-        "padded_frames": [n_frames - 1],
-        "missing_landmark_rows": missing_rows - len(outside) if post_encoder == "point" else 0,
+        **sel.describe(),
+        "windowing": windowing,
+        "clip_length": settings["clip_length"],
+        "stride": settings["stride"],
+        "batch_size": settings["batch_size"],
+        "n_windows": n_passes,
+        "windows": [] if windowing == "chunked" else [int(k) for k in needed],
+        "chunks": [list(s) for s in spans] if windowing == "chunked" else [],
+        "chunk_margin": CHUNK_MARGIN if windowing == "chunked" else None,
+        "encoder_frames_per_output_frame": encoded / max(1, len(wanted)),
+        "padded_frames": [sel.stop - 1],
+        "missing_landmark_rows": rows.nan_rows - len(outside) if post_encoder == "point" else 0,
         "outside_frame_rows": len(outside),
         "interpolated_landmark_positions": landmarks.filled if landmarks else 0,
         "landmarks": [str(i) for i in landmarks.ids] if landmarks else [],
+        **(landmarks.metadata() if landmarks else {}),
+        "seconds": round(elapsed, 3),
+        "encoder_seconds": round(timing["encoder_seconds"], 3),
+        "frames_per_second": round(len(wanted) / elapsed, 3) if elapsed else None,
     }
+    if keep_writer is not None:
+        meta["kept_flow"] = str(keep_writer.final)
+        meta["kept_flow_dtype"] = keep_flow_dtype
+    if windowing == "chunked" and post_encoder == "none":
+        meta["maps_first_step"] = first_step
     if heat is not None:
         meta["heatmap"] = str(heatmap)
         meta["heatmap_cell_px"] = [frame_hw[0] / heat.shape[1], frame_hw[1] / heat.shape[2]]
+        # In video pixels (frames resized with max_side, cropped to the roi): for aligned layers.
+        (rh, rw), (wh, ww) = sel.region_hw, frame_hw
+        meta["heatmap_cell_video_px"] = [
+            rh / wh * meta["heatmap_cell_px"][0],
+            rw / ww * meta["heatmap_cell_px"][1],
+        ]
     table.attrs = meta
-    if maps_out is not None:
-        maps_out.flush()
-        maps_out = np.load(maps_out.filename, mmap_mode="r", allow_pickle=False)
     return FeatureResult(table=table, feature_maps=maps_out, metadata=meta, heatmap=heat)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _cancel_fn(cancel: Any) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
 
 
 def reduce_channels(fmap: np.ndarray, how: str | int) -> np.ndarray:

@@ -4,18 +4,22 @@ Output follows DESIGN.md: ``(T-1, H, W, 2)`` float32, ``[..., 0]`` = dx, ``[...,
 frame at the resolution the flow was computed at; ``flow[t]`` moves frame t to frame t+1.
 
 Frames are read and flow is written in chunks, so a long video never holds its flow in memory when an
-output file is given. Methods that run on one thread (Farneback, TV-L1) use a pool of processes over
-frame pairs; DIS is already multi-threaded inside OpenCV and runs in-process.
+output file is given. Methods that run on one thread (Farneback, scikit-image's TV-L1) spread frame
+pairs over a pool of *threads* (OpenCV and scikit-image release the GIL: two threads give ~1.8x one on
+2 cores); DIS is already multi-threaded inside OpenCV and runs on one. Threads, not processes: the
+library then works in unguarded scripts, notebooks and napari (a spawn pool re-executes the caller's
+script and can outlive a killed parent), and no child process can be orphaned.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +31,8 @@ from ..io._atomic import atomic_write_path
 
 METHODS = ("farneback", "dis", "tvl1", "tvl1-skimage")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
-#: Methods whose implementation uses one core: a process pool gives 1.6-1.8x on 2 cores. OpenCV's
-#: TV-L1 gained nothing from a pool (measured 0.98-1.08x), so it runs in-process by default.
+#: Methods whose implementation uses one core: a thread pool over frame pairs gives ~1.8x on 2 cores.
+#: OpenCV's TV-L1 gained nothing from a pool (measured 0.98-1.08x), so it runs on one thread.
 _POOLED = {"farneback", "tvl1-skimage"}
 FARNEBACK_DEFAULTS = {
     "pyr_scale": 0.5,
@@ -126,8 +130,8 @@ def _to_grey(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-# -- per-pair kernels (run in this process or in pool workers) -----------------------------------
-_KERNEL_CACHE: dict[tuple, Any] = {}
+# -- per-pair kernels (one per thread: OpenCV's DIS and TV-L1 objects are not thread-safe) ---------
+_THREAD_KERNELS = threading.local()
 
 
 def _make_kernel(
@@ -173,10 +177,14 @@ def _make_kernel(
 
 
 def _kernel(method: str, preset: str, params: dict):
+    """This thread's kernel for the method (built once per thread and settings)."""
+    cache = getattr(_THREAD_KERNELS, "cache", None)
+    if cache is None:
+        cache = _THREAD_KERNELS.cache = {}
     key = (method, preset, json.dumps(params, sort_keys=True))
-    if key not in _KERNEL_CACHE:
-        _KERNEL_CACHE[key] = _make_kernel(method, preset, params)
-    return _KERNEL_CACHE[key]
+    if key not in cache:
+        cache[key] = _make_kernel(method, preset, params)
+    return cache[key]
 
 
 def _flow_chunk(method: str, preset: str, params: dict, frames: np.ndarray) -> np.ndarray:
@@ -188,41 +196,40 @@ def _flow_chunk(method: str, preset: str, params: dict, frames: np.ndarray) -> n
     return out
 
 
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core already
-
-
-_POOL: ProcessPoolExecutor | None = None
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
-def _shared_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool kept between runs: spawning workers costs ~0.4 s, a run on a short clip less."""
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE != workers or getattr(_POOL, "_broken", False):
-            if _POOL is not None:
-                _POOL.shutdown(wait=False, cancel_futures=True)
-            import multiprocessing as mp
-
-            # spawn, not fork: the parent may be napari with Qt threads running.
-            _POOL = ProcessPoolExecutor(
-                workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
-            )
-            _POOL_SIZE = workers
-        return _POOL
+def iter_flow_blocks(
+    grey_blocks: Iterator[tuple[int, np.ndarray]],
+    method: str,
+    preset: str = "medium",
+    params: dict | None = None,
+    workers: int = 1,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Flow of each ``(first pair index, grey frames)`` block (one frame of overlap between blocks),
+    in order, as ``(first pair index, fields)``. With ``workers > 1`` blocks run on a thread pool,
+    at most ``2 * workers`` in flight, so memory stays bounded whatever the video's length."""
+    params = dict(params or {})
+    if workers <= 1:
+        for start, block in grey_blocks:
+            yield start, _flow_chunk(method, preset, params, block)
+        return
+    pending: deque[tuple[int, Future]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="flow") as pool:
+        try:
+            for start, block in grey_blocks:
+                pending.append((start, pool.submit(_flow_chunk, method, preset, params, block)))
+                if len(pending) >= 2 * workers:
+                    first, fut = pending.popleft()
+                    yield first, fut.result()
+            while pending:
+                first, fut = pending.popleft()
+                yield first, fut.result()
+        finally:
+            # On cancel or error: drop queued blocks; running ones finish (they write nothing).
+            for _, fut in pending:
+                fut.cancel()
 
 
 def shutdown_pool() -> None:
-    """Stop the flow worker processes (they also stop when Python exits)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is not None:
-            _POOL.shutdown(wait=True, cancel_futures=True)
-            _POOL = None
+    """Kept for compatibility: flow threads live only as long as a run, nothing to stop."""
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -261,7 +268,7 @@ class OpticalFlowComputer:
     max_side, scale
         Resize frames before flow (DeepMind resized the short side to 256 before TV-L1).
     workers
-        Processes over frame pairs. Default: one per core (at most 2) for Farneback and
+        Threads over frame pairs. Default: one per core (at most 2) for Farneback and
         ``tvl1-skimage``, which run on one thread; in-process for OpenCV's TV-L1 (a pool measured no
         gain). DIS always runs in-process because OpenCV parallelises it.
     chunk_size
@@ -363,14 +370,18 @@ class OpticalFlowComputer:
         try:
             with atomic_write_path(output.with_name(output.name + ".json")) as meta_tmp:
                 meta_tmp.write_text(json.dumps(spec.to_dict(), indent=2))
-                with atomic_write_path(output) as tmp:
-                    flow = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+                with atomic_write_path(output) as tmp, NpyStreamWriter(tmp, shape) as flow:
                     yield from self._run(frames, spec, flow)
-                    flow.flush()
-                    del flow
         except PermissionError as exc:
             raise BadInputError(
                 f"Cannot write flow to {output} (read-only folder?): {exc}"
+            ) from exc
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            need = int(np.prod(shape)) * 4 / 1e6
+            raise BadInputError(
+                f"No space left on device: the flow needs {need:.0f} MB at {output}"
             ) from exc
         return np.load(output, mmap_mode="r", allow_pickle=False)
 
@@ -484,46 +495,71 @@ class OpticalFlowComputer:
             yield start, np.stack(block)
             start = stop
 
-    def _run(self, frames: Any, spec: FlowSpec, out: np.ndarray) -> Iterator[tuple[int, int]]:
+    def _run(self, frames: Any, spec: FlowSpec, out: Any) -> Iterator[tuple[int, int]]:
+        """Compute into ``out`` (an array, or a :class:`NpyStreamWriter` written in order)."""
         total = spec.n_frames - 1
         done = 0
         yield 0, total
-        if self.workers <= 1:
-            for start, block in self._frame_chunks(frames, spec):
-                kernel = _kernel(self.method, self.preset, self.params)
-                for i in range(len(block) - 1):
-                    out[start + i] = kernel(block[i], block[i + 1])
-                    done += 1
-                    if done % self.chunk_size == 0 or done == total:
-                        yield done, total
-            return
-        pool = _shared_pool(self.workers)
-        pending: deque[tuple[int, Future]] = deque()
+        blocks = iter_flow_blocks(
+            self._frame_chunks(frames, spec), self.method, self.preset, self.params, self.workers
+        )
         try:
-            chunks = self._frame_chunks(frames, spec)
-            for start, block in chunks:
-                pending.append(
-                    (start, pool.submit(_flow_chunk, self.method, self.preset, self.params, block))
-                )
-                if len(pending) < 2 * self.workers:
-                    continue
-                done += self._collect(pending.popleft(), out)
-                yield done, total
-            while pending:
-                done += self._collect(pending.popleft(), out)
+            for start, fields in blocks:
+                out[start : start + len(fields)] = fields
+                done += len(fields)
                 yield done, total
         finally:
-            # On cancel or error: drop queued chunks. Running ones finish in the background; workers
-            # return results rather than writing files, so nothing of theirs lands on disk.
-            for _, fut in pending:
-                fut.cancel()
+            blocks.close()
 
-    @staticmethod
-    def _collect(item: tuple[int, Future], out: np.ndarray) -> int:
-        start, fut = item
-        result = fut.result()
-        out[start : start + len(result)] = result
-        return len(result)
+
+class NpyStreamWriter:
+    """Write a ``.npy`` file of known shape front to back with ordinary buffered I/O.
+
+    Not a memory map: a write into a mapped page on a full filesystem kills the process with SIGBUS;
+    a buffered write raises ``OSError(ENOSPC)`` that the caller turns into a message. Rows must come
+    in order (``writer[a:b] = rows`` with ``a`` the next unwritten row).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: tuple,
+        dtype: Any = np.float32,
+        header_shape: tuple | None = None,
+    ) -> None:
+        """``header_shape``: the array's shape as stored, when rows are written along another
+        axis of the same byte layout (``(S, ...)`` rows of a ``(1, S, ...)`` array)."""
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self._file = open(self.path, "wb")  # closed in close()
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": tuple(header_shape or self.shape)}  # fmt: skip
+        np.lib.format.write_array_header_1_0(self._file, header)
+        self.rows = 0
+
+    def __setitem__(self, key: slice, value: np.ndarray) -> None:
+        start = key.start or 0
+        if start != self.rows:
+            raise ValueError(f"rows must be written in order: next is {self.rows}, got {start}")
+        data = np.ascontiguousarray(value, dtype=self.dtype)
+        self._file.write(data.tobytes())
+        self.rows += len(data)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path}: {self.rows} of {self.shape[0]} rows written")
+
+    def __enter__(self) -> NpyStreamWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()
 
 
 def _cancel_check(cancel: CancelCheck | threading.Event | None) -> CancelCheck:

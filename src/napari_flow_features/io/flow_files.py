@@ -6,6 +6,7 @@ Flow follows DESIGN.md: float32, ``[..., 0]`` = dx, ``[..., 1]`` = dy, pixels pe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zipfile
@@ -202,6 +203,11 @@ def read_flow(path: str | os.PathLike, verify: bool = True) -> Any:
         return read_flo(path)
     if suffix == ".npy":
         arr = _load_npy(path)
+        if arr.dtype == np.uint8:
+            read_flow_sidecar(path, verify)  # a valid sidecar written for this file
+            flow = QuantisedFlow(arr, _quantisation_bound(path))
+            validate_flow_array(flow, path)
+            return flow
     elif suffix == ".npz":
         arr = _load_npz(path)
     else:
@@ -242,6 +248,37 @@ def read_flow_sidecar(path: str | os.PathLike, verify: bool = True) -> dict[str,
     check_table_metadata(meta, side)
     verify_sidecar(path, meta, side, full=verify)
     return meta
+
+
+class QuantisedFlow(LazyArray):
+    """Flow kept as uint8 (``extract --keep-flow --keep-flow-dtype uint8``), decoded on read:
+    ``q`` in 0..255 stands for ``q / 255 * 2 * bound - bound`` px (DeepMind's quantisation)."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, codes: np.ndarray, bound: float) -> None:
+        self.codes, self.bound = codes, float(bound)
+        self.shape = tuple(codes.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        q = np.asarray(self.codes[key], np.float32)
+        return q * np.float32(2 * self.bound / 255) - np.float32(self.bound)
+
+
+def _quantisation_bound(path: Path) -> float:
+    """The bound a uint8 flow file was quantised with (its JSON sidecar says so)."""
+    side = path.with_name(path.name + ".json")
+    try:
+        spec = json.loads(side.read_text())
+        bound = float(spec["flow_quantisation_bound"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(
+            f"Flow must be floating point (pixels per frame); got uint8 without the sidecar "
+            f"{side.name} (flow_quantisation_bound) that a --keep-flow uint8 file has: {path}"
+        ) from exc
+    if not bound > 0:
+        raise BadInputError(f"flow_quantisation_bound must be positive in {side}")
+    return bound
 
 
 def write_flow_npy(path: str | os.PathLike, flow: Any) -> Path:

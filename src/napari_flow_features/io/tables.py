@@ -1,12 +1,13 @@
 """Feature tables (DESIGN.md): CSV or Parquet, with run metadata kept beside or inside the file.
 
-Columns: ``frame``, then ``landmark``, ``x``, ``y`` when points are involved, then features. Metadata
-travels in ``DataFrame.attrs``; CSV keeps it in a JSON sidecar ``<file>.json`` that records the CSV's
-SHA-256 (the two are made visible together and checked against each other on read, see
-``io/_atomic.py`` and docs/reliability.md), Parquet in the file's schema metadata under
-``napari_flow_features`` (one file, with page checksums). Reading checks the numbers: ``frame`` holds
-whole numbers, ``x``, ``y``, ``confidence`` and the feature columns numbers (NaN allowed), and the
-metadata fields this package reads have their types.
+Columns: ``frame``, then the landmark identity (``landmark``, or ``individual`` + ``keypoint``), ``x``,
+``y`` when points are involved, then features. Metadata travels in ``DataFrame.attrs``; CSV keeps it
+in a JSON sidecar ``<file>.json`` that records the CSV's SHA-256 (the two are made visible together
+and checked against each other on read, see ``io/_atomic.py`` and docs/reliability.md), Parquet in
+the file's schema metadata under ``napari_flow_features`` (a streamed table: the file's key-value
+metadata; one file, with page checksums). Reading checks the numbers: ``frame`` holds whole numbers,
+``x``, ``y``, ``confidence`` and the feature columns numbers (NaN allowed), and the metadata fields
+this package reads have their types.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
             table = pq.read_table(path, page_checksum_verification=True)
             raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
+            if raw is None:  # a streamed table keeps it in the file's key-value metadata
+                raw = (pq.read_metadata(path).metadata or {}).get(PARQUET_META_KEY)
             if raw:
                 try:
                     meta = json.loads(raw)
@@ -225,7 +228,13 @@ _META_TYPES: dict[str, tuple[str, Any]] = {
         "a list of 2 or 3 positive whole numbers",
         lambda v: isinstance(v, list) and len(v) in (2, 3) and all(_is_int(i) and i > 0 for i in v),
     ),
-    "landmark_key": ("a column name (text)", lambda v: isinstance(v, str) and v != ""),
+    "landmark_key": (
+        "a column name or a list of column names (text)",
+        lambda v: (
+            (isinstance(v, str) and v != "")
+            or (isinstance(v, list) and v and all(isinstance(i, str) and i for i in v))
+        ),
+    ),
     "endpoint": ("an end point name (text)", lambda v: isinstance(v, str)),
     "clip_length": ("a whole number ≥ 1", lambda v: _is_int(v) and v >= 1),
     "stride": ("a whole number ≥ 1", lambda v: _is_int(v) and v >= 1),
@@ -265,8 +274,13 @@ def points_to_table(
 ) -> pd.DataFrame:
     """A napari Points layer's ``(t, y, x)`` data and features as a DESIGN.md table.
 
-    The landmark id comes from a ``track_id`` or ``label`` feature when present.
+    The landmark identity comes from the features by :func:`~.landmark_key.landmark_key`
+    (``track_id``/``label`` → ``landmark``; ``individual``+``keypoint`` or napari-deeplabcut's
+    ``id``+``label`` → ``individual``, ``keypoint``); ``attrs["landmark_key"]`` records the
+    original column names so :func:`table_to_points` gives them back.
     """
+    from .landmark_key import landmark_key
+
     data = np.asarray(data, dtype=float)
     if data.ndim != 2 or data.shape[1] != 3:
         raise BadInputError(
@@ -276,19 +290,18 @@ def points_to_table(
     if len(features) not in (0, len(data)):
         raise BadInputError(f"{len(features)} feature rows for {len(data)} points")
     table = pd.DataFrame({"frame": np.round(data[:, 0]).astype(np.int64)})
-    landmark_key = next(
-        (k for k in ("landmark", "track_id", "label") if k in features.columns), None
-    )
-    if landmark_key is not None:
-        table["landmark"] = features[landmark_key].to_numpy()
+    key = landmark_key(features)
+    if key is not None:
+        for source, output in zip(key.source, key.output, strict=True):
+            table[output] = features[source].to_numpy()
     table["x"] = data[:, 2]
     table["y"] = data[:, 1]
-    drop = {"landmark", "frame", "x", "y", landmark_key}
+    drop = {"frame", "x", "y", *(key.source if key else ()), *(key.output if key else ())}
     rest = features.drop(columns=[c for c in features.columns if c in drop])
     table = pd.concat([table, rest], axis=1)
     table.attrs = dict(metadata or {})
-    if landmark_key is not None:
-        table.attrs["landmark_key"] = landmark_key
+    if key is not None:
+        table.attrs["landmark_key"] = key.source[0] if len(key.source) == 1 else list(key.source)
     return table
 
 
@@ -312,7 +325,12 @@ def table_to_points(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     features = df.drop(columns=[c for c in ("frame", "x", "y") if c in df.columns]).reset_index(
         drop=True
     )
-    if "landmark" in features.columns:
-        key = df.attrs.get("landmark_key", "track_id")
-        features = features.rename(columns={"landmark": key})
+    # The identity columns get the names they had on the layer (our own: track_id).
+    original = df.attrs.get("landmark_key", "track_id")
+    if "landmark" in features.columns and isinstance(original, str):
+        features = features.rename(columns={"landmark": original})
+    elif isinstance(original, list) and {"individual", "keypoint"} <= set(features.columns):
+        features = features.rename(
+            columns=dict(zip(("individual", "keypoint"), original, strict=True))
+        )
     return data, features

@@ -1,9 +1,14 @@
 """A lazy, frame-exact video array backed by PyAV (FFmpeg).
 
-Opening a file reads the container index (packets are demuxed, not decoded) and decodes one
-frame to learn the frame size. Frame ``i`` is the ``i``-th frame in presentation order, whatever the
-codec's decode order (B-frames) or keyframe spacing. Reads go through a small LRU cache; a forward
-jump of a few frames keeps decoding instead of seeking.
+Opening a file takes constant time: frame count, rate and size come from the container and one
+decoded frame, and the end of the file is checked for truncation. The seek index (every packet's
+timestamp, demuxed but not decoded) is built lazily on the first random access and cached on disk,
+keyed by the file's path, size and modification time, so the next open of the same file is free;
+reading frames in order never needs it. Containers that keep no frame count (and AVI, whose frames
+are numbered in decode order) are indexed at open, and ``count_source`` says so. Frame ``i`` is the
+``i``-th frame in presentation order, whatever the codec's decode order (B-frames) or keyframe
+spacing. Reads go through a small LRU cache; a forward jump of a few frames keeps decoding instead
+of seeking.
 """
 
 from __future__ import annotations
@@ -57,22 +62,25 @@ class VideoArray(LazyArray):
         self._container: Any = None
         self._decoder: Any = None
         self._next_index: int | None = None  # index the running decoder yields next
+        self._sequential = False  # the running decoder started at the file's start: count frames
+        self._indexed = False
         #: Frames decoded since opening (for tests and benchmarks of laziness).
         self.decoded_frames = 0
-        self._open_and_index()
-        self._format = "rgb24"
-        first = self._decode_at(0)
+        #: Whether the seek index came from the disk cache (None: not built yet).
+        self.index_from_cache: bool | None = None
+        self._open_container()
+        self._format = "raw"  # the first frame comes back undecoded to pick the colour mode
+        raw = self._decode_at(0)
         if color == "auto":
-            color = "grey" if _looks_grey(first) else "rgb"
+            color = "grey" if _raw_looks_grey(raw) else "rgb"
         self.color: str = color
-        if color == "grey":
-            self._format = "gray"
-            self._cache.clear()
-            first = self._decode_at(0)
+        self._format = "gray" if color == "grey" else "rgb24"
+        first = self._convert(raw)
         self._frame_shape = first.shape
 
     # -- opening -------------------------------------------------------------------------------
-    def _open_and_index(self) -> None:
+    def _open_file(self) -> tuple[Any, Any, int]:
+        """``(container, first video stream, file size)``, or a named error."""
         import av
 
         path = self.path
@@ -91,6 +99,120 @@ class VideoArray(LazyArray):
             container.close()
             raise BadInputError(f"File has no video stream: {path}")
         stream = container.streams.video[0]
+        return container, stream, file_size
+
+    def _open_container(self) -> None:
+        """Open the file and read what the container declares; index now only if it must."""
+        container, stream, file_size = self._open_file()
+        self._count_mode = "avi" in container.format.name.split(",")
+        declared = int(stream.frames or 0)
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps: float = float(rate) if rate else float("nan")
+        self.codec: str = stream.codec_context.name
+        stream.thread_type = "AUTO"
+        if self._count_mode or declared == 0:
+            container.close()
+            self._build_index()
+            self.count_source = "index"
+            return
+        self._check_tail(container, stream, file_size)
+        self._container, self._stream = container, stream
+        self._n_frames = declared
+        self.count_source = "container"
+
+    def _check_tail(self, container: Any, stream: Any, file_size: int) -> None:
+        """Truncation check in constant time: the packets of the last keyframe interval must lie
+        inside the file (an index written before the data survives a cut)."""
+        import av
+
+        end = (stream.start_time or 0) + (stream.duration or 0)
+        try:
+            # any_frame: land on the packets just before the end, not the last keyframe (a long GOP
+            # would be demuxed whole)
+            container.seek(end, stream=stream, backward=True, any_frame=True)
+            seen, last = 0, None
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                seen += 1
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is not None:
+                    last = ts if last is None else max(last, ts)
+                if (
+                    packet.pos is not None
+                    and packet.pos >= 0
+                    and packet.pos + packet.size > file_size
+                ):
+                    raise BadInputError(
+                        f"Truncated video: the container lists {stream.frames} frames but the "
+                        f"file ({file_size} bytes) ends before their data: {self.path}"
+                    )
+            # The last frame starts one frame before the declared end; data that stops earlier was cut.
+            frame_ticks = 1 / (self.fps * stream.time_base) if self.fps == self.fps else 0
+            if seen == 0 or (last is not None and stream.duration and last + 2 * frame_ticks < end):
+                raise BadInputError(
+                    f"Truncated video: the container lists {stream.frames} frames but the file "
+                    f"({file_size} bytes) ends before their data: {self.path}"
+                )
+            container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError as exc:
+            container.close()
+            raise BadInputError(
+                f"Corrupt video, the container cannot be read ({exc}): {self.path}"
+            ) from exc
+        except BadInputError:
+            container.close()
+            raise
+
+    def _cache_key(self) -> str:
+        import hashlib
+
+        stat = self.path.stat()
+        text = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|index v1"
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def _ensure_index(self) -> None:
+        """The seek index: from the disk cache (same path, size and mtime) or built now."""
+        if self._indexed:
+            return
+        from ..model.weights import cache_dir
+
+        cached = cache_dir() / "video-index" / f"{self._cache_key()}.npz"
+        try:
+            with np.load(cached, allow_pickle=False) as data:
+                pts, keys, key_ts = data["pts"], data["key_index"], data["key_ts"]
+            self._pts = pts
+            self._pts_to_index = {int(p): i for i, p in enumerate(pts.tolist())}
+            self._key_index, self._key_ts = keys.tolist(), key_ts.tolist()
+            self._indexed = True
+            self.index_from_cache = True
+            return
+        except (OSError, KeyError, ValueError):
+            pass
+        container, stream = self._container, self._stream
+        self._build_index()
+        if len(self._pts) != self._n_frames:
+            raise BadInputError(
+                f"The container declares {self._n_frames} frames but holds {len(self._pts)}: {self.path}"
+            )
+        self._container.close()  # the indexer's own handle; keep the open one
+        self._container, self._stream = container, stream
+        self.index_from_cache = False
+        import contextlib
+
+        from ._atomic import atomic_write_path
+
+        with contextlib.suppress(OSError):
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write_path(cached) as tmp:
+                np.savez(tmp, pts=self._pts, key_index=np.asarray(self._key_index, np.int64),
+                         key_ts=np.asarray(self._key_ts, np.int64))  # fmt: skip
+
+    def _build_index(self) -> None:
+        import av
+
+        path = self.path
+        container, stream, file_size = self._open_file()
         pts: list[int] = []
         key_order: list[int] = []  # packet ordinals of keyframes
         key_ts: list[int] = []
@@ -148,14 +270,13 @@ class VideoArray(LazyArray):
         self._container = container
         self._stream = stream
         stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate
-        self.fps: float = float(rate) if rate else float("nan")
-        self.codec: str = stream.codec_context.name
+        self._n_frames = len(pts)
+        self._indexed = True
 
     # -- array protocol --------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self._pts), *self._frame_shape)
+        return (self._n_frames, *self._frame_shape)
 
     @property
     def dtype(self) -> np.dtype:
@@ -233,8 +354,22 @@ class VideoArray(LazyArray):
         import av
 
         ahead = None if self._next_index is None else index - self._next_index
+        if not self._indexed and (ahead is None or ahead < 0) and index <= self._forward_limit:
+            self._restart_sequential()  # near the start: decode from it, no index needed
+            ahead = index
+        if self._sequential and ahead is not None and 0 <= ahead <= self._forward_limit:
+            try:
+                result = self._decode_until(index)
+            except av.FFmpegError as exc:
+                raise BadInputError(
+                    f"Corrupt video: decoding frame {index} failed ({exc}): {self.path}"
+                ) from exc
+            if result is not None:
+                return result
+            raise BadInputError(f"Corrupt video: frame {index} could not be decoded: {self.path}")
+        self._ensure_index()
         k = bisect.bisect_right(self._key_index, index) - 1
-        if ahead is None or ahead < 0 or ahead > self._forward_limit:
+        if ahead is None or ahead < 0 or ahead > self._forward_limit or self._sequential:
             self._seek_to_key(k)
         while True:
             try:
@@ -253,7 +388,16 @@ class VideoArray(LazyArray):
                 )
             self._seek_to_key(k)
 
+    def _restart_sequential(self) -> None:
+        """Decode from the first frame, numbering frames by their order of presentation."""
+        stream = self._stream
+        self._container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+        self._decoder = self._container.decode(stream)
+        self._next_index = 0
+        self._sequential = True
+
     def _seek_to_key(self, k: int) -> None:
+        self._sequential = False
         k = max(k, 0)
         self._container.seek(self._key_ts[k], stream=self._stream, backward=True, any_frame=False)
         self._decoder = self._container.decode(self._stream)
@@ -262,10 +406,11 @@ class VideoArray(LazyArray):
     def _decode_until(self, index: int) -> np.ndarray | None:
         """Decode forward to frame ``index``; None when the decoder is already past it or ends."""
         if self._decoder is None:
+            self._ensure_index()
             self._seek_to_key(bisect.bisect_right(self._key_index, index) - 1)
         for frame in self._decoder:
             self.decoded_frames += 1
-            if self._count_mode:
+            if self._count_mode or self._sequential:
                 i = self._next_index
             else:
                 i = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
@@ -273,18 +418,17 @@ class VideoArray(LazyArray):
                     continue
             self._next_index = i + 1
             if i == index:
-                arr = (
-                    _frame_to_grey(frame)
-                    if self._format == "gray"
-                    else frame.to_ndarray(format="rgb24")
-                )
-                arr.setflags(write=False)
-                return arr
+                return frame if self._format == "raw" else self._convert(frame)
             if i > index:
                 return None
         self._decoder = None
         self._next_index = None
         return None
+
+    def _convert(self, frame: Any) -> np.ndarray:
+        arr = _frame_to_grey(frame) if self._format == "gray" else frame.to_ndarray(format="rgb24")
+        arr.setflags(write=False)
+        return arr
 
     def close(self) -> None:
         """Release the file handle (the object can no longer decode)."""
@@ -325,6 +469,22 @@ def _frame_to_grey(frame) -> np.ndarray:
     import cv2
 
     return cv2.LUT(luma, _LIMITED_TO_FULL)
+
+
+def _raw_looks_grey(frame: Any) -> bool:
+    """Grey when an 8-bit planar YUV frame's chroma is neutral (128 ± 2) everywhere; other pixel
+    formats are converted to RGB and compared channel by channel."""
+    name = frame.format.name
+    if name in _PLANAR_YUV or name.startswith("yuvj"):
+        if name in ("nv12", "nv21"):
+            return _looks_grey(frame.to_ndarray(format="rgb24"))
+        for plane in frame.planes[1:3]:
+            data = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+            chroma = data[:, : plane.width].astype(np.int16)
+            if chroma.size and np.abs(chroma - 128).max() > 2:
+                return False
+        return True
+    return _looks_grey(frame.to_ndarray(format="rgb24"))
 
 
 def _looks_grey(rgb: np.ndarray) -> bool:

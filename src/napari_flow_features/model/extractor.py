@@ -17,6 +17,12 @@ import numpy as np
 from ..errors import BadInputError
 from ..flow.sequences import FlowWindow, frame_windows, preprocess_flow_inplace, window_data
 
+#: Per-frame schemes: fully convolutional chunks (default) or the seed's sliding windows.
+WINDOWINGS = ("chunked", "sliding")
+#: Frames recomputed on each side of a chunk: the measured reach of a change through Mixed_5c is
+#: ±48 frames, and with 48-frame margins chunked inference equals one pass exactly (DESIGN.md).
+CHUNK_MARGIN = 48
+
 
 def default_config() -> dict[str, Any]:
     """The shipped default configuration (a fresh copy)."""
@@ -75,9 +81,21 @@ def _validate(config: dict) -> None:
         raise BadInputError(
             f"Unknown end point {config['endpoint']!r}; choose one of {', '.join(ENDPOINTS)}"
         )
-    if config["precision"] not in ("float32", "mixed_bfloat16"):
+    from .runtime import RUNTIMES, check_precision
+
+    check_precision(config["precision"])
+    if config["runtime"] not in RUNTIMES:
         raise BadInputError(
-            f"precision must be float32 or mixed_bfloat16, not {config['precision']!r}"
+            f"runtime must be one of {', '.join(RUNTIMES)}, not {config['runtime']!r}"
+        )
+    if config["windowing"] not in WINDOWINGS:
+        raise BadInputError(
+            f"windowing must be one of {', '.join(WINDOWINGS)}, not {config['windowing']!r}"
+        )
+    chunk = config["chunk_length"]
+    if not isinstance(chunk, int) or chunk % 8 or chunk < 2 * CHUNK_MARGIN + 8:
+        raise BadInputError(
+            f"chunk_length must be a multiple of 8 and at least {2 * CHUNK_MARGIN + 8}, got {chunk!r}"
         )
     if config["resize"] is not None and (
         not isinstance(config["resize"], int) or config["resize"] < 8
@@ -227,14 +245,18 @@ class DynamicFeatureExtractor:
         outputs = [self.encode(arr[i : i + batch]) for i in range(0, len(arr), batch)]
         return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
-    def encode(self, batch: np.ndarray) -> np.ndarray:
-        """One encoder call through a cached ``tf.function`` (no XLA: slower on this CPU)."""
-        import tensorflow as tf
-
+    @property
+    def encoder(self) -> Any:
+        """The compiled inference runtime (``config["runtime"]``), made on first use."""
         if self._call is None:
-            model = self.model
-            self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        return np.asarray(self._call(tf.convert_to_tensor(batch, tf.float32)), dtype=np.float32)
+            from .runtime import make_encoder
+
+            self._call = make_encoder(self.model, self.config["runtime"], self.config["precision"])
+        return self._call
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """One encoder call ``[B, L, H, W, ch] → [B, T', H', W', C]`` on the inference runtime."""
+        return self.encoder(batch)
 
     def save_model_with_serializer(
         self, base_dir: str | os.PathLike, metadata: dict | None = None, version: str | None = None
@@ -265,6 +287,8 @@ class DynamicFeatureExtractor:
         meta = copy.deepcopy(self.config)
         endpoint = self.config["endpoint"]
         meta["quantize_effective"] = self.quantize
+        if self._call is not None:
+            meta["runtime_used"] = self._call.name
         meta["registry_version"] = self.registry_version
         meta["channels"] = endpoint_channels(endpoint)
         meta["endpoint_strides"] = list(ENDPOINT_STRIDES.get(endpoint, (None, None)))

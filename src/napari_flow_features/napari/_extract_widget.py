@@ -15,12 +15,13 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
+    FloatSpinBox,
     Label,
     LineEdit,
     PushButton,
     SpinBox,
 )
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from . import _axes
 
@@ -33,6 +34,7 @@ POST_ENCODER_CHOICES = {
     "Spatial Point Extraction": "point",
 }
 INTERPOLATION_CHOICES = {"Bilinear (recommended)": "bilinear", "Nearest": "nearest"}
+FILL_CHOICES = {"along the optical flow": "flow", "linearly": "linear"}
 HEATMAP_CHOICES = {"channel mean": "mean", "L2 norm": "l2", "one channel": "channel"}
 ENDPOINT_CHOICES = ("Mixed_5c", "Mixed_5b", "Mixed_4f", "Mixed_4e", "Mixed_4d", "Mixed_4c",
                     "Mixed_4b", "Mixed_3c", "Mixed_3b", "Conv3d_2c_3x3")  # fmt: skip
@@ -76,8 +78,13 @@ def job_source(layer: Any) -> Any:
 
 
 def points_table(layer: Any) -> Any:
-    """A Points layer as a landmark table (frame, x, y[, track_id]) in data coordinates."""
+    """A Points layer as a landmark table in data coordinates: ``frame, x, y``, the identity
+    columns the one landmark rule knows (ours, napari-deeplabcut's, movement's) and the
+    confidence; the tracked video's length (``attrs["n_frames"]``) when the layer came from a
+    tracks file."""
     import pandas as pd
+
+    from ..io.landmark_key import confidence_column, landmark_key
 
     data = np.asarray(layer.data, dtype=float)
     if data.ndim != 2 or data.shape[1] != 3:
@@ -89,11 +96,39 @@ def points_table(layer: Any) -> Any:
     table = pd.DataFrame(
         {"frame": np.round(data[:, 0]).astype(int), "x": data[:, 2], "y": data[:, 1]}
     )
-    for key in ("track_id", "label"):
-        if key in layer.features.columns:
-            table[key] = layer.features[key].to_numpy()
-            break
+    feats = layer.features.reset_index(drop=True)
+    key = landmark_key(feats)
+    conf = confidence_column(feats)
+    for col in (*(key.source if key else ()), *((conf,) if conf else ())):
+        table[col] = feats[col].to_numpy()
+    if layer.metadata.get("tracks_n_frames") is not None:
+        table.attrs["n_frames"] = int(layer.metadata["tracks_n_frames"])
     return table
+
+
+def source_geometry(layer: Any) -> tuple[int, tuple[int, int] | None]:
+    """Frames of the video a source layer shows (a flow sequence has one field fewer) and its
+    (H, W) in video pixels (None for flow, which may be resized)."""
+    if layer.metadata.get("source_type") == "flow":
+        return int(layer.metadata["flow"].shape[0]) + 1, None
+    shape = layer.data.shape
+    return int(shape[0]), (int(shape[1]), int(shape[2]))
+
+
+def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
+    """A long landmark table (``read_tracks``) as Points data ``(t, y, x)``, features
+    (``individual``, ``keypoint``, ``confidence``) and metadata; positions the tracker lost are
+    left out (the layer's metadata keeps the tracked video's length)."""
+    keep = np.isfinite(table["x"].to_numpy(float)) & np.isfinite(table["y"].to_numpy(float))
+    rows = table[keep].reset_index(drop=True)
+    data = rows[["frame", "y", "x"]].to_numpy(float)
+    feats = rows.drop(columns=["frame", "x", "y"])
+    meta = {f"tracks_{k}": v for k, v in table.attrs.items()}
+    return data, feats, meta
+
+
+#: Per-frame schemes (docs/performance.md): label → config value.
+WINDOWING_CHOICES = {"chunked (seamless)": "chunked", "sliding windows": "sliding"}
 
 
 class ExtractWidget(Container):
@@ -117,6 +152,11 @@ class ExtractWidget(Container):
         self.endpoint = ComboBox(
             label="end point", choices=list(ENDPOINT_CHOICES), value="Mixed_5c"
         )
+        self.windowing = ComboBox(label="windowing", choices=list(WINDOWING_CHOICES),
+                                  tooltip="chunked: seamless rows, each frame encoded about once; "
+                                          "sliding: the seed's clip-length windows at stride")  # fmt: skip
+        self.runtime = ComboBox(label="runtime", choices=["auto", "openvino", "tensorflow"],
+                                tooltip="auto: OpenVINO when installed (docs/performance.md)")  # fmt: skip
         self.clip_length = SpinBox(label="clip length", value=16, min=1, max=256)
         self.stride = SpinBox(label="stride", value=8, min=1, max=256)
         self.post_encoder = ComboBox(
@@ -126,6 +166,13 @@ class ExtractWidget(Container):
         )
         self.interpolation = ComboBox(label="Interpolation", choices=list(INTERPOLATION_CHOICES))
         self.points = ComboBox(label="Point layer", choices=lambda _: self._points_choices())
+        self.load_tracks_button = PushButton(text="Load tracks…")
+        self.min_confidence = FloatSpinBox(label="min confidence", value=0.0, min=0.0, max=1.0,
+                                           step=0.05, tooltip="points below count as missing")  # fmt: skip
+        self.max_gap = SpinBox(label="max gap (frames)", value=0, min=0, max=100000,
+                               tooltip="fill gaps of at most this many frames linearly")  # fmt: skip
+        self.fill_method = ComboBox(label="fill keyframes", choices=list(FILL_CHOICES))
+        self.fill_button = PushButton(text="Fill between keyframes")
         self.heatmap = ComboBox(label="heatmap", choices=list(HEATMAP_CHOICES))
         self.channel = SpinBox(label="channel", value=0, min=0, max=4095)
         self.run_frame = PushButton(text="Run current frame")
@@ -134,15 +181,19 @@ class ExtractWidget(Container):
         self.status = Label(value="")
         self.extend([
             self.source, self.flow_method, self.weights, self.seed, self.checkpoint,
-            self.registry_dir, self.model_name, self.version, self.endpoint, self.clip_length,
-            self.stride, self.post_encoder, self.interpolation, self.points, self.heatmap,
+            self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
+            self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation, self.points,
+            self.load_tracks_button, self.min_confidence, self.max_gap, self.fill_method,
+            self.fill_button, self.heatmap,
             self.channel, self.run_frame, self.run_all, self.cancel_button, self.status,
         ])  # fmt: skip
-        for widget in (self.source, self.weights, self.post_encoder, self.heatmap):
+        for widget in (self.source, self.weights, self.post_encoder, self.heatmap, self.windowing):
             widget.changed.connect(self._update_visibility)
         self.run_frame.changed.connect(lambda *_: self.run(current_frame=True))
         self.run_all.changed.connect(lambda *_: self.run(current_frame=False))
         self.cancel_button.changed.connect(self.cancel)
+        self.load_tracks_button.changed.connect(self._ask_tracks_file)
+        self.fill_button.changed.connect(lambda *_: self.fill_keyframes())
         napari_viewer.layers.events.inserted.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._refresh)
         self._worker: Any = None
@@ -169,10 +220,13 @@ class ExtractWidget(Container):
         self.checkpoint.visible = kind == "DeepMind checkpoint"
         for w in (self.registry_dir, self.model_name, self.version):
             w.visible = kind == "registry"
-        self.points.visible = self.interpolation.visible = (
-            self.post_encoder.value == "Spatial Point Extraction"
-        )
+        point = self.post_encoder.value == "Spatial Point Extraction"
+        for w in (self.points, self.interpolation, self.load_tracks_button, self.min_confidence,
+                  self.max_gap, self.fill_method, self.fill_button):  # fmt: skip
+            w.visible = point
         self.channel.visible = self.heatmap.value == "one channel"
+        sliding = WINDOWING_CHOICES[self.windowing.value] == "sliding"
+        self.clip_length.visible = self.stride.visible = sliding
 
     def extractor_config(self) -> dict:
         """The DynamicFeatureExtractor configuration the form describes."""
@@ -180,6 +234,8 @@ class ExtractWidget(Container):
             "endpoint": self.endpoint.value,
             "clip_length": int(self.clip_length.value),
             "stride": int(self.stride.value),
+            "windowing": WINDOWING_CHOICES[self.windowing.value],
+            "runtime": self.runtime.value,
         }
         kind = self.weights.value
         if kind == "random weights":
@@ -218,7 +274,7 @@ class ExtractWidget(Container):
                 "heatmap": int(self.channel.value) if heat == "channel" else heat,
             }
             if points_layer is not None:
-                options["points"] = points_table(points_layer)
+                options["points"] = self.landmarks(points_layer, layer)
             frame = _axes.current_frame(self._viewer, layer)  # not axis 0 behind a channel slider
             if current_frame:
                 options["frames"] = [frame]
@@ -283,6 +339,160 @@ class ExtractWidget(Container):
         self._worker = None
         self.run_frame.enabled = self.run_all.enabled = True
         self.cancel_button.enabled = False
+
+    # -- landmarks -----------------------------------------------------------------------------
+    def landmarks(self, points_layer: Any, source_layer: Any) -> Any:
+        """The Points layer's landmarks for the source video, with the form's confidence and gap
+        options, checked here (length, names, frame) so problems show before the worker starts;
+        warnings (points outside the frame) become notifications."""
+        import warnings
+
+        from ..extract.landmarks import landmarks_from_points
+
+        n_frames, frame_hw = source_geometry(source_layer)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            landmarks = landmarks_from_points(
+                points_table(points_layer),
+                n_frames,
+                min_confidence=float(self.min_confidence.value) or None,
+                max_gap=int(self.max_gap.value) or None,
+                frame_hw=frame_hw,
+            )
+        for warning in caught:
+            show_warning(f"{points_layer.name}: {warning.message}")
+        return landmarks
+
+    def _ask_tracks_file(self, *_: Any) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self.native,
+            "Load tracks",
+            "",
+            "Tracks (*.h5 *.csv *.slp *.nwb *.parquet);;All files (*)",
+        )
+        if path:
+            try:
+                self.load_tracks(path)
+            except Exception as exc:  # a bad file becomes a notification
+                show_error(f"Load tracks: {exc}")
+
+    def load_tracks(self, path: str, points_format: str = "auto") -> Any:
+        """Add a pose-tracker file (or our landmark table) as a Points layer with ``individual``,
+        ``keypoint``, ``confidence`` features, over the chosen source, and pick it for extraction."""
+        from pathlib import Path
+
+        from ..extract.landmarks import read_landmark_file
+        from ..io.landmark_key import landmark_key
+
+        table = read_landmark_file(path, points_format)
+        table.attrs = {k: v for k, v in table.attrs.items()
+                       if k in ("n_frames", "source_software", "source_file")}  # fmt: skip
+        data, feats, meta = tracks_layer_data(table)
+        kwargs: dict[str, Any] = {}
+        source = self.source.value
+        if source is not None:  # the points sit on the video's pixels
+            kwargs = {"scale": source.scale[:3], "translate": source.translate[:3]}
+        key = landmark_key(feats)
+        if key is not None:
+            kwargs["face_color"] = key.source[-1]
+        layer = self._viewer.add_points(data, features=feats, metadata=meta,
+                                        name=f"tracks: {Path(path).stem}", **kwargs)  # fmt: skip
+        self.post_encoder.value = "Spatial Point Extraction"
+        self.points.reset_choices()
+        self.points.value = layer
+        return layer
+
+    def fill_keyframes(self) -> Any:
+        """Fill the chosen Points layer's keyframes (per landmark) over the frames between them
+        and add the result as a new Points layer to correct; along the flow, the flow of the
+        keyframes' span is computed off the Qt thread (Cancel stops it). Returns the worker
+        (flow) or the new layer (linear)."""
+        from napari.qt.threading import thread_worker
+        from napari.utils import progress
+
+        from ..extract.keyframes import fill_keyframe_table
+
+        source, keys = self.source.value, self.points.value
+        try:
+            if source is None or keys is None:
+                raise ValueError("choose a source and a Points layer with keyframes")
+            if self._worker is not None:
+                raise ValueError("a run is in progress; cancel it first")
+            n_frames, _ = source_geometry(source)
+            table = points_table(keys)
+            method = FILL_CHOICES[self.fill_method.value]
+            if method == "linear":
+                return self._add_filled(fill_keyframe_table(table, n_frames, "linear"), keys)
+            if len(table) == 0:
+                raise ValueError("click the landmark on a few frames first")
+            first, last = int(table["frame"].min()), int(table["frame"].max())
+            flow = None
+            if source.metadata.get("source_type") == "flow":
+                flow = source.metadata["flow"]
+                first = 0
+                chunks = None
+            else:
+                chunks = range(first, last, 16)
+        except Exception as exc:
+            show_error(f"Fill between keyframes: {exc}")
+            return None
+        cancel = self._cancel
+        cancel.clear()
+        flow_method = self.flow_method.value
+
+        @thread_worker(ignore_errors=True)
+        def work():
+            from ..errors import CancelledError
+            from ..flow.compute import OpticalFlowComputer
+
+            fields = flow
+            if chunks is not None:
+                computer = OpticalFlowComputer(flow_method)
+                parts = []
+                for i, start in enumerate(chunks):
+                    if cancel.is_set():
+                        raise CancelledError("Filling cancelled")
+                    stop = min(start + 16, last)
+                    frames = np.stack([np.asarray(source.data[t]) for t in range(start, stop + 1)])
+                    parts.append(computer.compute(frames))
+                    yield i + 1, len(chunks)
+                fields = np.concatenate(parts)
+            return fill_keyframe_table(table, n_frames, "flow", fields, first)
+
+        worker = work()
+        self._progress = progress(desc=f"Fill keyframes: {keys.name}")
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda out: self._add_filled(out, keys))
+        worker.errored.connect(self._on_fill_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run_frame.enabled = self.run_all.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = "filling between keyframes along the flow…"
+        worker.start()
+        return worker
+
+    def _on_fill_error(self, exc: Exception) -> None:
+        from ..errors import CancelledError
+
+        self.status.value = "cancelled" if isinstance(exc, CancelledError) else "failed"
+        if not isinstance(exc, CancelledError):
+            show_error(f"Fill between keyframes failed: {exc}")
+
+    def _add_filled(self, table: Any, keys: Any) -> Any:
+        """The filled positions as the Points layer ``filled: <keyframes layer>`` (replaced on a
+        new fill), with the keyframes' identity columns and ``keyframe``."""
+        name = f"filled: {keys.name}"
+        data = table[["frame", "y", "x"]].to_numpy(float)
+        feats = table.drop(columns=["frame", "x", "y"]).reset_index(drop=True)
+        if name in self._viewer.layers:
+            self._viewer.layers.remove(name)
+        layer = self._viewer.add_points(data, features=feats, name=name, scale=keys.scale,
+                                        translate=keys.translate, size=keys.current_size)  # fmt: skip
+        self.status.value = f"filled {int((~table['keyframe']).sum())} positions into {name!r}"
+        return layer
 
     # -- results -------------------------------------------------------------------------------
     def _add_results(

@@ -17,6 +17,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, SpinBox
 from napari.utils.notifications import show_error
 
+from ..io.landmark_key import landmark_ids, landmark_key
 from ..io.tables import feature_columns
 from . import _axes
 
@@ -52,11 +53,13 @@ def layer_series(layer: Any) -> list[tuple[str, Any]]:
         cols = feature_columns(feats.columns)
         table = feats[cols].copy()
         table.insert(0, "frame", np.rint(np.asarray(layer.data)[:, 0]).astype(int))
-        key = next((k for k in ("track_id", "label") if k in feats.columns), None)
+        key = landmark_key(feats)
         if key is None:
             return [(layer.name, table.sort_values("frame", kind="stable"))]
-        return [(f"{key} {value}", part.sort_values("frame", kind="stable"))
-                for value, part in table.groupby(feats[key], sort=False)]  # fmt: skip
+        ids = pd.Series(landmark_ids(feats), index=table.index)
+        prefix = f"{key.source[0]} " if len(key.source) == 1 else ""
+        return [(f"{prefix}{value}", part.sort_values("frame", kind="stable"))
+                for value, part in table.groupby(ids, sort=False)]  # fmt: skip
     data = np.asarray(layer.data, np.float32)
     stacks = data[None] if data.ndim == 2 else data  # (K, T, C): one line per landmark
     ids = layer.metadata.get("landmarks") or list(range(len(stacks)))

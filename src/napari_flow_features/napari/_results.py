@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..io.landmark_key import landmark_ids, landmark_key
 from ..io.tables import feature_columns
 
 
@@ -102,13 +103,14 @@ def write_results(
     if cols:
         mat = table[cols].to_numpy(np.float32)
         name = f"features: {source.name}"
-        multi = post == "point" and "landmark" in table and table["landmark"].nunique() > 1
+        row_ids = landmark_ids(table) if post == "point" else [None] * len(table)
+        multi = len(set(row_ids)) > 1
         kwargs = {"metadata": meta, "colormap": "viridis",
                   **_beside_video(source, meta["frame_shape"], n_frames, len(cols), multi)}  # fmt: skip
         if multi:
-            ids = list(dict.fromkeys(table["landmark"].tolist()))
+            ids = list(dict.fromkeys(row_ids))
             layer = _upsert_image(viewer, name, (len(ids), n_frames, len(cols)), kwargs, one)
-            k = np.array([ids.index(v) for v in table["landmark"]])
+            k = np.array([ids.index(v) for v in row_ids])
             layer.data[k, frames] = mat
         else:
             layer = _upsert_image(viewer, name, (n_frames, len(cols)), kwargs, one)
@@ -121,16 +123,19 @@ def write_results(
     if post == "point" and points_layer is not None and cols:
         data = np.asarray(points_layer.data)
         feats = points_layer.features.copy().reset_index(drop=True)
-        key = next((c for c in ("track_id", "label") if c in feats.columns), None)
+        # Rows and points meet on (frame, landmark) by the one identity rule; a layer without
+        # identity columns is a single landmark.
+        point_ids = landmark_ids(feats)
+        keyed = landmark_key(feats) is not None
         rows = {}
-        for i, (f, lm) in enumerate(zip(frames, table["landmark"], strict=True)):
-            rows[(int(f), lm if key else None)] = mat[i]
+        for i, (f, lm) in enumerate(zip(frames, landmark_ids(table), strict=True)):
+            rows[(int(f), lm if keyed else None)] = mat[i]
         new = np.full((len(data), len(cols)), np.nan, np.float32)
         keep_old = one and all(c in feats.columns for c in cols)
         if keep_old:
             new[:] = feats[cols].to_numpy(np.float32)
         for i, point in enumerate(data):
-            vec = rows.get((int(np.rint(point[0])), feats[key].iloc[i] if key else None))
+            vec = rows.get((int(np.rint(point[0])), point_ids[i]))
             if vec is not None:
                 new[i] = vec
         feats = pd.concat([feats.drop(columns=[c for c in cols if c in feats]),

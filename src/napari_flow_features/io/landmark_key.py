@@ -1,0 +1,79 @@
+"""Which columns name a landmark: the one rule, for tables, Points-layer features and pose files.
+
+``individual`` + ``keypoint`` (movement and its napari loader), ``id`` + ``label``
+(napari-deeplabcut: ``id`` is the individual, empty in single-animal projects, ``label`` the body
+part), then one of ``landmark``, ``track_id``, ``label`` (ours). Everything that groups points by
+landmark (landmark extraction, the results on a Points layer, plots, saved tables) calls
+:func:`landmark_key`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+# Which input columns name a landmark, first match wins, and the output columns they become.
+# movement's napari loader and pose files: individual + keypoint; napari-deeplabcut: ``id`` is the
+# individual ("" in single-animal projects) and ``label`` the body part; ours: one column.
+_KEY_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("individual", "keypoint"), ("individual", "keypoint")),
+    (("id", "label"), ("individual", "keypoint")),
+    (("landmark",), ("landmark",)),
+    (("track_id",), ("landmark",)),
+    (("label",), ("landmark",)),
+)
+#: Columns that hold a point's confidence: movement's ``confidence``, DeepLabCut's ``likelihood``.
+CONFIDENCE_COLUMNS = ("confidence", "likelihood")
+#: Columns that carry landmark identity in a feature table (the output side of every rule).
+IDENTITY_COLUMNS = ("individual", "keypoint", "landmark")
+
+
+@dataclass(frozen=True)
+class LandmarkKey:
+    """Which input columns identify a landmark (``source``) and what they are called in feature
+    tables (``output``, in the same order)."""
+
+    source: tuple[str, ...]
+    output: tuple[str, ...]
+
+    def values(self, table: pd.DataFrame) -> list[tuple]:
+        """Each row's identity as a tuple in ``output`` order."""
+        if not len(table):
+            return []
+        return list(zip(*(table[c].tolist() for c in self.source), strict=True))
+
+
+def landmark_key(columns: Any) -> LandmarkKey | None:
+    """The landmark identity of a table or Points layer's features (a DataFrame or column names):
+    ``individual`` + ``keypoint`` (movement), ``id`` + ``label`` (napari-deeplabcut), then one of
+    ``landmark``, ``track_id``, ``label`` (ours). ``None``: a single landmark."""
+    cols = set(columns.columns if isinstance(columns, pd.DataFrame) else columns)
+    for source, output in _KEY_RULES:
+        if set(source) <= cols:
+            return LandmarkKey(source, output)
+    return None
+
+
+def landmark_label(identity: tuple) -> Any:
+    """What a landmark is called in messages, plot legends and metadata: the value of a one-column
+    identity, else the non-empty parts joined by ``/`` (``mouse1/snout``; ``snout`` when the
+    individual is unnamed)."""
+    if len(identity) == 1:
+        return identity[0]
+    return "/".join(str(v) for v in identity if str(v) != "") or "/".join(map(str, identity))
+
+
+def landmark_ids(table: pd.DataFrame) -> list:
+    """Each row's landmark label (see :func:`landmark_label`); all ``None`` without an identity."""
+    key = landmark_key(table)
+    if key is None:
+        return [None] * len(table)
+    return [landmark_label(v) for v in key.values(table)]
+
+
+def confidence_column(columns: Any) -> str | None:
+    """The column that holds a point's confidence, if any."""
+    cols = set(columns.columns if isinstance(columns, pd.DataFrame) else columns)
+    return next((c for c in CONFIDENCE_COLUMNS if c in cols), None)

@@ -1,0 +1,249 @@
+"""Landmarks from tables, Points-layer features and pose files: identity, confidence, gaps, checks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from movement.filtering import interpolate_over_time
+from movement.io import load_poses, save_poses
+
+from napari_flow_features.cli import main
+from napari_flow_features.errors import BadInputError
+from napari_flow_features.extract.landmarks import (
+    Landmarks,
+    landmark_key,
+    landmarks_from_points,
+)
+from napari_flow_features.io.tables import read_table, write_table
+from napari_flow_features.io.video import write_video
+
+KEYPOINTS = ["snout", "left_ear"]
+
+
+def pose_table(n_frames=20, individuals=("m1", "m2"), seed=0) -> pd.DataFrame:
+    """A long pose table (as read_tracks returns) with known positions and confidences."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(n_frames):
+        for i, ind in enumerate(individuals):
+            for k, kp in enumerate(KEYPOINTS):
+                rows.append((t, ind, kp, 10.0 + t + 5 * k, 8.0 + 3 * i + k, rng.uniform()))
+    table = pd.DataFrame(rows, columns=["frame", "individual", "keypoint", "x", "y", "confidence"])
+    table.attrs["n_frames"] = n_frames
+    return table
+
+
+def test_one_rule_names_landmarks_for_every_points_source():
+    assert landmark_key(["frame", "individual", "keypoint", "confidence"]).output == (
+        "individual",
+        "keypoint",
+    )
+    dlc = landmark_key(["label", "id", "likelihood", "valid"])  # napari-deeplabcut
+    assert dlc.source == ("id", "label") and dlc.output == ("individual", "keypoint")
+    assert landmark_key(["track_id"]).output == ("landmark",)
+    assert landmark_key(["label"]).source == ("label",)
+    assert landmark_key(["landmark", "track_id"]).source == ("landmark",)
+    assert landmark_key(["frame", "x", "y"]) is None
+
+
+def test_napari_deeplabcut_and_movement_layer_features_give_the_same_landmarks():
+    table = pose_table(6)
+    movement_like = table[["frame", "x", "y", "individual", "keypoint", "confidence"]]
+    dlc_like = pd.DataFrame({"frame": table["frame"], "x": table["x"], "y": table["y"],
+                             "label": table["keypoint"], "id": table["individual"],
+                             "likelihood": table["confidence"], "valid": True})  # fmt: skip
+    a = landmarks_from_points(movement_like, 6)
+    b = landmarks_from_points(dlc_like, 6)
+    assert a.ids == b.ids == ["m1/snout", "m1/left_ear", "m2/snout", "m2/left_ear"]
+    assert a.columns == b.columns == ("individual", "keypoint")
+    np.testing.assert_array_equal(a.xy, b.xy)
+    np.testing.assert_array_equal(a.confidence, b.confidence)
+    row = a.row_fields(3, 5)
+    assert list(row) == ["individual", "keypoint", "x", "y", "confidence", "filled"]
+    assert (row["individual"], row["keypoint"], row["x"], row["y"]) == (
+        "m2",
+        "left_ear",
+        20.0,
+        12.0,
+    )
+    # our own single-column ids keep the ``landmark`` column
+    ours = landmarks_from_points(pd.DataFrame({"frame": [0, 1], "x": [1.0, 2], "y": [3.0, 4],
+                                               "track_id": [7, 7]}), 3)  # fmt: skip
+    assert ours.row_fields(0, 1) == {"landmark": 7, "x": 2.0, "y": 4.0}
+
+
+def test_confidence_masking_and_gap_filling_are_counted_exactly():
+    table = pose_table(20, individuals=("m1",))
+    table["confidence"] = 0.9
+    snout = (table["keypoint"] == "snout").to_numpy()
+    # snout: low confidence at 3 (gap of 1), 6..7 (gap of 2), 10..14 (gap of 5) and at the last frame
+    low = snout & table["frame"].isin([3, 6, 7, 10, 11, 12, 13, 14, 19]).to_numpy()
+    table.loc[low, "confidence"] = 0.2
+    ear = (table["keypoint"] == "left_ear").to_numpy()
+    table.loc[ear & (table["frame"] == 0).to_numpy(), ["x", "y"]] = np.nan  # leading gap
+    lm = landmarks_from_points(table, 20, min_confidence=0.6)
+    assert lm.masked == 9 and lm.filled == 0
+    assert int(np.isnan(lm.xy[..., 0]).sum()) == 10
+    lm2 = landmarks_from_points(table, 20, min_confidence=0.6, max_gap=2)
+    assert lm2.masked == 9 and lm2.filled == 3  # frames 3, 6, 7; not 10..14, not the ends
+    assert lm2.filled_at[0].nonzero()[0].tolist() == [3, 6, 7]
+    np.testing.assert_allclose(lm2.xy[0, 6], (16.0, 8.0))  # linear between frames 5 and 8
+    lm5 = landmarks_from_points(table, 20, min_confidence=0.6, max_gap=5)
+    assert lm5.filled == 8 and lm5.row_fields(0, 12)["filled"] is True
+    assert lm5.row_fields(0, 12)["confidence"] == pytest.approx(0.2)  # kept: says why it was filled
+    assert np.isnan(lm5.xy[0, 19]).all() and np.isnan(lm5.xy[1, 0]).all()
+    meta = lm5.metadata()
+    assert meta["landmarks"] == ["m1/snout", "m1/left_ear"]
+    assert meta["landmark_columns"] == ["individual", "keypoint"]
+    assert meta["low_confidence_positions"] == 9 and meta["interpolated_landmark_positions"] == 8
+    assert meta["landmark_min_confidence"] == 0.6 and meta["landmark_max_gap"] == 5
+
+
+@pytest.mark.parametrize("max_gap", [1, 2, 4])
+def test_gap_filling_matches_movement(max_gap):
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 50, (1, 40, 2))
+    xy[0, rng.choice(40, 16, replace=False)] = np.nan
+    frames = np.arange(40)
+    table = pd.DataFrame({"frame": frames, "x": xy[0, :, 0], "y": xy[0, :, 1]})
+    ours = landmarks_from_points(table, 40, max_gap=max_gap).xy[0]
+    data = xr.DataArray(xy[0], dims=("time", "space"), coords={"time": frames})
+    theirs = interpolate_over_time(data, max_gap=max_gap).to_numpy()
+    np.testing.assert_allclose(ours, theirs, equal_nan=True)
+
+
+def test_selection_and_unknown_names_list_the_known_ones():
+    table = pose_table(5)
+    lm = landmarks_from_points(table, 5, keypoints="snout", individuals=["m2"])
+    assert lm.ids == ["m2/snout"]
+    with pytest.raises(BadInputError, match=r"Unknown keypoint 'nose'.*snout, left_ear"):
+        landmarks_from_points(table, 5, keypoints="nose")
+    with pytest.raises(BadInputError, match=r"Unknown individuals 'm3', 'm4'.*m1, m2"):
+        landmarks_from_points(table, 5, individuals="m3,m4")
+
+
+def test_tracks_of_another_video_length_name_both_lengths(tmp_path):
+    with pytest.raises(BadInputError, match=r"tracks have 20 frames but the video has 18"):
+        landmarks_from_points(pose_table(20), 18)
+    # our own table: frames past the end are an error, not silently dropped
+    ours = pd.DataFrame({"frame": np.arange(2330), "x": 5.0, "y": 5.0})
+    with pytest.raises(BadInputError, match=r"frame 2329 \(530 points past the end\).*1800 frames"):
+        landmarks_from_points(ours, 1800)
+
+
+def test_empty_and_all_missing_tracks_are_errors():
+    empty = pose_table(4).iloc[:0]
+    with pytest.raises(BadInputError, match="empty"):
+        landmarks_from_points(empty, 4)
+    lost = pose_table(4)
+    lost[["x", "y"]] = np.nan
+    with pytest.raises(BadInputError, match="every point is missing"):
+        landmarks_from_points(lost, 4)
+    with pytest.raises(BadInputError, match="no confidence"):
+        landmarks_from_points(pd.DataFrame({"frame": [0], "x": [1.0], "y": [1.0]}), 2,
+                              min_confidence=0.5)  # fmt: skip
+
+
+def test_positions_outside_the_frame_warn_naming_the_landmark():
+    table = pose_table(4, individuals=("m1",))
+    table.loc[3, "x"] = 70.0  # frame 1, left_ear
+    with pytest.warns(UserWarning, match=r"1 landmark positions lie outside the 64x48 frame "
+                      r"\(m1/left_ear; first: m1/left_ear at frame 1, x=70.0"):  # fmt: skip
+        landmarks_from_points(table, 4, frame_hw=(48, 64))
+
+
+def test_ready_landmarks_pass_through_only_for_their_video_length():
+    lm = landmarks_from_points(pose_table(6), 6)
+    assert landmarks_from_points(lm, 6) is lm
+    with pytest.raises(BadInputError, match="made for 6 frames but the video has 7"):
+        landmarks_from_points(lm, 7)
+
+
+# -- command line and features -------------------------------------------------------------------
+N_FRAMES, H, W = 12, 48, 64
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    base = (rng.uniform(0, 255, (H + 8, W + 40))).astype(np.uint8)
+    frames = np.stack([base[4 : 4 + H, 2 * t : 2 * t + W] for t in range(N_FRAMES)])
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_video(path, frames, fps=25, crf=0)
+    return path
+
+
+def test_points_without_the_point_post_encoder_is_an_error_before_any_model_work(
+    video, tmp_path, capsys
+):
+    csv = tmp_path / "lm.csv"
+    pd.DataFrame({"frame": [0], "x": [1.0], "y": [1.0]}).to_csv(csv, index=False)
+    start = time.perf_counter()
+    assert main(["extract", str(video), "--points", str(csv), "-o", str(tmp_path / "o.csv")]) == 2
+    assert "--points is only used by --post-encoder point" in capsys.readouterr().err
+    assert time.perf_counter() - start < 5  # no model was built
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_pose_file_on_the_command_line_gives_the_features_of_our_table(video, tmp_path):
+    """DeepLabCut tracks written by movement → the same features as our CSV with those points."""
+    rng = np.random.default_rng(1)
+    n_ind, n_kp = 2, 2
+    pos = rng.uniform(4, 44, (N_FRAMES, 2, n_kp, n_ind))  # time, space, keypoints, individuals
+    conf = rng.uniform(0.5, 1.0, (N_FRAMES, n_kp, n_ind))
+    conf[3, 0, 1] = 0.1  # m2/snout at frame 3: masked, then filled (gap of 1)
+    ds = load_poses.from_numpy(pos, conf, individual_names=["m1", "m2"], keypoint_names=KEYPOINTS)
+    tracks = tmp_path / "clipDLC_resnet50.h5"
+    save_poses.to_dlc_file(ds, tracks, split_individuals=False)
+    common = ["--post-encoder", "point", "--endpoint", "Mixed_3c", "--clip-length", "8",
+              "--stride", "4"]  # fmt: skip
+    out = tmp_path / "pose.parquet"
+    assert main(["extract", str(video), "--points", str(tracks), "--min-confidence", "0.3",
+                 "--max-gap", "1", "-o", str(out), *common]) == 0  # fmt: skip
+    pose = read_table(out)
+    assert list(pose.columns[:7]) == ["frame", "individual", "keypoint", "x", "y", "confidence",
+                                      "filled"]  # fmt: skip
+    assert pose.attrs["landmarks"] == ["m1/snout", "m1/left_ear", "m2/snout", "m2/left_ear"]
+    assert len(pose) == N_FRAMES * 4 and int(pose["filled"].sum()) == 1
+    filled = pose[pose["filled"]].iloc[0]
+    assert (filled["frame"], filled["individual"], filled["keypoint"]) == (3, "m2", "snout")
+    # our own CSV with the same coordinates (the filled one as the linear midpoint)
+    ours = pose[["frame", "x", "y"]].copy()
+    ours.insert(1, "landmark", pose["individual"] + "/" + pose["keypoint"])
+    write_table(ours, tmp_path / "ours.csv")
+    out2 = tmp_path / "ours.parquet"
+    assert main(["extract", str(video), "--points", str(tmp_path / "ours.csv"), "-o", str(out2),
+                 *common]) == 0  # fmt: skip
+    plain = read_table(out2)
+    np.testing.assert_allclose(pose.filter(like="f0").to_numpy(), plain.filter(like="f0").to_numpy(),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(pose.loc[pose["filled"], ["x", "y"]].to_numpy()[0],
+                               (pos[2, :, 0, 1] + pos[4, :, 0, 1]) / 2)  # fmt: skip
+
+
+def test_landmarks_object_is_picklable_for_the_worker():
+    import pickle
+
+    lm = landmarks_from_points(pose_table(3), 3, max_gap=1)
+    back = pickle.loads(pickle.dumps(lm))
+    assert isinstance(back, Landmarks) and back.ids == lm.ids
+    np.testing.assert_array_equal(back.xy, lm.xy)
+
+
+def test_saved_points_of_a_deeplabcut_layer_name_individual_and_keypoint_and_come_back():
+    from napari_flow_features.io.tables import points_to_table, table_to_points
+
+    data = np.array([[0, 5.0, 6.0], [0, 7.0, 8.0], [1, 5.5, 6.5]])
+    feats = pd.DataFrame({"label": ["snout", "ear", "snout"], "id": ["m1", "m1", "m1"],
+                          "likelihood": [0.9, 0.8, 0.7]})  # fmt: skip
+    table = points_to_table(data, feats)
+    assert list(table.columns) == ["frame", "individual", "keypoint", "x", "y", "likelihood"]
+    assert table["keypoint"].tolist() == ["snout", "ear", "snout"]
+    back_data, back = table_to_points(table)
+    np.testing.assert_array_equal(back_data, data)
+    assert sorted(back.columns) == ["id", "label", "likelihood"]
+    assert back["label"].tolist() == ["snout", "ear", "snout"]
