@@ -240,3 +240,20 @@ def test_flow_and_its_sidecar_streamed_as_a_pair(tmp_path):
     final.write_bytes(bytes(data[:-4]))
     with pytest.raises(CorruptFileError):
         read_flow(final, verify=False)
+
+
+def test_a_streamed_csv_is_published_with_its_hashed_sidecar(tmp_path):
+    from napari_flow_features.io.table_stream import TableStreamWriter
+
+    table = pd.DataFrame({"frame": np.arange(10), "f0000": np.linspace(0, 1, 10)})
+    with TableStreamWriter(tmp_path / "s.csv") as out:
+        out.write(table.iloc[:4])
+        out.write(table.iloc[4:])
+        out.close({"endpoint": "Mixed_4f"})
+    back = read_table(tmp_path / "s.csv")
+    assert back["f0000"].tolist() == table["f0000"].tolist()
+    assert back.attrs["data_sha256"] == _atomic.sha256_file(tmp_path / "s.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.csv.json"]
+    (tmp_path / "s.csv").write_text((tmp_path / "s.csv").read_text().replace("0.0", "0.5", 1))
+    with pytest.raises(MismatchedMetadataError):
+        read_table(tmp_path / "s.csv")

@@ -104,6 +104,26 @@ def write_npy(folder: Path, url: str) -> None:
     write_flow_npy(folder / "flow.npy", np.ones((4, 100, 100, 2), np.float32))
 
 
+def write_streamed_csv(folder: Path, url: str) -> None:
+    from napari_flow_features.io.table_stream import TableStreamWriter
+
+    table = _big_table()
+    with TableStreamWriter(folder / "streamed.csv") as out:
+        for start in range(0, len(table), 500):
+            out.write(table.iloc[start : start + 500])
+        out.close({"endpoint": "Mixed_4f"})
+
+
+def write_streamed_parquet(folder: Path, url: str) -> None:
+    from napari_flow_features.io.table_stream import TableStreamWriter
+
+    table = _big_table()
+    with TableStreamWriter(folder / "streamed.parquet") as out:
+        for start in range(0, len(table), 500):
+            out.write(table.iloc[start : start + 500])
+        out.close({"endpoint": "Mixed_4f"})
+
+
 def write_report_json(folder: Path, url: str) -> None:
     from napari_flow_features.cli import _write_json
 
@@ -122,6 +142,8 @@ WRITERS = {
         write_flo,
         write_npy,
         write_report_json,
+        write_streamed_csv,
+        write_streamed_parquet,
     )
 }
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..errors import BadInputError
 from ._atomic import (
+    _translate,
     atomic_write_with_sidecar,
     check_output_folder,
     check_output_name,
@@ -47,7 +48,14 @@ class TableStreamWriter:
         self._columns: list[str] | None = None
 
     def write(self, block: pd.DataFrame) -> None:
-        """Append ``block`` (every block has the same columns)."""
+        """Append ``block`` (every block has the same columns). A full disk raises
+        :class:`~napari_flow_features.errors.OutOfSpaceError` naming the table."""
+        try:
+            self._write(block)
+        except OSError as exc:
+            raise _translate(exc, self.path) from exc
+
+    def _write(self, block: pd.DataFrame) -> None:
         if self._columns is None:
             self._columns = list(block.columns)
         elif list(block.columns) != self._columns:
@@ -73,11 +81,14 @@ class TableStreamWriter:
             with atomic_write_with_sidecar(self.path, sidecar_path(self.path), meta) as (tmp, _):
                 os.replace(self.tmp, tmp)  # the rows become the pair's data (same folder)
             return self.path
-        self._writer.add_key_value_metadata({PARQUET_META_KEY: json.dumps(meta).encode()})
-        self._writer.close()
-        self._writer = None
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        try:
+            self._writer.add_key_value_metadata({PARQUET_META_KEY: json.dumps(meta).encode()})
+            self._writer.close()
+            self._writer = None
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise _translate(exc, self.path) from exc
         os.replace(self.tmp, self.path)
         fsync_dir(self.path.parent)
         return self.path
