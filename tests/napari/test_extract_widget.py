@@ -41,6 +41,7 @@ def pixel_edges(layer) -> np.ndarray:
 
 
 def small_run(widget):
+    widget.replace.value = True  # results under the names 'features: <source>' etc.
     widget.endpoint.value = "Mixed_3c"
     widget.clip_length.value = 8
     widget.stride.value = 8
@@ -186,6 +187,9 @@ def test_current_frame_behind_a_channel_slider(make_napari_viewer, qtbot, errors
     jobs: list[dict] = []
 
     class Recorder:  # stands in for the worker process: records the job, replies nothing
+        def start(self):
+            pass
+
         def iter_run(self, job, cancel=None):
             jobs.append(job)
             raise CancelledError("recorded")

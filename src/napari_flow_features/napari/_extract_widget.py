@@ -8,10 +8,12 @@ selected when the run started.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -20,7 +22,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from . import _axes
 
@@ -50,6 +52,17 @@ def model_worker() -> Any:
     return _WORKER
 
 
+def _close_worker() -> None:
+    """Stop the model worker and remove its temporary files (the last extraction dock closed)."""
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.close()
+        _WORKER = None
+
+
+_LIVE_DOCKS = 0  # extraction docks alive; the worker goes when the last one does
+
+
 def source_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
     """Video layers (as the flow widget lists them) and flow-sequence layers of the viewer."""
     from ._flow_widget import video_layer_choices
@@ -64,14 +77,25 @@ def source_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
 
 
 def job_source(layer: Any) -> Any:
-    """What the worker process opens: a video path, a flow file path, or an array (pickled)."""
-    from ..io.video import VideoArray
+    """What the worker process opens: a video path, a flow file path, or an array (pickled).
+
+    A video layer another reader opened (frames decoded in memory) goes by its file's path when
+    the file is a video of the layer's shape, so the frames are not pickled to the worker."""
+    from ..io.video import VIDEO_EXTENSIONS, VideoArray
 
     if layer.metadata.get("source_type") == "flow":
         flow = layer.metadata["flow"]
         return str(flow.filename) if getattr(flow, "filename", None) else np.asarray(flow)
     if isinstance(layer.data, VideoArray):
         return str(layer.data.path)
+    path = getattr(layer.source, "path", None) or layer.metadata.get("path")
+    if path and Path(path).suffix.lower() in VIDEO_EXTENSIONS and Path(path).is_file():
+        try:
+            on_disk = VideoArray(path)
+        except Exception:  # not readable here: fall back to the frames
+            on_disk = None
+        if on_disk is not None and tuple(on_disk.shape[:3]) == tuple(np.shape(layer.data)[:3]):
+            return str(Path(path).resolve())
     return np.asarray(layer.data)
 
 
@@ -100,7 +124,8 @@ class ExtractWidget(Container):
     """I3D feature extraction (Plugins ▸ Flow Features ▸ I3D feature extraction)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        # Scrollable: the three docks together must fit a 1280x800 screen.
+        super().__init__(labels=True, scrollable=True)
         from ..flow.compute import METHODS
 
         self._viewer = napari_viewer
@@ -128,6 +153,11 @@ class ExtractWidget(Container):
         self.points = ComboBox(label="Point layer", choices=lambda _: self._points_choices())
         self.heatmap = ComboBox(label="heatmap", choices=list(HEATMAP_CHOICES))
         self.channel = SpinBox(label="channel", value=0, min=0, max=4095)
+        self.replace = CheckBox(
+            text="replace previous results", value=False,
+            tooltip="On: results go to 'features: <source>' layers, replacing the last run's. "
+            "Off: each run's layers are named by source, post-encoder and end point.",
+        )  # fmt: skip
         self.run_frame = PushButton(text="Run current frame")
         self.run_all = PushButton(text="Run all frames")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -136,7 +166,8 @@ class ExtractWidget(Container):
             self.source, self.flow_method, self.weights, self.seed, self.checkpoint,
             self.registry_dir, self.model_name, self.version, self.endpoint, self.clip_length,
             self.stride, self.post_encoder, self.interpolation, self.points, self.heatmap,
-            self.channel, self.run_frame, self.run_all, self.cancel_button, self.status,
+            self.channel, self.replace, self.run_frame, self.run_all, self.cancel_button,
+            self.status,
         ])  # fmt: skip
         for widget in (self.source, self.weights, self.post_encoder, self.heatmap):
             widget.changed.connect(self._update_visibility)
@@ -145,10 +176,16 @@ class ExtractWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         napari_viewer.layers.events.inserted.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._refresh)
+        napari_viewer.layers.events.removed.connect(self._release_maps)
         self._worker: Any = None
         self._cancel = threading.Event()
         self._progress: Any = None
         self._refresh()
+        # Start the model process now: TensorFlow imports while the user fills in the form.
+        model_worker().start()
+        global _LIVE_DOCKS
+        _LIVE_DOCKS += 1
+        self.native.destroyed.connect(_on_dock_destroyed)
 
     # -- form ----------------------------------------------------------------------------------
     def _points_choices(self) -> list[tuple[str, Any]]:
@@ -239,7 +276,8 @@ class ExtractWidget(Container):
             return (yield from steps)
 
         worker = work()
-        self._progress = progress(desc=f"I3D features: {layer.name}")
+        self._desc = f"I3D features: {layer.name}"
+        self._progress = progress(desc=self._desc)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(
             lambda reply: self._add_results(reply, layer, points_layer, post, current_frame)
@@ -261,10 +299,21 @@ class ExtractWidget(Container):
             self.status.value = "cancelling…"
             self._cancel.set()
 
-    def _on_progress(self, value: tuple[int, int]) -> None:
+    def _on_progress(self, value: tuple) -> None:
+        """A worker event: ``(done, total)`` windows, a start-up phase, or a child's warning."""
+        if value[0] == "warning":
+            show_warning(f"I3D feature extraction: {value[1]}")
+            return
+        if value[0] == "status":
+            self.status.value = value[1]
+            if self._progress is not None:
+                self._progress.set_description(f"{self._desc}: {value[1]}")
+            return
         done, total = value
         if self._progress is not None:
-            self._progress.total = total
+            if self._progress.total != total:
+                self._progress.set_description(self._desc)
+                self._progress.total = total
             self._progress.update(done - self._progress.n)
 
     def _on_error(self, exc: Exception) -> None:
@@ -291,9 +340,24 @@ class ExtractWidget(Container):
         from ._results import write_results
 
         try:
-            written = write_results(self._viewer, reply, layer, points_layer, post, one)
+            written = write_results(self._viewer, reply, layer, points_layer, post, one,
+                                    replace=self.replace.value, release=model_worker().release)  # fmt: skip
         except Exception as exc:  # a layer problem must not take the viewer down
             show_error(f"I3D feature extraction: could not add the results: {exc}")
             return
         self.status.value = f"done: {len(written)} layers updated"
         self.status.tooltip = "\n".join(written)
+
+    def _release_maps(self, event: Any) -> None:
+        """A removed activation layer's maps file is deleted (it lives in the worker's folder)."""
+        maps = event.value.metadata.get("maps_path") if hasattr(event, "value") else None
+        if maps and _WORKER is not None:
+            _WORKER.release(maps)
+
+
+def _on_dock_destroyed(*_: Any) -> None:
+    """The last extraction dock went (its viewer closed): stop the worker, remove its files."""
+    global _LIVE_DOCKS
+    _LIVE_DOCKS = max(0, _LIVE_DOCKS - 1)
+    if _LIVE_DOCKS == 0:
+        _close_worker()
