@@ -25,6 +25,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from . import _axes
+from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
     import napari
@@ -124,8 +125,7 @@ class ExtractWidget(Container):
     """I3D feature extraction (Plugins ▸ Flow Features ▸ I3D feature extraction)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        # Scrollable: the three docks together must fit a 1280x800 screen.
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=True)
         from ..flow.compute import METHODS
 
         self._viewer = napari_viewer
@@ -186,6 +186,7 @@ class ExtractWidget(Container):
         global _LIVE_DOCKS
         _LIVE_DOCKS += 1
         self.native.destroyed.connect(_on_dock_destroyed)
+        make_scrollable(self)  # the three docks together fit a 1280x800 screen
 
     # -- form ----------------------------------------------------------------------------------
     def _points_choices(self) -> list[tuple[str, Any]]:

@@ -19,6 +19,7 @@ from napari.utils.notifications import show_error
 
 from ..io.tables import feature_columns
 from . import _axes
+from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
     import napari
@@ -87,10 +88,10 @@ class FeaturePlotsWidget(Container):
         self.extend([self.source, self.mode, self.features, self.components, self.status])
         self.figure = Figure(figsize=(5, 3), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(260)
+        self.canvas.setMinimumHeight(220)
         self.toolbar = NavigationToolbar2QT(self.canvas, self.native)  # zoom, pan, save figure
-        self.native.layout().addWidget(self.toolbar)
-        self.native.layout().addWidget(self.canvas)
+        self._add_native(self.toolbar)
+        self._add_native(self.canvas)
         self.axes = self.figure.add_subplot()
         self._cursor: Any = None
         self._background: Any = None
@@ -117,9 +118,12 @@ class FeaturePlotsWidget(Container):
             self._watch(layer)
         napari_viewer.dims.events.current_step.connect(self._on_frame)
         napari_viewer.events.theme.connect(self.replot)
+        napari_viewer.events.theme.connect(self._theme_toolbar)
+        self._theme_toolbar()
         self.native.destroyed.connect(self._disconnect)
         self._update_visibility()
         self._refresh()
+        make_scrollable(self)  # the three docks together fit a 1280x800 screen
 
     # -- helpers -------------------------------------------------------------------------------
     @property
@@ -145,6 +149,7 @@ class FeaturePlotsWidget(Container):
         viewer.layers.events.removed.disconnect(self._schedule_refresh)
         viewer.dims.events.current_step.disconnect(self._on_frame)
         viewer.events.theme.disconnect(self.replot)
+        viewer.events.theme.disconnect(self._theme_toolbar)
         for layer in viewer.layers:
             layer.events.data.disconnect(self._schedule_refresh)
             if "features" in layer.events.emitters:
@@ -169,6 +174,23 @@ class FeaturePlotsWidget(Container):
     def _schedule_refresh(self, *_: Any) -> None:
         """One refresh after the current burst of events (a run updates several layers)."""
         self._timer.start()
+
+    def _add_native(self, widget: Any) -> None:
+        """Add a Qt widget below the form (inside the scroll area)."""
+        self.native.layout().addWidget(widget)
+
+    def _theme_toolbar(self, *_: Any) -> None:
+        """Toolbar icons in the theme's colours: matplotlib draws light icons when the toolbar's
+        palette background is dark, and napari's themes are style sheets, not palettes."""
+        from napari.utils.theme import get_theme
+        from qtpy.QtGui import QColor, QPalette
+
+        theme = get_theme(self._viewer.theme)
+        palette = self.toolbar.palette()
+        palette.setColor(QPalette.ColorRole.Window, QColor(theme.background.as_hex()))
+        palette.setColor(QPalette.ColorRole.WindowText, QColor(theme.text.as_hex()))
+        self.toolbar.setPalette(palette)
+        self.toolbar.update()
 
     def _colours(self) -> tuple[str, str]:
         from napari.utils.theme import get_theme
