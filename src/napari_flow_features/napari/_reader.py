@@ -154,11 +154,39 @@ def get_table_reader(path: PathOrPaths) -> ReaderFunction | None:
 
 
 def read_table_layer(path: str) -> list[LayerData]:
-    """A Points layer with the table's columns as features and its metadata."""
+    """A Points layer with the table's columns as features and its metadata. A CSV napari's own
+    Points writer made (``index, axis-0, axis-1, …``) opens as the Points layer it was."""
     from ..io.tables import read_table, table_to_points
 
+    napari_csv = _read_napari_points_csv(path)
+    if napari_csv is not None:
+        return napari_csv
     df = read_table(path)
     data, features = table_to_points(df)
     meta = {**df.attrs, "path": str(Path(path).resolve())}
+    kwargs = {"name": Path(path).stem, "features": features, "metadata": meta, "size": 8}
+    return [(data, kwargs, "points")]
+
+
+def _read_napari_points_csv(path: str) -> list[LayerData] | None:
+    """napari's Points CSV (``index``, ``axis-0`` … ``axis-{D-1}``, then the features), or None
+    when the file is not one."""
+    if Path(path).suffix.lower() != ".csv":
+        return None
+    import pandas as pd
+
+    try:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+    except Exception:  # read_table gives the clear error
+        return None
+    axes = [c for c in header if c.startswith("axis-")]
+    if not axes or axes != [f"axis-{i}" for i in range(len(axes))]:
+        return None
+    df = pd.read_csv(path)
+    data = df[axes].to_numpy(float)
+    features = df.drop(columns=[*axes, *(["index"] if "index" in df else [])]).reset_index(
+        drop=True
+    )
+    meta = {"path": str(Path(path).resolve()), "written_by": "napari Points CSV writer"}
     kwargs = {"name": Path(path).stem, "features": features, "metadata": meta, "size": 8}
     return [(data, kwargs, "points")]
