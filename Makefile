@@ -9,22 +9,27 @@ QT_SYSTEM_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ra
 .PHONY: demo test test-core test-napari install install-test system-deps lint bench clean
 
 $(PY):
+	@echo "== Creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Re-install only when the package definition changes.
+# Re-install only when the package definition changes. pip is not quiet here: a first install
+# downloads about 1.5 GB (TensorFlow, Qt, napari) and takes minutes; its lines show it moving.
 $(VENV)/.installed-run: pyproject.toml napari.yaml | $(PY)
-	$(PY) -m pip install --quiet -e ".[all]"
+	@echo "== Installing napari-flow-features with napari and TensorFlow (first time: several minutes)"
+	$(PY) -m pip install --progress-bar on -e ".[all]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml napari.yaml | $(PY)
-	$(PY) -m pip install --quiet -e ".[testing]"
+	@echo "== Installing napari-flow-features with its test tools (first time: several minutes)"
+	$(PY) -m pip install --progress-bar on -e ".[testing]"
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed-run
 install-test: $(VENV)/.installed-test
 
 demo: install
+	@echo "== Running the demo (flow, I3D features, figures, report) into demo-output/"
 	$(VENV)/bin/flow-features demo --output demo-output
 
 # Headless Qt needs an X server (Xvfb) and xcb libraries; install them when we can.
