@@ -23,7 +23,7 @@ def _put(viewer: Any, layer_data: LayerData) -> Any:
     if name in viewer.layers:
         layer = viewer.layers[name]
         if (
-            layer._type_string == kind
+            type(layer).__name__.lower() == kind
             and np.shape(layer.data) == np.shape(data)
             and kind != "points"
         ):
@@ -42,7 +42,9 @@ def _previous(viewer: Any, name: str, one: bool) -> Any:
     """The data a single-frame run adds to (the existing layer's), else None."""
     if one and name in viewer.layers:
         layer = viewer.layers[name]
-        return layer.features if layer._type_string == "points" else np.asarray(layer.data)
+        return (
+            layer.features if type(layer).__name__.lower() == "points" else np.asarray(layer.data)
+        )
     return None
 
 
