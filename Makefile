@@ -6,7 +6,7 @@ QT_SYSTEM_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ra
 	libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 \
 	libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
 
-.PHONY: demo test test-core test-napari install install-test system-deps lint bench clean
+.PHONY: demo test test-core test-napari install install-test system-deps lint bench clean screenshots
 
 $(PY):
 	@echo "== Creating the virtual environment $(VENV)"
@@ -59,6 +59,10 @@ test-napari: system-deps install-test
 lint: install-test
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+
+# docs/images/*.png from a real napari window (the GUI tests run the same script, ~30 s).
+screenshots: system-deps install-test
+	xvfb-run -a -s "-screen 0 1280x800x24" $(PY) docs/make_screenshots.py
 
 bench: install-test
 	$(PY) benchmarks/bench_video_reader.py

@@ -188,6 +188,8 @@ class FeaturePlotsWidget(Container):
         theme = get_theme(self._viewer.theme)
         palette = self.toolbar.palette()
         palette.setColor(QPalette.ColorRole.Window, QColor(theme.background.as_hex()))
+        # matplotlib reads the toolbar's background role (Button for a QToolBar).
+        palette.setColor(self.toolbar.backgroundRole(), QColor(theme.background.as_hex()))
         palette.setColor(QPalette.ColorRole.WindowText, QColor(theme.text.as_hex()))
         self.toolbar.setPalette(palette)
         self.toolbar.update()
@@ -219,11 +221,14 @@ class FeaturePlotsWidget(Container):
             if layer is None:
                 message = "no layer with features yet: run I3D feature extraction"
             else:
-                for name, table in layer_series(layer):
+                series = layer_series(layer)
+                for name, table in series:
+                    # One series: the layer is named in the combo box already; legends stay short.
+                    of = f" ({name})" if len(series) > 1 else ""
                     if self.mode.value == "chosen features":
                         cols = self._chosen(table)
                         for c in cols:
-                            ax.plot(table["frame"], table[c], lw=1.2, label=f"{c} ({name})")
+                            ax.plot(table["frame"], table[c], lw=1.2, label=f"{c}{of}")
                         ax.set_ylabel("feature value", color=text)
                     else:
                         frames, scores, ratio = FeatureVisualization.principal_components(
@@ -231,9 +236,9 @@ class FeaturePlotsWidget(Container):
                         )
                         for k in range(scores.shape[1]):
                             ax.plot(frames, scores[:, k], lw=1.2,
-                                    label=f"PC{k + 1} {100 * ratio[k]:.0f} % ({name})")  # fmt: skip
+                                    label=f"PC{k + 1} {100 * ratio[k]:.0f} %{of}")  # fmt: skip
                         ax.set_ylabel("component score", color=text)
-                legend = ax.legend(fontsize=7, loc="upper right", facecolor=background,
+                legend = ax.legend(fontsize=7, loc="best", framealpha=0.6, facecolor=background,
                                    labelcolor=text, edgecolor=text)  # fmt: skip
                 legend.set_visible(bool(ax.get_lines()))
                 self._cursor = ax.axvline(self.current_frame(), color=text, lw=1, animated=True)

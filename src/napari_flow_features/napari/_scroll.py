@@ -17,8 +17,10 @@ def make_scrollable(container: Any) -> Any:
     from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
     outer = container.native
+    form = outer.layout()
+    form.addStretch(1)  # rows stay compact at the top of a tall dock (later rows go before it)
     body = QWidget()
-    body.setLayout(outer.layout())  # takes the form's layout and reparents its widgets
+    body.setLayout(form)  # takes the form's layout and reparents its widgets
     scroll = QScrollArea()
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
