@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,21 @@ def test_bad_input_is_a_notification(make_napari_viewer, errors):
     viewer.layers.clear()
     assert widget.run() is None
     assert "add a video layer" in errors[1]
+
+
+def test_temporary_flow_goes_with_its_layer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """A flow computed to a temporary file: the file goes when its layer is removed."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (6, 32, 40), np.uint8), name="v")
+    widget = FlowWidget(viewer)
+    widget.run()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    flow = viewer.layers["flow: v"]
+    path = Path(flow.metadata["path"])
+    assert path.is_file() and path.parent.parent == tmp_path
+    assert flow.blending == "minimum"
+    viewer.layers.remove(flow)
+    assert not path.parent.exists()
