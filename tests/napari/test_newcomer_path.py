@@ -108,6 +108,7 @@ def test_a_new_users_click_path(make_napari_viewer, qtbot, own_temp, tmp_path):
     qtbot.waitUntil(lambda: extract._worker is None, timeout=60_000)
     assert first and first[0] < 1.0, first
     print(f"\nsecond run on the same settings started after {first[0]:.3f} s")
+    assert viewer.layers[features.name] is features  # its own layer updated in place
 
     # 5. Feature plots: the new features are there to plot.
     plots.source.value = features

@@ -228,7 +228,7 @@ class FlowWidget(Container):
             getattr(self._viewer, f"add_{kind}")(data, **kwargs)
         # The landmarks stay visible above the flow.
         for other in list(self._viewer.layers):
-            if type(other).__name__ == "Points":
+            if other.__class__.__name__ == "Points":  # napari may hand plugins proxies
                 self._viewer.layers.move(self._viewer.layers.index(other), len(self._viewer.layers))
         self._set_status(f"done: {flow.shape[0]} flow fields ({spec.method})")
         self.status.tooltip = f"raw flow {tuple(flow.shape)} float32 in {output}"

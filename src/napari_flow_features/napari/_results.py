@@ -17,13 +17,14 @@ from ._convert import LayerData, Placement
 
 
 def _put(viewer: Any, layer_data: LayerData) -> Any:
-    """Add the layer, or update the one of that name in place when the type matches."""
+    """Add the layer, or update the one of that name in place when the type matches (by
+    ``__class__``: napari hands plugin widgets proxies whose ``type()`` is the proxy's)."""
     data, kwargs, kind = layer_data
     name = kwargs["name"]
     if name in viewer.layers:
         layer = viewer.layers[name]
         if (
-            type(layer).__name__.lower() == kind
+            layer.__class__.__name__.lower() == kind
             and np.shape(layer.data) == np.shape(data)
             and kind != "points"
         ):
@@ -43,7 +44,9 @@ def _previous(viewer: Any, name: str, one: bool) -> Any:
     if one and name in viewer.layers:
         layer = viewer.layers[name]
         return (
-            layer.features if type(layer).__name__.lower() == "points" else np.asarray(layer.data)
+            layer.features
+            if layer.__class__.__name__.lower() == "points"
+            else np.asarray(layer.data)
         )
     return None
 
