@@ -59,6 +59,7 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
 
     ``root`` (the parent's folder) holds ``flow-cache`` (the last video's flow, kept between jobs)
     and one ``job-N`` folder per job for the job's temporary files (the parent removes it)."""
+    import inspect
     import os
     import tempfile
     from collections import OrderedDict
@@ -73,6 +74,12 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
     from ..model.extractor import DynamicFeatureExtractor
     from .pipeline import extract_features
 
+    # The pipeline's own phases (flow, compiling, …) go out as status events once it reports them.
+    pipeline_status = (
+        {"status": lambda text: replies.put(("status", str(text)))}
+        if "status" in inspect.signature(extract_features).parameters
+        else {}
+    )
     replies.put(("status", "model process ready"))
     flow_cache = os.path.join(root, "flow-cache")
     os.makedirs(flow_cache, exist_ok=True)
@@ -101,6 +108,7 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
                 warm[key],
                 progress=lambda done, total: replies.put(("progress", done, total)),
                 cancel=cancel.is_set,
+                **pipeline_status,
                 **{"flow_cache": flow_cache, **job.get("options", {})},
             )
             maps = result.feature_maps
