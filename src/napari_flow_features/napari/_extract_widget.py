@@ -24,7 +24,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from . import _axes
+from . import _axes, _session
 from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
@@ -59,9 +59,6 @@ def _close_worker() -> None:
     if _WORKER is not None:
         _WORKER.close()
         _WORKER = None
-
-
-_LIVE_DOCKS = 0  # extraction docks alive; the worker goes when the last one does
 
 
 def source_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
@@ -183,9 +180,8 @@ class ExtractWidget(Container):
         self._refresh()
         # Start the model process now: TensorFlow imports while the user fills in the form.
         model_worker().start()
-        global _LIVE_DOCKS
-        _LIVE_DOCKS += 1
-        self.native.destroyed.connect(_on_dock_destroyed)
+        # The last napari window with an extraction dock closes: the worker and its files go.
+        _session.on_viewer_closed(napari_viewer, "model worker", _on_window_closed)
         make_scrollable(self)  # the three docks together fit a 1280x800 screen
 
     # -- form ----------------------------------------------------------------------------------
@@ -356,9 +352,7 @@ class ExtractWidget(Container):
             _WORKER.release(maps)
 
 
-def _on_dock_destroyed(*_: Any) -> None:
-    """The last extraction dock went (its viewer closed): stop the worker, remove its files."""
-    global _LIVE_DOCKS
-    _LIVE_DOCKS = max(0, _LIVE_DOCKS - 1)
-    if _LIVE_DOCKS == 0:
+def _on_window_closed() -> None:
+    """A viewer with an extraction dock closed: when it was the last, stop the worker."""
+    if _session.open_windows("model worker") == 0:
         _close_worker()

@@ -17,6 +17,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, S
 from napari.utils.notifications import show_error, show_info
 
 from ..flow.compute import DIS_PRESETS, METHODS
+from . import _session
 from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
@@ -36,9 +37,9 @@ def video_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
     ]
 
 
-#: Temporary flow folders this napari session made; removed with their layer, their dock's
-#: viewer, or at exit.
-_TEMP_FOLDERS: set[str] = set()
+#: Temporary flow folders this napari session made (folder -> its viewer's window key); removed
+#: with their layer, when their viewer closes, or at exit.
+_TEMP_FOLDERS: dict[str, int | None] = {}
 
 
 def release_temp_flow(path: str | None) -> None:
@@ -47,13 +48,15 @@ def release_temp_flow(path: str | None) -> None:
         return
     folder = str(Path(path).parent)
     if folder in _TEMP_FOLDERS:
-        _TEMP_FOLDERS.discard(folder)
+        del _TEMP_FOLDERS[folder]
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _release_all() -> None:
-    for folder in list(_TEMP_FOLDERS):
-        release_temp_flow(str(Path(folder) / "flow.npy"))
+def _release_all(window: int | None = None) -> None:
+    """Remove the temporary flow folders of one viewer window (all: ``None``)."""
+    for folder, owner in list(_TEMP_FOLDERS.items()):
+        if window is None or owner == window:
+            release_temp_flow(str(Path(folder) / "flow.npy"))
 
 
 atexit.register(_release_all)
@@ -106,7 +109,9 @@ class FlowWidget(Container):
         napari_viewer.layers.events.inserted.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._on_removed)
-        self.native.destroyed.connect(_release_all)  # its viewer closed: no flow files stay
+        window = _session.window_key(napari_viewer)  # its viewer closes: no flow files stay
+        _session.on_viewer_closed(napari_viewer, "flow files", lambda: _release_all(window))
+        self._window = window
         self._worker: Any = None
         self._output: Path | None = None
         self._run: Any = None
@@ -186,7 +191,7 @@ class FlowWidget(Container):
             path = Path(value)
             return path if path.suffix.lower() == ".npy" else path.with_suffix(".npy")
         folder = Path(tempfile.mkdtemp(prefix="napari-flow-"))
-        _TEMP_FOLDERS.add(str(folder))
+        _TEMP_FOLDERS[str(folder)] = self._window
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in layer.name)
         return folder / f"{safe}_{self.method.value}.npy"
 
