@@ -6,25 +6,30 @@ QT_SYSTEM_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ra
 	libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 \
 	libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
 
-.PHONY: demo test test-core test-napari install install-test system-deps lint bench clean
+.PHONY: demo test test-core test-napari install install-test system-deps lint bench clean screenshots
 
 $(PY):
+	@echo "== Creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Re-install only when the package definition changes.
+# Re-install only when the package definition changes. pip is not quiet here: a first install
+# downloads about 1.5 GB (TensorFlow, Qt, napari) and takes minutes; its lines show it moving.
 $(VENV)/.installed-run: pyproject.toml napari.yaml | $(PY)
-	$(PY) -m pip install --quiet -e ".[all]"
+	@echo "== Installing napari-flow-features with napari and TensorFlow (first time: several minutes)"
+	$(PY) -m pip install --progress-bar on -e ".[all]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml napari.yaml | $(PY)
-	$(PY) -m pip install --quiet -e ".[testing]"
+	@echo "== Installing napari-flow-features with its test tools (first time: several minutes)"
+	$(PY) -m pip install --progress-bar on -e ".[testing]"
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed-run
 install-test: $(VENV)/.installed-test
 
 demo: install
+	@echo "== Running the demo (flow, I3D features, figures, report) into demo-output/"
 	$(VENV)/bin/flow-features demo --output demo-output
 
 # Headless Qt needs an X server (Xvfb) and xcb libraries; install them when we can.
@@ -54,6 +59,10 @@ test-napari: system-deps install-test
 lint: install-test
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+
+# docs/images/*.png from a real napari window (the GUI tests run the same script, ~30 s).
+screenshots: system-deps install-test
+	xvfb-run -a -s "-screen 0 1280x800x24" $(PY) docs/make_screenshots.py
 
 bench: install-test
 	$(PY) benchmarks/bench_video_reader.py

@@ -51,6 +51,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"whisker, {epe[~moving].mean():.2f} px on the still background"
     )
     # The main job: I3D features of the whisker motion, pooled and at the whisker base.
+    from ._tf_env import import_tensorflow_quietly
+
+    print("Loading TensorFlow ...", flush=True)
+    import_tensorflow_quietly()  # without the CUDA probing lines on a machine with no GPU
     from .extract.pipeline import extract_features
     from .io._atomic import atomic_write_path
     from .io.tables import write_table

@@ -9,6 +9,7 @@ import sys
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_flow_features.errors import CancelledError
@@ -84,7 +85,7 @@ def test_a_killed_worker_is_a_clear_error_and_the_next_run_starts_fresh():
     with ModelWorker() as w:
         w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
         pid = w.pid
-        cache = w._flow_cache
+        cache = w.temp_root
         assert os.path.isdir(cache)
 
         def kill_soon(done, total):
@@ -96,7 +97,7 @@ def test_a_killed_worker_is_a_clear_error_and_the_next_run_starts_fresh():
         assert not os.path.exists(cache)  # the dead child's flow cache went with it
         reply = w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
         assert len(reply["table"]) == 24 and w.pid != pid
-    assert w._flow_cache is None
+    assert w.temp_root is None
 
 
 def test_the_worker_reuses_a_videos_flow(worker, tmp_path):
@@ -116,3 +117,45 @@ def test_the_worker_module_does_not_import_tensorflow():
     code = ("import sys, napari_flow_features.extract.worker, napari_flow_features.extract.pipeline\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_startup_phases_warnings_and_no_files_left(tmp_path, monkeypatch):
+    """A fresh worker reports its start-up phases; a warning in the child reaches the caller;
+    every job's temporary files go when the job ends (kept maps only until released) and the
+    worker's folder goes with the worker."""
+    import tempfile
+    import warnings
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    statuses: list[str] = []
+    with ModelWorker(cancel_grace=3.0) as w:
+        w.start()  # in the background: the caller goes on at once
+        assert w.pid is not None
+        root = w.temp_root
+        assert os.path.dirname(root) == str(tmp_path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # A landmark outside the frame: the pipeline warns (in the child).
+            outside = pd.DataFrame({"frame": [0, 1], "x": [5.0, 500.0], "y": [5.0, 5.0]})
+            w.run({"extractor": CONFIG, "source": flow(),
+                   "options": {"post_encoder": "point", "points": outside}},
+                  status=statuses.append)  # fmt: skip
+        assert statuses[:2] == ["importing TensorFlow", "model process ready"]
+        assert any(s.startswith("building the model (random weights)") for s in statuses)
+        assert "outside the 32x32 frame" in " ".join(str(c.message) for c in caught)
+        assert os.listdir(root) == ["flow-cache"]  # the job's folder went with the job
+        reply = w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "none"}})
+        assert reply["maps_path"].startswith(root) and os.path.exists(reply["maps_path"])
+        w.release(reply["maps_path"])
+        assert os.listdir(root) == ["flow-cache"]
+        with pytest.raises(CancelledError):
+            w.run({"extractor": CONFIG, "source": flow(n=400), "options": {"post_encoder": "none"}},
+                  progress=lambda d, t: None, cancel=lambda: True)  # fmt: skip
+        assert os.listdir(root) == ["flow-cache"]  # a cancelled job's partial maps are gone
+        os.kill(w.pid, signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError):
+            w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
+        assert not os.path.exists(root)
+        w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
+    assert os.listdir(tmp_path) == []

@@ -41,6 +41,7 @@ def pixel_edges(layer) -> np.ndarray:
 
 
 def small_run(widget):
+    widget.replace.value = True  # results under the names 'features: <source>' etc.
     widget.endpoint.value = "Mixed_3c"
     widget.clip_length.value = 8
     widget.stride.value = 8
@@ -187,6 +188,9 @@ def test_current_frame_behind_a_channel_slider(make_napari_viewer, qtbot, errors
     jobs: list[dict] = []
 
     class Recorder:  # stands in for the worker process: records the job, replies nothing
+        def start(self):
+            pass
+
         def iter_run(self, job, cancel=None):
             jobs.append(job)
             raise CancelledError("recorded")
@@ -203,3 +207,24 @@ def test_current_frame_behind_a_channel_slider(make_napari_viewer, qtbot, errors
     assert widget.run(current_frame=True) is not None
     wait(qtbot, widget)
     assert jobs[0]["options"]["frames"] == [13] and widget.status.value == "cancelled"
+
+
+def test_worker_warnings_become_notifications(make_napari_viewer, qtbot, errors, monkeypatch):
+    """A warning the pipeline issues in the worker (a landmark outside the frame) reaches napari's
+    notifications, and the start-up steps reach the progress bar's description."""
+    warned: list[str] = []
+    monkeypatch.setattr(_extract_widget, "show_warning", warned.append)
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    outside = viewer.add_points(np.array([[3, 10.0, 10.0], [4, 10.0, 5000.0]]), name="outside")
+    widget = ExtractWidget(viewer)
+    small_run(widget)
+    widget.post_encoder.value = "Spatial Point Extraction"
+    widget.points.value = outside
+    descriptions: list[str] = []
+    worker = widget.run(current_frame=False)
+    worker.yielded.connect(lambda e: descriptions.append(str(widget._progress.desc)))
+    wait(qtbot, widget)
+    assert errors == []
+    assert any("outside the 320x240 frame" in w for w in warned), warned
+    assert any("running" in d for d in descriptions), descriptions

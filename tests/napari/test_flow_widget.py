@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,21 @@ def test_a_16_bit_layer_gives_the_flow_of_its_8_bit_picture(
     assert np.hypot(flows["eight"][..., 0], flows["eight"][..., 1]).mean() > 0.5
     epe = np.hypot(*(flows["sixteen"] - flows["eight"]).transpose(3, 0, 1, 2)).mean()
     assert epe < 0.05
+
+
+def test_temporary_flow_goes_with_its_layer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """A flow computed to a temporary file: the file goes when its layer is removed."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (6, 32, 40), np.uint8), name="v")
+    widget = FlowWidget(viewer)
+    widget.run()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    flow = viewer.layers["flow: v"]
+    path = Path(flow.metadata["path"])
+    assert path.is_file() and path.parent.parent == tmp_path
+    assert flow.blending == "minimum"
+    viewer.layers.remove(flow)
+    assert not path.parent.exists()

@@ -145,6 +145,7 @@ def test_extraction_at_tracked_landmarks_puts_features_on_every_point(
     viewer.open_sample(PLUGIN, "whisker")
     widget = ExtractWidget(viewer)
     widget.endpoint.value, widget.clip_length.value, widget.stride.value = "Mixed_3c", 8, 8
+    widget.replace.value = True  # results under the names 'features: <source>'
     path = tmp_path / "whiskerDLC_resnet50.csv"
     save_poses.to_dlc_file(two_animals(), path, split_individuals=False)
     layer = widget.load_tracks(str(path))

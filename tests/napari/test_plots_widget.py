@@ -133,3 +133,28 @@ def test_closing_the_viewer_with_the_dock_open_is_clean(make_napari_viewer, qtbo
     viewer.window.add_dock_widget(widget, name="Feature plots")
     viewer.close()
     qtbot.wait(50)  # a refresh scheduled by the layer removals would run (and fail) here
+
+
+def test_toolbar_icons_follow_the_theme(make_napari_viewer):
+    """Light icons on napari's dark theme, dark icons on the light one (opaque pixels' mean)."""
+    from qtpy.QtGui import QImage
+
+    from napari_flow_features.napari._plots_widget import FeaturePlotsWidget
+
+    def icon_brightness(widget) -> float:
+        action = next(a for a in widget.toolbar.actions() if not a.icon().isNull())
+        image = (
+            action.icon().pixmap(24, 24).toImage().convertToFormat(QImage.Format.Format_RGBA8888)
+        )
+        ptr = image.constBits()
+        ptr.setsize(image.sizeInBytes())
+        px = np.frombuffer(ptr, np.uint8).reshape(image.height(), -1, 4)[:, : image.width()]
+        opaque = px[..., 3] > 128
+        return float(px[opaque][:, :3].mean())
+
+    viewer = make_napari_viewer()
+    viewer.theme = "dark"
+    widget = FeaturePlotsWidget(viewer)
+    assert icon_brightness(widget) > 160
+    viewer.theme = "light"
+    assert icon_brightness(widget) < 100

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,3 +127,68 @@ def test_bad_files_raise_clear_errors_and_viewer_survives(
     assert len(viewer.layers) == 0
     viewer.open(small_video, plugin=PLUGIN)  # still works afterwards
     assert len(viewer.layers) == 1
+
+
+def test_napari_points_csv_opens_with_our_reader(make_napari_viewer, tmp_path):
+    """A CSV napari's own Points writer made opens through this plugin as the same points."""
+    viewer = make_napari_viewer()
+    data = np.array([[0, 10.0, 12.5], [3, 11.0, 13.0]])
+    layer = viewer.add_points(data, features=pd.DataFrame({"kind": ["a", "b"]}), name="clicks")
+    path = tmp_path / "clicks.csv"
+    assert layer.save(str(path), plugin="napari") == [str(path)]
+    assert pd.read_csv(path).columns[:4].tolist() == ["index", "axis-0", "axis-1", "axis-2"]
+    (back,) = viewer.open(str(path), plugin=PLUGIN)
+    np.testing.assert_allclose(back.data, data)
+    assert back.features["kind"].tolist() == ["a", "b"]
+    two_d = viewer.add_points(np.array([[1.0, 2.0]]), name="flat")
+    two_d.save(str(tmp_path / "flat.csv"), plugin="napari")
+    (flat,) = viewer.open(str(tmp_path / "flat.csv"), plugin=PLUGIN)
+    np.testing.assert_allclose(flat.data, [[1.0, 2.0]])
+
+
+def test_our_writer_is_the_default_for_our_points(make_napari_viewer, tmp_path):
+    """Once the plugin is in use, File ▸ Save (no plugin chosen) writes our landmark layers as
+    feature tables and plain Points layers as napari's CSV, and the save dialog lists ours first."""
+    from napari.plugins import _npe2
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")  # activates the plugin
+    landmarks = viewer.layers["whisker base"]
+    ext_str, writers = _npe2.file_extensions_string_for_layers([landmarks])
+    assert writers[0].command == f"{PLUGIN}.write_points_table"
+    assert ext_str.startswith("Flow Features Feature table")
+    viewer.layers.selection = {landmarks}
+    assert viewer.layers.save(str(tmp_path / "base.csv"), selected=True) == [
+        str(tmp_path / "base.csv")
+    ]
+    table = read_table(tmp_path / "base.csv")
+    assert table.columns[:4].tolist() == ["frame", "landmark", "x", "y"]
+    assert table.attrs["landmark"] == "whisker base"
+    plain = viewer.add_points(np.array([[1.0, 2.0, 3.0]]), name="plain")
+    viewer.layers.selection = {plain}
+    viewer.layers.save(str(tmp_path / "plain.csv"), selected=True)
+    assert pd.read_csv(tmp_path / "plain.csv").columns[:2].tolist() == ["index", "axis-0"]
+
+
+def test_video_opens_without_a_reader_choice_once_preferred(make_napari_viewer, small_video,
+                                                            monkeypatch):  # fmt: skip
+    """napari's own reader also claims videos, so napari asks once ("Choose reader"); ticking
+    "Remember this choice" stores what this test sets, and File ▸ Open File(s)… then opens
+    videos lazily through the plugin with no question (the README says so)."""
+    from napari.errors import MultipleReaderError
+    from napari.plugins import _npe2
+    from napari.settings import get_settings
+
+    from napari_flow_features.napari._extract_widget import job_source
+
+    viewer = make_napari_viewer()
+    assert set(_npe2.get_readers(small_video)) == {"napari", PLUGIN}  # hence the one question
+    with pytest.raises(MultipleReaderError):  # what the GUI turns into the "Choose reader" dialog
+        viewer.open(small_video, plugin=None)
+    monkeypatch.setattr(get_settings().plugins, "extension2reader", {"*.mp4": PLUGIN})
+    (layer,) = viewer.open(small_video, plugin=None)  # as File ▸ Open File(s)… does
+    assert isinstance(layer.data, VideoArray)
+    # A video napari's own reader decoded goes to the model worker by its path, not pickled.
+    (decoded,) = viewer.open(small_video, plugin="napari")
+    assert isinstance(decoded.data, np.ndarray)
+    assert job_source(decoded) == str(Path(small_video).resolve())

@@ -78,7 +78,8 @@ def evaluation_figures(
     ax.set_xlabel("frame")
     ax.set_ylabel("component score")
     ax.set_title("Principal components of the features over time")
-    ax.legend(loc="upper right", fontsize=7, ncol=2)
+    # Outside the axes, so it hides no data (constrained layout makes room for it).
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0)
     figures["Principal components over time"] = save_figure(fig, out / "pca_over_time.png")
 
     data = prepare(features)
@@ -102,7 +103,8 @@ def evaluation_figures(
         ax.set_xlabel("PC1 (score)")
         ax.set_ylabel("PC2 (score)")
         ax.set_title("Frames in the first two components, by label")
-        ax.legend(fontsize=8, title="label")
+        ax.legend(fontsize=8, title="label", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0)  # fmt: skip
         figures["Frames by label"] = save_figure(fig, out / "pca_by_label.png")
     predictions = evaluator.last_predictions
     if lab is not None and predictions is not None and len(predictions):
@@ -114,7 +116,8 @@ def evaluation_figures(
             predictions["label"].astype(str), predictions["predicted"].astype(str), ax=ax,
             cmap="Blues", colorbar=True,
         )  # fmt: skip
-        ax.set_title("Linear probe (cross-validated): frames per label")
+        # A figure title: an axes title runs over the colour bar beside the matrix.
+        fig.suptitle("Linear probe (cross-validated):\nframes per label")
         figures["Linear probe confusion matrix"] = save_figure(fig, out / "confusion.png")
     return figures
 
@@ -138,8 +141,13 @@ def write_evaluation_report(
     metrics = evaluator.evaluate(features, labels, groups, other)
     figures = evaluation_figures(features, labels, out, evaluator, groups)
     run = jsonable_metadata(dict(getattr(features, "attrs", {}) or {}))
+    notes = {
+        "random_weights": random_weights(run),
+        "validation": validation_scheme(evaluator, features, labels, groups, metrics),
+    }
     payload = {
         "title": title,
+        **notes,
         "metrics": {r.metric: r.value for r in metrics.itertuples()},
         "families": {r.metric: r.family for r in metrics.itertuples()},
         "descriptions": {r.metric: r.description for r in metrics.itertuples()},
@@ -154,13 +162,64 @@ def write_evaluation_report(
     }
     texts = {
         "json": json.dumps(payload, indent=2, default=str),
-        "markdown": _markdown(title, metrics, run, figures),
-        "html": _html(title, metrics, run, figures),
+        "markdown": _markdown(title, metrics, run, figures, notes),
+        "html": _html(title, metrics, run, figures, notes),
     }
     for kind, path in paths.items():
         with atomic_write_path(path) as tmp:
             Path(tmp).write_text(texts[kind], encoding="utf-8")
     return {**paths, **{f"figure: {k}": p for k, p in figures.items()}}
+
+
+RANDOM_WEIGHTS_WARNING = (
+    "These features come from an I3D encoder with random (untrained) weights. They show what the "
+    "pipeline does, not what learned motion features can tell apart: read the metrics as a "
+    "baseline. For real features load DeepMind's weights (`flow-features weights fetch "
+    "flow_imagenet`) or a trained model from the registry."
+)
+
+
+def random_weights(run: dict) -> bool:
+    """Whether the run's metadata says the encoder had random weights."""
+    weights = run.get("weights")
+    source = weights.get("source") if isinstance(weights, dict) else weights
+    return str(source).lower() == "random"
+
+
+def validation_scheme(
+    evaluator: FeatureExtractorEvaluator,
+    features: Any,
+    labels: Any,
+    groups: Any,
+    metrics: pd.DataFrame,
+) -> str:
+    """How the metrics were computed, in words: the folds, the gap, the lag, the classifiers."""
+    lag = f"Autocorrelation at a lag of {evaluator.lag} frame{'s' if evaluator.lag != 1 else ''}"
+    if labels is None:
+        return f"{lag}; no labels, so no cross-validation."
+    rows = int(metrics.set_index("metric").loc["rows", "value"]) if len(metrics) else 0
+    if groups is not None and len(pd.unique(np.asarray(groups, dtype=object))) > 1:
+        n_groups = len(pd.unique(np.asarray(groups, dtype=object)))
+        folds = (
+            f"{min(evaluator.n_splits, n_groups)}-fold cross-validation over whole videos "
+            f"(grouped by video, {n_groups} videos): no video is on both sides of a split"
+        )
+    else:
+        gap = evaluator.gap
+        if gap is None:
+            attrs = getattr(features, "attrs", {}) or {}
+            gap = int(attrs.get("clip_length", 16))
+        k = max(2, min(evaluator.n_splits, rows // 2))
+        folds = (
+            f"{k}-fold blocked cross-validation: each fold tests one contiguous block of frames; "
+            f"the {gap} frames on each side of the test block are left out of training (the gap, "
+            "one clip length, so no training window shares input with a tested frame)"
+        )
+    return (
+        f"{folds}. The linear probe (logistic regression on standardised features) and the "
+        f"k-nearest-neighbour classifier (k = {evaluator.k_neighbors}) are scored on the held-out "
+        f"frames of every fold; chance is the share of the most frequent label. {lag}."
+    )
 
 
 def _run_value(value: Any) -> str:
@@ -178,11 +237,16 @@ _RUN_KEYS = ("source", "endpoint", "post_encoder", "interpolation", "clip_length
              "flow_method", "model_name", "model_version", "weights")  # fmt: skip
 
 
-def _markdown(title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path]) -> str:
+def _markdown(
+    title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path], notes: dict
+) -> str:
     lines = [f"# {title}", ""]
+    if notes["random_weights"]:
+        lines += [f"> **Warning: random weights.** {RANDOM_WEIGHTS_WARNING}", ""]
     described = [(k, _run_value(run[k])) for k in _RUN_KEYS if k in run]
     if described:
         lines += ["| run | |", "|---|---|", *[f"| {k} | {v} |" for k, v in described], ""]
+    lines += ["## How it was validated", "", notes["validation"], ""]
     lines += ["| family | metric | value | meaning |", "|---|---|---|---|"]
     lines += [f"| {r.family} | {r.metric} | {_fmt(r.value)} | {r.description} |"
               for r in metrics.itertuples()]  # fmt: skip
@@ -191,8 +255,16 @@ def _markdown(title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, P
     return "\n".join(lines) + "\n"
 
 
-def _html(title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path]) -> str:
+def _html(
+    title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path], notes: dict
+) -> str:
     e = html.escape
+    warning = (
+        '<p class="warning"><strong>Warning: random weights.</strong> '
+        f"{e(RANDOM_WEIGHTS_WARNING)}</p>"
+        if notes["random_weights"]
+        else ""
+    )
     rows = "".join(
         f"<tr><td>{e(r.family)}</td><td>{e(r.metric)}</td><td>{_fmt(r.value)}</td>"
         f"<td>{e(r.description)}</td></tr>"
@@ -209,8 +281,10 @@ def _html(title: str, metrics: pd.DataFrame, run: dict, figures: dict[str, Path]
         f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em}"
-        "img{max-width:100%}</style></head><body>"
-        f"<h1>{e(title)}</h1><table>{described}</table><h2>Metrics</h2>"
+        "img{max-width:100%}.warning{background:#fff3cd;border:2px solid #d39e00;"
+        "padding:.8em 1em;font-size:1.1em}</style></head><body>"
+        f"<h1>{e(title)}</h1>{warning}<table>{described}</table>"
+        f"<h2>How it was validated</h2><p>{e(notes['validation'])}</p><h2>Metrics</h2>"
         f"<table><tr><th>family</th><th>metric</th><th>value</th><th>meaning</th></tr>{rows}"
         f"</table>{figs}</body></html>\n"
     )

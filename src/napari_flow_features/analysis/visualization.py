@@ -24,6 +24,9 @@ def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
+    # A margin round the edge: constrained layout's default (3 pt) lets labels touch the border,
+    # and a GIF frame's y-label lost its first pixel column.
+    fig.get_layout_engine().set(w_pad=0.08, h_pad=0.08)
     FigureCanvasAgg(fig)
     return fig
 
@@ -69,13 +72,22 @@ class FeatureVisualization:
 
     ``model`` is the Keras encoder (``extractor.model``; only :meth:`get_intermediate_activations`
     needs it); ``layer_name`` an end point (``Mixed_3c``) or any Keras layer name of the model;
-    ``clip_length`` converts activation time steps to frames.
+    ``clip_length`` converts activation time steps to frames. ``frame_shape`` ``(H, W)``, the
+    frame size fed to the network, puts spatial axes in its pixels; without it an end point's
+    nominal stride (``Mixed_4f``: 16 px per cell) does, and other layers stay in cells.
     """
 
-    def __init__(self, model: Any = None, layer_name: str = "Mixed_3c", clip_length: int = 16):
+    def __init__(
+        self,
+        model: Any = None,
+        layer_name: str = "Mixed_3c",
+        clip_length: int = 16,
+        frame_shape: tuple[int, int] | None = None,
+    ):
         self.model = model
         self.layer_name = layer_name
         self.clip_length = int(clip_length)
+        self.frame_shape = None if frame_shape is None else tuple(int(v) for v in frame_shape[:2])
         self._probe: Any = None
 
     # -- activations ---------------------------------------------------------------------------
@@ -130,6 +142,29 @@ class FeatureVisualization:
         """Frame (within the clip) at the centre of each activation time step."""
         per = self.clip_length / t_steps
         return (np.arange(t_steps) + 0.5) * per - 0.5
+
+    def spatial_extent(self, map_hw: tuple[int, int]) -> tuple[tuple, str]:
+        """``(imshow extent, unit)`` for a ``(H', W')`` map: pixel edges of the frame the cells
+        cover (unit ``px``), or cell edges (``cell``) when the pixel size is unknown."""
+        from ..model.i3d import ENDPOINT_STRIDES
+
+        h_cells, w_cells = map_hw
+        if self.frame_shape is not None:
+            h, w = self.frame_shape
+        elif self.layer_name in ENDPOINT_STRIDES:
+            stride = ENDPOINT_STRIDES[self.layer_name][1]
+            h, w = h_cells * stride, w_cells * stride
+        else:
+            return (-0.5, w_cells - 0.5, h_cells - 0.5, -0.5), "cell"
+        return (-0.5, w - 0.5, h - 0.5, -0.5), "px"
+
+    def _cell_centres_px(self, map_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, str]:
+        """Centres of the cells along y and x, in the unit of :meth:`spatial_extent`."""
+        (left, right, bottom, top), unit = self.spatial_extent(map_hw)
+        h_cells, w_cells = map_hw
+        ys = top + (np.arange(h_cells) + 0.5) * (bottom - top) / h_cells
+        xs = left + (np.arange(w_cells) + 0.5) * (right - left) / w_cells
+        return ys, xs, unit
 
     @staticmethod
     def _check_feature(c: int, n: int) -> int:
@@ -240,15 +275,16 @@ class FeatureVisualization:
             fig.colorbar(image, ax=ax, label="feature value")
             return self._done(fig, save_path)
         c, maps, frames = self._feature_maps(activations, feature_idx, sample)
+        extent, unit = self.spatial_extent(maps.shape[1:3])
         fig = _figure(2.4 * len(maps) + 1, 2.8)
         axes = fig.subplots(1, len(maps), squeeze=False)[0]
         lo, hi = float(maps.min()), float(maps.max())
         image = None
         for k, ax in enumerate(axes):
-            image = ax.imshow(maps[k], cmap="inferno", vmin=lo, vmax=hi)
+            image = ax.imshow(maps[k], cmap="inferno", vmin=lo, vmax=hi, extent=extent)
             ax.set_title(f"step {k} (frame ≈ {frames[k]:.1f})", fontsize=8)
-            ax.set_xlabel("x (cell)")
-            ax.set_ylabel("y (cell)" if k == 0 else "")
+            ax.set_xlabel(f"x ({unit})")
+            ax.set_ylabel(f"y ({unit})" if k == 0 else "")
         fig.suptitle(f"{self.layer_name}: where feature {c} fires")
         fig.colorbar(image, ax=list(axes), label="activation")
         return self._done(fig, save_path)
@@ -263,17 +299,17 @@ class FeatureVisualization:
         """A 3-D scatter over (x, y, time): every feature-map cell, coloured and sized by the
         feature's activation."""
         c, maps, frames = self._feature_maps(activations, feature_idx, sample)
-        t, y, x = np.meshgrid(frames, np.arange(maps.shape[1]),
-                              np.arange(maps.shape[2]), indexing="ij")  # fmt: skip
+        ys, xs, unit = self._cell_centres_px(maps.shape[1:3])
+        t, y, x = np.meshgrid(frames, ys, xs, indexing="ij")
         v = maps.ravel()
         span = float(v.max() - v.min()) or 1.0
         size = 6 + 60 * (v - v.min()) / span
         fig = _figure(7, 5.5)
         ax = fig.add_subplot(projection="3d")
         points = ax.scatter(x.ravel(), t.ravel(), y.ravel(), c=v, s=size, cmap="inferno", alpha=0.8)
-        ax.set_xlabel("x (cell)")
+        ax.set_xlabel(f"x ({unit})")
         ax.set_ylabel("frame (within the clip)")
-        ax.set_zlabel("y (cell)")
+        ax.set_zlabel(f"y ({unit})")
         ax.invert_zaxis()  # image rows grow downwards
         ax.set_title(f"{self.layer_name}: feature {c} over time and space")
         fig.colorbar(points, ax=ax, label="activation", shrink=0.7)
@@ -294,15 +330,16 @@ class FeatureVisualization:
         from ..io._atomic import atomic_write_path
 
         c, maps, frames = self._feature_maps(activations, feature_idx, sample)
+        extent, unit = self.spatial_extent(maps.shape[1:3])
         lo, hi = float(maps.min()), float(maps.max())
         images = []
         for k in range(len(maps)):
             fig = _figure(4.5, 3.6)
             ax = fig.add_subplot()
-            image = ax.imshow(maps[k], cmap="inferno", vmin=lo, vmax=hi)
+            image = ax.imshow(maps[k], cmap="inferno", vmin=lo, vmax=hi, extent=extent)
             ax.set_title(f"feature {c}, step {k} (frame ≈ {frames[k]:.1f})")
-            ax.set_xlabel("x (cell)")
-            ax.set_ylabel("y (cell)")
+            ax.set_xlabel(f"x ({unit})")
+            ax.set_ylabel(f"y ({unit})")
             fig.colorbar(image, ax=ax, label="activation")
             images.append(figure_rgb(fig))
         path = Path(save_path)

@@ -12,13 +12,17 @@ This module imports nothing heavy; the child imports TensorFlow.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import multiprocessing as mp
+import os
 import queue
 import shutil
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -40,35 +44,71 @@ def _config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def _child_main(requests: Any, replies: Any, cancel: Any, flow_cache: str) -> None:
+def _forward_warnings(replies: Any) -> None:
+    """Send the child's Python warnings to the parent (napari shows them as notifications)."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        replies.put(("warning", f"{category.__name__}: {message}"))
+
+    warnings.showwarning = show
+
+
+def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
     """The child's loop: build or reuse an extractor, run the job, reply. Runs until ``None``.
-    ``flow_cache`` (the parent's folder) keeps the last video's flow between jobs."""
+
+    ``root`` (the parent's folder) holds ``flow-cache`` (the last video's flow, kept between jobs)
+    and one ``job-N`` folder per job for the job's temporary files (the parent removes it)."""
+    import inspect
+    import os
+    import tempfile
     from collections import OrderedDict
 
+    _forward_warnings(replies)
+    replies.put(("status", "importing TensorFlow"))
+    from .._tf_env import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from ..errors import BadInputError
     from ..errors import CancelledError as Cancelled
     from ..model.extractor import DynamicFeatureExtractor
     from .pipeline import extract_features
 
+    # The pipeline's own phases (flow, compiling, …) go out as status events once it reports them.
+    pipeline_status = (
+        {"status": lambda text: replies.put(("status", str(text)))}
+        if "status" in inspect.signature(extract_features).parameters
+        else {}
+    )
+    replies.put(("status", "model process ready"))
+    flow_cache = os.path.join(root, "flow-cache")
+    os.makedirs(flow_cache, exist_ok=True)
     warm: OrderedDict[str, Any] = OrderedDict()
     while True:
         job = requests.get()
         if job is None:
             return
+        # Every temporary file of this job (the pipeline's work folder, maps) goes under job_dir.
+        job_dir = os.path.join(root, f"job-{job.get('job_id', 0)}")
+        os.makedirs(job_dir, exist_ok=True)
+        tempfile.tempdir = job_dir
         try:
             key = _config_key(job["extractor"])
             was_warm = key in warm
             if was_warm:
                 warm.move_to_end(key)
             else:
+                replies.put(("status", _building_text(job["extractor"])))
                 warm[key] = DynamicFeatureExtractor(**job["extractor"])
                 while len(warm) > WARM_MODELS:
                     warm.popitem(last=False)
+            replies.put(("status", "running"))
             result = extract_features(
                 job["source"],
                 warm[key],
                 progress=lambda done, total: replies.put(("progress", done, total)),
                 cancel=cancel.is_set,
+                **pipeline_status,
                 **{"flow_cache": flow_cache, **job.get("options", {})},
             )
             maps = result.feature_maps
@@ -91,10 +131,26 @@ def _child_main(requests: Any, replies: Any, cancel: Any, flow_cache: str) -> No
             replies.put(("error", str(exc)))
         except Exception as exc:  # every failure goes back to the caller as text
             replies.put(("error", f"{type(exc).__name__}: {exc}"))
+        finally:
+            tempfile.tempdir = None
+
+
+def _building_text(config: dict) -> str:
+    weights = config.get("weights") or {}
+    source = weights.get("source", "random") if isinstance(weights, dict) else str(weights)
+    what = {"random": "building the model (random weights)",
+            "deepmind": "loading the DeepMind checkpoint",
+            "registry": "loading the model from the registry"}.get(source, "building the model")  # fmt: skip
+    return f"{what}, end point {config.get('endpoint', 'Mixed_5c')}"
 
 
 class ModelWorker:
     """A model worker process that outlives single jobs (the model stays warm between runs).
+
+    Temporary files live in one folder the parent owns (:attr:`temp_root`): the child's flow cache
+    and one folder per job. A job's folder is removed when the job ends, unless its reply points
+    into it (the none post-encoder's maps: :meth:`release` removes them); the whole folder goes when
+    the child stops (close, crash, kill) and at interpreter exit.
 
     >>> worker = ModelWorker()
     >>> reply = worker.run({"extractor": {"endpoint": "Mixed_4f"}, "source": "mouse.mp4",
@@ -110,33 +166,49 @@ class ModelWorker:
         self._requests: Any = None
         self._replies: Any = None
         self._cancel: Any = None
-        self._flow_cache: str | None = None
+        self._root: str | None = None
+        self._jobs = 0
         self._lock = threading.Lock()
+        atexit.register(self.close)
 
     @property
     def pid(self) -> int | None:
         """The child's process id, or None when no child runs."""
         return self._proc.pid if self._proc is not None and self._proc.is_alive() else None
 
+    @property
+    def temp_root(self) -> str | None:
+        """The folder of the running child's temporary files (None when no child runs)."""
+        return self._root
+
+    def start(self) -> None:
+        """Start the child now (it imports TensorFlow in the background), so the first job does
+        not wait for it. Returns at once; a running child is kept."""
+        with self._lock:
+            self._ensure_child()
+
     def _ensure_child(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
+        if self._proc is not None:  # died between jobs: drop its queues and files first
+            self._terminate()
         self._requests = self._ctx.Queue()
         self._replies = self._ctx.Queue()
         self._cancel = self._ctx.Event()
         # Owned here, so it goes with the child however the child ends (even killed).
-        self._flow_cache = tempfile.mkdtemp(prefix="flow-features-flow-cache-")
+        self._root = tempfile.mkdtemp(prefix="flow-features-worker-")
         proc = self._ctx.Process(
             target=_child_main,
-            args=(self._requests, self._replies, self._cancel, self._flow_cache),
+            args=(self._requests, self._replies, self._cancel, self._root),
             name="flow-features-model-worker",
             daemon=True,
         )
         try:
-            proc.start()  # may raise (e.g. inside a spawn child's bootstrap): keep no half-made child
+            with _child_environment():
+                proc.start()  # may raise (e.g. inside a spawn child's bootstrap): keep no half-made child
         except BaseException:
-            shutil.rmtree(self._flow_cache, ignore_errors=True)
-            self._flow_cache = None
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
             raise
         self._proc = proc
 
@@ -145,9 +217,11 @@ class ModelWorker:
         job: dict,
         progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | Callable[[], bool] | None = None,
+        status: Callable[[str], None] | None = None,
     ) -> dict:
         """Run one job and return the child's reply (``table``, ``metadata``, ``maps_path``,
-        ``heatmap``, ``warm``).
+        ``heatmap``, ``warm``). ``status(text)`` hears the start-up phases; the child's warnings
+        are issued again here (``warnings.warn``).
 
         Raises :class:`CancelledError` when cancelled, :class:`WorkerError` with the child's message
         when the job fails, and :class:`WorkerCrashedError` when the child dies.
@@ -155,27 +229,39 @@ class ModelWorker:
         steps = self.iter_run(job, cancel)
         try:
             while True:
-                done, total = next(steps)
-                if progress is not None:
-                    progress(done, total)
+                event = next(steps)
+                if event[0] == "status":
+                    if status is not None:
+                        status(event[1])
+                elif event[0] == "warning":
+                    warnings.warn(event[1], WorkerWarning, stacklevel=2)
+                elif progress is not None:
+                    progress(*event)
         except StopIteration as stop:
             return stop.value
 
     def iter_run(
         self, job: dict, cancel: threading.Event | Callable[[], bool] | None = None
-    ) -> Generator[tuple[int, int], None, dict]:
-        """Generator form of :meth:`run`: yields ``(done, total)`` windows, returns the reply.
-        Closing it before the end kills the child (its late replies must not reach the next job)."""
+    ) -> Generator[tuple, None, dict]:
+        """Generator form of :meth:`run`: yields ``(done, total)`` windows, ``("status", text)``
+        for the start-up phases and ``("warning", text)`` for the child's warnings; returns the
+        reply. Closing it before the end kills the child (its late replies must not reach the
+        next job)."""
         is_cancelled = (
             (lambda: False) if cancel is None
             else cancel.is_set if isinstance(cancel, threading.Event) else cancel
         )  # fmt: skip
         with self._lock:
+            if self._proc is None or not self._proc.is_alive():
+                yield ("status", "starting the model process")
             self._ensure_child()
             self._cancel.clear()
-            self._requests.put(job)
+            self._jobs += 1
+            job_dir = os.path.join(self._root, f"job-{self._jobs}")
+            self._requests.put({**job, "job_id": self._jobs})
             cancel_sent_at: float | None = None
             finished = False
+            keep_job_dir = False
             try:
                 while True:
                     # Cancel is checked on every pass: a stream of progress messages must not hide it.
@@ -200,8 +286,13 @@ class ModelWorker:
                         if kind == "progress":
                             yield reply[1], reply[2]
                             continue
+                        if kind in ("status", "warning"):
+                            yield kind, reply[1]
+                            continue
                         if kind == "result":
                             finished = True
+                            maps = reply[1].get("maps_path")
+                            keep_job_dir = bool(maps) and _inside(maps, job_dir)
                             return reply[1]
                         finished = True
                         if kind == "cancelled":
@@ -218,6 +309,16 @@ class ModelWorker:
             finally:
                 if not finished and self._proc is not None:
                     self._terminate()
+                if not keep_job_dir:  # cancelled, failed or nothing to keep: no files stay
+                    shutil.rmtree(job_dir, ignore_errors=True)
+
+    def release(self, maps_path: str | os.PathLike) -> None:
+        """Remove a finished job's kept files (the folder of ``maps_path`` inside
+        :attr:`temp_root`); a path elsewhere is left alone."""
+        if self._root is None or not _inside(maps_path, self._root):
+            return
+        relative = os.path.relpath(os.path.abspath(maps_path), os.path.abspath(self._root))
+        shutil.rmtree(os.path.join(self._root, relative.split(os.sep)[0]), ignore_errors=True)
 
     def _terminate(self) -> None:
         """Kill the child and abandon its queues: a job still in the request pipe would otherwise
@@ -231,17 +332,17 @@ class ModelWorker:
             self._proc.kill()
             self._proc.join(5)
         self._proc = None
-        if self._flow_cache is not None:
-            shutil.rmtree(self._flow_cache, ignore_errors=True)
-            self._flow_cache = None
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
 
     def close(self) -> None:
-        """Stop the child (politely, then by force)."""
+        """Stop the child (politely, then by force) and remove its temporary files."""
         with self._lock:
             if self._proc is not None and self._proc.is_alive():
                 self._requests.put(None)
                 self._proc.join(self.cancel_grace)
-            if self._proc is not None or self._requests is not None:
+            if self._proc is not None or self._requests is not None or self._root is not None:
                 self._terminate()
 
     def __enter__(self) -> ModelWorker:
@@ -249,3 +350,28 @@ class ModelWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WorkerWarning(UserWarning):
+    """A warning the model worker process issued during a job (its text is the child's)."""
+
+
+def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+@contextlib.contextmanager
+def _child_environment() -> Generator[None, None, None]:
+    """The environment the child starts with: TensorFlow's CUDA probing silenced on a machine
+    without an NVIDIA device (the variable must be set before TensorFlow loads in the child)."""
+    from .._tf_env import has_nvidia_device
+
+    changed = not has_nvidia_device() and "CUDA_VISIBLE_DEVICES" not in os.environ
+    if changed:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if changed:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)

@@ -8,10 +8,12 @@ selected when the run started.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -23,7 +25,8 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from . import _axes
+from . import _axes, _session
+from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
     import napari
@@ -52,6 +55,14 @@ def model_worker() -> Any:
     return _WORKER
 
 
+def _close_worker() -> None:
+    """Stop the model worker and remove its temporary files (the last extraction dock closed)."""
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.close()
+        _WORKER = None
+
+
 def source_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
     """Video layers (as the flow widget lists them) and flow-sequence layers of the viewer."""
     from ._flow_widget import video_layer_choices
@@ -66,14 +77,25 @@ def source_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
 
 
 def job_source(layer: Any) -> Any:
-    """What the worker process opens: a video path, a flow file path, or an array (pickled)."""
-    from ..io.video import VideoArray
+    """What the worker process opens: a video path, a flow file path, or an array (pickled).
+
+    A video layer another reader opened (frames decoded in memory) goes by its file's path when
+    the file is a video of the layer's shape, so the frames are not pickled to the worker."""
+    from ..io.video import VIDEO_EXTENSIONS, VideoArray
 
     if layer.metadata.get("source_type") == "flow":
         flow = layer.metadata["flow"]
         return str(flow.filename) if getattr(flow, "filename", None) else np.asarray(flow)
     if isinstance(layer.data, VideoArray):
         return str(layer.data.path)
+    path = getattr(layer.source, "path", None) or layer.metadata.get("path")
+    if path and Path(path).suffix.lower() in VIDEO_EXTENSIONS and Path(path).is_file():
+        try:
+            on_disk = VideoArray(path)
+        except Exception:  # not readable here: fall back to the frames
+            on_disk = None
+        if on_disk is not None and tuple(on_disk.shape[:3]) == tuple(np.shape(layer.data)[:3]):
+            return str(Path(path).resolve())
     return np.asarray(layer.data)
 
 
@@ -175,6 +197,11 @@ class ExtractWidget(Container):
         self.fill_button = PushButton(text="Fill between keyframes")
         self.heatmap = ComboBox(label="heatmap", choices=list(HEATMAP_CHOICES))
         self.channel = SpinBox(label="channel", value=0, min=0, max=4095)
+        self.replace = CheckBox(
+            text="replace previous results", value=False,
+            tooltip="On: results go to 'features: <source>' layers, replacing the last run's. "
+            "Off: each run's layers are named by source, post-encoder and end point.",
+        )  # fmt: skip
         self.run_frame = PushButton(text="Run current frame")
         self.run_all = PushButton(text="Run all frames")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -182,10 +209,10 @@ class ExtractWidget(Container):
         self.extend([
             self.source, self.flow_method, self.weights, self.seed, self.checkpoint,
             self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
-            self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation, self.points,
-            self.load_tracks_button, self.min_confidence, self.max_gap, self.fill_method,
-            self.fill_button, self.heatmap,
-            self.channel, self.run_frame, self.run_all, self.cancel_button, self.status,
+            self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation,
+            self.points, self.load_tracks_button, self.min_confidence, self.max_gap,
+            self.fill_method, self.fill_button, self.heatmap, self.channel, self.replace,
+            self.run_frame, self.run_all, self.cancel_button, self.status,
         ])  # fmt: skip
         for widget in (self.source, self.weights, self.post_encoder, self.heatmap, self.windowing):
             widget.changed.connect(self._update_visibility)
@@ -196,10 +223,16 @@ class ExtractWidget(Container):
         self.fill_button.changed.connect(lambda *_: self.fill_keyframes())
         napari_viewer.layers.events.inserted.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._refresh)
+        napari_viewer.layers.events.removed.connect(self._release_maps)
         self._worker: Any = None
         self._cancel = threading.Event()
         self._progress: Any = None
         self._refresh()
+        # Start the model process now: TensorFlow imports while the user fills in the form.
+        model_worker().start()
+        # The last napari window with an extraction dock closes: the worker and its files go.
+        _session.on_viewer_closed(napari_viewer, "model worker", _on_window_closed)
+        make_scrollable(self)  # the three docks together fit a 1280x800 screen
 
     # -- form ----------------------------------------------------------------------------------
     def _points_choices(self) -> list[tuple[str, Any]]:
@@ -295,7 +328,8 @@ class ExtractWidget(Container):
             return (yield from steps)
 
         worker = work()
-        self._progress = progress(desc=f"I3D features: {layer.name}")
+        self._desc = f"I3D features: {layer.name}"
+        self._progress = progress(desc=self._desc)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(
             lambda reply: self._add_results(reply, layer, points_layer, post, current_frame)
@@ -317,10 +351,21 @@ class ExtractWidget(Container):
             self.status.value = "cancelling…"
             self._cancel.set()
 
-    def _on_progress(self, value: tuple[int, int]) -> None:
+    def _on_progress(self, value: tuple) -> None:
+        """A worker event: ``(done, total)`` windows, a start-up phase, or a child's warning."""
+        if value[0] == "warning":
+            show_warning(f"I3D feature extraction: {value[1]}")
+            return
+        if value[0] == "status":
+            self.status.value = value[1]
+            if self._progress is not None:
+                self._progress.set_description(f"{self._desc}: {value[1]}")
+            return
         done, total = value
         if self._progress is not None:
-            self._progress.total = total
+            if self._progress.total != total:
+                self._progress.set_description(self._desc)
+                self._progress.total = total
             self._progress.update(done - self._progress.n)
 
     def _on_error(self, exc: Exception) -> None:
@@ -501,9 +546,22 @@ class ExtractWidget(Container):
         from ._results import write_results
 
         try:
-            written = write_results(self._viewer, reply, layer, points_layer, post, one)
+            written = write_results(self._viewer, reply, layer, points_layer, post, one,
+                                    replace=self.replace.value, release=model_worker().release)  # fmt: skip
         except Exception as exc:  # a layer problem must not take the viewer down
             show_error(f"I3D feature extraction: could not add the results: {exc}")
             return
         self.status.value = f"done: {len(written)} layers updated"
         self.status.tooltip = "\n".join(written)
+
+    def _release_maps(self, event: Any) -> None:
+        """A removed activation layer's maps file is deleted (it lives in the worker's folder)."""
+        maps = event.value.metadata.get("maps_path") if hasattr(event, "value") else None
+        if maps and _WORKER is not None:
+            _WORKER.release(maps)
+
+
+def _on_window_closed() -> None:
+    """A viewer with an extraction dock closed: when it was the last, stop the worker."""
+    if _session.open_windows("model worker") == 0:
+        _close_worker()

@@ -7,6 +7,8 @@ in the activity dock, and turns the result into layers.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, S
 from napari.utils.notifications import show_error, show_info
 
 from ..flow.compute import DIS_PRESETS, METHODS
+from . import _session
+from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
     import napari
@@ -31,6 +35,31 @@ def video_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
         and layer.metadata.get("source_type") != "flow"
         and layer.data.ndim == (4 if layer.rgb else 3)
     ]
+
+
+#: Temporary flow folders this napari session made (folder -> its viewer's window key); removed
+#: with their layer, when their viewer closes, or at exit.
+_TEMP_FOLDERS: dict[str, int | None] = {}
+
+
+def release_temp_flow(path: str | None) -> None:
+    """Remove the temporary folder of a flow file this session wrote (other paths are kept)."""
+    if not path:
+        return
+    folder = str(Path(path).parent)
+    if folder in _TEMP_FOLDERS:
+        del _TEMP_FOLDERS[folder]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _release_all(window: int | None = None) -> None:
+    """Remove the temporary flow folders of one viewer window (all: ``None``)."""
+    for folder, owner in list(_TEMP_FOLDERS.items()):
+        if window is None or owner == window:
+            release_temp_flow(str(Path(folder) / "flow.npy"))
+
+
+atexit.register(_release_all)
 
 
 def aligned_transform(video_layer: Any, scale_yx: tuple[float, float]) -> tuple[list, list]:
@@ -79,11 +108,17 @@ class FlowWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         napari_viewer.layers.events.inserted.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._refresh)
+        napari_viewer.layers.events.removed.connect(self._on_removed)
+        window = _session.window_key(napari_viewer)  # its viewer closes: no flow files stay
+        _session.on_viewer_closed(napari_viewer, "flow files", lambda: _release_all(window))
+        self._window = window
         self._worker: Any = None
+        self._output: Path | None = None
         self._run: Any = None
         self._progress: Any = None
         self._on_method()
         self._refresh()
+        make_scrollable(self)  # the three docks together fit a 1280x800 screen
 
     def _refresh(self, *_: Any) -> None:
         self.video.reset_choices()
@@ -119,6 +154,7 @@ class FlowWidget(Container):
             show_error(f"Compute optical flow: {exc}")
             return None
 
+        self._output = output
         run = computer.iter_compute(layer.data, output)
         # quit() stops iterating but leaves the generator open; closing it (in _on_finished)
         # removes the partial output at once instead of whenever it is garbage collected.
@@ -155,6 +191,7 @@ class FlowWidget(Container):
             path = Path(value)
             return path if path.suffix.lower() == ".npy" else path.with_suffix(".npy")
         folder = Path(tempfile.mkdtemp(prefix="napari-flow-"))
+        _TEMP_FOLDERS[str(folder)] = self._window
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in layer.name)
         return folder / f"{safe}_{self.method.value}.npy"
 
@@ -163,10 +200,19 @@ class FlowWidget(Container):
         if self._progress is not None:
             self._progress.update(done - self._progress.n)
 
+    def _on_removed(self, event: Any) -> None:
+        """A flow layer went: its temporary flow file goes too."""
+        meta = event.value.metadata
+        if meta.get("source_type") == "flow":
+            release_temp_flow(meta.get("path"))
+
     def _on_finished(self) -> None:
         if self._run is not None:
             self._run.close()
             self._run = None
+        if self._output is not None and not self._output.exists():  # cancelled or failed
+            release_temp_flow(str(self._output))
+        self._output = None
         if self._progress is not None:
             self._progress.close()
             self._progress = None
@@ -182,8 +228,12 @@ class FlowWidget(Container):
 
         meta = {**spec.to_dict(), "path": str(output), "video_layer": layer.name}
         scale, translate = aligned_transform(layer, spec.scale_yx)
-        for data, kwargs, kind in flow_layer_data(flow, layer.name, meta):
+        for data, kwargs, kind in flow_layer_data(flow, layer.name, meta, over_video=True):
             kwargs = {**kwargs, "scale": scale, "translate": translate}
             getattr(self._viewer, f"add_{kind}")(data, **kwargs)
+        # The landmarks stay visible above the flow.
+        for other in list(self._viewer.layers):
+            if other.__class__.__name__ == "Points":  # napari may hand plugins proxies
+                self._viewer.layers.move(self._viewer.layers.index(other), len(self._viewer.layers))
         self._set_status(f"done: {flow.shape[0]} flow fields ({spec.method})")
         self.status.tooltip = f"raw flow {tuple(flow.shape)} float32 in {output}"

@@ -20,6 +20,7 @@ from napari.utils.notifications import show_error
 from ..io.landmark_key import landmark_ids, landmark_key
 from ..io.tables import feature_columns
 from . import _axes
+from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
     import napari
@@ -90,10 +91,10 @@ class FeaturePlotsWidget(Container):
         self.extend([self.source, self.mode, self.features, self.components, self.status])
         self.figure = Figure(figsize=(5, 3), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(260)
+        self.canvas.setMinimumHeight(220)
         self.toolbar = NavigationToolbar2QT(self.canvas, self.native)  # zoom, pan, save figure
-        self.native.layout().addWidget(self.toolbar)
-        self.native.layout().addWidget(self.canvas)
+        self._add_native(self.toolbar)
+        self._add_native(self.canvas)
         self.axes = self.figure.add_subplot()
         self._cursor: Any = None
         self._background: Any = None
@@ -120,9 +121,12 @@ class FeaturePlotsWidget(Container):
             self._watch(layer)
         napari_viewer.dims.events.current_step.connect(self._on_frame)
         napari_viewer.events.theme.connect(self.replot)
+        napari_viewer.events.theme.connect(self._theme_toolbar)
+        self._theme_toolbar()
         self.native.destroyed.connect(self._disconnect)
         self._update_visibility()
         self._refresh()
+        make_scrollable(self)  # the three docks together fit a 1280x800 screen
 
     # -- helpers -------------------------------------------------------------------------------
     @property
@@ -148,6 +152,7 @@ class FeaturePlotsWidget(Container):
         viewer.layers.events.removed.disconnect(self._schedule_refresh)
         viewer.dims.events.current_step.disconnect(self._on_frame)
         viewer.events.theme.disconnect(self.replot)
+        viewer.events.theme.disconnect(self._theme_toolbar)
         for layer in viewer.layers:
             layer.events.data.disconnect(self._schedule_refresh)
             if "features" in layer.events.emitters:
@@ -172,6 +177,25 @@ class FeaturePlotsWidget(Container):
     def _schedule_refresh(self, *_: Any) -> None:
         """One refresh after the current burst of events (a run updates several layers)."""
         self._timer.start()
+
+    def _add_native(self, widget: Any) -> None:
+        """Add a Qt widget below the form (inside the scroll area)."""
+        self.native.layout().addWidget(widget)
+
+    def _theme_toolbar(self, *_: Any) -> None:
+        """Toolbar icons in the theme's colours: matplotlib draws light icons when the toolbar's
+        palette background is dark, and napari's themes are style sheets, not palettes."""
+        from napari.utils.theme import get_theme
+        from qtpy.QtGui import QColor, QPalette
+
+        theme = get_theme(self._viewer.theme)
+        palette = self.toolbar.palette()
+        palette.setColor(QPalette.ColorRole.Window, QColor(theme.background.as_hex()))
+        # matplotlib reads the toolbar's background role (Button for a QToolBar).
+        palette.setColor(self.toolbar.backgroundRole(), QColor(theme.background.as_hex()))
+        palette.setColor(QPalette.ColorRole.WindowText, QColor(theme.text.as_hex()))
+        self.toolbar.setPalette(palette)
+        self.toolbar.update()
 
     def _colours(self) -> tuple[str, str]:
         from napari.utils.theme import get_theme
@@ -200,11 +224,14 @@ class FeaturePlotsWidget(Container):
             if layer is None:
                 message = "no layer with features yet: run I3D feature extraction"
             else:
-                for name, table in layer_series(layer):
+                series = layer_series(layer)
+                for name, table in series:
+                    # One series: the layer is named in the combo box already; legends stay short.
+                    of = f" ({name})" if len(series) > 1 else ""
                     if self.mode.value == "chosen features":
                         cols = self._chosen(table)
                         for c in cols:
-                            ax.plot(table["frame"], table[c], lw=1.2, label=f"{c} ({name})")
+                            ax.plot(table["frame"], table[c], lw=1.2, label=f"{c}{of}")
                         ax.set_ylabel("feature value", color=text)
                     else:
                         frames, scores, ratio = FeatureVisualization.principal_components(
@@ -212,9 +239,9 @@ class FeaturePlotsWidget(Container):
                         )
                         for k in range(scores.shape[1]):
                             ax.plot(frames, scores[:, k], lw=1.2,
-                                    label=f"PC{k + 1} {100 * ratio[k]:.0f} % ({name})")  # fmt: skip
+                                    label=f"PC{k + 1} {100 * ratio[k]:.0f} %{of}")  # fmt: skip
                         ax.set_ylabel("component score", color=text)
-                legend = ax.legend(fontsize=7, loc="upper right", facecolor=background,
+                legend = ax.legend(fontsize=7, loc="best", framealpha=0.6, facecolor=background,
                                    labelcolor=text, edgecolor=text)  # fmt: skip
                 legend.set_visible(bool(ax.get_lines()))
                 self._cursor = ax.axvline(self.current_frame(), color=text, lw=1, animated=True)

@@ -74,10 +74,15 @@ def get_flow_reader(path: PathOrPaths) -> ReaderFunction | None:
     return _reader_for(path, FLOW_EXTENSIONS, read_flow_layers, dirs=True)
 
 
-def flow_layer_data(flow: Any, name: str, metadata: dict | None = None) -> list[LayerData]:
+def flow_layer_data(
+    flow: Any, name: str, metadata: dict | None = None, over_video: bool = False
+) -> list[LayerData]:
     """Layer tuples for a flow field or sequence: a colour-coded Image and a Vectors layer.
 
-    The raw float flow rides along in the Image layer's ``metadata['flow']``.
+    The raw float flow rides along in the Image layer's ``metadata['flow']``. ``over_video``: the
+    colour image is drawn with ``minimum`` blending, so the video under it stays visible (the
+    colour wheel is white where nothing moves; measured on the sample: 1.8 % of the canvas
+    differs from the video alone, against 70 % with the default translucent blending).
     """
     import numpy as np
 
@@ -98,8 +103,9 @@ def flow_layer_data(flow: Any, name: str, metadata: dict | None = None) -> list[
         colour = flow_to_colour(np.asarray(flow), vmax)
     meta["colour_max_magnitude_px"] = vmax
     layers: list[LayerData] = [
-        (colour, {"name": f"flow: {name}", "rgb": True, "metadata": meta}, "image")
-    ]
+        (colour, {"name": f"flow: {name}", "rgb": True, "metadata": meta,
+                  **({"blending": "minimum"} if over_video else {})}, "image")
+    ]  # fmt: skip
     n_frames = 1 if flow.ndim == 3 else flow.shape[0]
     if n_frames <= MAX_VECTOR_FRAMES:
         step = vector_grid_step(flow.shape)
@@ -148,11 +154,39 @@ def get_table_reader(path: PathOrPaths) -> ReaderFunction | None:
 
 
 def read_table_layer(path: str) -> list[LayerData]:
-    """A Points layer with the table's columns as features and its metadata."""
+    """A Points layer with the table's columns as features and its metadata. A CSV napari's own
+    Points writer made (``index, axis-0, axis-1, …``) opens as the Points layer it was."""
     from ..io.tables import read_table, table_to_points
 
+    napari_csv = _read_napari_points_csv(path)
+    if napari_csv is not None:
+        return napari_csv
     df = read_table(path)
     data, features = table_to_points(df)
     meta = {**df.attrs, "path": str(Path(path).resolve())}
+    kwargs = {"name": Path(path).stem, "features": features, "metadata": meta, "size": 8}
+    return [(data, kwargs, "points")]
+
+
+def _read_napari_points_csv(path: str) -> list[LayerData] | None:
+    """napari's Points CSV (``index``, ``axis-0`` … ``axis-{D-1}``, then the features), or None
+    when the file is not one."""
+    if Path(path).suffix.lower() != ".csv":
+        return None
+    import pandas as pd
+
+    try:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+    except Exception:  # read_table gives the clear error
+        return None
+    axes = [c for c in header if c.startswith("axis-")]
+    if not axes or axes != [f"axis-{i}" for i in range(len(axes))]:
+        return None
+    df = pd.read_csv(path)
+    data = df[axes].to_numpy(float)
+    features = df.drop(columns=[*axes, *(["index"] if "index" in df else [])]).reset_index(
+        drop=True
+    )
+    meta = {"path": str(Path(path).resolve()), "written_by": "napari Points CSV writer"}
     kwargs = {"name": Path(path).stem, "features": features, "metadata": meta, "size": 8}
     return [(data, kwargs, "points")]

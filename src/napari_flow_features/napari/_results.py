@@ -1,180 +1,158 @@
-"""Turn an extraction reply into napari layers (features image, point features, heatmap)."""
+"""Put an extraction reply into a viewer: the layer data of ``_convert.py``, visible and in view.
+
+Works on any ``ViewerModel`` (no window needed). After a run the result layers are shown, sit above
+everything else (a flow layer computed earlier must not hide them; the landmarks stay on top), and
+the camera fits the scene when a new layer lies outside the current view.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from ..io.landmark_key import landmark_ids, landmark_key
-from ..io.tables import feature_columns
+from . import _convert
+from ._convert import LayerData, Placement
 
 
-def _upsert_image(viewer: Any, name: str, shape: tuple, kwargs: dict, one: bool) -> Any:
-    """The Image layer ``name`` with ``shape`` (NaN-filled when new; replaced on a full run)."""
-    if name in viewer.layers and one and viewer.layers[name].data.shape == shape:
-        return viewer.layers[name]
-    data = np.full(shape, np.nan, np.float32)
+def _put(viewer: Any, layer_data: LayerData) -> Any:
+    """Add the layer, or update the one of that name in place when the type matches (by
+    ``__class__``: napari hands plugin widgets proxies whose ``type()`` is the proxy's)."""
+    data, kwargs, kind = layer_data
+    name = kwargs["name"]
     if name in viewer.layers:
-        viewer.layers[name].data = data
-        for key, value in kwargs.items():
-            setattr(viewer.layers[name], key, value)
-        return viewer.layers[name]
-    return viewer.add_image(data, name=name, **kwargs)
-
-
-def _on_video(source: Any, cell_hw: tuple[float, float], lead: int = 0) -> dict:
-    """Scale and translate that put feature-map cells of ``cell_hw`` pixels over the video;
-    ``lead`` extra leading axes (e.g. channels) get scale 1."""
-    scale = list(source.scale[:3])
-    translate = list(source.translate[:3])
-    for axis, cell in ((1, cell_hw[0]), (2, cell_hw[1])):
-        translate[axis] += (cell - 1) / 2 * scale[axis]
-        scale[axis] *= cell
-    return {"scale": [1.0] * lead + scale, "translate": [0.0] * lead + translate}
-
-
-def _fit_contrast(layer: Any) -> None:
-    """Contrast limits from the finite values (the layer starts NaN-filled)."""
-    finite = layer.data[np.isfinite(layer.data)]
-    if finite.size and finite.max() > finite.min():
-        layer.contrast_limits = (float(finite.min()), float(finite.max()))
-
-
-def _beside_video(source: Any, frame_hw: list, n_frames: int, n_channels: int, lead: bool) -> dict:
-    """Scale and translate that show the (T, C) matrix in a box the video's size, just right of
-    it (rows frames top to bottom, columns channels), instead of on top of the video."""
-    h, w = frame_hw
-    sy, sx = (float(v) for v in source.scale[1:3])
-    ty, tx = (float(v) for v in source.translate[1:3])
-    scale = [h * sy / n_frames, w * sx / n_channels]
-    # Pixel edges line up: the box's top edge with the video's, its left edge a gap right of it.
-    translate = [ty - 0.5 * sy + 0.5 * scale[0],
-                 tx - 0.5 * sx + (w + max(8, w // 20)) * sx + 0.5 * scale[1]]  # fmt: skip
-    if lead:  # (K, T, C): the landmark axis comes first
-        return {"scale": [1.0, *scale], "translate": [0.0, *translate]}
-    return {"scale": scale, "translate": translate}
-
-
-def _add_activations(viewer: Any, reply: dict, source: Any, meta: dict, n_frames: int) -> str:
-    """``activations: <source>``: the lazy ``(C, T, H', W')`` volume of the none post-encoder,
-    cells over the video; a channel slider on the first axis, and napari's 3-D view shows one
-    channel's volume. The maps file is removed when the layer goes or napari exits."""
-    import atexit
-    import shutil
-    from pathlib import Path
-
-    from ..extract.activations import ActivationVolume
-
-    maps = np.load(reply["maps_path"], mmap_mode="r", allow_pickle=False)
-    volume = ActivationVolume.from_table(maps, reply["table"], n_frames)
-    folder = Path(reply["maps_path"]).parent
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    h, w = meta["frame_shape"]
-    place = _on_video(source, (h / volume.shape[2], w / volume.shape[3]), lead=1)
-    sample = np.asarray(maps[0], np.float32)  # one window for the contrast limits
-    limits = (float(np.percentile(sample, 1)), float(np.percentile(sample, 99.5)))
-    name = f"activations: {source.name}"
-    if name in viewer.layers:
-        old = viewer.layers[name].metadata.get("maps_folder")
+        layer = viewer.layers[name]
+        if (
+            layer.__class__.__name__.lower() == kind
+            and np.shape(layer.data) == np.shape(data)
+            and kind != "points"
+        ):
+            for key, value in kwargs.items():
+                if key not in ("name", "contrast_limits"):
+                    setattr(layer, key, value)
+            layer.data = data  # one data event: the plots dock follows
+            if "contrast_limits" in kwargs:
+                layer.contrast_limits = kwargs["contrast_limits"]
+            return layer
         viewer.layers.remove(name)
-        if old and Path(old) != folder:
-            shutil.rmtree(old, ignore_errors=True)
-    viewer.add_image(volume, name=name, colormap="inferno", blending="additive",
-                     contrast_limits=limits if limits[1] > limits[0] else (limits[0], limits[0] + 1),
-                     metadata={**meta, "maps_path": reply["maps_path"], "maps_folder": str(folder)},
-                     **place)  # fmt: skip
-    return name
+    return getattr(viewer, f"add_{kind}")(data, **kwargs)
+
+
+def _previous(viewer: Any, name: str, one: bool) -> Any:
+    """The data a single-frame run adds to (the existing layer's), else None."""
+    if one and name in viewer.layers:
+        layer = viewer.layers[name]
+        return (
+            layer.features
+            if layer.__class__.__name__.lower() == "points"
+            else np.asarray(layer.data)
+        )
+    return None
+
+
+def world_view(viewer: Any) -> np.ndarray:
+    """``[[min_y, min_x], [max_y, max_x]]`` of the world the 2-D camera shows."""
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9; before it: viewer.camera
+    camera = scene.camera if scene is not None else viewer.camera
+    canvas = getattr(viewer, "canvas", None)
+    h, w = canvas.size if canvas is not None else viewer._canvas_size
+    centre = np.asarray(camera.center[-2:], float)
+    half = np.array([h, w], float) / (2 * camera.zoom)
+    return np.stack([centre - half, centre + half])
+
+
+def pixel_extent(layer: Any) -> np.ndarray:
+    """World ``[[min_y, min_x], [max_y, max_x]]`` of a layer's displayed pixels' outer edges."""
+    extent = np.asarray(layer.extent.world, float)[:, -2:]
+    half = 0.5 * np.abs(np.asarray(layer.scale[-2:], float))
+    return extent + np.stack([-half, half])
+
+
+def in_view(viewer: Any, layer: Any, tolerance: float = 1e-6) -> bool:
+    """Whether the layer's displayed extent lies inside what the camera shows."""
+    view, ext = world_view(viewer), pixel_extent(layer)
+    return bool((ext[0] >= view[0] - tolerance).all() and (ext[1] <= view[1] + tolerance).all())
+
+
+def show_results(viewer: Any, layers: list, keep_on_top: list | None = None) -> None:
+    """Make result layers visible, move them to the top (``keep_on_top`` above them), and fit
+    the camera to the scene if one lies outside the view (2-D view only)."""
+    for layer in [*layers, *(keep_on_top or [])]:
+        layer.visible = True
+        index = viewer.layers.index(layer)
+        viewer.layers.move(index, len(viewer.layers))
+    if viewer.dims.ndisplay == 2 and not all(in_view(viewer, layer) for layer in layers):
+        viewer.reset_view()
 
 
 def write_results(
-    viewer: Any, reply: dict, source: Any, points_layer: Any, post: str, one: bool
+    viewer: Any,
+    reply: dict,
+    source: Any,
+    points_layer: Any,
+    post: str,
+    one: bool,
+    replace: bool = True,
+    release: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Add or update the result layers; returns their names. ``one``: a single-frame run, whose
-    rows replace that frame's rows in existing layers."""
-    table: pd.DataFrame = reply["table"]
+    """Add or update the result layers; returns their names.
+
+    ``one``: a single-frame run, whose rows replace that frame's rows in existing layers.
+    ``replace``: results take the names ``<kind>: <source>`` and replace the previous run's; off,
+    each run's layers are named by source, post-encoder and end point (a run with the same settings
+    updates its own layers). ``release(maps_path)`` is called for activation maps a replaced layer
+    no longer needs.
+    """
+    table = reply["table"]
     meta = {**reply["metadata"], "source_layer": source.name}
-    n_frames = int(meta["n_frames"])
-    cols = feature_columns(table)
+    place = Placement.of(source)
+    label = _convert.run_label(meta, post)
+
+    def name(kind: str) -> str:
+        return _convert.result_name(kind, source.name, label, replace)
+
     frames = table["frame"].to_numpy(int)
-    written = []
+    written: list[str] = []
+    added: list[Any] = []
 
-    if cols:
-        mat = table[cols].to_numpy(np.float32)
-        name = f"features: {source.name}"
-        row_ids = landmark_ids(table) if post == "point" else [None] * len(table)
-        multi = len(set(row_ids)) > 1
-        kwargs = {"metadata": meta, "colormap": "viridis",
-                  **_beside_video(source, meta["frame_shape"], n_frames, len(cols), multi)}  # fmt: skip
-        if multi:
-            ids = list(dict.fromkeys(row_ids))
-            layer = _upsert_image(viewer, name, (len(ids), n_frames, len(cols)), kwargs, one)
-            k = np.array([ids.index(v) for v in row_ids])
-            layer.data[k, frames] = mat
-        else:
-            layer = _upsert_image(viewer, name, (n_frames, len(cols)), kwargs, one)
-            layer.data[frames] = mat
-        layer.metadata = meta
-        layer.data = layer.data  # refreshes and emits a data event (the plots dock follows)
-        _fit_contrast(layer)
-        written.append(name)
+    image = _convert.features_image(table, meta, place, name("features"), post,
+                                    _previous(viewer, name("features"), one))  # fmt: skip
+    if image is not None:
+        added.append(_put(viewer, image))
+        written.append(image[1]["name"])
 
-    if post == "point" and points_layer is not None and cols:
-        data = np.asarray(points_layer.data)
-        feats = points_layer.features.copy().reset_index(drop=True)
-        # Rows and points meet on (frame, landmark) by the one identity rule; a layer without
-        # identity columns is a single landmark.
-        point_ids = landmark_ids(feats)
-        keyed = landmark_key(feats) is not None
-        rows = {}
-        for i, (f, lm) in enumerate(zip(frames, landmark_ids(table), strict=True)):
-            rows[(int(f), lm if keyed else None)] = mat[i]
-        new = np.full((len(data), len(cols)), np.nan, np.float32)
-        keep_old = one and all(c in feats.columns for c in cols)
-        if keep_old:
-            new[:] = feats[cols].to_numpy(np.float32)
-        for i, point in enumerate(data):
-            vec = rows.get((int(np.rint(point[0])), point_ids[i]))
-            if vec is not None:
-                new[i] = vec
-        feats = pd.concat([feats.drop(columns=[c for c in cols if c in feats]),
-                           pd.DataFrame(new, columns=cols)], axis=1)  # fmt: skip
-        points_layer.features = feats
+    if post == "point" and points_layer is not None and image is not None:
+        points_layer.features = _convert.point_features(
+            np.asarray(points_layer.data), points_layer.features, table, keep_old=one
+        )
         points_layer.metadata = {**points_layer.metadata, "features_run": meta}
         written.append(f"{points_layer.name} (features)")
 
-    if post == "gap" and cols:
-        name = f"features points: {source.name}"
-        h, w = meta["frame_shape"]
-        centre = np.stack([np.arange(n_frames), np.full(n_frames, (h - 1) / 2),
-                           np.full(n_frames, (w - 1) / 2)], axis=1)  # fmt: skip
-        if name in viewer.layers and one:
-            layer = viewer.layers[name]
-            feats = layer.features.copy()
-        else:
-            feats = pd.DataFrame(np.full((n_frames, len(cols)), np.nan, np.float32), columns=cols)
-            if name in viewer.layers:
-                viewer.layers.remove(name)
-            layer = viewer.add_points(centre, name=name, size=6, face_color="orange",
-                                      scale=source.scale[:3], translate=source.translate[:3])  # fmt: skip
-        feats.loc[frames, cols] = mat
-        layer.features = feats
-        layer.metadata = meta
-        written.append(name)
+    if post == "gap" and image is not None:
+        previous = _previous(viewer, name("features points"), one)
+        layer_data = _convert.gap_points(table, meta, place, name("features points"), previous)
+        added.append(_put(viewer, layer_data))
+        written.append(layer_data[1]["name"])
 
     if post == "none" and reply.get("maps_path"):
-        written.append(_add_activations(viewer, reply, source, meta, n_frames))
+        volume_name = name("activations")
+        if volume_name in viewer.layers:
+            old = viewer.layers[volume_name].metadata.get("maps_path")
+            viewer.layers.remove(volume_name)
+            if old and old != reply["maps_path"] and release is not None:
+                release(old)
+        layer_data = _convert.activation_volume(reply["maps_path"], table, meta, place,
+                                                volume_name)  # fmt: skip
+        added.append(_put(viewer, layer_data))
+        written.append(volume_name)
 
     heat = reply.get("heatmap")
     if heat is not None:
-        name = f"heatmap: {source.name}"
-        place = _on_video(source, tuple(meta["heatmap_cell_px"]))
-        kwargs = {**place, "colormap": "inferno", "blending": "additive", "metadata": meta}
-        layer = _upsert_image(viewer, name, heat.shape, kwargs, one)
-        rows = np.unique(frames)
-        layer.data[rows] = heat[rows]
-        _fit_contrast(layer)
-        layer.refresh()
-        written.append(name)
+        layer_data = _convert.heatmap_image(heat, frames, meta, place, name("heatmap"),
+                                            _previous(viewer, name("heatmap"), one))  # fmt: skip
+        added.append(_put(viewer, layer_data))
+        written.append(layer_data[1]["name"])
+
+    show_results(viewer, added, keep_on_top=[points_layer] if points_layer is not None else None)
     return written

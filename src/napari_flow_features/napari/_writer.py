@@ -8,11 +8,55 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+PLUGIN = "napari-flow-features"
+
+#: Layer metadata keys this plugin writes (sample landmarks, tables read, extraction runs).
+OUR_METADATA = ("landmark", "features_run", "source_type", "endpoint", "post_encoder",
+                "layer_name", "landmark_key")  # fmt: skip
+
+
+def carries_our_data(meta: dict) -> bool:
+    """Whether a Points layer is ours: our metadata, or feature columns ``f0000…``."""
+    from ..io.tables import feature_columns
+
+    metadata = meta.get("metadata") or {}
+    features = meta.get("features")
+    has_features = features is not None and bool(feature_columns(list(features)))
+    return any(key in metadata for key in OUR_METADATA) or has_features
+
+
+def on_activate(*_: Any) -> None:
+    """npe2 calls this when the plugin is first used in a session: our Points writer goes first,
+    so saving a landmark or feature layer to ``.csv`` picks the feature-table writer by default
+    (it hands plain Points layers to napari's own CSV writer)."""
+    prefer_points_writer()
+
+
+def prefer_points_writer() -> bool:
+    """Put this plugin's Points writer first in npe2's writer list (npe2 orders writers of the
+    same specificity by registration, which puts napari's own CSV writer first). Returns whether
+    the order could be changed (npe2 keeps the list in a private attribute)."""
+    from npe2 import PluginManager
+
+    writers = getattr(getattr(PluginManager.instance(), "_contrib", None), "_writers", None)
+    if not isinstance(writers, list):
+        return False
+    ours = [w for w in writers if w[3].command == f"{PLUGIN}.write_points_table"]
+    writers[:] = ours + [w for w in writers if w[3].command != f"{PLUGIN}.write_points_table"]
+    return bool(ours)
+
 
 def write_points_table(path: str, data: Any, meta: dict) -> list[str]:
-    """Points layer (``(t, y, x)`` + features) → ``.csv`` (+ JSON sidecar) or ``.parquet``."""
+    """Points layer (``(t, y, x)`` + features) → ``.csv`` (+ JSON sidecar) or ``.parquet``.
+
+    A plain Points layer (none of our metadata or features) saved to ``.csv`` is written by
+    napari's own CSV writer, as it would be without this plugin."""
     from ..io.tables import points_to_table, write_table
 
+    if not carries_our_data(meta) and str(path).lower().endswith(".csv"):
+        written = _napari_points_csv(path, data, meta)
+        if written is not None:
+            return written
     metadata = {**meta.get("metadata", {}), "layer_name": meta.get("name")}
     table = points_to_table(data, meta.get("features"), metadata)
     return [str(write_table(table, path))]
@@ -66,3 +110,17 @@ def write_flo(path: str, data: Any, meta: dict) -> list[str]:
             )
         flow = flow[0]
     return [str(_write_flo(path, np.asarray(flow)))]
+
+
+def _napari_points_csv(path: str, data: Any, meta: dict) -> list[str] | None:
+    """napari's own Points CSV (``index, axis-0, …``), written atomically; None when napari's
+    writer is not importable."""
+    try:
+        from napari_builtins.io import napari_write_points
+    except ImportError:
+        return None
+    from ..io._atomic import atomic_write_path
+
+    with atomic_write_path(Path(path)) as tmp:
+        napari_write_points(str(tmp), data, meta)
+    return [str(path)]

@@ -1,0 +1,78 @@
+"""Import TensorFlow without its start-up noise on machines without a GPU.
+
+On a CPU-only machine TensorFlow's CUDA probing prints lines such as ``failed call to cuInit:
+UNKNOWN ERROR (303)`` and ``Could not find cuda drivers``; they are written by C++ straight to file
+descriptor 2, before TensorFlow's own log level applies, and they look like failures to a newcomer.
+:func:`import_tensorflow_quietly` imports TensorFlow and Keras and runs one tiny op (the CUDA probe
+happens there) with file descriptor 2 captured, then writes back every captured line that is not one
+of these known start-up messages. Machines with an NVIDIA device keep every line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+
+#: Start-up lines of a CPU-only TensorFlow that say nothing is wrong.
+BENIGN_STARTUP = re.compile(
+    r"All log messages before absl::InitializeLog|cudart_stub\.cc|Could not find cuda drivers"
+    r"|failed call to cuInit|oneDNN custom operations|cpu_feature_guard\.cc"
+    r"|To enable the following instructions|rebuild TensorFlow with the appropriate compiler"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc|TF-TRT Warning"
+)
+
+
+def has_nvidia_device() -> bool:
+    """Whether the machine shows an NVIDIA GPU (Linux device nodes, or WSL's GPU bridge)."""
+    if sys.platform == "darwin":
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dxg")
+
+
+def cpu_only_environment() -> None:
+    """On a machine without an NVIDIA device: tell CUDA there is no device before TensorFlow loads
+    (``CUDA_VISIBLE_DEVICES=""``, unless the user set it). Changes nothing on a GPU machine."""
+    if not has_nvidia_device():
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@contextlib.contextmanager
+def _captured_stderr_fd() -> Iterator[list[str]]:
+    """Capture what is written to file descriptor 2 (C++ included); the lines land in the list."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras (and probe the devices) without the CPU-only start-up noise.
+    Anything else they print is passed on to stderr unchanged."""
+    if "tensorflow" in sys.modules or has_nvidia_device():
+        import keras
+        import tensorflow  # noqa: F401
+
+        return
+    cpu_only_environment()
+    with _captured_stderr_fd() as lines:
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.zeros(1) + 1  # the CUDA probe runs at the first op
+    kept = [line for line in lines if line.strip() and not BENIGN_STARTUP.search(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)

@@ -1,0 +1,235 @@
+"""An extraction reply as napari layer data: pure functions, no viewer, no Qt.
+
+Each function returns a layer data tuple ``(data, kwargs, layer_type)`` (what napari readers return
+and ``viewer.add_<layer_type>(data, **kwargs)`` takes) or a features table. Placement comes from the
+source layer's ``scale`` and ``translate`` (a :class:`Placement`), so results sit over (heatmaps,
+activations) or beside (the feature matrix) the video they came from. ``_results.py`` puts these
+into a viewer; the dock widget only wires the two together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..io.landmark_key import landmark_ids, landmark_key
+from ..io.tables import feature_columns
+
+LayerData = tuple[Any, dict, str]
+
+#: Short post-encoder names used in result layer names.
+POST_ENCODER_LABELS = {"none": "none", "gap": "GAP", "point": "point"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the source video sits in the world: the (t, y, x) ``scale`` and ``translate``."""
+
+    name: str
+    scale: tuple[float, float, float]
+    translate: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, layer: Any) -> Placement:
+        """The placement of a napari layer (its first three axes: t, y, x)."""
+        return cls(
+            name=str(layer.name),
+            scale=tuple(float(v) for v in layer.scale[:3]),
+            translate=tuple(float(v) for v in layer.translate[:3]),
+        )
+
+
+def run_label(metadata: dict, post_encoder: str) -> str:
+    """What tells runs apart in layer names: the post-encoder and the end point."""
+    endpoint = metadata.get("endpoint", "?")
+    return f"{POST_ENCODER_LABELS.get(post_encoder, post_encoder)}, {endpoint}"
+
+
+def result_name(kind: str, source: str, label: str, replace: bool) -> str:
+    """``<kind>: <source>`` when each run replaces the previous results, else with the run's
+    label (``features: mouse (point, Mixed_5c)``)."""
+    return f"{kind}: {source}" if replace else f"{kind}: {source} ({label})"
+
+
+def on_video(place: Placement, cell_hw: tuple[float, float], lead: int = 0) -> dict:
+    """Scale and translate that put feature-map cells of ``cell_hw`` pixels over the video;
+    ``lead`` extra leading axes (e.g. channels) get scale 1."""
+    scale = list(place.scale)
+    translate = list(place.translate)
+    for axis, cell in ((1, cell_hw[0]), (2, cell_hw[1])):
+        translate[axis] += (cell - 1) / 2 * scale[axis]
+        scale[axis] *= cell
+    return {"scale": [1.0] * lead + scale, "translate": [0.0] * lead + translate}
+
+
+def beside_video(
+    place: Placement, frame_hw: list, n_frames: int, n_channels: int, lead: bool
+) -> dict:
+    """Scale and translate that show the (T, C) matrix in a box the video's size, just right of
+    it (rows frames top to bottom, columns channels), instead of on top of the video."""
+    h, w = frame_hw
+    sy, sx = place.scale[1:3]
+    ty, tx = place.translate[1:3]
+    scale = [h * sy / n_frames, w * sx / n_channels]
+    # Pixel edges line up: the box's top edge with the video's, its left edge a gap right of it.
+    translate = [ty - 0.5 * sy + 0.5 * scale[0],
+                 tx - 0.5 * sx + (w + max(8, w // 20)) * sx + 0.5 * scale[1]]  # fmt: skip
+    if lead:  # (K, T, C): the landmark axis comes first
+        return {"scale": [1.0, *scale], "translate": [0.0, *translate]}
+    return {"scale": scale, "translate": translate}
+
+
+def finite_limits(data: np.ndarray, fallback: tuple[float, float] = (0.0, 1.0)) -> tuple:
+    """Contrast limits from the finite values (results start NaN-filled)."""
+    finite = np.asarray(data)[np.isfinite(data)]
+    if finite.size and finite.max() > finite.min():
+        return (float(finite.min()), float(finite.max()))
+    return fallback
+
+
+def features_image(
+    table: pd.DataFrame,
+    metadata: dict,
+    place: Placement,
+    name: str,
+    post_encoder: str,
+    previous: np.ndarray | None = None,
+) -> LayerData | None:
+    """The feature matrix as an Image beside the video: ``(T, C)``, or ``(K, T, C)`` for K
+    landmarks. ``previous`` (same shape) keeps rows a single-frame run does not write."""
+    cols = feature_columns(table)
+    if not cols:
+        return None
+    n_frames = int(metadata["n_frames"])
+    frames = table["frame"].to_numpy(int)
+    mat = table[cols].to_numpy(np.float32)
+    # One identity rule for rows (landmark, individual + keypoint, ...): io/landmark_key.py.
+    row_ids = landmark_ids(table) if post_encoder == "point" else [None] * len(table)
+    multi = len(set(row_ids)) > 1
+    if multi:
+        ids = list(dict.fromkeys(row_ids))
+        shape: tuple = (len(ids), n_frames, len(cols))
+    else:
+        shape = (n_frames, len(cols))
+    data = (
+        np.array(previous, np.float32)
+        if previous is not None and previous.shape == shape
+        else np.full(shape, np.nan, np.float32)
+    )
+    if multi:
+        k = np.array([ids.index(v) for v in row_ids])
+        data[k, frames] = mat
+    else:
+        data[frames] = mat
+    kwargs = {
+        "name": name,
+        "metadata": metadata,
+        "colormap": "viridis",
+        "contrast_limits": finite_limits(data),
+        **beside_video(place, metadata["frame_shape"], n_frames, len(cols), multi),
+    }
+    if multi:
+        kwargs["metadata"] = {**metadata, "landmarks": ids}
+    return data, kwargs, "image"
+
+
+def point_features(
+    points_data: np.ndarray, features: pd.DataFrame, table: pd.DataFrame, keep_old: bool
+) -> pd.DataFrame:
+    """A landmark Points layer's features with the run's feature columns matched by frame and
+    identity (the one rule of io/landmark_key.py; a layer without identity columns is a single
+    landmark); ``keep_old``: a single-frame run keeps the other frames' values."""
+    cols = feature_columns(table)
+    feats = features.copy().reset_index(drop=True)
+    point_ids = landmark_ids(feats)
+    keyed = landmark_key(feats) is not None
+    mat = table[cols].to_numpy(np.float32)
+    rows = {}
+    frames = table["frame"].to_numpy(int)
+    for i, (f, lm) in enumerate(zip(frames, landmark_ids(table), strict=True)):
+        rows[(int(f), lm if keyed else None)] = mat[i]
+    new = np.full((len(points_data), len(cols)), np.nan, np.float32)
+    if keep_old and all(c in feats.columns for c in cols):
+        new[:] = feats[cols].to_numpy(np.float32)
+    for i, point in enumerate(np.asarray(points_data)):
+        vec = rows.get((int(np.rint(point[0])), point_ids[i]))
+        if vec is not None:
+            new[i] = vec
+    return pd.concat([feats.drop(columns=[c for c in cols if c in feats]),
+                      pd.DataFrame(new, columns=cols)], axis=1)  # fmt: skip
+
+
+def gap_points(
+    table: pd.DataFrame,
+    metadata: dict,
+    place: Placement,
+    name: str,
+    previous: pd.DataFrame | None = None,
+) -> LayerData:
+    """Global Average Pooling features on a Points layer: one point per frame at the frame's
+    centre, the features in its table (what the plots dock and the table writer read)."""
+    cols = feature_columns(table)
+    n_frames = int(metadata["n_frames"])
+    h, w = metadata["frame_shape"]
+    centre = np.stack([np.arange(n_frames), np.full(n_frames, (h - 1) / 2),
+                       np.full(n_frames, (w - 1) / 2)], axis=1)  # fmt: skip
+    if previous is not None and list(previous.columns) == cols and len(previous) == n_frames:
+        feats = previous.copy()
+    else:
+        feats = pd.DataFrame(np.full((n_frames, len(cols)), np.nan, np.float32), columns=cols)
+    feats.loc[table["frame"].to_numpy(int), cols] = table[cols].to_numpy(np.float32)
+    kwargs = {"name": name, "features": feats, "metadata": metadata, "size": 6,
+              "face_color": "orange", "scale": place.scale, "translate": place.translate}  # fmt: skip
+    return centre, kwargs, "points"
+
+
+def heatmap_image(
+    heatmap: np.ndarray,
+    frames: np.ndarray,
+    metadata: dict,
+    place: Placement,
+    name: str,
+    previous: np.ndarray | None = None,
+) -> LayerData:
+    """The activation heatmap ``(T, H', W')`` over the video (cells over the pixels they
+    summarise), ``inferno``, additive; only ``frames`` are taken from this run."""
+    heat = np.asarray(heatmap, np.float32)
+    data = (
+        np.array(previous, np.float32)
+        if previous is not None and previous.shape == heat.shape
+        else np.full(heat.shape, np.nan, np.float32)
+    )
+    rows = np.unique(np.asarray(frames, int))
+    data[rows] = heat[rows]
+    kwargs = {
+        "name": name,
+        "colormap": "inferno",
+        "blending": "additive",
+        "metadata": metadata,
+        "contrast_limits": finite_limits(data),
+        **on_video(place, tuple(metadata["heatmap_cell_px"])),
+    }
+    return data, kwargs, "image"
+
+
+def activation_volume(
+    maps_path: str, table: pd.DataFrame, metadata: dict, place: Placement, name: str
+) -> LayerData:
+    """The none post-encoder's maps as a lazy ``(C, T, H', W')`` volume, cells over the video:
+    a channel slider on the first axis, and napari's 3-D view shows one channel's volume."""
+    from ..extract.activations import ActivationVolume
+
+    n_frames = int(metadata["n_frames"])
+    maps = np.load(maps_path, mmap_mode="r", allow_pickle=False)
+    volume = ActivationVolume.from_table(maps, table, n_frames)
+    h, w = metadata["frame_shape"]
+    placed = on_video(place, (h / volume.shape[2], w / volume.shape[3]), lead=1)
+    sample = np.asarray(maps[0], np.float32)  # one window for the contrast limits
+    lo, hi = float(np.percentile(sample, 1)), float(np.percentile(sample, 99.5))
+    kwargs = {"name": name, "colormap": "inferno", "blending": "additive",
+              "contrast_limits": (lo, hi) if hi > lo else (lo, lo + 1),
+              "metadata": {**metadata, "maps_path": str(maps_path)}, **placed}  # fmt: skip
+    return volume, kwargs, "image"
