@@ -227,6 +227,7 @@ class ExtractWidget(Container):
         self._worker: Any = None
         self._cancel = threading.Event()
         self._progress: Any = None
+        self._desc = ""  # the progress bar's title, kept for status updates
         self._refresh()
         # Start the model process now: TensorFlow imports while the user fills in the form.
         model_worker().start()
@@ -507,7 +508,8 @@ class ExtractWidget(Container):
             return fill_keyframe_table(table, n_frames, "flow", fields, first)
 
         worker = work()
-        self._progress = progress(desc=f"Fill keyframes: {keys.name}")
+        self._desc = f"Fill keyframes: {keys.name}"
+        self._progress = progress(desc=self._desc)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda out: self._add_filled(out, keys))
         worker.errored.connect(self._on_fill_error)
