@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, CancelledError
-from ..io._atomic import atomic_write_path
+from ..io._atomic import atomic_write_path, remove_stale_partials
 
 METHODS = ("farneback", "dis", "tvl1", "tvl1-skimage")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
@@ -420,8 +420,7 @@ class OpticalFlowComputer:
             raise BadInputError(f"No videos ({', '.join(VIDEO_EXTENSIONS)}) in {input_dir}")
         output_dir.mkdir(parents=True, exist_ok=True)
         _check_writable(output_dir)
-        for stale in output_dir.glob(".*.partial-*"):
-            stale.unlink()
+        remove_stale_partials(output_dir)  # of dead runs only, never a live run's
         outputs = []
         for video in videos:
             out = output_dir / f"{video.stem}.npy"
