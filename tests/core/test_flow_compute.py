@@ -178,7 +178,14 @@ def test_compute_file_and_directory(tmp_path):
     assert [p.name for p in paths] == ["a.npy", "b.npy"] and statuses == ["computed"] * 2
     assert np.load(paths[1]).shape == (4, H, W, 2)
     # Second run: complete outputs are skipped; partial leftovers removed; a wrong one redone.
-    (out / ".a.partial-1234.npy").write_bytes(b"half")
+    # A leftover of a run that died (its owner process is gone) is removed; a live run's would stay.
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", "import sys; from napari_flow_features.io._atomic import "
+                    "partial_path; partial_path(sys.argv[1]).write_bytes(b'half')",
+                    str(out / "a.npy")], check=True)  # fmt: skip
+    assert list(out.glob(".a.partial*"))
     np.save(paths[1], np.zeros((2, H, W, 2), np.float32))
     statuses.clear()
     computer.compute_directory(videos, out, on_file=lambda p, s: statuses.append(s))
