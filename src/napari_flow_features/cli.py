@@ -507,6 +507,23 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _defaults_of(parser: argparse.ArgumentParser) -> dict:
+    return {a.dest: a.default for a in parser._actions if a.dest != "help"}
+
+
+def _cmd_extract_any(args: argparse.Namespace) -> int:
+    """One source with ``-o``: the single-video form; several, a folder, a glob, ``--manifest``
+    or ``--output-dir``: the batch (``_cli_batch.py``)."""
+    from ._cli_batch import cmd_extract_batch, is_batch
+
+    if is_batch(args):
+        return cmd_extract_batch(args, args.extract_defaults)
+    if not args.output:
+        raise BadInputError("Give -o FILE for one source, or --output-dir DIR for a batch")
+    args.source = args.sources[0]
+    return _cmd_extract(args)
+
+
 def _read_labels(path: str) -> Any:
     """A labels table (frame,label or start_frame,end_frame,label) from CSV or Parquet."""
     import pandas as pd
@@ -831,8 +848,11 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--format", choices=("parquet", "csv"), default="parquet")
         m.set_defaults(func=_cmd_model)
 
-    p = sub.add_parser("extract", help="per-frame I3D features of a video or flow file")
-    p.add_argument("source", help="video (flow is computed) or flow (.npy, .npz, .flo folder)")
+    p = sub.add_parser("extract", help="per-frame I3D features of a video or flow file, or of "
+                       "many videos (--output-dir, docs/batch.md)")  # fmt: skip
+    p.add_argument("sources", nargs="*", metavar="source",
+                   help="video (flow is computed) or flow (.npy, .npz, .flo folder); for a batch: "
+                        "videos, globs or folders")  # fmt: skip
     p.add_argument("--post-encoder", choices=("none", "gap", "point"), default="gap")
     p.add_argument("--points", help="landmarks for point: our table (frame, x, y[, track_id]) or "
                    "pose-tracker output (DeepLabCut .h5/.csv, SLEAP .slp/.h5, Lightning Pose .csv)")  # fmt: skip
@@ -869,8 +889,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry-dir", help="take the model from this registry")
     p.add_argument("--model-name", default="i3d-flow")
     p.add_argument("--version", help="registry version (default: newest)")
-    p.add_argument("--output", "-o", required=True, help="features .parquet, .csv or .npz")
-    p.set_defaults(func=_cmd_extract)
+    p.add_argument("--output", "-o", help="features .parquet, .csv or .npz (one source)")
+    from ._cli_batch import add_batch_arguments
+
+    add_batch_arguments(p)
+    p.set_defaults(func=_cmd_extract_any, extract_defaults=_defaults_of(p))
 
     p = sub.add_parser("evaluate", help="consistency, stability and discriminability of features")
     p.add_argument("features", nargs="+",
