@@ -71,7 +71,12 @@ def two_workers():
 def test_cli_folder_with_a_corrupt_video_rerun_and_force(tmp_path, capsys):
     _study(tmp_path / "study")
     out = tmp_path / "features"
-    argv = ["extract", str(tmp_path / "study"), "--output-dir", str(out), *SMALL]
+    # The YAML the extraction dock saves; an option given on the command line wins over it.
+    config = BatchSettings(extractor={"endpoint": "Mixed_3c"}, max_side=None).to_yaml(
+        tmp_path / "extract.yaml"
+    )
+    argv = ["extract", str(tmp_path / "study"), "--output-dir", str(out), "--config", str(config),
+            "--max-side", "32"]  # fmt: skip
     assert main(argv) == 3  # ran, some failed (2 would be "could not start")
     text = capsys.readouterr().out
     assert "3 done, 0 skipped, 1 failed" in text
@@ -91,6 +96,9 @@ def test_cli_folder_with_a_corrupt_video_rerun_and_force(tmp_path, capsys):
     assert len(table) == 72
     assert table["source"].nunique() == 3 and table.columns[:2].tolist() == ["source", "frame"]
     assert sorted(read_table(out / "session0.parquet")["frame"]) == list(range(24))
+    used = table_batch_record(out / "session0.parquet")["settings"]
+    assert used["extractor"] == {"endpoint": "Mixed_3c"} and used["max_side"] == 32
+    assert read_table(out / "session0.parquet").attrs["endpoint"] == "Mixed_3c"
     before = _mtimes(out)
 
     assert main(argv) == 3  # rerun: the done ones are skipped and untouched, the broken fails again
