@@ -20,6 +20,17 @@ _CONFIG_OPTIONS = ("endpoint", "clip_length", "stride", "runtime", "windowing", 
 _SINGLE_ONLY = ("output", "keep_flow", "flow_cache", "points")
 
 
+def add_cluster_arguments(group: Any) -> None:
+    """``--force``, ``--retries``, ``--scheduler``, ``--scheduler-file`` (extract and flow)."""
+    group.add_argument("--force", action="store_true", help="redo videos already done")
+    group.add_argument("--retries", type=int, default=2,
+                       help="times a video is retried when its Dask worker dies (2)")  # fmt: skip
+    group.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786) "
+                       "instead of a LocalCluster on this machine")  # fmt: skip
+    group.add_argument("--scheduler-file", help="scheduler file of a running Dask cluster "
+                       "(dask scheduler --scheduler-file, dask-jobqueue, dask-mpi)")  # fmt: skip
+
+
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """The many-video options of ``extract``."""
     group = parser.add_argument_group(
@@ -32,13 +43,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", help="folder for one <video>.parquet per video and the index"
     )
     group.add_argument("--manifest", help="CSV: video[,points][,output][,any setting per row]")
-    group.add_argument("--force", action="store_true", help="redo videos already done")
-    group.add_argument("--retries", type=int, default=2,
-                       help="times a video is retried when its Dask worker dies (2)")  # fmt: skip
-    group.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786) "
-                       "instead of a LocalCluster on this machine")  # fmt: skip
-    group.add_argument("--scheduler-file", help="scheduler file of a running Dask cluster "
-                       "(dask scheduler --scheduler-file, dask-jobqueue, dask-mpi)")  # fmt: skip
+    add_cluster_arguments(group)
 
 
 def is_batch(args: argparse.Namespace) -> bool:
@@ -71,28 +76,15 @@ def settings_from_args(args: argparse.Namespace, defaults: dict) -> Any:
     return BatchSettings.from_yaml(args.config, extractor=extractor, **options)
 
 
-def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
-    """Run the batch; 0 when every video is done or skipped, 3 when some failed."""
+def _run_with_bar(run: Any, args: argparse.Namespace) -> int:
+    """Connect (or not) to a cluster, run ``run(client, progress, log)`` under one bar across
+    videos, print the summary; 0 all done or skipped, 3 some failed."""
     from tqdm import tqdm
 
-    from .extract.batch import close_client, connect, extract_many
+    from .extract.batch import close_client, connect
 
-    if not args.sources and not args.manifest:
-        raise BadInputError("Give a video (or several videos, folders, globs) or --manifest")
-    if not args.output_dir:
-        raise BadInputError(
-            "Many videos need --output-dir DIR (one table per video); one video takes -o FILE"
-        )
-    for name in _SINGLE_ONLY:
-        if getattr(args, name, None):
-            flag = "-o/--output" if name == "output" else "--" + name.replace("_", "-")
-            hint = " (give each video's landmarks in a --manifest 'points' column)" * (
-                name == "points"
-            )
-            raise BadInputError(f"{flag} is for one video, not a batch{hint}")
     if args.retries < 0:
         raise BadInputError(f"--retries must be 0 or more, got {args.retries}")
-    settings = settings_from_args(args, defaults)
     client = None
     if args.scheduler or args.scheduler_file:
         client = connect(args.scheduler, args.scheduler_file)
@@ -112,11 +104,7 @@ def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
     try:
         if client is not None:
             log(f"Dask dashboard: {client.dashboard_link}")
-        index = extract_many(
-            args.sources, args.output_dir, settings, client=client, force=args.force,
-            retries=args.retries, progress=progress, manifest=args.manifest,
-            log=None if client is not None else log,
-        )  # fmt: skip
+        index = run(client, progress, None if client is not None else log)
     finally:
         if bar is not None:
             bar.close()
@@ -129,3 +117,49 @@ def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
     for row in failed.itertuples():
         print(f"  FAILED {row.source}: {row.error}")
     return EXIT_SOME_FAILED if len(failed) else 0
+
+
+def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
+    """Run the batch; 0 when every video is done or skipped, 3 when some failed."""
+    from .extract.batch import extract_many
+
+    if not args.sources and not args.manifest:
+        raise BadInputError("Give a video (or several videos, folders, globs) or --manifest")
+    if not args.output_dir:
+        raise BadInputError(
+            "Many videos need --output-dir DIR (one table per video); one video takes -o FILE"
+        )
+    for name in _SINGLE_ONLY:
+        if getattr(args, name, None):
+            flag = "-o/--output" if name == "output" else "--" + name.replace("_", "-")
+            hint = " (give each video's landmarks in a --manifest 'points' column)" * (
+                name == "points"
+            )
+            raise BadInputError(f"{flag} is for one video, not a batch{hint}")
+    settings = settings_from_args(args, defaults)
+
+    def run(client: Any, progress: Any, log: Any) -> Any:
+        return extract_many(
+            args.sources, args.output_dir, settings, client=client, force=args.force,
+            retries=args.retries, progress=progress, manifest=args.manifest, log=log,
+        )  # fmt: skip
+
+    return _run_with_bar(run, args)
+
+
+def cmd_flow_batch(args: argparse.Namespace) -> int:
+    """``flow --input-dir DIR --output-dir DIR`` on Dask: skip what is done, keep going, index."""
+    from pathlib import Path
+
+    from .extract.batch import flow_many
+
+    if not Path(args.input_dir).is_dir():
+        raise BadInputError(f"Input folder not found: {args.input_dir}")
+    settings = {"method": args.method, "preset": args.preset, "max_side": args.max_side,
+                "scale": args.scale, "workers": args.workers}  # fmt: skip
+
+    def run(client: Any, progress: Any, log: Any) -> Any:
+        return flow_many([args.input_dir], args.output_dir, settings, client=client,
+                         force=args.force, retries=args.retries, progress=progress, log=log)  # fmt: skip
+
+    return _run_with_bar(run, args)

@@ -165,14 +165,9 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     if args.input_dir:
         if args.video or not args.output_dir:
             raise BadInputError("Use either VIDEO -o OUT.npy or --input-dir DIR --output-dir DIR")
-        bar = _Bar("flow")
+        from ._cli_batch import cmd_flow_batch
 
-        def report(path: Path, status: str) -> None:
-            bar.close()
-            print(f"{status:>9}: {path}")
-
-        computer.compute_directory(args.input_dir, args.output_dir, progress=bar, on_file=report)
-        return 0
+        return cmd_flow_batch(args)  # on Dask: skip what is done, keep going (docs/batch.md)
     if not args.video or not args.output:
         raise BadInputError("Use either VIDEO -o OUT.npy or --input-dir DIR --output-dir DIR")
     bar = _Bar(Path(args.video).name)
@@ -769,6 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output .npy for VIDEO")
     p.add_argument("--input-dir", help="folder of videos")
     p.add_argument("--output-dir", help="folder for <video stem>.npy outputs")
+    from ._cli_batch import add_cluster_arguments
+
+    add_cluster_arguments(p.add_argument_group("many videos (--input-dir, docs/batch.md)"))
     _add_flow_options(p)
     p.set_defaults(func=_cmd_flow)
 

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
@@ -281,3 +282,37 @@ def test_bad_sources_and_options_are_named_before_any_work(tmp_path, capsys):
     assert "--keep-flow is for one video" in capsys.readouterr().err
     with pytest.raises(BadInputError, match="Unknown config field 'endpont'"):
         BatchSettings(extractor={"endpont": "Mixed_3c"})
+
+
+def test_flow_input_dir_skips_and_keeps_going(tmp_path, capsys):
+    _study(tmp_path / "study", n_good=2)
+    out = tmp_path / "flow"
+    argv = ["flow", "--input-dir", str(tmp_path / "study"), "--output-dir", str(out),
+            "--method", "dis", "--max-side", "32"]  # fmt: skip
+    assert main(argv) == 3
+    assert "2 done, 0 skipped, 1 failed" in capsys.readouterr().out
+    index = read_index(out)
+    assert index.set_index("output")["rows"].dropna().to_dict() == {
+        str(out / "session0.npy"): 23, str(out / "session1.npy"): 23}  # fmt: skip
+    assert "Not a readable video" in index["error"][index["status"] == "failed"].iloc[0]
+    assert np.load(out / "session0.npy").shape == (23, 24, 32, 2)
+    before = _mtimes_of(out, "*.npy")
+    assert main(argv) == 3
+    assert "0 done, 2 skipped, 1 failed" in capsys.readouterr().out
+    assert _mtimes_of(out, "*.npy") == before
+    assert main([*argv[:-1], "40"]) == 3  # other settings: redone
+    assert "2 done, 0 skipped, 1 failed" in capsys.readouterr().out
+    assert np.load(out / "session0.npy").shape == (23, 30, 40, 2)
+
+
+def _mtimes_of(folder: Path, pattern: str) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob(pattern)}
+
+
+def test_local_cluster_workers_get_their_own_cores(two_workers):
+    shares = two_workers.run(lambda: sorted(os.sched_getaffinity(0)))
+    tasks = [two_workers.submit(lambda i: sorted(os.sched_getaffinity(0)), i, pure=False)
+             for i in range(4)]  # fmt: skip
+    first_two = sorted(os.sched_getaffinity(0))[:2]
+    assert sorted(map(tuple, shares.values())) == [(first_two[0],), (first_two[1],)]
+    assert all(len(t.result()) == 1 for t in tasks)  # task threads inherit the share

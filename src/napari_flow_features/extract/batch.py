@@ -246,7 +246,7 @@ def _videos_in(folder: Path, exts: tuple[str, ...]) -> list[Path]:
     )
 
 
-def output_names(videos: Sequence[Path]) -> list[str]:
+def output_names(videos: Sequence[Path], suffix: str = ".parquet") -> list[str]:
     """One ``.parquet`` name per video, from its file name; videos with the same name take as
     many of their parent folders as tell them apart (``a__s1__trial.parquet``), then their
     extension. Deterministic: the same list always gives the same names."""
@@ -268,7 +268,7 @@ def output_names(videos: Sequence[Path]) -> list[str]:
         names = [
             _name(ps, depth) if n in clashing else n for n, ps in zip(names, parts, strict=True)
         ]
-    return [f"{n}.parquet" for n in names]
+    return [f"{n}{suffix}" for n in names]
 
 
 def _name(parts: list[str], depth: int) -> str:
@@ -618,23 +618,34 @@ def extract_many(
     each finished video; ``log(text)`` hears the dashboard link. Bad sources or settings raise
     :class:`BadInputError` before anything runs; a failing video only marks its row failed.
     """
-    from ..io._atomic import ensure_output_dir, remove_stale_partials
+    from ..io._atomic import ensure_output_dir
 
     if settings is None:
         settings = BatchSettings()
     elif isinstance(settings, dict):
         settings = BatchSettings.from_dict(settings)
-    if isinstance(retries, bool) or int(retries) != retries or retries < 0:
-        raise BadInputError(f"retries must be a whole number ≥ 0, got {retries!r}")
     output_dir = ensure_output_dir(output_dir)
     jobs = plan_jobs(sources, output_dir, settings, manifest)
+    return _run_batch(jobs, output_dir, is_done, run_job, "extract", client, force, retries,
+                      progress, log)  # fmt: skip
+
+
+def _run_batch(jobs: list[Job], output_dir: Path, done: Callable[[Job], dict | None],
+               task: Callable[[Job], dict], name: str, client: Any, force: bool, retries: int,
+               progress: Progress | None, log: Callable[[str], None] | None) -> pd.DataFrame:  # fmt: skip
+    """Skip what ``done`` says is done, run the rest as ``task`` on ``client`` (default: a new
+    LocalCluster), keep the index; shared by :func:`extract_many` and :func:`flow_many`."""
+    from ..io._atomic import remove_stale_partials
+
+    if isinstance(retries, bool) or int(retries) != retries or retries < 0:
+        raise BadInputError(f"retries must be a whole number ≥ 0, got {retries!r}")
     for folder in sorted({Path(j.output).parent for j in jobs}):
         remove_stale_partials(folder)  # temporaries of a killed earlier run
     index = _Index(output_dir, jobs)
     total = len(jobs)
     todo: list[Job] = []
     for job in jobs:
-        record = None if force else is_done(job)
+        record = None if force else done(job)
         if record is None:
             todo.append(job)
         else:
@@ -650,7 +661,7 @@ def extract_many(
     try:
         if log is not None and getattr(client, "dashboard_link", None):
             log(f"Dask dashboard: {client.dashboard_link}")
-        _run_on(client, todo, retries, index, progress, total)
+        _run_on(client, todo, task, name, retries, index, progress, total)
     finally:
         index.write()
         if own_client:
@@ -660,13 +671,13 @@ def extract_many(
     return index.frame()
 
 
-def _run_on(client: Any, todo: list[Job], retries: int, index: _Index, progress: Progress | None,
-            total: int) -> None:  # fmt: skip
+def _run_on(client: Any, todo: list[Job], task: Callable[[Job], dict], name: str, retries: int,
+            index: _Index, progress: Progress | None, total: int) -> None:  # fmt: skip
     from distributed import as_completed
 
     # pure=False: a rerun of the same job (after --force) runs again rather than reusing a result.
     futures = {
-        client.submit(run_job, job, retries=retries, pure=False, key=f"extract-{i}-{_key(job)}"): job
+        client.submit(task, job, retries=retries, pure=False, key=f"{name}-{i}-{_key(job)}"): job
         for i, job in enumerate(todo)
     }  # fmt: skip
     try:
@@ -683,6 +694,106 @@ def _run_on(client: Any, todo: list[Job], retries: int, index: _Index, progress:
     except BaseException:
         client.cancel(list(futures))
         raise
+
+
+# -- flow for many videos -------------------------------------------------------------------------
+
+
+def _flow_computer(settings: dict) -> Any:
+    from ..flow.compute import OpticalFlowComputer
+
+    return OpticalFlowComputer(**settings)
+
+
+def _flow_done(job: Job) -> dict | None:
+    """The flow file's record when it is complete for this computer (the rule of
+    ``OpticalFlowComputer.is_complete``: same method, preset, parameters, size and frame count)
+    and the video still has the size and modification time recorded beside it."""
+    try:
+        complete = _flow_computer(job.settings).is_complete(job.source, job.output)
+    except Exception:  # an unreadable video: not done, its task says why
+        return None
+    if not complete:
+        return None
+    stamp = _read_stamp(job.output)
+    if stamp is None or stamp.get("settings_hash") != job.settings_hash:
+        return None
+    if [stamp.get("source_size"), stamp.get("source_mtime_ns")] != list(_stat(job.source) or []):
+        return None
+    import numpy as np
+
+    return {"rows": int(np.load(job.output, mmap_mode="r", allow_pickle=False).shape[0])}
+
+
+def _stamp_path(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(f"_{output.stem}.batch.json")
+
+
+def _read_stamp(output: str | os.PathLike) -> dict | None:
+    try:
+        return json.loads(_stamp_path(output).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_flow_job(job: Job) -> dict:
+    """Flow of one video as a Dask task (``.npy`` + sidecar, written atomically by
+    :class:`~napari_flow_features.flow.compute.OpticalFlowComputer`), then a small stamp
+    (``_<stem>.batch.json``: settings hash, the video's size and mtime) for the skip rule. A video
+    that cannot be read is a ``failed`` record."""
+    from ..io._atomic import atomic_write_path
+
+    t0 = time.perf_counter()
+    try:
+        stat = _stat(job.source)
+        flow = _flow_computer(job.settings).compute(job.source, job.output)
+        rows = int(flow.shape[0])
+        del flow  # the memory map: nothing of the file stays open
+        stamp = {"settings_hash": job.settings_hash, "source_size": stat[0],
+                 "source_mtime_ns": stat[1], "settings": job.settings}  # fmt: skip
+        with atomic_write_path(_stamp_path(job.output)) as tmp:
+            tmp.write_text(json.dumps(stamp), encoding="utf-8")
+    except Exception as exc:
+        return _record(job, "failed", seconds=time.perf_counter() - t0, error=_message(exc))
+    return _record(job, "done", rows=rows, seconds=time.perf_counter() - t0, stat=stat)
+
+
+def flow_many(
+    sources: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    flow_settings: dict | None = None,
+    client: Any = None,
+    force: bool = False,
+    retries: int = 2,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Optical flow of every video of ``sources`` (paths, globs, folders) as ``<name>.npy`` in
+    ``output_dir``, with :func:`extract_many`'s skip rule, keep-going and Dask behaviour; returns
+    the index (also ``output_dir/_index.parquet`` and ``_index.csv``; ``rows`` = flow fields).
+    ``flow_settings``: :class:`~napari_flow_features.flow.compute.OpticalFlowComputer` arguments
+    (``method``, ``preset``, ``max_side``, ``scale``, ``workers``)."""
+    from .. import __version__
+    from ..io._atomic import ensure_output_dir
+
+    flow_settings = dict(flow_settings or {})
+    _flow_computer(flow_settings)  # bad settings: named before anything runs
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                **{k: v for k, v in flow_settings.items() if k != "workers"},  # same flow
+                "package_version": __version__,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    output_dir = ensure_output_dir(output_dir)
+    videos = expand_sources(sources)
+    jobs = [Job(str(v), str(output_dir / n), flow_settings, digest)  # type: ignore[arg-type]
+            for v, n in zip(videos, output_names(videos, ".npy"), strict=True)]  # fmt: skip
+    return _run_batch(jobs, output_dir, _flow_done, run_flow_job, "flow", client, force, retries,
+                      progress, log)  # fmt: skip
 
 
 def _key(job: Job) -> str:
