@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError
@@ -119,6 +122,41 @@ def _run_with_bar(run: Any, args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if len(failed) else 0
 
 
+@contextlib.contextmanager
+def settings_file_for_one_video(args: argparse.Namespace, defaults: dict) -> Iterator[None]:
+    """Let the single-video form read a settings file with an ``extraction:`` section (what the
+    dock saves): its options fill the command-line options left at their defaults, and
+    ``args.config`` points, for the run, at a temporary copy holding only the extractor fields."""
+    import tempfile
+
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(args.config).read_text()) if args.config else None
+    except (OSError, yaml.YAMLError):
+        loaded = None  # the usual config reading names the problem
+    if not isinstance(loaded, dict) or "extraction" not in loaded:
+        yield
+        return
+    from .extract.batch import BatchSettings
+
+    settings = BatchSettings.from_yaml(args.config)  # checked whole, errors name the file
+    for name, value in settings.to_dict().items():
+        if name == "extractor" or _given(args, defaults, name) or not hasattr(args, name):
+            continue
+        if name == "roi":
+            value = None if value is None else ",".join(str(v) for v in value)
+        setattr(args, name, value)
+    with tempfile.TemporaryDirectory(prefix="flow-features-config-") as folder:
+        path = Path(folder) / "extractor.yaml"
+        path.write_text(yaml.safe_dump(settings.extractor), encoding="utf-8")
+        original, args.config = args.config, str(path)
+        try:
+            yield
+        finally:
+            args.config = original
+
+
 def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
     """Run the batch; 0 when every video is done or skipped, 3 when some failed."""
     from .extract.batch import extract_many
@@ -149,8 +187,6 @@ def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
 
 def cmd_flow_batch(args: argparse.Namespace) -> int:
     """``flow --input-dir DIR --output-dir DIR`` on Dask: skip what is done, keep going, index."""
-    from pathlib import Path
-
     from .extract.batch import flow_many
 
     if not Path(args.input_dir).is_dir():

@@ -509,14 +509,15 @@ def _defaults_of(parser: argparse.ArgumentParser) -> dict:
 def _cmd_extract_any(args: argparse.Namespace) -> int:
     """One source with ``-o``: the single-video form; several, a folder, a glob, ``--manifest``
     or ``--output-dir``: the batch (``_cli_batch.py``)."""
-    from ._cli_batch import cmd_extract_batch, is_batch
+    from ._cli_batch import cmd_extract_batch, is_batch, settings_file_for_one_video
 
     if is_batch(args):
         return cmd_extract_batch(args, args.extract_defaults)
     if not args.output:
         raise BadInputError("Give -o FILE for one source, or --output-dir DIR for a batch")
     args.source = args.sources[0]
-    return _cmd_extract(args)
+    with settings_file_for_one_video(args, args.extract_defaults):  # the dock's saved settings
+        return _cmd_extract(args)
 
 
 def _read_labels(path: str) -> Any:
@@ -957,7 +958,7 @@ def _terminate_cleanly() -> dict[int, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flow-features``; returns the exit code (0 done, 2 bad input or a full
-    disk, 130 Ctrl-C, 143 SIGTERM)."""
+    disk, 3 a batch ran but some videos failed, 130 Ctrl-C, 143 SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = _terminate_cleanly()

@@ -316,3 +316,16 @@ def test_local_cluster_workers_get_their_own_cores(two_workers):
     first_two = sorted(os.sched_getaffinity(0))[:2]
     assert sorted(map(tuple, shares.values())) == [(first_two[0],), (first_two[1],)]
     assert all(len(t.result()) == 1 for t in tasks)  # task threads inherit the share
+
+
+def test_single_video_form_reads_the_docks_settings_file(tmp_path, capsys):
+    (video,) = _study(tmp_path / "study", n_good=1, corrupt=False)
+    config = BatchSettings(extractor={"endpoint": "Mixed_3c"}, max_side=32, start=4).to_yaml(
+        tmp_path / "dock.yaml"
+    )
+    out = tmp_path / "one.parquet"
+    assert main(["extract", str(video), "-o", str(out), "--config", str(config)]) == 0
+    table = read_table(out)
+    assert table.attrs["endpoint"] == "Mixed_3c"
+    assert table["frame"].tolist() == list(range(4, 24))  # start from the file's extraction:
+    assert "source" not in table.columns  # the single-video table is unchanged
