@@ -39,7 +39,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "many videos (docs/batch.md)",
         "several videos, globs or folders (searched recursively), or --manifest; one Parquet "
-        "table per video in --output-dir, an index (_index.parquet, _index.csv), finished videos "
+        "table per video in --output-dir, an index (_index/index.parquet, index.csv), finished videos "
         "skipped on a rerun; exit status 3 when some videos failed",
     )
     group.add_argument(
@@ -115,7 +115,7 @@ def _run_with_bar(run: Any, args: argparse.Namespace) -> int:
             close_client(client)
     counts = index["status"].value_counts()
     print(f"{len(index)} videos: {counts.get('done', 0)} done, {counts.get('skipped', 0)} "
-          f"skipped, {counts.get('failed', 0)} failed; index: {args.output_dir}/_index.csv")  # fmt: skip
+          f"skipped, {counts.get('failed', 0)} failed; index: {Path(args.output_dir) / '_index' / 'index.csv'}")  # fmt: skip
     failed = index[index["status"] == "failed"]
     for row in failed.itertuples():
         print(f"  FAILED {row.source}: {row.error}")

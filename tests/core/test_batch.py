@@ -83,7 +83,7 @@ def test_cli_folder_with_a_corrupt_video_rerun_and_force(tmp_path, capsys):
     assert "3 done, 0 skipped, 1 failed" in text
     assert "FAILED" in text and "broken.mp4" in text and "Not a readable video" in text
     index = read_index(out)
-    assert pd.read_csv(out / "_index.csv")["status"].tolist() == index["status"].tolist()
+    assert pd.read_csv(out / "_index" / "index.csv")["status"].tolist() == index["status"].tolist()
     by_name = {
         Path(s).name: row for s, row in zip(index["source"], index.to_dict("records"), strict=True)
     }
@@ -96,6 +96,11 @@ def test_cli_folder_with_a_corrupt_video_rerun_and_force(tmp_path, capsys):
     table = pd.read_parquet(out)
     assert len(table) == 72
     assert table["source"].nunique() == 3 and table.columns[:2].tolist() == ["source", "frame"]
+    import dask.dataframe as dd
+
+    lazy = dd.read_parquet(str(out / "*.parquet"))
+    assert lazy.npartitions == 3 and list(lazy.columns) == list(table.columns)
+    assert len(lazy) == 72
     assert sorted(read_table(out / "session0.parquet")["frame"]) == list(range(24))
     used = table_batch_record(out / "session0.parquet")["settings"]
     assert used["extractor"] == {"endpoint": "Mixed_3c"} and used["max_side"] == 32
@@ -251,7 +256,18 @@ def test_manifest_rows_overrides_and_errors_name_the_row(tmp_path, two_workers):
     manifest.write_text(f"video,colour\n{videos[0]},red\n")
     with pytest.raises(BadInputError, match=r"row 2.*Unknown setting 'colour'"):
         plan_jobs(None, tmp_path / "o", SETTINGS, manifest)
+    # Per-video landmarks: the points column with the point post-encoder.
+    points = tmp_path / "study" / "whisker_base.csv"
+    pd.DataFrame({"frame": range(24), "x": 20.0, "y": 10.0 + pd.Series(range(24)) / 2}).to_csv(
+        points, index=False
+    )
+    manifest.write_text(f"video,points,post_encoder\n{videos[0]},study/{points.name},point\n")
+    index = extract_many(None, tmp_path / "pts", SETTINGS, client=two_workers, manifest=manifest)
+    table = read_table(index["output"][0])
+    assert index["status"].tolist() == ["done"] and len(table) == 24
+    assert table["x"].tolist() == [20.0] * 24 and table["y"].iloc[-1] == 21.5
     # From the command line: could not start (2), nothing written.
+    manifest.write_text(f"video,colour\n{videos[0]},red\n")
     assert main(["extract", "--manifest", str(manifest), "--output-dir", str(tmp_path / "o")]) == 2
     assert not list((tmp_path / "o").glob("*.parquet"))
 

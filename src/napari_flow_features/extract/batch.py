@@ -5,9 +5,10 @@ output per video, skips the videos already done with the same settings (the outp
 records the settings hash and the source's size and modification time), and runs one Dask task per
 remaining video (tasks pass paths, never frames). A failing video is recorded and the others go on;
 a worker that dies is survived by Dask's retries, and the skip rule makes every rerun safe. The
-index (``_index.parquet`` and ``_index.csv``, rewritten atomically as videos finish) records every
-video's status. The leading underscore keeps the index out of ``pandas.read_parquet(output_dir)``,
-which reads exactly the per-video tables.
+index (``_index/index.parquet`` and ``_index/index.csv``, rewritten atomically as videos finish)
+records every video's status. The index sits in a folder whose name starts with ``_`` so that
+``pandas.read_parquet(output_dir)`` (pyarrow skips such paths) and
+``dask.dataframe.read_parquet(output_dir + "/*.parquet")`` read exactly the per-video tables.
 
 Pure (no Qt). TensorFlow loads only in the process that runs a video (a Dask worker, or the caller
 for :func:`extract_video`).
@@ -30,7 +31,7 @@ import pandas as pd
 
 from ..errors import BadInputError
 
-INDEX_STEM = "_index"  #: ``_index.parquet`` / ``_index.csv``: skipped by Parquet dataset readers
+INDEX_DIR = "_index"  #: ``_index/index.parquet`` and ``_index/index.csv``: not part of the dataset
 BATCH_META_KEY = "batch"  #: key of the batch record in each table's metadata
 STATUSES = ("done", "skipped", "failed")
 INDEX_COLUMNS = ("source", "output", "status", "rows", "seconds", "settings_hash", "source_size",
@@ -607,7 +608,7 @@ def extract_many(
 ) -> pd.DataFrame:
     """Extract every video of ``sources`` (paths, globs, folders; or ``manifest``, a CSV) to one
     Parquet table each in ``output_dir``; returns the index (also written to
-    ``output_dir/_index.parquet`` and ``_index.csv``, one row per video: ``source``, ``output``,
+    ``output_dir/_index/index.parquet`` and ``index.csv``, one row per video: ``source``, ``output``,
     ``status`` done/skipped/failed, ``rows``, ``seconds``, ``settings_hash``, ``source_size``,
     ``source_mtime_ns``, ``error``).
 
@@ -771,7 +772,7 @@ def flow_many(
 ) -> pd.DataFrame:
     """Optical flow of every video of ``sources`` (paths, globs, folders) as ``<name>.npy`` in
     ``output_dir``, with :func:`extract_many`'s skip rule, keep-going and Dask behaviour; returns
-    the index (also ``output_dir/_index.parquet`` and ``_index.csv``; ``rows`` = flow fields).
+    the index (also ``output_dir/_index/index.parquet`` and ``index.csv``; ``rows`` = flow fields).
     ``flow_settings``: :class:`~napari_flow_features.flow.compute.OpticalFlowComputer` arguments
     (``method``, ``preset``, ``max_side``, ``scale``, ``workers``)."""
     from .. import __version__
@@ -829,16 +830,18 @@ class _Index:
         from ..io._atomic import atomic_write_path
 
         frame = self.frame()
-        with atomic_write_path(self.output_dir / f"{INDEX_STEM}.parquet") as tmp:
+        folder = self.output_dir / INDEX_DIR
+        folder.mkdir(exist_ok=True)
+        with atomic_write_path(folder / "index.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
-        with atomic_write_path(self.output_dir / f"{INDEX_STEM}.csv") as tmp:
+        with atomic_write_path(folder / "index.csv") as tmp:
             frame.to_csv(tmp, index=False)
         self._last = time.monotonic()
 
 
 def read_index(output_dir: str | os.PathLike) -> pd.DataFrame:
     """The index of a batch run in ``output_dir``."""
-    path = Path(output_dir) / f"{INDEX_STEM}.parquet"
+    path = Path(output_dir) / INDEX_DIR / "index.parquet"
     if not path.is_file():
-        raise BadInputError(f"No batch index in {output_dir} (expected {path.name})")
+        raise BadInputError(f"No batch index in {output_dir} (expected {path})")
     return pd.read_parquet(path)
