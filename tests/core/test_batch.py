@@ -148,7 +148,8 @@ def test_a_worker_killed_mid_video_is_survived(tmp_path, two_workers):
         # The temporary table's name carries its writer's pid: kill that worker mid-video.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            for part in _partials(out) if out.exists() else []:
+            # Only tables' temporaries: the index's belongs to this very process.
+            for part in out.glob(".session*.partial-*"):
                 pid = int(part.name.split(".partial-")[1].split("-")[0])
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -198,6 +199,27 @@ def test_sigkill_of_the_command_then_rerun_completes(tmp_path):
         assert len(read_table(path)) == 400
     assert {p: Path(out / p).stat().st_mtime_ns for p in before} == before
     assert not _partials(out)
+
+
+def test_sigterm_stops_the_batch_cleanly(tmp_path):
+    _study(tmp_path / "study", n_good=3, frames=400, corrupt=False)
+    out = tmp_path / "out"
+    cmd = [str(BIN / "flow-features"), "extract", str(tmp_path / "study"), "--output-dir",
+           str(out), *SMALL]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(out.glob("[!_.]*.parquet")):
+        children = psutil.Process(proc.pid).children(recursive=True) or children
+        time.sleep(0.05)
+    proc.terminate()  # a cluster's time limit
+    assert proc.wait(timeout=60) == 143
+    assert "terminated" in proc.stderr.read()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive
+    assert not _partials(out)
+    for path in out.glob("*.parquet"):
+        assert len(read_table(path)) == 400
 
 
 def test_external_scheduler_and_worker_processes(tmp_path):
