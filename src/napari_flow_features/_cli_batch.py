@@ -51,6 +51,10 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def is_batch(args: argparse.Namespace) -> bool:
     """Whether ``extract`` was asked for many videos (else the single-video form runs)."""
+    import glob
+
+    if len(args.sources) == 1 and glob.has_magic(args.sources[0]):
+        return not Path(args.sources[0]).exists()  # a pattern, not a file named with brackets
     return bool(args.output_dir or args.manifest or len(args.sources) != 1)
 
 

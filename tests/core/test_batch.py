@@ -288,6 +288,13 @@ def test_manifest_rows_overrides_and_errors_name_the_row(tmp_path, two_workers):
     table = read_table(index["output"][0])
     assert index["status"].tolist() == ["done"] and len(table) == 24
     assert table["x"].tolist() == [20.0] * 24 and table["y"].iloc[-1] == 21.5
+    # One video twice, with other settings and outputs: two rows of the index.
+    manifest.write_text(
+        f"video,output,endpoint\n{videos[1]},b3.parquet,\n{videos[1]},b2.parquet,Conv3d_2c_3x3\n"
+    )
+    index = extract_many(None, tmp_path / "two", SETTINGS, client=two_workers, manifest=manifest)
+    assert index["status"].tolist() == ["done", "done"]
+    assert [read_table(p).shape[1] for p in index["output"]] == [2 + 480, 2 + 192]
     # From the command line: could not start (2), nothing written.
     manifest.write_text(f"video,colour\n{videos[0]},red\n")
     assert main(["extract", "--manifest", str(manifest), "--output-dir", str(tmp_path / "o")]) == 2
@@ -312,6 +319,8 @@ def test_bad_sources_and_options_are_named_before_any_work(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["extract", str(tmp_path / "empty"), "--output-dir", str(out)]) == 2
     assert "No video" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path / "*.mp4"), "-o", str(tmp_path / "x.parquet")]) == 2
+    assert "--output-dir" in capsys.readouterr().err  # a pattern is a batch
     assert main(["extract", "a.mp4", "b.mp4"]) == 2
     assert "--output-dir" in capsys.readouterr().err
     assert (

@@ -652,7 +652,7 @@ def _run_batch(jobs: list[Job], output_dir: Path, done: Callable[[Job], dict | N
         else:
             index.set(_record(job, "skipped", rows=record["rows"]))
             if progress is not None:
-                progress(index.finished, total, index.records[job.source])
+                progress(index.finished, total, index.records[job.output])
     index.write()
     if not todo:  # nothing to run: no cluster started
         return index.frame()
@@ -806,14 +806,15 @@ class _Index:
 
     def __init__(self, output_dir: Path, jobs: list[Job]) -> None:
         self.output_dir = output_dir
-        self.records: dict[str, dict] = {j.source: _record(j, "pending") for j in jobs}
+        # Keyed by output (unique): a manifest may list one video twice, with other settings.
+        self.records: dict[str, dict] = {j.output: _record(j, "pending") for j in jobs}
         self.finished = 0
         self._last = 0.0
 
     def set(self, record: dict) -> None:
-        if self.records[record["source"]]["status"] == "pending":
+        if self.records[record["output"]]["status"] == "pending":
             self.finished += 1
-        self.records[record["source"]] = record
+        self.records[record["output"]] = record
 
     def frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(list(self.records.values()), columns=list(INDEX_COLUMNS))
