@@ -84,7 +84,7 @@ def settings_from_args(args: argparse.Namespace, defaults: dict) -> Any:
 
 
 def _run_with_bar(run: Any, args: argparse.Namespace) -> int:
-    """Connect (or not) to a cluster, run ``run(client, progress, log)`` under one bar across
+    """Connect (or not) to a cluster, run ``run(client, progress, log, video_progress)`` under one bar across
     videos, print the summary; 0 all done or skipped, 3 some failed."""
     from tqdm import tqdm
 
@@ -108,10 +108,22 @@ def _run_with_bar(run: Any, args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    running: dict[str, str] = {}
+
+    def video_progress(event: dict) -> None:
+        # Per-video progress from the workers beside the bar: "session3 45%, session4 10%".
+        name = Path(event["output"]).stem
+        if event["done"] >= event["total"]:
+            running.pop(name, None)
+        else:
+            running[name] = f"{name} {100 * event['done'] // max(event['total'], 1)}%"
+        if bar is not None:
+            bar.set_postfix_str(", ".join(list(running.values())[-3:]))
+
     try:
         if client is not None:
             log(f"Dask dashboard: {client.dashboard_link}")
-        index = run(client, progress, None if client is not None else log)
+        index = run(client, progress, None if client is not None else log, video_progress)
     finally:
         if bar is not None:
             bar.close()
@@ -180,10 +192,11 @@ def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
             raise BadInputError(f"{flag} is for one video, not a batch{hint}")
     settings = settings_from_args(args, defaults)
 
-    def run(client: Any, progress: Any, log: Any) -> Any:
+    def run(client: Any, progress: Any, log: Any, video_progress: Any) -> Any:
         return extract_many(
             args.sources, args.output_dir, settings, client=client, force=args.force,
             retries=args.retries, progress=progress, manifest=args.manifest, log=log,
+            video_progress=video_progress,
         )  # fmt: skip
 
     return _run_with_bar(run, args)
@@ -198,7 +211,7 @@ def cmd_flow_batch(args: argparse.Namespace) -> int:
     settings = {"method": args.method, "preset": args.preset, "max_side": args.max_side,
                 "scale": args.scale, "workers": args.workers}  # fmt: skip
 
-    def run(client: Any, progress: Any, log: Any) -> Any:
+    def run(client: Any, progress: Any, log: Any, video_progress: Any) -> Any:
         return flow_many([args.input_dir], args.output_dir, settings, client=client,
                          force=args.force, retries=args.retries, progress=progress, log=log)  # fmt: skip
 

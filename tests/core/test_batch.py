@@ -158,7 +158,9 @@ def test_a_worker_killed_mid_video_is_survived(tmp_path, two_workers):
 
     killer = threading.Thread(target=kill_a_writer)
     killer.start()
-    index = extract_many([tmp_path / "study"], out, SETTINGS, client=two_workers, retries=2)
+    events: list[dict] = []
+    index = extract_many([tmp_path / "study"], out, SETTINGS, client=two_workers, retries=2,
+                         video_progress=events.append)  # fmt: skip
     killer.join()
     assert killed, "no worker was seen writing"
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == "zombie"
@@ -166,6 +168,13 @@ def test_a_worker_killed_mid_video_is_survived(tmp_path, two_workers):
     for path in index["output"]:
         assert len(read_table(path)) == 600
     assert not _partials(out)  # the dead worker's temporary went at the end of the run
+    # Per-video progress came from the workers, up to each video's last frame.
+    deadline = time.monotonic() + 10
+    while (
+        time.monotonic() < deadline and len({e["output"] for e in events if e["done"] == 600}) < 3
+    ):
+        time.sleep(0.1)
+    assert {e["output"] for e in events if e["done"] == e["total"] == 600} == set(index["output"])
 
 
 def test_sigkill_of_the_command_then_rerun_completes(tmp_path):

@@ -16,6 +16,7 @@ for :func:`extract_video`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -501,13 +502,39 @@ def _record(job: Job, status: str, rows: int | None = None, seconds: float = 0.0
     }
 
 
+#: Dask event topic of per-video progress (frames encoded), sent by the workers.
+PROGRESS_TOPIC = "napari-flow-features-progress"
+
+
+def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None] | None:
+    """``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
+    seconds, and always the last step); ``None`` outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < every:
+            return
+        last[0] = now
+        worker.log_event(PROGRESS_TOPIC, {"output": job.output, "source": job.source,
+                                          "done": int(done), "total": int(total)})  # fmt: skip
+
+    return progress
+
+
 def run_job(job: Job) -> dict:
     """:func:`extract_video` as a Dask task: a video that cannot be extracted (bad input, a corrupt
     file, any error of the pipeline) is a ``failed`` record with its message, not an exception, so
     the batch goes on; a dying worker process is left to Dask's retries."""
     t0 = time.perf_counter()
     try:
-        return extract_video(job)
+        return extract_video(job, progress=_worker_progress(job))
     except Exception as exc:
         return _record(job, "failed", seconds=time.perf_counter() - t0, error=_message(exc))
 
@@ -605,6 +632,7 @@ def extract_many(
     progress: Progress | None = None,
     manifest: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
+    video_progress: Callable[[dict], None] | None = None,
 ) -> pd.DataFrame:
     """Extract every video of ``sources`` (paths, globs, folders; or ``manifest``, a CSV) to one
     Parquet table each in ``output_dir``; returns the index (also written to
@@ -616,7 +644,9 @@ def extract_many(
     skipped unless ``force``. Videos run as Dask tasks on ``client`` (default: a LocalCluster sized
     by :func:`local_cluster_shape`, started only when some video needs work and closed at the end);
     a task whose worker dies is retried ``retries`` times. ``progress(done, total, record)`` hears
-    each finished video; ``log(text)`` hears the dashboard link. Bad sources or settings raise
+    each finished video; ``video_progress({"source", "output", "done", "total"})`` hears frames
+    encoded in running videos (Dask events, about twice a second per video); ``log(text)`` hears
+    the dashboard link. Bad sources or settings raise
     :class:`BadInputError` before anything runs; a failing video only marks its row failed.
     """
     from ..io._atomic import ensure_output_dir
@@ -628,12 +658,13 @@ def extract_many(
     output_dir = ensure_output_dir(output_dir)
     jobs = plan_jobs(sources, output_dir, settings, manifest)
     return _run_batch(jobs, output_dir, is_done, run_job, "extract", client, force, retries,
-                      progress, log)  # fmt: skip
+                      progress, log, video_progress)  # fmt: skip
 
 
 def _run_batch(jobs: list[Job], output_dir: Path, done: Callable[[Job], dict | None],
                task: Callable[[Job], dict], name: str, client: Any, force: bool, retries: int,
-               progress: Progress | None, log: Callable[[str], None] | None) -> pd.DataFrame:  # fmt: skip
+               progress: Progress | None, log: Callable[[str], None] | None,
+               video_progress: Callable[[dict], None] | None = None) -> pd.DataFrame:  # fmt: skip
     """Skip what ``done`` says is done, run the rest as ``task`` on ``client`` (default: a new
     LocalCluster), keep the index; shared by :func:`extract_many` and :func:`flow_many`."""
     from ..io._atomic import remove_stale_partials
@@ -662,8 +693,13 @@ def _run_batch(jobs: list[Job], output_dir: Path, done: Callable[[Job], dict | N
     try:
         if log is not None and getattr(client, "dashboard_link", None):
             log(f"Dask dashboard: {client.dashboard_link}")
+        if video_progress is not None:
+            client.subscribe_topic(PROGRESS_TOPIC, lambda event: video_progress(event[1]))
         _run_on(client, todo, task, name, retries, index, progress, total)
     finally:
+        if video_progress is not None:
+            with contextlib.suppress(Exception):  # the cluster may be gone already
+                client.unsubscribe_topic(PROGRESS_TOPIC)
         index.write()
         if own_client:
             close_client(client)
