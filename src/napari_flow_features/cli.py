@@ -165,14 +165,9 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     if args.input_dir:
         if args.video or not args.output_dir:
             raise BadInputError("Use either VIDEO -o OUT.npy or --input-dir DIR --output-dir DIR")
-        bar = _Bar("flow")
+        from ._cli_batch import cmd_flow_batch
 
-        def report(path: Path, status: str) -> None:
-            bar.close()
-            print(f"{status:>9}: {path}")
-
-        computer.compute_directory(args.input_dir, args.output_dir, progress=bar, on_file=report)
-        return 0
+        return cmd_flow_batch(args)  # on Dask: skip what is done, keep going (docs/batch.md)
     if not args.video or not args.output:
         raise BadInputError("Use either VIDEO -o OUT.npy or --input-dir DIR --output-dir DIR")
     bar = _Bar(Path(args.video).name)
@@ -507,6 +502,24 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _defaults_of(parser: argparse.ArgumentParser) -> dict:
+    return {a.dest: a.default for a in parser._actions if a.dest != "help"}
+
+
+def _cmd_extract_any(args: argparse.Namespace) -> int:
+    """One source with ``-o``: the single-video form; several, a folder, a glob, ``--manifest``
+    or ``--output-dir``: the batch (``_cli_batch.py``)."""
+    from ._cli_batch import cmd_extract_batch, is_batch, settings_file_for_one_video
+
+    if is_batch(args):
+        return cmd_extract_batch(args, args.extract_defaults)
+    if not args.output:
+        raise BadInputError("Give -o FILE for one source, or --output-dir DIR for a batch")
+    args.source = args.sources[0]
+    with settings_file_for_one_video(args, args.extract_defaults):  # the dock's saved settings
+        return _cmd_extract(args)
+
+
 def _read_labels(path: str) -> Any:
     """A labels table (frame,label or start_frame,end_frame,label) from CSV or Parquet."""
     import pandas as pd
@@ -752,6 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output .npy for VIDEO")
     p.add_argument("--input-dir", help="folder of videos")
     p.add_argument("--output-dir", help="folder for <video stem>.npy outputs")
+    from ._cli_batch import add_cluster_arguments
+
+    add_cluster_arguments(p.add_argument_group("many videos (--input-dir, docs/batch.md)"))
     _add_flow_options(p)
     p.set_defaults(func=_cmd_flow)
 
@@ -831,8 +847,11 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--format", choices=("parquet", "csv"), default="parquet")
         m.set_defaults(func=_cmd_model)
 
-    p = sub.add_parser("extract", help="per-frame I3D features of a video or flow file")
-    p.add_argument("source", help="video (flow is computed) or flow (.npy, .npz, .flo folder)")
+    p = sub.add_parser("extract", help="per-frame I3D features of a video or flow file, or of "
+                       "many videos (--output-dir, docs/batch.md)")  # fmt: skip
+    p.add_argument("sources", nargs="*", metavar="source",
+                   help="video (flow is computed) or flow (.npy, .npz, .flo folder); for a batch: "
+                        "videos, globs or folders")  # fmt: skip
     p.add_argument("--post-encoder", choices=("none", "gap", "point"), default="gap")
     p.add_argument("--points", help="landmarks for point: our table (frame, x, y[, track_id]) or "
                    "pose-tracker output (DeepLabCut .h5/.csv, SLEAP .slp/.h5, Lightning Pose .csv)")  # fmt: skip
@@ -869,8 +888,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry-dir", help="take the model from this registry")
     p.add_argument("--model-name", default="i3d-flow")
     p.add_argument("--version", help="registry version (default: newest)")
-    p.add_argument("--output", "-o", required=True, help="features .parquet, .csv or .npz")
-    p.set_defaults(func=_cmd_extract)
+    p.add_argument("--output", "-o", help="features .parquet, .csv or .npz (one source)")
+    from ._cli_batch import add_batch_arguments
+
+    add_batch_arguments(p)
+    p.set_defaults(func=_cmd_extract_any, extract_defaults=_defaults_of(p))
 
     p = sub.add_parser("evaluate", help="consistency, stability and discriminability of features")
     p.add_argument("features", nargs="+",
@@ -936,7 +958,7 @@ def _terminate_cleanly() -> dict[int, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flow-features``; returns the exit code (0 done, 2 bad input or a full
-    disk, 130 Ctrl-C, 143 SIGTERM)."""
+    disk, 3 a batch ran but some videos failed, 130 Ctrl-C, 143 SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = _terminate_cleanly()

@@ -228,3 +228,34 @@ def test_worker_warnings_become_notifications(make_napari_viewer, qtbot, errors,
     assert errors == []
     assert any("outside the 320x240 frame" in w for w in warned), warned
     assert any("running" in d for d in descriptions), descriptions
+
+
+def test_save_settings_writes_the_yaml_extract_config_reads(make_napari_viewer, tmp_path):
+    from napari_flow_features.extract.batch import BatchSettings
+
+    widget = ExtractWidget(make_napari_viewer())
+    widget.endpoint.value = "Mixed_4f"
+    widget.windowing.value = next(
+        k for k, v in _extract_widget.WINDOWING_CHOICES.items() if v == "sliding"
+    )
+    widget.clip_length.value = 32
+    widget.stride.value = 4
+    widget.seed.value = 7
+    widget.flow_method.value = "farneback"
+    widget.post_encoder.value = "Spatial Point Extraction"
+    widget.interpolation.value = next(
+        k for k, v in _extract_widget.INTERPOLATION_CHOICES.items() if v == "nearest"
+    )
+    widget.min_confidence.value = 0.5
+    path = widget.save_settings(str(tmp_path / "study.yaml"))
+    settings = BatchSettings.from_yaml(path)
+    assert settings == widget.batch_settings()
+    assert settings.extractor == {
+        "endpoint": "Mixed_4f", "clip_length": 32, "stride": 4, "windowing": "sliding",
+        "runtime": "auto", "weights": {"source": "random", "seed": 7},
+    }  # fmt: skip
+    assert (settings.post_encoder, settings.interpolation, settings.flow_method) == (
+        "point", "nearest", "farneback")  # fmt: skip
+    assert settings.min_confidence == 0.5 and settings.max_gap is None
+    assert settings.max_side is None  # the dock runs at the video's size; the batch must too
+    assert "tensorflow" not in sys.modules

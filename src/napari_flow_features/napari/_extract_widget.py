@@ -202,6 +202,10 @@ class ExtractWidget(Container):
             tooltip="On: results go to 'features: <source>' layers, replacing the last run's. "
             "Off: each run's layers are named by source, post-encoder and end point.",
         )  # fmt: skip
+        self.save_settings_button = PushButton(
+            text="Save settings…",
+            tooltip="these settings as YAML for `flow-features extract --config` (docs/batch.md)",
+        )
         self.run_frame = PushButton(text="Run current frame")
         self.run_all = PushButton(text="Run all frames")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -212,7 +216,7 @@ class ExtractWidget(Container):
             self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation,
             self.points, self.load_tracks_button, self.min_confidence, self.max_gap,
             self.fill_method, self.fill_button, self.heatmap, self.channel, self.replace,
-            self.run_frame, self.run_all, self.cancel_button, self.status,
+            self.save_settings_button, self.run_frame, self.run_all, self.cancel_button, self.status,
         ])  # fmt: skip
         for widget in (self.source, self.weights, self.post_encoder, self.heatmap, self.windowing):
             widget.changed.connect(self._update_visibility)
@@ -221,6 +225,7 @@ class ExtractWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.load_tracks_button.changed.connect(self._ask_tracks_file)
         self.fill_button.changed.connect(lambda *_: self.fill_keyframes())
+        self.save_settings_button.changed.connect(self._ask_settings_file)
         napari_viewer.layers.events.inserted.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._release_maps)
@@ -282,6 +287,39 @@ class ExtractWidget(Container):
             cfg["weights"] = {"source": "registry", "registry_dir": str(self.registry_dir.value),
                               "model_name": self.model_name.value, "version": self.version.value or None}  # fmt: skip
         return cfg
+
+    def batch_settings(self) -> Any:
+        """The form as batch settings (:class:`~napari_flow_features.extract.batch.BatchSettings`):
+        what ``flow-features extract --config`` needs to give every video of a study the rows this
+        dock gives the open one. Landmarks are per video (a manifest's ``points`` column)."""
+        from ..extract.batch import BatchSettings
+
+        return BatchSettings(
+            extractor=self.extractor_config(),
+            post_encoder=POST_ENCODER_CHOICES[self.post_encoder.value],
+            interpolation=INTERPOLATION_CHOICES[self.interpolation.value],
+            flow_method=self.flow_method.value,
+            max_side=None,  # the dock runs at the video's own size
+            min_confidence=float(self.min_confidence.value) or None,
+            max_gap=int(self.max_gap.value) or None,
+        )
+
+    def save_settings(self, path: str) -> Any:
+        """Write :meth:`batch_settings` as YAML to ``path`` (atomically); returns the path."""
+        return self.batch_settings().to_yaml(path)
+
+    def _ask_settings_file(self, *_: Any) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Save extraction settings", "extract.yaml", "YAML (*.yaml *.yml)"
+        )
+        if path:
+            try:
+                self.save_settings(path)
+                show_info(f"Settings saved: {path} (flow-features extract --config {path})")
+            except Exception as exc:  # an unwritable place becomes a notification
+                show_error(f"Save settings: {exc}")
 
     # -- running -------------------------------------------------------------------------------
     def run(self, current_frame: bool = False) -> Any:

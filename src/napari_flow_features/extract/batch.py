@@ -1,0 +1,884 @@
+"""Many videos, one resumable run: one Parquet table per video and an index, on Dask.
+
+:func:`extract_many` expands the sources (paths, globs, folders, or a manifest CSV), names one
+output per video, skips the videos already done with the same settings (the output's own metadata
+records the settings hash and the source's size and modification time), and runs one Dask task per
+remaining video (tasks pass paths, never frames). A failing video is recorded and the others go on;
+a worker that dies is survived by Dask's retries, and the skip rule makes every rerun safe. The
+index (``_index/index.parquet`` and ``_index/index.csv``, rewritten atomically as videos finish)
+records every video's status. The index sits in a folder whose name starts with ``_`` so that
+``pandas.read_parquet(output_dir)`` (pyarrow skips such paths) and
+``dask.dataframe.read_parquet(output_dir + "/*.parquet")`` read exactly the per-video tables.
+
+Pure (no Qt). TensorFlow loads only in the process that runs a video (a Dask worker, or the caller
+for :func:`extract_video`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import BadInputError
+
+INDEX_DIR = "_index"  #: ``_index/index.parquet`` and ``_index/index.csv``: not part of the dataset
+BATCH_META_KEY = "batch"  #: key of the batch record in each table's metadata
+STATUSES = ("done", "skipped", "failed")
+INDEX_COLUMNS = ("source", "output", "status", "rows", "seconds", "settings_hash", "source_size",
+                 "source_mtime_ns", "error")  # fmt: skip
+#: Fields of a manifest row (besides extractor config fields, which override the YAML's).
+MANIFEST_COLUMNS = ("video", "points", "output")
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What every video of a batch is extracted with. Immutable: a per-video override is a new
+    object (``dataclasses.replace``). ``extractor`` holds fields of the extractor config
+    (``model/default_config.yaml``: ``endpoint``, ``windowing``, ``weights``, ...); the rest are
+    the pipeline's options (:func:`~napari_flow_features.extract.pipeline.extract_features`) and the
+    landmark options (``docs/landmarks.md``)."""
+
+    extractor: dict = field(default_factory=dict)
+    post_encoder: str = "gap"
+    interpolation: str = "bilinear"
+    interpolate_missing: bool = False
+    flow_method: str = "dis"
+    max_side: int | None = 256
+    roi: tuple[int, int, int, int] | None = None
+    start: int | None = None
+    stop: int | None = None
+    points: str | None = None
+    points_format: str = "auto"
+    keypoints: str | None = None
+    individuals: str | None = None
+    min_confidence: float | None = None
+    max_gap: int | None = None
+
+    def __post_init__(self) -> None:
+        from ..model.extractor import load_config
+
+        load_config(None, **self.extractor)  # unknown or invalid fields: named now, not per video
+        if self.roi is not None:
+            object.__setattr__(self, "roi", tuple(int(v) for v in self.roi))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> BatchSettings:
+        """Settings from a YAML file: extractor config fields at the top level (as
+        ``DynamicFeatureExtractor`` reads them) and the pipeline's options under ``extraction:``
+        (what the napari extraction dock saves), then ``overrides`` (``extractor`` fields merge)."""
+        import yaml
+
+        loaded: dict = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise BadInputError(f"Config file not found: {path}")
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise BadInputError(f"Config file is not valid YAML ({exc}): {path}") from exc
+            if not isinstance(loaded, dict):
+                raise BadInputError(f"Config file must hold a mapping of fields: {path}")
+        loaded = dict(loaded)
+        options = loaded.pop("extraction", None) or {}
+        if not isinstance(options, dict):
+            raise BadInputError(f"Config field extraction must be a mapping ({path})")
+        extractor = _deep_merge(loaded, overrides.pop("extractor", None) or {})
+        return cls.from_dict({**options, **overrides, "extractor": extractor}, origin=str(path))
+
+    @classmethod
+    def from_dict(cls, values: dict, origin: str = "settings") -> BatchSettings:
+        """Settings from a mapping of field names; unknown names are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise BadInputError(
+                f"Unknown extraction setting(s) {', '.join(unknown)} in {origin}; "
+                f"valid: {', '.join(sorted(names))}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """The settings as plain data (YAML/JSON-able)."""
+        out = dataclasses.asdict(self)
+        out["roi"] = list(self.roi) if self.roi is not None else None
+        return out
+
+    def to_yaml(self, path: str | os.PathLike) -> Path:
+        """Write the settings as YAML that :meth:`from_yaml` and ``flow-features extract --config``
+        read (extractor fields at the top level, the rest under ``extraction:``), atomically."""
+        import yaml
+
+        from ..io._atomic import atomic_write_path
+
+        data = self.to_dict()
+        doc = {**data.pop("extractor"), "extraction": data}
+        path = Path(path)
+        with atomic_write_path(path) as tmp:
+            tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        return path
+
+    def with_overrides(self, values: dict, origin: str) -> BatchSettings:
+        """A copy with ``values`` applied: setting names replace, extractor config fields merge
+        into ``extractor``; anything else is an error naming ``origin``."""
+        from ..model.extractor import default_config
+
+        names = {f.name for f in dataclasses.fields(self)}
+        config_fields = set(default_config())
+        plain: dict = {}
+        extractor = dict(self.extractor)
+        for key, value in values.items():
+            if key in names and key != "extractor":
+                plain[key] = value
+            elif key in config_fields:
+                extractor[key] = value
+            else:
+                raise BadInputError(
+                    f"Unknown setting {key!r} in {origin}; use an extraction setting "
+                    f"({', '.join(sorted(names - {'extractor'}))}) or an extractor config field "
+                    f"({', '.join(sorted(config_fields))})"
+                )
+        return dataclasses.replace(self, extractor=extractor, **plain)
+
+    def digest(self) -> str:
+        """SHA-256 of everything that decides a video's rows: these settings with the extractor
+        config resolved against the defaults, the landmark file's size and modification time, and
+        the package version."""
+        from .. import __version__
+        from ..model.extractor import load_config
+
+        data = self.to_dict()
+        data["extractor"] = load_config(None, **self.extractor)
+        if self.points is not None:
+            data["points_stat"] = _stat(self.points)
+        data["package_version"] = __version__
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _stat(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
+# -- which videos ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video of a batch: where it comes from, where its table goes, how it is extracted."""
+
+    source: str
+    output: str
+    settings: BatchSettings
+    settings_hash: str
+
+
+def _video_extensions() -> tuple[str, ...]:
+    from ..io.video import VIDEO_EXTENSIONS
+
+    return tuple(VIDEO_EXTENSIONS)
+
+
+def expand_sources(sources: Iterable[str | os.PathLike]) -> list[Path]:
+    """Video paths from paths, glob patterns and folders (searched recursively for files with a
+    video extension), in a stable order, each once. A path that does not exist, a pattern that
+    matches nothing or a folder with no video is an error naming it."""
+    exts = _video_extensions()
+    found: list[Path] = []
+    for item in sources:
+        text = str(item)
+        if glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            if not matches:
+                raise BadInputError(f"No file matches {text!r}")
+            for match in matches:
+                found.extend(_videos_in(match, exts) if match.is_dir() else [match])
+        else:
+            path = Path(text)
+            if path.is_dir():
+                videos = _videos_in(path, exts)
+                if not videos:
+                    raise BadInputError(
+                        f"No video ({', '.join(exts)}) in folder {path} or its subfolders"
+                    )
+                found.extend(videos)
+            elif path.is_file():
+                found.append(path)
+            else:
+                raise BadInputError(f"Video not found: {path}")
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    if not unique:
+        raise BadInputError("No videos to extract")
+    return list(unique)
+
+
+def _videos_in(folder: Path, exts: tuple[str, ...]) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")
+    )
+
+
+def output_names(videos: Sequence[Path], suffix: str = ".parquet") -> list[str]:
+    """One ``.parquet`` name per video, from its file name; videos with the same name take as
+    many of their parent folders as tell them apart (``a__s1__trial.parquet``), then their
+    extension. Deterministic: the same list always gives the same names."""
+    # Same folder and name, another extension: the extension tells them apart.
+    same_stem = _clashes([str(p.resolve().with_suffix("")) for p in videos])
+    stems = [
+        f"{p.stem}_{p.suffix.lstrip('.').lower()}" if str(p.resolve().with_suffix("")) in same_stem
+        else p.stem
+        for p in videos
+    ]  # fmt: skip
+    parts = [
+        [*list(p.resolve().parent.parts[1:]), stem] for p, stem in zip(videos, stems, strict=True)
+    ]
+    names = [_name(ps, 1) for ps in parts]
+    for depth in range(2, max(len(ps) for ps in parts) + 1):
+        clashing = _clashes(names)
+        if not clashing:
+            break
+        names = [
+            _name(ps, depth) if n in clashing else n for n, ps in zip(names, parts, strict=True)
+        ]
+    return [f"{n}{suffix}" for n in names]
+
+
+def _name(parts: list[str], depth: int) -> str:
+    return "__".join(parts[-depth:])
+
+
+def _clashes(names: list[str]) -> set[str]:
+    seen: set[str] = set()
+    dup: set[str] = set()
+    for n in names:
+        key = n.lower()  # case-insensitive file systems
+        (dup if key in seen else seen).add(key)
+    return {n for n in names if n.lower() in dup}
+
+
+def read_manifest(
+    path: str | os.PathLike, settings: BatchSettings
+) -> list[tuple[Path, str | None, BatchSettings]]:
+    """Rows of a manifest CSV: ``video`` (required), optional ``points`` and ``output``, and any
+    extraction setting or extractor config field as a per-row override (an empty cell keeps the
+    batch's value). Relative paths are relative to the manifest's folder. Errors name the row
+    (numbered as in a spreadsheet: the header is row 1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"Manifest not found: {path}")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise BadInputError(f"Manifest is not a readable CSV ({exc}): {path}") from exc
+    if "video" not in table.columns:
+        raise BadInputError(
+            f"Manifest {path} has no 'video' column (columns: {', '.join(table.columns)}); "
+            "one row per video with its path in 'video'"
+        )
+    if table.empty:
+        raise BadInputError(f"Manifest {path} has no rows")
+    base = path.parent
+    rows = []
+    for i, row in enumerate(table.to_dict("records")):
+        where = f"manifest {path.name} row {i + 2}"
+        video = row.get("video", "").strip()
+        if not video:
+            raise BadInputError(f"{where}: the 'video' cell is empty")
+        video_path = Path(video) if Path(video).is_absolute() else base / video
+        if not video_path.is_file():
+            raise BadInputError(f"{where}: video not found: {video_path}")
+        overrides = {}
+        for key, value in row.items():
+            if key in ("video", "output") or str(value).strip() == "":
+                continue
+            if key == "points":
+                p = Path(value) if Path(value).is_absolute() else base / value
+                if not p.exists():
+                    raise BadInputError(f"{where}: points file not found: {p}")
+                overrides["points"] = str(p)
+                continue
+            overrides[key] = _cell(value)
+        try:
+            row_settings = settings.with_overrides(overrides, where) if overrides else settings
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"{where}: {exc}") from exc
+        output = row.get("output", "").strip() or None
+        if output is not None and not output.lower().endswith(".parquet"):
+            raise BadInputError(f"{where}: output must end in .parquet, got {output!r}")
+        rows.append((video_path, output, row_settings))
+    return rows
+
+
+def _cell(text: str) -> Any:
+    """A manifest cell as YAML reads it (numbers, true/false, null, lists like [0, 0, 32, 32])."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def plan_jobs(
+    sources: Sequence[str | os.PathLike] | None,
+    output_dir: str | os.PathLike,
+    settings: BatchSettings,
+    manifest: str | os.PathLike | None = None,
+) -> list[Job]:
+    """The jobs of a batch: sources expanded (or the manifest's rows), one output each in
+    ``output_dir`` (named by :func:`output_names` unless the manifest gives one). Two videos
+    sent to the same output is an error naming both."""
+    output_dir = Path(output_dir)
+    if manifest is not None:
+        if sources:
+            raise BadInputError("Give videos or --manifest, not both")
+        rows = read_manifest(manifest, settings)
+    else:
+        rows = [(p, None, settings) for p in expand_sources(sources or [])]
+    names = output_names([r[0] for r in rows])
+    jobs: list[Job] = []
+    taken: dict[str, str] = {}
+    hashes: dict[int, str] = {}
+    for (video, output, job_settings), name in zip(rows, names, strict=True):
+        out = Path(output) if output else Path(name)
+        out = out if out.is_absolute() else output_dir / out
+        key = str(out.resolve()).lower()
+        if key in taken:
+            raise BadInputError(f"{taken[key]} and {video} would both be written to {out}")
+        taken[key] = str(video)
+        digest = hashes.get(id(job_settings)) or job_settings.digest()
+        hashes[id(job_settings)] = digest
+        jobs.append(Job(str(video), str(out), job_settings, digest))
+    return jobs
+
+
+# -- one video ------------------------------------------------------------------------------------
+
+
+def table_batch_record(path: str | os.PathLike) -> dict | None:
+    """The batch record a finished table carries (settings hash, source size and mtime, rows),
+    read from the Parquet footer only; ``None`` when the file is missing, unreadable or was not
+    written by a batch."""
+    import pyarrow.parquet as pq
+
+    from ..io.tables import PARQUET_META_KEY
+
+    try:
+        meta = pq.read_metadata(path)
+        key = PARQUET_META_KEY if isinstance(PARQUET_META_KEY, bytes) else PARQUET_META_KEY.encode()
+        raw = (meta.metadata or {}).get(key)
+        record = json.loads(raw)[BATCH_META_KEY] if raw else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    record["rows"] = int(meta.num_rows)
+    return record
+
+
+def is_done(job: Job) -> dict | None:
+    """The finished table's batch record when ``job``'s output exists with the same settings hash
+    and the same source size and modification time (so the video need not run again)."""
+    record = table_batch_record(job.output)
+    stat = _stat(job.source)
+    if record is None or stat is None:
+        return None
+    if record.get("settings_hash") != job.settings_hash:
+        return None
+    if [record.get("source_size"), record.get("source_mtime_ns")] != list(stat):
+        return None
+    return record
+
+
+_EXTRACTORS: dict[str, Any] = {}  # per process (one Dask worker): built once per extractor config
+
+
+def _extractor_for(config: dict) -> Any:
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _EXTRACTORS:
+        from .._tf_env import import_tensorflow_quietly
+        from ..model.extractor import DynamicFeatureExtractor
+
+        import_tensorflow_quietly()  # without the CPU-only start-up noise in every worker's log
+
+        _EXTRACTORS.clear()  # one model at a time: a worker's memory holds one
+        _EXTRACTORS[key] = DynamicFeatureExtractor(None, **config)
+    return _EXTRACTORS[key]
+
+
+def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Extract one video to ``job.output`` (Parquet, written block by block and renamed into place
+    when complete, with a ``source`` column and the batch record in its metadata). Returns the
+    index record; any error is raised."""
+    import argparse
+
+    from ..io.table_stream import TableStreamWriter
+    from .landmarks import landmarks_from_args
+    from .pipeline import _prepare, extract_features
+
+    t0 = time.perf_counter()
+    s = job.settings
+    stat = _stat(job.source)
+    if stat is None:
+        raise BadInputError(f"Video not found: {job.source}")
+    args = argparse.Namespace(source=job.source, **{k: v for k, v in s.to_dict().items()
+                                                    if k != "extractor"})  # fmt: skip
+    points = landmarks_from_args(args)  # read and checked against the video before any work
+    _prepare(job.source, s.post_encoder, points, s.interpolation, s.interpolate_missing,
+             s.start, s.stop, s.roi, s.max_side, s.flow_method)  # a bad video fails in ms  # fmt: skip
+    extractor = _extractor_for(s.extractor)
+    source_name = str(job.source)
+
+    def sink(block: pd.DataFrame) -> None:
+        block.insert(0, "source", source_name)
+        writer.write(block)
+
+    Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+    writer = TableStreamWriter(job.output)
+    try:
+        result = extract_features(
+            job.source, extractor, s.post_encoder, points=points,
+            interpolation=s.interpolation, flow_method=s.flow_method,
+            interpolate_missing=s.interpolate_missing, start=s.start, stop=s.stop, roi=s.roi,
+            max_side=s.max_side, row_sink=sink, progress=progress,
+        )  # fmt: skip
+        meta = dict(result.metadata)
+        meta[BATCH_META_KEY] = {
+            "settings_hash": job.settings_hash,
+            "source_size": stat[0],
+            "source_mtime_ns": stat[1],
+            "settings": s.to_dict(),
+        }
+        writer.close(meta)
+    except BaseException:
+        writer.discard()
+        raise
+    return _record(job, "done", rows=writer.rows, seconds=time.perf_counter() - t0, stat=stat)
+
+
+def _record(job: Job, status: str, rows: int | None = None, seconds: float = 0.0,
+            stat: tuple[int, int] | None = None, error: str = "") -> dict:  # fmt: skip
+    stat = stat if stat is not None else _stat(job.source) or (None, None)
+    return {
+        "source": job.source,
+        "output": job.output,
+        "status": status,
+        "rows": rows,
+        "seconds": round(float(seconds), 3),
+        "settings_hash": job.settings_hash,
+        "source_size": stat[0],
+        "source_mtime_ns": stat[1],
+        "error": error,
+    }
+
+
+#: Dask event topic of per-video progress (frames encoded), sent by the workers.
+PROGRESS_TOPIC = "napari-flow-features-progress"
+
+
+def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None] | None:
+    """``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
+    seconds, and always the last step); ``None`` outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < every:
+            return
+        last[0] = now
+        worker.log_event(PROGRESS_TOPIC, {"output": job.output, "source": job.source,
+                                          "done": int(done), "total": int(total)})  # fmt: skip
+
+    return progress
+
+
+def run_job(job: Job) -> dict:
+    """:func:`extract_video` as a Dask task: a video that cannot be extracted (bad input, a corrupt
+    file, any error of the pipeline) is a ``failed`` record with its message, not an exception, so
+    the batch goes on; a dying worker process is left to Dask's retries."""
+    t0 = time.perf_counter()
+    try:
+        return extract_video(job, progress=_worker_progress(job))
+    except Exception as exc:
+        return _record(job, "failed", seconds=time.perf_counter() - t0, error=_message(exc))
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, BadInputError) and text:
+        return text  # already a sentence naming the problem
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- the cluster ----------------------------------------------------------------------------------
+
+#: Cores one video's encoder gets on the default LocalCluster (see docs/batch.md).
+THREADS_PER_VIDEO = 4
+
+
+def local_cluster_shape(cores: int | None = None) -> tuple[int, int]:
+    """``(workers, cores per worker)`` of the default LocalCluster: one task at a time per worker
+    process, each worker owning ``THREADS_PER_VIDEO`` cores (fewer on a smaller machine). TensorFlow
+    and OpenVINO each start a thread per core they see; without a share per worker, n workers on
+    n cores would run n² busy threads and lose throughput to switching."""
+    cores = cores or len(_cpus())
+    workers = max(1, cores // THREADS_PER_VIDEO)
+    return workers, max(1, cores // workers)
+
+
+def _cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def local_client(workers: int | None = None, cores_per_worker: int | None = None) -> Any:
+    """A :class:`distributed.Client` on a new LocalCluster of worker processes shaped by
+    :func:`local_cluster_shape` (one thread each). Close it (``client.close(); cluster.close()``
+    via :func:`close_client`) when done."""
+    from distributed import Client, LocalCluster
+
+    default_workers, default_cores = local_cluster_shape()
+    workers = workers or default_workers
+    cores_per_worker = cores_per_worker or max(1, len(_cpus()) // workers) or default_cores
+    env = {"OMP_NUM_THREADS": str(cores_per_worker),
+           "TF_NUM_INTRAOP_THREADS": str(cores_per_worker),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, env=env,
+        dashboard_address=":0", silence_logs=40,
+    )  # fmt: skip
+    client = Client(cluster)
+    if workers > 1:
+        from ._dask_plugins import CoreShare
+
+        client.register_plugin(CoreShare(cores_per_worker))
+    return client
+
+
+def connect(scheduler: str | None = None, scheduler_file: str | None = None) -> Any:
+    """A client of an existing cluster: a scheduler ``ADDRESS`` (``tcp://host:8786``) or a
+    scheduler file (``dask scheduler --scheduler-file``, dask-jobqueue, dask-mpi)."""
+    from distributed import Client
+
+    if scheduler and scheduler_file:
+        raise BadInputError("Give --scheduler or --scheduler-file, not both")
+    if scheduler_file is not None and not Path(scheduler_file).is_file():
+        raise BadInputError(f"Scheduler file not found: {scheduler_file}")
+    try:
+        if scheduler_file is not None:
+            return Client(scheduler_file=scheduler_file, timeout="20s")
+        return Client(scheduler, timeout="20s")
+    except OSError as exc:
+        where = scheduler or scheduler_file
+        raise BadInputError(f"Cannot reach the Dask scheduler {where}: {exc}") from exc
+
+
+def close_client(client: Any) -> None:
+    """Close ``client`` and, when it owns one, its LocalCluster (worker processes end)."""
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+# -- the batch ------------------------------------------------------------------------------------
+
+
+def extract_many(
+    sources: Sequence[str | os.PathLike] | None,
+    output_dir: str | os.PathLike,
+    settings: BatchSettings | dict | None = None,
+    client: Any = None,
+    force: bool = False,
+    retries: int = 2,
+    progress: Progress | None = None,
+    manifest: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+    video_progress: Callable[[dict], None] | None = None,
+) -> pd.DataFrame:
+    """Extract every video of ``sources`` (paths, globs, folders; or ``manifest``, a CSV) to one
+    Parquet table each in ``output_dir``; returns the index (also written to
+    ``output_dir/_index/index.parquet`` and ``index.csv``, one row per video: ``source``, ``output``,
+    ``status`` done/skipped/failed, ``rows``, ``seconds``, ``settings_hash``, ``source_size``,
+    ``source_mtime_ns``, ``error``).
+
+    A video whose output exists with the same settings hash and the same source size and mtime is
+    skipped unless ``force``. Videos run as Dask tasks on ``client`` (default: a LocalCluster sized
+    by :func:`local_cluster_shape`, started only when some video needs work and closed at the end);
+    a task whose worker dies is retried ``retries`` times. ``progress(done, total, record)`` hears
+    each finished video; ``video_progress({"source", "output", "done", "total"})`` hears frames
+    encoded in running videos (Dask events, about twice a second per video); ``log(text)`` hears
+    the dashboard link. Bad sources or settings raise
+    :class:`BadInputError` before anything runs; a failing video only marks its row failed.
+    """
+    from ..io._atomic import ensure_output_dir
+
+    if settings is None:
+        settings = BatchSettings()
+    elif isinstance(settings, dict):
+        settings = BatchSettings.from_dict(settings)
+    output_dir = ensure_output_dir(output_dir)
+    jobs = plan_jobs(sources, output_dir, settings, manifest)
+    return _run_batch(jobs, output_dir, is_done, run_job, "extract", client, force, retries,
+                      progress, log, video_progress)  # fmt: skip
+
+
+def _run_batch(jobs: list[Job], output_dir: Path, done: Callable[[Job], dict | None],
+               task: Callable[[Job], dict], name: str, client: Any, force: bool, retries: int,
+               progress: Progress | None, log: Callable[[str], None] | None,
+               video_progress: Callable[[dict], None] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Skip what ``done`` says is done, run the rest as ``task`` on ``client`` (default: a new
+    LocalCluster), keep the index; shared by :func:`extract_many` and :func:`flow_many`."""
+    from ..io._atomic import remove_stale_partials
+
+    if isinstance(retries, bool) or int(retries) != retries or retries < 0:
+        raise BadInputError(f"retries must be a whole number ≥ 0, got {retries!r}")
+    for folder in sorted({Path(j.output).parent for j in jobs}):
+        remove_stale_partials(folder)  # temporaries of a killed earlier run
+    index = _Index(output_dir, jobs)
+    total = len(jobs)
+    todo: list[Job] = []
+    for job in jobs:
+        record = None if force else done(job)
+        if record is None:
+            todo.append(job)
+        else:
+            index.set(_record(job, "skipped", rows=record["rows"]))
+            if progress is not None:
+                progress(index.finished, total, index.records[job.output])
+    index.write()
+    if not todo:  # nothing to run: no cluster started
+        return index.frame()
+    own_client = client is None
+    if own_client:
+        client = local_client()
+    try:
+        if log is not None and getattr(client, "dashboard_link", None):
+            log(f"Dask dashboard: {client.dashboard_link}")
+        if video_progress is not None:
+            client.subscribe_topic(PROGRESS_TOPIC, lambda event: video_progress(event[1]))
+        _run_on(client, todo, task, name, retries, index, progress, total)
+    finally:
+        if video_progress is not None:
+            with contextlib.suppress(Exception):  # the cluster may be gone already
+                client.unsubscribe_topic(PROGRESS_TOPIC)
+        index.write()
+        if own_client:
+            close_client(client)
+        for folder in sorted({Path(j.output).parent for j in todo}):
+            remove_stale_partials(folder)  # of a worker that died mid-video (its task was retried)
+    return index.frame()
+
+
+def _run_on(client: Any, todo: list[Job], task: Callable[[Job], dict], name: str, retries: int,
+            index: _Index, progress: Progress | None, total: int) -> None:  # fmt: skip
+    from distributed import as_completed
+
+    # pure=False: a rerun of the same job (after --force) runs again rather than reusing a result.
+    futures = {
+        client.submit(task, job, retries=retries, pure=False, key=f"{name}-{i}-{_key(job)}"): job
+        for i, job in enumerate(todo)
+    }  # fmt: skip
+    try:
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                record = future.result()
+            except Exception as exc:  # the task's worker died retries + 1 times, or similar
+                record = _record(job, "failed", error=_message(exc))
+            index.set(record)
+            index.write(throttle=True)
+            if progress is not None:
+                progress(index.finished, total, record)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+
+
+# -- flow for many videos -------------------------------------------------------------------------
+
+
+def _flow_computer(settings: dict) -> Any:
+    from ..flow.compute import OpticalFlowComputer
+
+    return OpticalFlowComputer(**settings)
+
+
+def _flow_done(job: Job) -> dict | None:
+    """The flow file's record when it is complete for this computer (the rule of
+    ``OpticalFlowComputer.is_complete``: same method, preset, parameters, size and frame count)
+    and the video still has the size and modification time recorded beside it."""
+    try:
+        complete = _flow_computer(job.settings).is_complete(job.source, job.output)
+    except Exception:  # an unreadable video: not done, its task says why
+        return None
+    if not complete:
+        return None
+    stamp = _read_stamp(job.output)
+    if stamp is None or stamp.get("settings_hash") != job.settings_hash:
+        return None
+    if [stamp.get("source_size"), stamp.get("source_mtime_ns")] != list(_stat(job.source) or []):
+        return None
+    import numpy as np
+
+    return {"rows": int(np.load(job.output, mmap_mode="r", allow_pickle=False).shape[0])}
+
+
+def _stamp_path(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(f"_{output.stem}.batch.json")
+
+
+def _read_stamp(output: str | os.PathLike) -> dict | None:
+    try:
+        return json.loads(_stamp_path(output).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_flow_job(job: Job) -> dict:
+    """Flow of one video as a Dask task (``.npy`` + sidecar, written atomically by
+    :class:`~napari_flow_features.flow.compute.OpticalFlowComputer`), then a small stamp
+    (``_<stem>.batch.json``: settings hash, the video's size and mtime) for the skip rule. A video
+    that cannot be read is a ``failed`` record."""
+    from ..io._atomic import atomic_write_path
+
+    t0 = time.perf_counter()
+    try:
+        stat = _stat(job.source)
+        flow = _flow_computer(job.settings).compute(job.source, job.output)
+        rows = int(flow.shape[0])
+        del flow  # the memory map: nothing of the file stays open
+        stamp = {"settings_hash": job.settings_hash, "source_size": stat[0],
+                 "source_mtime_ns": stat[1], "settings": job.settings}  # fmt: skip
+        with atomic_write_path(_stamp_path(job.output)) as tmp:
+            tmp.write_text(json.dumps(stamp), encoding="utf-8")
+    except Exception as exc:
+        return _record(job, "failed", seconds=time.perf_counter() - t0, error=_message(exc))
+    return _record(job, "done", rows=rows, seconds=time.perf_counter() - t0, stat=stat)
+
+
+def flow_many(
+    sources: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    flow_settings: dict | None = None,
+    client: Any = None,
+    force: bool = False,
+    retries: int = 2,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Optical flow of every video of ``sources`` (paths, globs, folders) as ``<name>.npy`` in
+    ``output_dir``, with :func:`extract_many`'s skip rule, keep-going and Dask behaviour; returns
+    the index (also ``output_dir/_index/index.parquet`` and ``index.csv``; ``rows`` = flow fields).
+    ``flow_settings``: :class:`~napari_flow_features.flow.compute.OpticalFlowComputer` arguments
+    (``method``, ``preset``, ``max_side``, ``scale``, ``workers``)."""
+    from .. import __version__
+    from ..io._atomic import ensure_output_dir
+
+    flow_settings = dict(flow_settings or {})
+    _flow_computer(flow_settings)  # bad settings: named before anything runs
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                **{k: v for k, v in flow_settings.items() if k != "workers"},  # same flow
+                "package_version": __version__,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    output_dir = ensure_output_dir(output_dir)
+    videos = expand_sources(sources)
+    jobs = [Job(str(v), str(output_dir / n), flow_settings, digest)  # type: ignore[arg-type]
+            for v, n in zip(videos, output_names(videos, ".npy"), strict=True)]  # fmt: skip
+    return _run_batch(jobs, output_dir, _flow_done, run_flow_job, "flow", client, force, retries,
+                      progress, log)  # fmt: skip
+
+
+def _key(job: Job) -> str:
+    return hashlib.sha1(f"{job.source}|{job.output}|{job.settings_hash}".encode()).hexdigest()[:12]
+
+
+class _Index:
+    """The batch index, rewritten atomically (Parquet and CSV) as videos finish."""
+
+    def __init__(self, output_dir: Path, jobs: list[Job]) -> None:
+        self.output_dir = output_dir
+        # Keyed by output (unique): a manifest may list one video twice, with other settings.
+        self.records: dict[str, dict] = {j.output: _record(j, "pending") for j in jobs}
+        self.finished = 0
+        self._last = 0.0
+
+    def set(self, record: dict) -> None:
+        if self.records[record["output"]]["status"] == "pending":
+            self.finished += 1
+        self.records[record["output"]] = record
+
+    def frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(list(self.records.values()), columns=list(INDEX_COLUMNS))
+        frame["rows"] = frame["rows"].astype("Int64")
+        for col in ("source_size", "source_mtime_ns"):
+            frame[col] = frame[col].astype("Int64")
+        return frame
+
+    def write(self, throttle: bool = False) -> None:
+        # At most about once a second while running: thousands of videos must not mean
+        # thousands of full rewrites in a burst; the last write is never throttled.
+        if throttle and time.monotonic() - self._last < 1.0:
+            return
+        from ..io._atomic import atomic_write_path
+
+        frame = self.frame()
+        folder = self.output_dir / INDEX_DIR
+        folder.mkdir(exist_ok=True)
+        with atomic_write_path(folder / "index.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
+        with atomic_write_path(folder / "index.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+        self._last = time.monotonic()
+
+
+def read_index(output_dir: str | os.PathLike) -> pd.DataFrame:
+    """The index of a batch run in ``output_dir``."""
+    path = Path(output_dir) / INDEX_DIR / "index.parquet"
+    if not path.is_file():
+        raise BadInputError(f"No batch index in {output_dir} (expected {path})")
+    return pd.read_parquet(path)
