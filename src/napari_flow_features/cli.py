@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -983,5 +984,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
+def entry() -> None:
+    """The console script: :func:`main`, and after Ctrl-C or SIGTERM (the run has already
+    removed its temporaries) leave without the interpreter's finalisation, where native thread
+    pools (TensorFlow, OpenVINO) could abort the process instead of exiting with 130/143."""
+    code = main()
+    if code in (130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

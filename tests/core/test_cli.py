@@ -132,7 +132,7 @@ def test_wheel_ships_the_manifest(tmp_path):
         entry_text = zf.read(entry_points).decode()
     assert manifest == (ROOT / "napari.yaml").read_text()
     assert "napari-flow-features = napari_flow_features:napari.yaml" in entry_text
-    assert "flow-features = napari_flow_features.cli:main" in entry_text
+    assert "flow-features = napari_flow_features.cli:entry" in entry_text
 
 
 def test_flow_command_for_a_video_and_a_folder(tmp_path, capsys):
