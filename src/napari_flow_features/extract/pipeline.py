@@ -193,7 +193,9 @@ class _FlowWriter:
     """Raw flow written in order to a temporary ``.npy`` beside ``final``, renamed when complete
     (``float32``, ``float16``, or ``uint8`` quantised as DeepMind did: ``[-bound, bound]`` → 0..255)."""
 
-    def __init__(self, final: Path, shape: tuple, dtype: str, bound: float, spec: dict) -> None:
+    def __init__(
+        self, final: Path, shape: tuple, dtype: str, bound: float, spec: dict, partials: list
+    ) -> None:
         from ..flow.compute import NpyStreamWriter
 
         if dtype not in KEEP_FLOW_DTYPES:
@@ -203,6 +205,7 @@ class _FlowWriter:
         if dtype == "uint8":
             self.spec["flow_quantisation_bound"] = self.bound
         self.tmp = partial_path(final)
+        partials.append(self.tmp)
         self.writer = NpyStreamWriter(self.tmp, shape, dtype)
 
     def __call__(self, first: int, raw: np.ndarray) -> None:
@@ -380,12 +383,19 @@ def extract_features(
                 f"keep_flow_dtype must be one of {', '.join(KEEP_FLOW_DTYPES)}, not {keep_flow_dtype!r}"
             )
     workdir = Path(tempfile.mkdtemp(prefix="flow-features-"))
+    partials: list[Path] = []  # every temporary a run makes, named before it is created
     try:
         return _stream(
             run, extractor, workdir, post_encoder, interpolation, settings, windowing, maps_path,
             frames, heatmap, progress, cancel, flow_cache, keep_flow, keep_flow_dtype,
-            flow_method, flow_workers, status, flow_progress, row_sink,
+            flow_method, flow_workers, status, flow_progress, row_sink, partials,
         )  # fmt: skip
+    except BaseException:
+        # However the run ends early (error, cancel, Ctrl-C, SIGTERM at any point): no
+        # temporary survives, even one made a moment before the signal.
+        for tmp in partials:
+            tmp.unlink(missing_ok=True)
+        raise
     finally:
         # The folder stays only when it holds the feature maps of the none post-encoder.
         for leftover in workdir.glob(".*partial*"):
@@ -456,6 +466,7 @@ def _stream(
     status: Status | None,
     flow_progress: Progress | None,
     row_sink: Any,
+    partials: list[Path],
 ) -> FeatureResult:
     from ..flow.sequences import frame_windows, preprocess_flow_inplace
     from ..model.extractor import CHUNK_MARGIN
@@ -515,7 +526,7 @@ def _stream(
                 for old in cache_path.parent.glob("*.npy*"):  # one video's flow at a time
                     old.unlink(missing_ok=True)
                 cache_writer = _FlowWriter(
-                    cache_path, (n_fields, *sel.work_hw, 2), "float32", 20.0, {}
+                    cache_path, (n_fields, *sel.work_hw, 2), "float32", 20.0, {}, partials
                 )
     else:
         blocks = _array_flow_blocks(run.data, sel.start, field_lo, field_hi)
@@ -531,7 +542,7 @@ def _stream(
     if keep_flow is not None:
         keep_writer = _FlowWriter(
             keep_flow, (n_fields, *sel.work_hw, 2), keep_flow_dtype,
-            float(cfg["flow_bound"]), spec,
+            float(cfg["flow_bound"]), spec, partials,
         )  # fmt: skip
     tees = [w for w in (cache_writer, keep_writer) if w is not None]
     bound, quantize = float(cfg["flow_bound"]), extractor.quantize
@@ -599,6 +610,7 @@ def _stream(
         if maps_final.suffix.lower() != ".npy":
             raise BadInputError(f"Feature maps are saved as .npy, got {maps_final.name}")
         tmp = partial_path(maps_final)
+        partials.append(tmp)
         rows_shape = shape[1:] if windowing == "chunked" else shape  # (1, S, ...): rows are steps
         maps_writer = (tmp, NpyStreamWriter(tmp, rows_shape, header_shape=shape))
 
