@@ -449,14 +449,17 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     )  # fmt: skip
     weights: dict = {"seed": args.seed}
     if args.checkpoint:
-        weights = {"source": "deepmind", "checkpoint": args.checkpoint}
+        weights = {"source": "deepmind", "checkpoint": args.checkpoint,
+                   "rgb_checkpoint": args.rgb_checkpoint}  # fmt: skip
     elif args.registry_dir:
         weights = {"source": "registry", "registry_dir": args.registry_dir,
                    "model_name": args.model_name, "version": args.version}  # fmt: skip
     overrides: dict = {"weights": weights}
-    for name in ("stride", "runtime", "windowing", "chunk_length"):
+    for name in ("stride", "runtime", "windowing", "chunk_length", "stream", "fusion"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.predict and not args.endpoint:
+        overrides["endpoint"] = "Logits"  # the Kinetics classifier's output
     print("building the I3D model ...", file=sys.stderr)
     extractor = _extractor(args, **overrides)
     maps_path = output.with_name(output.stem + "_maps.npy") if args.post_encoder == "none" else None
@@ -472,7 +475,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             max_side=args.max_side, keep_flow=keep_flow, keep_flow_dtype=args.keep_flow_dtype,
             flow_cache=args.flow_cache,
             status=lambda text: tqdm.write(f"  {text}", file=sys.stderr),
-            row_sink=sink.write if sink is not None else None,
+            row_sink=sink.write if sink is not None else None, predict=args.predict,
         )  # fmt: skip
         meta = result.metadata
         if sink is not None:
@@ -500,6 +503,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         print(f"feature maps: {maps_path} {tuple(result.feature_maps.shape)}")
     if keep_flow is not None:
         print(f"flow kept: {keep_flow} ({args.keep_flow_dtype})")
+    for pred in meta.get("predictions", [])[:3]:
+        best = ", ".join(f"{n} {p:.2f}" for n, p in zip(pred["labels"], pred["probs"], strict=True))
+        print(f"Kinetics, window at frame {pred['start_frame']}: {best}")
     if args.post_encoder == "point":
         print(f"landmark rows without a point: {meta['missing_landmark_rows']}; outside the frame: "
               f"{meta['outside_frame_rows']}; positions interpolated: "
@@ -865,7 +871,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-length", type=POSITIVE_INT, help="frames per clip (sliding windowing)")
     p.add_argument("--stride", type=POSITIVE_INT, help="frames between clips (sliding windowing)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights")
-    p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it)")
+    p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it); "
+                   "the flow one for two-stream")  # fmt: skip
+    p.add_argument("--rgb-checkpoint", help="two-stream: the RGB checkpoint prefix")
+    p.add_argument("--stream", choices=("flow", "rgb", "two-stream"),
+                   help="I3D stream (default flow): rgb needs no optical flow; two-stream runs "
+                        "both (docs/streams.md)")  # fmt: skip
+    p.add_argument("--fusion", choices=("concat", "average"),
+                   help="two-stream: concatenate (flow_f..., rgb_f... columns, default) or average")  # fmt: skip
+    p.add_argument("--predict", action="store_true",
+                   help="add each window's top-5 Kinetics classes (Logits end point, DeepMind "
+                        "weights; frames at least 193 px: use --max-side 224 or more)")  # fmt: skip
     p.add_argument("--registry-dir", help="take the model from this registry")
     p.add_argument("--model-name", default="i3d-flow")
     p.add_argument("--version", help="registry version (default: newest)")

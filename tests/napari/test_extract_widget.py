@@ -228,3 +228,23 @@ def test_worker_warnings_become_notifications(make_napari_viewer, qtbot, errors,
     assert errors == []
     assert any("outside the 320x240 frame" in w for w in warned), warned
     assert any("running" in d for d in descriptions), descriptions
+
+
+def test_rgb_stream_runs_in_the_worker(make_napari_viewer, qtbot, errors):
+    """The RGB stream (no optical flow) through the worker: TensorFlow stays out of this process."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    widget = ExtractWidget(viewer)
+    small_run(widget)
+    widget.post_encoder.value = "Global Average Pooling"
+    assert not widget.flow_method.native.isHidden()
+    widget.stream.value = "rgb"
+    assert widget.flow_method.native.isHidden()  # the RGB stream computes no flow
+    assert widget.extractor_config()["stream"] == "rgb"
+    assert widget.run(current_frame=False) is not None
+    wait(qtbot, widget)
+    assert errors == []
+    features = viewer.layers["features: whisker video"]
+    assert features.data.shape == (96, 480) and np.isfinite(features.data).all()
+    assert features.metadata["stream"] == "rgb" and features.metadata["flow_method"] is None
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules

@@ -151,6 +151,8 @@ def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
 
 #: Per-frame schemes (docs/performance.md): label → config value.
 WINDOWING_CHOICES = {"chunked (seamless)": "chunked", "sliding windows": "sliding"}
+#: The extractor config's stream values (docs/streams.md).
+STREAM_CHOICES = ("flow", "rgb", "two-stream")
 
 
 class ExtractWidget(Container):
@@ -162,12 +164,16 @@ class ExtractWidget(Container):
 
         self._viewer = napari_viewer
         self.source = ComboBox(label="source", choices=lambda _: source_layer_choices(self._viewer))
+        self.stream = ComboBox(label="stream", choices=list(STREAM_CHOICES), value="flow",
+                               tooltip="flow: motion; rgb: appearance, no optical flow (fast); "
+                                       "two-stream: both (docs/streams.md)")  # fmt: skip
         self.flow_method = ComboBox(label="flow method", choices=list(METHODS), value="dis")
         self.weights = ComboBox(
             label="model", choices=["random weights", "DeepMind checkpoint", "registry"]
         )
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.checkpoint = FileEdit(label="checkpoint (.index)", mode="r", filter="*.index")
+        self.rgb_checkpoint = FileEdit(label="RGB checkpoint (.index)", mode="r", filter="*.index")
         self.registry_dir = FileEdit(label="registry folder", mode="d")
         self.model_name = LineEdit(label="model name", value="i3d-flow")
         self.version = LineEdit(label="version (empty: newest)", value="")
@@ -207,14 +213,15 @@ class ExtractWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.extend([
-            self.source, self.flow_method, self.weights, self.seed, self.checkpoint,
-            self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
+            self.source, self.stream, self.flow_method, self.weights, self.seed, self.checkpoint,
+            self.rgb_checkpoint, self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
             self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation,
             self.points, self.load_tracks_button, self.min_confidence, self.max_gap,
             self.fill_method, self.fill_button, self.heatmap, self.channel, self.replace,
             self.run_frame, self.run_all, self.cancel_button, self.status,
         ])  # fmt: skip
-        for widget in (self.source, self.weights, self.post_encoder, self.heatmap, self.windowing):
+        for widget in (self.source, self.stream, self.weights, self.post_encoder, self.heatmap,
+                       self.windowing):  # fmt: skip
             widget.changed.connect(self._update_visibility)
         self.run_frame.changed.connect(lambda *_: self.run(current_frame=True))
         self.run_all.changed.connect(lambda *_: self.run(current_frame=False))
@@ -247,10 +254,17 @@ class ExtractWidget(Container):
 
     def _update_visibility(self, *_: Any) -> None:
         layer = self.source.value
-        self.flow_method.visible = layer is not None and layer.metadata.get("source_type") != "flow"
+        self.flow_method.visible = (
+            layer is not None
+            and layer.metadata.get("source_type") != "flow"
+            and self.stream.value != "rgb"  # the RGB stream computes no flow
+        )
         kind = self.weights.value
         self.seed.visible = kind == "random weights"
         self.checkpoint.visible = kind == "DeepMind checkpoint"
+        self.rgb_checkpoint.visible = kind == "DeepMind checkpoint" and (
+            self.stream.value == "two-stream"
+        )
         for w in (self.registry_dir, self.model_name, self.version):
             w.visible = kind == "registry"
         point = self.post_encoder.value == "Spatial Point Extraction"
@@ -269,6 +283,7 @@ class ExtractWidget(Container):
             "stride": int(self.stride.value),
             "windowing": WINDOWING_CHOICES[self.windowing.value],
             "runtime": self.runtime.value,
+            "stream": self.stream.value,
         }
         kind = self.weights.value
         if kind == "random weights":
@@ -277,6 +292,9 @@ class ExtractWidget(Container):
             index = str(self.checkpoint.value)
             prefix = index[: -len(".index")] if index.endswith(".index") else index
             cfg["weights"] = {"source": "deepmind", "checkpoint": prefix}
+            if cfg["stream"] == "two-stream":
+                rgb = str(self.rgb_checkpoint.value)
+                cfg["weights"]["rgb_checkpoint"] = rgb.removesuffix(".index")
         else:
             cfg["weights"] = {"source": "registry", "registry_dir": str(self.registry_dir.value),
                               "model_name": self.model_name.value, "version": self.version.value or None}  # fmt: skip
