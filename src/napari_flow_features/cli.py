@@ -58,9 +58,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .extract.pipeline import extract_features
     from .io._atomic import atomic_write_path
     from .io.tables import write_table
-    from .model.extractor import DynamicFeatureExtractor
 
-    extractor = DynamicFeatureExtractor(endpoint="Mixed_4f", clip_length=16, stride=8)
+    extractor, note = _demo_extractor()
+    if note:
+        print(note)
+    random_weights = extractor.describe()["loaded_model"]["source"] == "random"
     feature_dir = out / "features"
     feature_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -82,15 +84,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             written.append(heat_path)
     for path in written:
         print(f"     features: {path}")
-    print(
-        "               (random I3D weights, end point Mixed_4f: 832 channels per frame; "
-        "`flow-features weights fetch flow_imagenet` gives DeepMind's)"
-    )
+    if random_weights:
+        print(
+            "               (RANDOM I3D weights, marked in every table, figure and report; end "
+            "point Mixed_4f: 832 channels per frame)"
+        )
+    else:
+        print("               (DeepMind's flow_imagenet weights, end point Mixed_4f: 832 channels)")
     _demo_figures_and_report(result.table, extractor, flow, gt_path=paths["ground_truth"],
                              out=out)  # fmt: skip
     files = " ".join([paths["video"], paths["landmarks"], str(flow_path)])
     print(f"Open it in napari: napari {files}")
     return 0
+
+
+def _demo_extractor() -> tuple[Any, str | None]:
+    """The demo's encoder: the default (pretrained) weights, or, where they cannot be fetched
+    (offline), random weights with a one-line note saying so."""
+    from .model.extractor import DynamicFeatureExtractor
+    from .model.weights import WeightsUnavailableError
+
+    settings = {"endpoint": "Mixed_4f", "clip_length": 16, "stride": 8}
+    try:
+        return DynamicFeatureExtractor(**settings), None
+    except WeightsUnavailableError as exc:
+        reason = str(exc.__cause__ or exc).split(" for http")[0]
+        note = (
+            "Pretrained weights unavailable ("
+            + reason
+            + "); the demo goes on with RANDOM weights, "
+            "marked in every output (`flow-features weights fetch flow_imagenet` when online)."
+        )
+        return DynamicFeatureExtractor(**settings, weights={"source": "random"}), note
+
+
+def marked_layer_name(name: str, metadata: Any) -> str:
+    """A figure's layer name, with RANDOM WEIGHTS in it when the run's metadata says so."""
+    if isinstance(metadata, dict) and metadata.get("random_weights"):
+        return f"{name} [RANDOM WEIGHTS]"
+    return name
 
 
 def _demo_figures_and_report(
@@ -108,7 +140,8 @@ def _demo_figures_and_report(
 
     values = table[feature_columns(table)].to_numpy()
     busiest = np.argsort(np.nan_to_num(values.std(axis=0)))[::-1][:3].tolist()  # most varying
-    vis = FeatureVisualization(layer_name=extractor.config["endpoint"],
+    vis = FeatureVisualization(layer_name=marked_layer_name(extractor.config["endpoint"],
+                                                            extractor.describe()),
                                clip_length=extractor.config["clip_length"])  # fmt: skip
     fig_dir = out / "figures"
     figures = write_figures(vis, table, ("evolution", "heatmap", "comparative"), busiest,
@@ -400,7 +433,8 @@ def _sequence_figures(extractor: Any, flow: Any, stem: str, out: Path, features:
 
     window = extractor.windows(flow.shape[0] + 1)[0]
     maps = extractor.encode(np.stack([extractor.preprocess_window(flow, window)]))
-    vis = FeatureVisualization(layer_name=extractor.config["endpoint"],
+    vis = FeatureVisualization(layer_name=marked_layer_name(extractor.config["endpoint"],
+                                                            extractor.describe()),
                                clip_length=extractor.config["clip_length"])  # fmt: skip
     features = [c for c in features if c < maps.shape[-1]] or [0]
     clip_flow = flow[window.start : window.start + extractor.config["clip_length"]]
@@ -448,6 +482,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         args.interpolate_missing, args.start, args.stop, roi, args.max_side, args.flow_method,
     )  # fmt: skip
     weights: dict = {"seed": args.seed}
+    if args.weights:
+        weights["source"] = args.weights
     if args.checkpoint:
         weights = {"source": "deepmind", "checkpoint": args.checkpoint,
                    "rgb_checkpoint": args.rgb_checkpoint}  # fmt: skip
@@ -495,6 +531,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     finally:
         flow_bar.close()
         bar.close()
+    if meta.get("random_weights"):
+        print(f"WARNING: {meta['weights_note']}", file=sys.stderr)
     print(f"wrote {output}: {rows} rows, post-encoder {args.post_encoder}, end point "
           f"{meta['endpoint']}, {meta['windowing']} ({meta['n_windows']} encoder passes, "
           f"{meta['encoder_frames_per_output_frame']:.2f} per frame), runtime "
@@ -662,7 +700,9 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
         layer = args.layer_name or "activations"
     else:
         data = read_table(source)
-        layer = args.layer_name or str(data.attrs.get("endpoint", "features"))
+        layer = marked_layer_name(
+            args.layer_name or str(data.attrs.get("endpoint", "features")), data.attrs
+        )
     flow = None
     if args.flow:
         from .flow.sequences import _open_sequence
@@ -870,6 +910,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help="encoder end point (e.g. Mixed_4f)")
     p.add_argument("--clip-length", type=POSITIVE_INT, help="frames per clip (sliding windowing)")
     p.add_argument("--stride", type=POSITIVE_INT, help="frames between clips (sliding windowing)")
+    p.add_argument("--weights", choices=("pretrained", "random"),
+                   help="pretrained (default: DeepMind's flow_imagenet / rgb_imagenet, downloaded "
+                        "and cached on first use) or random (every output is marked)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed for random weights")
     p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it); "
                    "the flow one for two-stream")  # fmt: skip

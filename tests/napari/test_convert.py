@@ -106,3 +106,12 @@ def test_runs_are_named_by_settings_unless_replacing(viewer):
     write_results(viewer, reply(endpoint="Mixed_3c"), clip, None, "gap", one=False, replace=True)
     assert viewer.layers["features: clip"].metadata["endpoint"] == "Mixed_3c"
     assert sum(layer.name.startswith("features: clip") for layer in viewer.layers) == 3
+
+
+def test_random_weights_are_in_the_layer_names():
+    label = _convert.run_label({"endpoint": "Mixed_5c", "random_weights": True}, "point")
+    assert label.endswith("RANDOM WEIGHTS")
+    assert "RANDOM" not in _convert.run_label({"endpoint": "Mixed_5c"}, "point")
+    assert _convert.result_name("features", "mouse", label, replace=False).endswith(
+        "RANDOM WEIGHTS)"
+    )

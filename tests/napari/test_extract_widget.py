@@ -248,3 +248,17 @@ def test_rgb_stream_runs_in_the_worker(make_napari_viewer, qtbot, errors):
     assert features.data.shape == (96, 480) and np.isfinite(features.data).all()
     assert features.metadata["stream"] == "rgb" and features.metadata["flow_method"] is None
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_model_choice_defaults_to_pretrained(make_napari_viewer, monkeypatch):
+    """Pretrained by default; the test conftest's NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS=random (what
+    an offline CI sets) selects random weights instead."""
+    viewer = make_napari_viewer()
+    assert ExtractWidget(viewer).weights.value == "random weights"
+    monkeypatch.delenv("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS")
+    widget = ExtractWidget(viewer)
+    assert widget.weights.value == "DeepMind pretrained"
+    assert widget.extractor_config()["weights"] == {"source": "pretrained"}
+    widget.stream.value = "two-stream"
+    widget.weights.value = "DeepMind checkpoint"
+    assert not widget.rgb_checkpoint.native.isHidden() and widget.seed.native.isHidden()

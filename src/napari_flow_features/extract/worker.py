@@ -137,8 +137,9 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
 
 def _building_text(config: dict) -> str:
     weights = config.get("weights") or {}
-    source = weights.get("source", "random") if isinstance(weights, dict) else str(weights)
+    source = weights.get("source", "pretrained") if isinstance(weights, dict) else str(weights)
     what = {"random": "building the model (random weights)",
+            "pretrained": "loading DeepMind's pretrained weights (downloaded on first use)",
             "deepmind": "loading the DeepMind checkpoint",
             "registry": "loading the model from the registry"}.get(source, "building the model")  # fmt: skip
     return f"{what}, end point {config.get('endpoint', 'Mixed_5c')}"

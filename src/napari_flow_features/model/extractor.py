@@ -23,17 +23,33 @@ WINDOWINGS = ("chunked", "sliding")
 STREAMS = ("flow", "rgb", "two-stream")
 STREAM_CHANNELS = {"flow": 2, "rgb": 3}
 FUSIONS = ("concat", "average")
+#: pretrained: DeepMind's flow_imagenet / rgb_imagenet, fetched and cached on first use.
+WEIGHT_SOURCES = ("pretrained", "random", "deepmind", "registry")
 #: Frames recomputed on each side of a chunk: the measured reach of a change through Mixed_5c is
 #: ±48 frames, and with 48-frame margins chunked inference equals one pass exactly (DESIGN.md).
 CHUNK_MARGIN = 48
 
 
+#: Set to ``random`` (or ``pretrained``) to change the default weights, e.g. on an offline CI
+#: machine or in tests; a configuration that names its weights is not affected.
+DEFAULT_WEIGHTS_ENV = "NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS"
+
+
 def default_config() -> dict[str, Any]:
-    """The shipped default configuration (a fresh copy)."""
+    """The shipped default configuration (a fresh copy); ``weights.source`` is ``pretrained``
+    unless ``$NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS`` says otherwise."""
     import yaml
 
     text = resources.files(__package__).joinpath("default_config.yaml").read_text()
-    return yaml.safe_load(text)
+    config = yaml.safe_load(text)
+    chosen = os.environ.get(DEFAULT_WEIGHTS_ENV)
+    if chosen:
+        if chosen not in ("pretrained", "random"):
+            raise BadInputError(
+                f"{DEFAULT_WEIGHTS_ENV} must be pretrained or random, not {chosen!r}"
+            )
+        config["weights"]["source"] = chosen
+    return config
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
@@ -130,8 +146,10 @@ def _validate(config: dict) -> None:
     if not float(config["flow_bound"]) > 0:
         raise BadInputError(f"flow_bound must be positive, got {config['flow_bound']!r}")
     source = config["weights"]["source"]
-    if source not in ("random", "deepmind", "registry"):
-        raise BadInputError(f"weights.source must be random, deepmind or registry, not {source!r}")
+    if source not in WEIGHT_SOURCES:
+        raise BadInputError(
+            f"weights.source must be one of {', '.join(WEIGHT_SOURCES)}, not {source!r}"
+        )
     if source == "deepmind" and not config["weights"]["checkpoint"]:
         raise BadInputError("weights.source is deepmind but weights.checkpoint is not set")
     if config["stream"] == "two-stream":
@@ -214,15 +232,24 @@ class DynamicFeatureExtractor:
             self.config_endpoint = cfg["endpoint"]
             if loaded in ENDPOINTS:
                 cfg["endpoint"] = loaded
-        if cfg["weights"]["source"] == "deepmind":
+        self.pretrained: str | None = None
+        if cfg["weights"]["source"] == "pretrained":
+            from .weights import PRETRAINED, pretrained_checkpoint, terminal_progress
+
+            self.pretrained = PRETRAINED[cfg["stream"]]
+            self.checkpoint_prefix = str(
+                pretrained_checkpoint(self.pretrained, terminal_progress())
+            )
+        elif cfg["weights"]["source"] == "deepmind":
+            self.checkpoint_prefix = os.path.expanduser(str(cfg["weights"]["checkpoint"]))
+        if cfg["weights"]["source"] in ("deepmind", "pretrained"):
             from .checkpoint import load_deepmind_checkpoint
 
-            prefix = os.path.expanduser(str(cfg["weights"]["checkpoint"]))
-            self.checkpoint_report = load_deepmind_checkpoint(self.model, prefix)
+            self.checkpoint_report = load_deepmind_checkpoint(self.model, self.checkpoint_prefix)
         self.quantize = (
             bool(cfg["quantize"])
             if cfg["quantize"] is not None
-            else cfg["weights"]["source"] == "deepmind"
+            else cfg["weights"]["source"] in ("deepmind", "pretrained")
         )
         self._call = None
 
@@ -416,6 +443,8 @@ class DynamicFeatureExtractor:
             if "runtime_used" in parts["flow"]:
                 meta["runtime_used"] = parts["flow"]["runtime_used"]
             flow_model, rgb_model = parts["flow"]["loaded_model"], parts["rgb"]["loaded_model"]
+            if "random" in (flow_model["source"], rgb_model["source"]):
+                meta.update(random_weights_marks())
             meta["loaded_model"] = {
                 "source": flow_model["source"],
                 "endpoint": self.config["endpoint"],
@@ -453,12 +482,12 @@ class DynamicFeatureExtractor:
             if not hasattr(self, "_checkpoint_sha256"):  # hash the data file once per extractor
                 from ..io._atomic import sha256_file
 
-                prefix = os.path.expanduser(str(self.config["weights"]["checkpoint"]))
-                data = Path(prefix + ".data-00000-of-00001")
+                data = Path(self.checkpoint_prefix + ".data-00000-of-00001")
                 self._checkpoint_sha256 = sha256_file(data) if data.is_file() else None
             meta["loaded_model"] = {
                 "source": "deepmind",
-                "checkpoint": str(self.config["weights"]["checkpoint"]),
+                "pretrained": self.pretrained,
+                "checkpoint": self.checkpoint_prefix,
                 "endpoint": endpoint,
                 "channels": meta["channels"],
                 "variables_loaded": self.checkpoint_report.loaded,
@@ -471,4 +500,17 @@ class DynamicFeatureExtractor:
                 "endpoint": endpoint,
                 "channels": meta["channels"],
             }
+            meta.update(random_weights_marks())
         return meta
+
+
+#: What every output of a run with random weights carries (tables, layers, figures, reports).
+RANDOM_WEIGHTS_NOTE = (
+    "RANDOM WEIGHTS: these features come from an untrained I3D (asked for with weights.source "
+    "random); they show what the pipeline does, not what learned features can tell apart"
+)
+
+
+def random_weights_marks() -> dict[str, Any]:
+    """Metadata keys marking a run with random weights."""
+    return {"random_weights": True, "weights_note": RANDOM_WEIGHTS_NOTE}

@@ -45,7 +45,8 @@ class Placement:
 def run_label(metadata: dict, post_encoder: str) -> str:
     """What tells runs apart in layer names: the post-encoder and the end point."""
     endpoint = metadata.get("endpoint", "?")
-    return f"{POST_ENCODER_LABELS.get(post_encoder, post_encoder)}, {endpoint}"
+    label = f"{POST_ENCODER_LABELS.get(post_encoder, post_encoder)}, {endpoint}"
+    return label + ", RANDOM WEIGHTS" if metadata.get("random_weights") else label
 
 
 def result_name(kind: str, source: str, label: str, replace: bool) -> str:

@@ -7,6 +7,7 @@ selected when the run started.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,9 +169,16 @@ class ExtractWidget(Container):
                                tooltip="flow: motion; rgb: appearance, no optical flow (fast); "
                                        "two-stream: both (docs/streams.md)")  # fmt: skip
         self.flow_method = ComboBox(label="flow method", choices=list(METHODS), value="dis")
+        from ..model.extractor import DEFAULT_WEIGHTS_ENV
+
         self.weights = ComboBox(
-            label="model", choices=["random weights", "DeepMind checkpoint", "registry"]
-        )
+            label="model",
+            choices=["DeepMind pretrained", "random weights", "DeepMind checkpoint", "registry"],
+            value="random weights" if os.environ.get(DEFAULT_WEIGHTS_ENV) == "random"
+            else "DeepMind pretrained",
+            tooltip="DeepMind pretrained: flow_imagenet / rgb_imagenet, downloaded and cached on "
+            "first use; random weights are marked in every result",
+        )  # fmt: skip
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.checkpoint = FileEdit(label="checkpoint (.index)", mode="r", filter="*.index")
         self.rgb_checkpoint = FileEdit(label="RGB checkpoint (.index)", mode="r", filter="*.index")
@@ -286,7 +294,9 @@ class ExtractWidget(Container):
             "stream": self.stream.value,
         }
         kind = self.weights.value
-        if kind == "random weights":
+        if kind == "DeepMind pretrained":
+            cfg["weights"] = {"source": "pretrained"}
+        elif kind == "random weights":
             cfg["weights"] = {"source": "random", "seed": int(self.seed.value)}
         elif kind == "DeepMind checkpoint":
             index = str(self.checkpoint.value)
