@@ -154,3 +154,16 @@ def test_extract_cli_two_stream(tmp_path, capsys):
     assert main(["extract", str(tmp_path / "whisker.mp4"), "--stream", "rgb", "--keep-flow",
                  str(tmp_path / "k.npy"), "-o", str(out)]) == 2  # fmt: skip
     assert "the rgb stream computes none" in capsys.readouterr().err
+
+
+def test_two_stream_reuses_the_flow_cache(streams, tmp_path):
+    video = colour_video(20)
+    first = extract_features(video, streams["two-stream"], "gap", max_side=None,
+                             flow_cache=tmp_path / "cache")  # fmt: skip
+    again = extract_features(video, streams["two-stream"], "gap", max_side=None,
+                             flow_cache=tmp_path / "cache")  # fmt: skip
+    assert first.metadata.get("flow_cached") and again.metadata["flow_reused"]
+    cols = feature_columns(first.table)
+    np.testing.assert_allclose(
+        again.table[cols].to_numpy(), first.table[cols].to_numpy(), atol=1e-6
+    )

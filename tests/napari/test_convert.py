@@ -115,3 +115,11 @@ def test_random_weights_are_in_the_layer_names():
     assert _convert.result_name("features", "mouse", label, replace=False).endswith(
         "RANDOM WEIGHTS)"
     )
+
+
+def test_frame_predictions_text():
+    table = pd.DataFrame({"frame": [0, 1, 1], "top1_label": ["a", "b", "b"],
+                          "top1_prob": [0.5, 0.25, 0.25], "top2_label": ["c", "d", "d"],
+                          "top2_prob": [0.125, 0.0625, 0.0625]})  # fmt: skip
+    assert _convert.frame_predictions(table) == {0: "a 0.50, c 0.12", 1: "b 0.25, d 0.06"}
+    assert _convert.frame_predictions(pd.DataFrame({"frame": [0], "f0000": [1.0]})) == {}

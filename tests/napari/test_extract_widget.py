@@ -262,3 +262,36 @@ def test_model_choice_defaults_to_pretrained(make_napari_viewer, monkeypatch):
     widget.stream.value = "two-stream"
     widget.weights.value = "DeepMind checkpoint"
     assert not widget.rgb_checkpoint.native.isHidden() and widget.seed.native.isHidden()
+
+
+def test_kinetics_predictions_of_the_current_frame(make_napari_viewer, qtbot, errors, tmp_path):
+    """--predict from the dock: the worker runs the Logits network (TensorFlow stays in the worker;
+    the DeepMind-layout checkpoint of random values is written by another process too)."""
+    import subprocess
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parents[1] / "core"
+    prefix = tmp_path / "rgb" / "model.ckpt"
+    prefix.parent.mkdir()
+    code = (f"import sys; sys.path.insert(0, {str(core)!r}); from test_predictions import "
+            f"write_scaled_checkpoint; write_scaled_checkpoint({str(prefix)!r}, 'rgb_imagenet', 2)")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    viewer = make_napari_viewer()
+    frames = np.stack([np.roll(np.tile(np.arange(224, dtype=np.uint8), (224, 1)), 3 * t, 1)
+                       for t in range(16)])  # fmt: skip
+    viewer.add_image(frames, name="clip")
+    widget = ExtractWidget(viewer)
+    widget.replace.value = True
+    widget.stream.value = "rgb"
+    widget.weights.value = "DeepMind checkpoint"
+    widget.checkpoint.value = str(prefix) + ".index"
+    widget.predict.value = True
+    assert widget.extractor_config()["endpoint"] == "Logits"
+    assert widget.run(current_frame=False) is not None
+    wait(qtbot, widget)
+    assert errors == []
+    meta = viewer.layers["features: clip"].metadata
+    best = meta["predictions"][0]["labels"][0]
+    viewer.dims.set_current_step(0, 5)
+    assert widget.predictions.value.startswith(f"Kinetics, frame 5: {best} ")
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules

@@ -234,3 +234,17 @@ def activation_volume(
               "contrast_limits": (lo, hi) if hi > lo else (lo, lo + 1),
               "metadata": {**metadata, "maps_path": str(maps_path)}, **placed}  # fmt: skip
     return volume, kwargs, "image"
+
+
+def frame_predictions(table: pd.DataFrame) -> dict[int, str]:
+    """Frame → its window's top Kinetics classes as one line (``extract --predict`` columns
+    ``top1_label``, ``top1_prob`` …); empty for a run without predictions."""
+    if "top1_label" not in table.columns:
+        return {}
+    ranks = [r for r in range(1, 6) if f"top{r}_label" in table.columns]
+    out: dict[int, str] = {}
+    for _, row in table.drop_duplicates("frame").iterrows():
+        out[int(row["frame"])] = ", ".join(
+            f"{row[f'top{r}_label']} {float(row[f'top{r}_prob']):.2f}" for r in ranks
+        )
+    return out

@@ -211,6 +211,12 @@ class ExtractWidget(Container):
         self.fill_button = PushButton(text="Fill between keyframes")
         self.heatmap = ComboBox(label="heatmap", choices=list(HEATMAP_CHOICES))
         self.channel = SpinBox(label="channel", value=0, min=0, max=4095)
+        self.predict = CheckBox(
+            text="Kinetics predictions", value=False,
+            tooltip="Logits end point with DeepMind weights: the top-5 Kinetics (human action) "
+            "classes of the current frame's window; see docs/streams.md for what they mean",
+        )  # fmt: skip
+        self.predictions = Label(value="")
         self.replace = CheckBox(
             text="replace previous results", value=False,
             tooltip="On: results go to 'features: <source>' layers, replacing the last run's. "
@@ -225,8 +231,9 @@ class ExtractWidget(Container):
             self.rgb_checkpoint, self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
             self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation,
             self.points, self.load_tracks_button, self.min_confidence, self.max_gap,
-            self.fill_method, self.fill_button, self.heatmap, self.channel, self.replace,
-            self.run_frame, self.run_all, self.cancel_button, self.status,
+            self.fill_method, self.fill_button, self.heatmap, self.channel, self.predict,
+            self.replace, self.run_frame, self.run_all, self.cancel_button, self.status,
+            self.predictions,
         ])  # fmt: skip
         for widget in (self.source, self.stream, self.weights, self.post_encoder, self.heatmap,
                        self.windowing):  # fmt: skip
@@ -240,6 +247,9 @@ class ExtractWidget(Container):
         napari_viewer.layers.events.removed.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._release_maps)
         self._worker: Any = None
+        self._frame_predictions: dict[int, str] = {}
+        self._predicted_layer: Any = None
+        napari_viewer.dims.events.current_step.connect(self._show_prediction)
         self._cancel = threading.Event()
         self._progress: Any = None
         self._refresh()
@@ -293,6 +303,8 @@ class ExtractWidget(Container):
             "runtime": self.runtime.value,
             "stream": self.stream.value,
         }
+        if self.predict.value:  # the Kinetics classifier: Logits over sliding windows
+            cfg["endpoint"], cfg["windowing"] = "Logits", "sliding"
         kind = self.weights.value
         if kind == "DeepMind pretrained":
             cfg["weights"] = {"source": "pretrained"}
@@ -336,6 +348,8 @@ class ExtractWidget(Container):
             }
             if points_layer is not None:
                 options["points"] = self.landmarks(points_layer, layer)
+            if self.predict.value:
+                options["predict"] = True
             frame = _axes.current_frame(self._viewer, layer)  # not axis 0 behind a channel slider
             if current_frame:
                 options["frames"] = [frame]
@@ -581,6 +595,26 @@ class ExtractWidget(Container):
             return
         self.status.value = f"done: {len(written)} layers updated"
         self.status.tooltip = "\n".join(written)
+        from ._convert import frame_predictions
+
+        found = frame_predictions(reply["table"])
+        if found or not one:
+            self._frame_predictions = {**self._frame_predictions, **found} if one else found
+            self._predicted_layer = layer
+        self._show_prediction()
+
+    def _show_prediction(self, *_: Any) -> None:
+        """The current frame's Kinetics classes (from the last run with predictions)."""
+        if not self._frame_predictions or self._predicted_layer is None:
+            self.predictions.value = ""
+            return
+        try:
+            frame = _axes.current_frame(self._viewer, self._predicted_layer)
+        except Exception:  # the layer was removed: nothing to show
+            self.predictions.value = ""
+            return
+        text = self._frame_predictions.get(int(frame))
+        self.predictions.value = f"Kinetics, frame {frame}: {text}" if text else ""
 
     def _release_maps(self, event: Any) -> None:
         """A removed activation layer's maps file is deleted (it lives in the worker's folder)."""
