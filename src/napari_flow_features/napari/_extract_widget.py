@@ -549,7 +549,8 @@ class ExtractWidget(Container):
             return fill_keyframe_table(table, n_frames, "flow", fields, first)
 
         worker = work()
-        self._progress = progress(desc=f"Fill keyframes: {keys.name}")
+        self._desc = f"Fill keyframes: {keys.name}"  # _on_progress restores it on new totals
+        self._progress = progress(desc=self._desc)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda out: self._add_filled(out, keys))
         worker.errored.connect(self._on_fill_error)
