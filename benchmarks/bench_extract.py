@@ -12,11 +12,15 @@ the same run.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+# Random weights (speed does not depend on them) unless the caller chose: no download, offline.
+os.environ.setdefault("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS", "random")
 
 
 def moving_video(n: int, h: int, w: int) -> np.ndarray:

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# Random weights (speed does not depend on them) unless the caller chose: no download, offline.
+os.environ.setdefault("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS", "random")
 
 
 def make_video(path: Path, seconds: float, h: int, w: int, fps: int = 30) -> Path:

@@ -11,9 +11,12 @@ results. PNGs are palette-quantised so the set stays a few hundred KB. ``make sc
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+# The dock runs with random weights (offline, reproducible) unless the caller chose otherwise.
+os.environ.setdefault("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS", "random")
 PLUGIN = "napari-flow-features"
 DOCKS = {
     "flow_widget.png": "Compute optical flow",

@@ -59,9 +59,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .extract.pipeline import extract_features
     from .io._atomic import atomic_write_path
     from .io.tables import write_table
-    from .model.extractor import DynamicFeatureExtractor
 
-    extractor = DynamicFeatureExtractor(endpoint="Mixed_4f", clip_length=16, stride=8)
+    extractor, note = _demo_extractor()
+    if note:
+        print(note)
+    random_weights = extractor.describe()["loaded_model"]["source"] == "random"
     feature_dir = out / "features"
     feature_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -83,15 +85,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             written.append(heat_path)
     for path in written:
         print(f"     features: {path}")
-    print(
-        "               (random I3D weights, end point Mixed_4f: 832 channels per frame; "
-        "`flow-features weights fetch flow_imagenet` gives DeepMind's)"
-    )
+    if random_weights:
+        print(
+            "               (RANDOM I3D weights, marked in every table, figure and report; end "
+            "point Mixed_4f: 832 channels per frame)"
+        )
+    else:
+        print("               (DeepMind's flow_imagenet weights, end point Mixed_4f: 832 channels)")
     _demo_figures_and_report(result.table, extractor, flow, gt_path=paths["ground_truth"],
                              out=out)  # fmt: skip
     files = " ".join([paths["video"], paths["landmarks"], str(flow_path)])
     print(f"Open it in napari: napari {files}")
     return 0
+
+
+def _demo_extractor() -> tuple[Any, str | None]:
+    """The demo's encoder: the default (pretrained) weights, or, where they cannot be fetched
+    (offline), random weights with a one-line note saying so."""
+    from .model.extractor import DynamicFeatureExtractor
+    from .model.weights import WeightsUnavailableError
+
+    settings = {"endpoint": "Mixed_4f", "clip_length": 16, "stride": 8}
+    try:
+        return DynamicFeatureExtractor(**settings), None
+    except WeightsUnavailableError as exc:
+        reason = str(exc.__cause__ or exc).split(" for http")[0]
+        note = (
+            "Pretrained weights unavailable ("
+            + reason
+            + "); the demo goes on with RANDOM weights, "
+            "marked in every output (`flow-features weights fetch flow_imagenet` when online)."
+        )
+        return DynamicFeatureExtractor(**settings, weights={"source": "random"}), note
+
+
+def marked_layer_name(name: str, metadata: Any) -> str:
+    """A figure's layer name, with RANDOM WEIGHTS in it when the run's metadata says so."""
+    if isinstance(metadata, dict) and metadata.get("random_weights"):
+        return f"{name} [RANDOM WEIGHTS]"
+    return name
 
 
 def _demo_figures_and_report(
@@ -109,7 +141,8 @@ def _demo_figures_and_report(
 
     values = table[feature_columns(table)].to_numpy()
     busiest = np.argsort(np.nan_to_num(values.std(axis=0)))[::-1][:3].tolist()  # most varying
-    vis = FeatureVisualization(layer_name=extractor.config["endpoint"],
+    vis = FeatureVisualization(layer_name=marked_layer_name(extractor.config["endpoint"],
+                                                            extractor.describe()),
                                clip_length=extractor.config["clip_length"])  # fmt: skip
     fig_dir = out / "figures"
     figures = write_figures(vis, table, ("evolution", "heatmap", "comparative"), busiest,
@@ -396,7 +429,8 @@ def _sequence_figures(extractor: Any, flow: Any, stem: str, out: Path, features:
 
     window = extractor.windows(flow.shape[0] + 1)[0]
     maps = extractor.encode(np.stack([extractor.preprocess_window(flow, window)]))
-    vis = FeatureVisualization(layer_name=extractor.config["endpoint"],
+    vis = FeatureVisualization(layer_name=marked_layer_name(extractor.config["endpoint"],
+                                                            extractor.describe()),
                                clip_length=extractor.config["clip_length"])  # fmt: skip
     features = [c for c in features if c < maps.shape[-1]] or [0]
     clip_flow = flow[window.start : window.start + extractor.config["clip_length"]]
@@ -444,15 +478,20 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         args.interpolate_missing, args.start, args.stop, roi, args.max_side, args.flow_method,
     )  # fmt: skip
     weights: dict = {"seed": args.seed}
+    if args.weights:
+        weights["source"] = args.weights
     if args.checkpoint:
-        weights = {"source": "deepmind", "checkpoint": args.checkpoint}
+        weights = {"source": "deepmind", "checkpoint": args.checkpoint,
+                   "rgb_checkpoint": args.rgb_checkpoint}  # fmt: skip
     elif args.registry_dir:
         weights = {"source": "registry", "registry_dir": args.registry_dir,
                    "model_name": args.model_name, "version": args.version}  # fmt: skip
     overrides: dict = {"weights": weights}
-    for name in ("stride", "runtime", "windowing", "chunk_length"):
+    for name in ("stride", "runtime", "windowing", "chunk_length", "stream", "fusion"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.predict and not args.endpoint:
+        overrides["endpoint"] = "Logits"  # the Kinetics classifier's output
     print("building the I3D model ...", file=sys.stderr)
     extractor = _extractor(args, **overrides)
     maps_path = output.with_name(output.stem + "_maps.npy") if args.post_encoder == "none" else None
@@ -468,7 +507,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             max_side=args.max_side, keep_flow=keep_flow, keep_flow_dtype=args.keep_flow_dtype,
             flow_cache=args.flow_cache,
             status=lambda text: tqdm.write(f"  {text}", file=sys.stderr),
-            row_sink=sink.write if sink is not None else None,
+            row_sink=sink.write if sink is not None else None, predict=args.predict,
         )  # fmt: skip
         meta = result.metadata
         if sink is not None:
@@ -488,6 +527,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     finally:
         flow_bar.close()
         bar.close()
+    if meta.get("random_weights"):
+        print(f"WARNING: {meta['weights_note']}", file=sys.stderr)
     print(f"wrote {output}: {rows} rows, post-encoder {args.post_encoder}, end point "
           f"{meta['endpoint']}, {meta['windowing']} ({meta['n_windows']} encoder passes, "
           f"{meta['encoder_frames_per_output_frame']:.2f} per frame), runtime "
@@ -496,6 +537,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         print(f"feature maps: {maps_path} {tuple(result.feature_maps.shape)}")
     if keep_flow is not None:
         print(f"flow kept: {keep_flow} ({args.keep_flow_dtype})")
+    for pred in meta.get("predictions", [])[:3]:
+        best = ", ".join(f"{n} {p:.2f}" for n, p in zip(pred["labels"], pred["probs"], strict=True))
+        print(f"Kinetics, window at frame {pred['start_frame']}: {best}")
     if args.post_encoder == "point":
         print(f"landmark rows without a point: {meta['missing_landmark_rows']}; outside the frame: "
               f"{meta['outside_frame_rows']}; positions interpolated: "
@@ -670,7 +714,9 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
         layer = args.layer_name or "activations"
     else:
         data = read_table(source)
-        layer = args.layer_name or str(data.attrs.get("endpoint", "features"))
+        layer = marked_layer_name(
+            args.layer_name or str(data.attrs.get("endpoint", "features")), data.attrs
+        )
     flow = None
     if args.flow:
         from .flow.sequences import _open_sequence
@@ -884,8 +930,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help="encoder end point (e.g. Mixed_4f)")
     p.add_argument("--clip-length", type=POSITIVE_INT, help="frames per clip (sliding windowing)")
     p.add_argument("--stride", type=POSITIVE_INT, help="frames between clips (sliding windowing)")
+    p.add_argument("--weights", choices=("pretrained", "random"),
+                   help="pretrained (default: DeepMind's flow_imagenet / rgb_imagenet, downloaded "
+                        "and cached on first use) or random (every output is marked)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed for random weights")
-    p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it)")
+    p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it); "
+                   "the flow one for two-stream")  # fmt: skip
+    p.add_argument("--rgb-checkpoint", help="two-stream: the RGB checkpoint prefix")
+    p.add_argument("--stream", choices=("flow", "rgb", "two-stream"),
+                   help="I3D stream (default flow): rgb needs no optical flow; two-stream runs "
+                        "both (docs/streams.md)")  # fmt: skip
+    p.add_argument("--fusion", choices=("concat", "average"),
+                   help="two-stream: concatenate (flow_f..., rgb_f... columns, default) or average")  # fmt: skip
+    p.add_argument("--predict", action="store_true",
+                   help="add each window's top-5 Kinetics classes (Logits end point, DeepMind "
+                        "weights; frames at least 193 px: use --max-side 224 or more)")  # fmt: skip
     p.add_argument("--registry-dir", help="take the model from this registry")
     p.add_argument("--model-name", default="i3d-flow")
     p.add_argument("--version", help="registry version (default: newest)")

@@ -117,3 +117,86 @@ def test_cli_fetch(server, tmp_path, capsys):
     assert main(["weights", "fetch", "flow_imagenet", "--dest", str(tmp_path / "x"),
                  "--url", "http://127.0.0.1:9/none"]) == 2  # fmt: skip
     assert "Download failed" in capsys.readouterr().err
+
+
+@pytest.fixture
+def pretrained_default(monkeypatch, tmp_path):
+    """The shipped default (pretrained weights), with the cache in a fresh folder."""
+    monkeypatch.delenv("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS")
+    monkeypatch.setenv("NAPARI_FLOW_FEATURES_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "checkpoints"
+
+
+def test_pretrained_weights_by_default_fetched_once(server, pretrained_default, monkeypatch, capfd):
+    from napari_flow_features.model.extractor import DynamicFeatureExtractor, default_config
+
+    url, _, values, requests = server
+    monkeypatch.setenv("NAPARI_FLOW_FEATURES_WEIGHTS_URL", url)
+    assert default_config()["weights"]["source"] == "pretrained"
+    count = len(requests)
+    ext = DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", runtime="tensorflow")
+    assert len(requests) == count + 3  # the three files, on first use
+    assert "downloading model.ckpt.data-00000-of-00001" in capfd.readouterr().err  # progress bar
+    np.testing.assert_array_equal(
+        np.asarray(ext.model.get_layer("Conv3d_1a_7x7.conv_3d").kernel),
+        values["Flow/inception_i3d/Conv3d_1a_7x7/conv_3d/w"],
+    )
+    meta = ext.describe()
+    assert meta["loaded_model"]["source"] == "deepmind"
+    assert meta["loaded_model"]["pretrained"] == "flow_imagenet"
+    assert meta["quantize_effective"] and "random_weights" not in meta
+    assert (pretrained_default / "flow_imagenet" / "model.ckpt.index").is_file()
+    DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", runtime="tensorflow")
+    assert len(requests) == count + 3  # cached and verified: no second download
+
+
+def test_offline_without_a_cached_copy_says_what_to_do(pretrained_default, monkeypatch, capsys):
+    from napari_flow_features.cli import _demo_extractor
+    from napari_flow_features.model.extractor import DynamicFeatureExtractor
+    from napari_flow_features.model.weights import WeightsUnavailableError
+
+    monkeypatch.setenv("NAPARI_FLOW_FEATURES_WEIGHTS_URL", "http://127.0.0.1:9/offline")
+    with pytest.raises(WeightsUnavailableError) as info:
+        DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", stream="rgb")
+    text = str(info.value)
+    assert "pretrained rgb_imagenet weights are not in the cache" in text
+    assert "flow-features weights fetch rgb_imagenet --dest DIR" in text
+    assert "--checkpoint DIR/model.ckpt" in text and "--weights random" in text
+    assert not pretrained_default.exists() or not any(pretrained_default.rglob("*.ckpt*"))
+    # The demo goes on with random weights, says so in one line, and marks its outputs.
+    extractor, note = _demo_extractor()
+    assert note.startswith("Pretrained weights unavailable") and "\n" not in note
+    assert "RANDOM weights" in note
+    meta = extractor.describe()
+    assert meta["random_weights"] and meta["weights_note"].startswith("RANDOM WEIGHTS")
+    # The CLI: an offline default is a clear error (exit 2) naming the way out.
+    from conftest import moving_pattern
+
+    from napari_flow_features.io.video import write_video
+
+    video = pretrained_default.parent / "v.mp4"
+    write_video(video, moving_pattern(16, 32, 32), fps=25)
+    capsys.readouterr()
+    assert main(["extract", str(video), "-o", str(pretrained_default.parent / "f.csv")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "weights fetch flow_imagenet" in err and not (pretrained_default.parent / "f.csv").exists()
+    )
+
+
+def test_random_weights_are_marked_in_tables_and_figure_names(tmp_path, capsys):
+    from conftest import moving_pattern
+
+    from napari_flow_features.cli import marked_layer_name
+    from napari_flow_features.io.tables import read_table
+    from napari_flow_features.io.video import write_video
+
+    video = tmp_path / "v.mp4"
+    write_video(video, moving_pattern(16, 32, 32), fps=25)
+    out = tmp_path / "f.parquet"
+    assert main(["extract", str(video), "--weights", "random", "--endpoint", "Conv3d_1a_7x7",
+                 "--runtime", "tensorflow", "-o", str(out)]) == 0  # fmt: skip
+    assert "WARNING: RANDOM WEIGHTS" in capsys.readouterr().err
+    attrs = read_table(out).attrs
+    assert attrs["random_weights"] and attrs["weights"]["source"] == "random"
+    assert marked_layer_name("Mixed_5c", attrs) == "Mixed_5c [RANDOM WEIGHTS]"

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 from napari_flow_features.io.video import write_video
+
+# Tests never reach the internet: the default weights are random unless a test asks for the
+# pretrained ones (against its own server on 127.0.0.1), any other download goes to a closed local
+# port, and the weights cache is a fresh folder. Set before anything runs, so worker children and
+# CLI subprocesses inherit it.
+os.environ["NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS"] = "random"
+os.environ["NAPARI_FLOW_FEATURES_WEIGHTS_URL"] = "http://127.0.0.1:9/no-internet-in-tests"
+_CACHE = tempfile.mkdtemp(prefix="nff-test-weights-")
+os.environ["NAPARI_FLOW_FEATURES_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 FORBIDDEN = ("tensorflow", "keras")
 

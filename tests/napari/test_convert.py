@@ -106,3 +106,20 @@ def test_runs_are_named_by_settings_unless_replacing(viewer):
     write_results(viewer, reply(endpoint="Mixed_3c"), clip, None, "gap", one=False, replace=True)
     assert viewer.layers["features: clip"].metadata["endpoint"] == "Mixed_3c"
     assert sum(layer.name.startswith("features: clip") for layer in viewer.layers) == 3
+
+
+def test_random_weights_are_in_the_layer_names():
+    label = _convert.run_label({"endpoint": "Mixed_5c", "random_weights": True}, "point")
+    assert label.endswith("RANDOM WEIGHTS")
+    assert "RANDOM" not in _convert.run_label({"endpoint": "Mixed_5c"}, "point")
+    assert _convert.result_name("features", "mouse", label, replace=False).endswith(
+        "RANDOM WEIGHTS)"
+    )
+
+
+def test_frame_predictions_text():
+    table = pd.DataFrame({"frame": [0, 1, 1], "top1_label": ["a", "b", "b"],
+                          "top1_prob": [0.5, 0.25, 0.25], "top2_label": ["c", "d", "d"],
+                          "top2_prob": [0.125, 0.0625, 0.0625]})  # fmt: skip
+    assert _convert.frame_predictions(table) == {0: "a 0.50, c 0.12", 1: "b 0.25, d 0.06"}
+    assert _convert.frame_predictions(pd.DataFrame({"frame": [0], "f0000": [1.0]})) == {}

@@ -252,10 +252,77 @@ def test_save_settings_writes_the_yaml_extract_config_reads(make_napari_viewer, 
     assert settings == widget.batch_settings()
     assert settings.extractor == {
         "endpoint": "Mixed_4f", "clip_length": 32, "stride": 4, "windowing": "sliding",
-        "runtime": "auto", "weights": {"source": "random", "seed": 7},
+        "runtime": "auto", "stream": "flow", "weights": {"source": "random", "seed": 7},
     }  # fmt: skip
     assert (settings.post_encoder, settings.interpolation, settings.flow_method) == (
         "point", "nearest", "farneback")  # fmt: skip
     assert settings.min_confidence == 0.5 and settings.max_gap is None
     assert settings.max_side is None  # the dock runs at the video's size; the batch must too
     assert "tensorflow" not in sys.modules
+
+
+def test_rgb_stream_runs_in_the_worker(make_napari_viewer, qtbot, errors):
+    """The RGB stream (no optical flow) through the worker: TensorFlow stays out of this process."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    widget = ExtractWidget(viewer)
+    small_run(widget)
+    widget.post_encoder.value = "Global Average Pooling"
+    assert not widget.flow_method.native.isHidden()
+    widget.stream.value = "rgb"
+    assert widget.flow_method.native.isHidden()  # the RGB stream computes no flow
+    assert widget.extractor_config()["stream"] == "rgb"
+    assert widget.run(current_frame=False) is not None
+    wait(qtbot, widget)
+    assert errors == []
+    features = viewer.layers["features: whisker video"]
+    assert features.data.shape == (96, 480) and np.isfinite(features.data).all()
+    assert features.metadata["stream"] == "rgb" and features.metadata["flow_method"] is None
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_model_choice_defaults_to_pretrained(make_napari_viewer, monkeypatch):
+    """Pretrained by default; the test conftest's NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS=random (what
+    an offline CI sets) selects random weights instead."""
+    viewer = make_napari_viewer()
+    assert ExtractWidget(viewer).weights.value == "random weights"
+    monkeypatch.delenv("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS")
+    widget = ExtractWidget(viewer)
+    assert widget.weights.value == "DeepMind pretrained"
+    assert widget.extractor_config()["weights"] == {"source": "pretrained"}
+    widget.stream.value = "two-stream"
+    widget.weights.value = "DeepMind checkpoint"
+    assert not widget.rgb_checkpoint.native.isHidden() and widget.seed.native.isHidden()
+
+
+def test_kinetics_predictions_of_the_current_frame(make_napari_viewer, qtbot, errors, tmp_path):
+    """--predict from the dock: the worker runs the Logits network (TensorFlow stays in the worker;
+    the DeepMind-layout checkpoint of random values is written by another process too)."""
+    import subprocess
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parents[1] / "core"
+    prefix = tmp_path / "rgb" / "model.ckpt"
+    prefix.parent.mkdir()
+    code = (f"import sys; sys.path.insert(0, {str(core)!r}); from test_predictions import "
+            f"write_scaled_checkpoint; write_scaled_checkpoint({str(prefix)!r}, 'rgb_imagenet', 2)")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    viewer = make_napari_viewer()
+    frames = np.stack([np.roll(np.tile(np.arange(224, dtype=np.uint8), (224, 1)), 3 * t, 1)
+                       for t in range(16)])  # fmt: skip
+    viewer.add_image(frames, name="clip")
+    widget = ExtractWidget(viewer)
+    widget.replace.value = True
+    widget.stream.value = "rgb"
+    widget.weights.value = "DeepMind checkpoint"
+    widget.checkpoint.value = str(prefix) + ".index"
+    widget.predict.value = True
+    assert widget.extractor_config()["endpoint"] == "Logits"
+    assert widget.run(current_frame=False) is not None
+    wait(qtbot, widget)
+    assert errors == []
+    meta = viewer.layers["features: clip"].metadata
+    best = meta["predictions"][0]["labels"][0]
+    viewer.dims.set_current_step(0, 5)
+    assert widget.predictions.value.startswith(f"Kinetics, frame 5: {best} ")
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules

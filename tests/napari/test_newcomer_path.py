@@ -81,8 +81,9 @@ def test_a_new_users_click_path(make_napari_viewer, qtbot, own_temp, tmp_path):
     worker.yielded.connect(lambda e: statuses.append(e[1]) if e[0] == "status" else None)
     qtbot.waitUntil(lambda: extract._worker is None, timeout=240_000)
     assert "running" in statuses and extract.status.value.startswith("done")
-    features = viewer.layers["features: whisker video (point, Mixed_3c)"]
-    heat = viewer.layers["heatmap: whisker video (point, Mixed_3c)"]
+    # The dock's random weights (the test conftest's offline default) are in every result's name.
+    features = viewer.layers["features: whisker video (point, Mixed_3c, RANDOM WEIGHTS)"]
+    heat = viewer.layers["heatmap: whisker video (point, Mixed_3c, RANDOM WEIGHTS)"]
     order = [layer.name for layer in viewer.layers]
     for layer in (features, heat):  # visible, above the flow, inside the camera's view
         assert layer.visible

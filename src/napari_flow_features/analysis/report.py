@@ -181,6 +181,8 @@ RANDOM_WEIGHTS_WARNING = (
 
 def random_weights(run: dict) -> bool:
     """Whether the run's metadata says the encoder had random weights."""
+    if run.get("random_weights"):  # set by the extractor (any stream)
+        return True
     weights = run.get("weights")
     source = weights.get("source") if isinstance(weights, dict) else weights
     return str(source).lower() == "random"

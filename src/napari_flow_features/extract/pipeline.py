@@ -154,18 +154,28 @@ def _cache_entry(cache: Any, source: Any, method: str, sel: FrameSelection) -> P
 
 
 def _video_flow_blocks(
-    data: Any, sel: FrameSelection, lo: int, hi: int, method: str, workers: int | None
+    data: Any,
+    sel: FrameSelection,
+    lo: int,
+    hi: int,
+    method: str,
+    workers: int | None,
+    rgb_sink: dict | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Raw flow fields ``lo..hi-1`` of the selection, computed block by block from frames read in
-    order (cropped to the region and resized first)."""
+    order (cropped to the region and resized first). ``rgb_sink`` (two-stream) also receives each
+    frame read, as the RGB stream's uint8 ``(H, W, 3)``, keyed by its index."""
     from ..flow.compute import _POOLED, _to_grey, iter_flow_blocks
+    from ..flow.frames import rgb_frame
 
     x, y, w, h = sel.roi
     size = sel.work_hw
 
     def grey(i: int) -> np.ndarray:
-        frame = np.asarray(data[sel.start + i])
-        return _to_grey(frame[y : y + h, x : x + w], size)
+        frame = np.asarray(data[sel.start + i])[y : y + h, x : x + w]
+        if rgb_sink is not None:
+            rgb_sink[i] = rgb_frame(frame, size)
+        return _to_grey(frame, size)
 
     def blocks() -> Iterator[tuple[int, np.ndarray]]:
         prev = grey(lo)
@@ -178,6 +188,54 @@ def _video_flow_blocks(
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if method in _POOLED else 1
     return iter_flow_blocks(blocks(), method, "medium", None, 1 if method == "dis" else workers)
+
+
+def _video_rgb_blocks(
+    data: Any, sel: FrameSelection, lo: int, hi: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Frames ``lo..hi-1`` of the selection as ``(k, H, W, 3)`` uint8 blocks, cropped and resized
+    like the flow stream's (grey repeated to 3 channels). No optical flow."""
+    from ..flow.frames import rgb_frame
+
+    x, y, w, h = sel.roi
+    for first in range(lo, hi, 8):
+        frames = [
+            rgb_frame(np.asarray(data[sel.start + i])[y : y + h, x : x + w], sel.work_hw)
+            for i in range(first, min(first + 8, hi))
+        ]
+        yield first, np.stack(frames)
+
+
+def _two_stream_blocks(
+    data: Any, sel: FrameSelection, lo: int, hi: int, method: str, workers: int | None
+) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """Entries ``lo..hi-1`` of both streams from one read of the frames: ``(first, (fields,
+    frames))`` where entry ``i`` is flow field ``i`` (frame i → i+1) and frame ``i``. The last frame
+    has no field of its own: its block carries one frame more than fields (the transform pads the
+    flow by its last field, the frame-aligned rule)."""
+    n = sel.n_frames
+    flow_lo, flow_hi = min(lo, n - 2), min(hi, n - 1)
+    stash: dict[int, np.ndarray] = {}
+    for first, fields in _video_flow_blocks(
+        data, sel, flow_lo, flow_hi, method, workers, rgb_sink=stash
+    ):
+        last = first + len(fields)
+        stop = last + 1 if (last == flow_hi and hi == n) else last
+        frames = np.stack([stash.pop(i) if i != last else stash[i] for i in range(first, stop)])
+        yield first, (fields, frames)
+
+
+def _cached_two_stream_blocks(
+    cached: Any, data: Any, sel: FrameSelection, lo: int, hi: int
+) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """Like :func:`_two_stream_blocks` with the flow read from the flow cache."""
+    n_fields = cached.shape[0]
+    for first, frames in _video_rgb_blocks(data, sel, lo, hi):
+        # The last frame's block may start past the last field: it takes that field (padding).
+        fields = np.asarray(
+            cached[min(first, n_fields - 1) : min(first + len(frames), n_fields)], np.float32
+        )
+        yield first, (fields, frames)
 
 
 def _array_flow_blocks(
@@ -318,6 +376,7 @@ def extract_features(
     status: Status | None = None,
     flow_progress: Progress | None = None,
     row_sink: Callable[[pd.DataFrame], None] | None = None,
+    predict: bool = False,
 ) -> FeatureResult:
     """Per-frame features of a video (flow computed on the way, streamed) or a flow sequence.
 
@@ -342,18 +401,52 @@ def extract_features(
     ``progress(done, total)`` counts frames encoded, ``flow_progress`` flow fields computed;
     ``status(text)`` hears phases and a time estimate after the first chunk; ``cancel`` (a callable
     or an Event) stops the run with :class:`CancelledError`, leaving no files behind.
+
+    Streams (the extractor's ``stream``, docs/streams.md): ``flow``; ``rgb`` (frames only, no optical
+    flow); ``two-stream`` (flow computed once, both encoders over the same chunks or windows, fused
+    by the config's ``fusion``). Row ``t`` of every stream belongs to video frame ``t``. ``predict``
+    (a ``Logits`` end point with DeepMind weights) adds each window's top-5 Kinetics classes,
+    ``top1_label``, ``top1_prob`` … ``top5_prob``: the softmax of the streams' summed logits.
     """
     run = _prepare(
         source, post_encoder, points, interpolation, interpolate_missing,
         start, stop, roi, max_side, flow_method,
     )  # fmt: skip
     cfg = extractor.config
+    stream = cfg.get("stream") or "flow"
     if run.kind == "flow":
+        if stream != "flow":
+            channels = {"rgb": "3 input channels", "two-stream": "2 + 3 input channels"}[stream]
+            raise BadInputError(
+                f"The {stream} stream ({channels}) needs the video's frames, but {run.name} is "
+                "optical flow (2 channels): give the video, or use a flow model"
+            )
         extractor._check_flow(run.data)
-    elif cfg["in_channels"] != 2:
+    elif cfg["in_channels"] != 2 and stream == "flow":
         raise BadInputError(
             f"The model takes {cfg['in_channels']} input channels but optical flow has 2"
         )
+    if keep_flow is not None and stream == "rgb":
+        raise BadInputError("keep_flow keeps optical flow; the rgb stream computes none")
+    if cfg["endpoint"] in ("Logits", "Predictions"):
+        import math
+
+        h, w = extractor.resized_shape(*run.sel.work_hw)
+        if min(math.ceil(h / 32), math.ceil(w / 32)) < 7:
+            raise BadInputError(
+                f"The {cfg['endpoint']} end point pools 7x7 Mixed_5c cells: frames must be at least "
+                f"193 px on each side (DeepMind used 224x224), these are {w}x{h}; raise max_side"
+            )
+    if predict:
+        if cfg["endpoint"] != "Logits":
+            raise BadInputError(
+                f"Kinetics predictions need the Logits end point, not {cfg['endpoint']}"
+            )
+        if cfg["weights"]["source"] not in ("deepmind", "pretrained"):
+            raise BadInputError(
+                f"Kinetics predictions need DeepMind's weights; these are {cfg['weights']['source']} "
+                "(a random network's classes mean nothing)"
+            )
     settings = {
         "clip_length": clip_length if clip_length is not None else cfg["clip_length"],
         "stride": stride if stride is not None else cfg["stride"],
@@ -388,7 +481,7 @@ def extract_features(
         return _stream(
             run, extractor, workdir, post_encoder, interpolation, settings, windowing, maps_path,
             frames, heatmap, progress, cancel, flow_cache, keep_flow, keep_flow_dtype,
-            flow_method, flow_workers, status, flow_progress, row_sink, partials,
+            flow_method, flow_workers, status, flow_progress, row_sink, partials, predict,
         )  # fmt: skip
     except BaseException:
         # However the run ends early (error, cancel, Ctrl-C, SIGTERM at any point): no
@@ -407,8 +500,14 @@ def extract_features(
 class _Rows:
     """Result rows, kept or handed to a sink in blocks of ``block`` rows."""
 
-    def __init__(self, sink: Callable[[pd.DataFrame], None] | None, block: int = 2048) -> None:
+    def __init__(
+        self,
+        sink: Callable[[pd.DataFrame], None] | None,
+        block: int = 2048,
+        names: Callable[[int], list[str]] | None = None,
+    ) -> None:
         self.sink, self.block = sink, block
+        self.names = names or (lambda count: [f"f{c:04d}" for c in range(count)])
         self.rows: list[dict] = []
         self.feats: list[np.ndarray] = []
         self.parts: list[pd.DataFrame] = []
@@ -429,7 +528,7 @@ class _Rows:
         part = pd.DataFrame(self.rows)
         if self.feats:
             mat = np.stack(self.feats).astype(np.float32)
-            cols = pd.DataFrame(mat, columns=[f"f{c:04d}" for c in range(mat.shape[1])])
+            cols = pd.DataFrame(mat, columns=self.names(mat.shape[1]))
             part = pd.concat([part, cols], axis=1)
         self.count += len(part)
         self.rows, self.feats = [], []
@@ -467,12 +566,16 @@ def _stream(
     flow_progress: Progress | None,
     row_sink: Any,
     partials: list[Path],
+    predict: bool = False,
 ) -> FeatureResult:
+    from ..flow.frames import rgb_to_i3d
     from ..flow.sequences import frame_windows, preprocess_flow_inplace
     from ..model.extractor import CHUNK_MARGIN
     from ..model.i3d import ENDPOINT_STRIDES
 
     cfg = extractor.config
+    stream = cfg.get("stream") or "flow"
+    streams = getattr(extractor, "streams", {stream: extractor})
     sel, n = run.sel, run.sel.n_frames
     is_cancelled = _cancel_fn(cancel)
     say = status or (lambda text: None)
@@ -503,24 +606,38 @@ def _stream(
         assign = assign_frames(starts, n, length, 1)
         needed = sorted(set(assign.window[wanted].tolist()))
         spans = [(windows[k].start, windows[k].start + length) for k in needed]
-    field_lo = min(spans[0][0], n - 2)
-    field_hi = min(max(hi for _, hi in spans), n - 1)
+    # Encoder input entry i belongs to video frame i: flow field i (frame i → i+1, the last frame
+    # takes the last field: edge padding) or frame i itself (RGB, which needs no padding).
+    n_entries = n - 1 if stream == "flow" else n
+    field_lo = min(spans[0][0], n_entries - 1)
+    field_hi = min(max(hi for _, hi in spans), n_entries)
 
     # Where the raw flow comes from: a stored sequence, the flow cache, or computed now.
     flow_info = dict(run.flow_info)
     cache_path = cache_writer = keep_writer = None
     n_fields = n - 1
-    if run.kind == "video":
+    if stream == "rgb":
+        blocks = _video_rgb_blocks(run.data, sel, field_lo, field_hi)
+        flow_info = {"flow_method": None, "flow_reused": False}
+    elif run.kind == "video":
         cache_path = _cache_entry(flow_cache, run.data, flow_method, sel)
         if cache_path is not None and cache_path.is_file():
             cached = np.load(cache_path, mmap_mode="r", allow_pickle=False)
-            blocks = _array_flow_blocks(cached, 0, field_lo, field_hi)
+            if stream == "two-stream":
+                blocks = _cached_two_stream_blocks(cached, run.data, sel, field_lo, field_hi)
+            else:
+                blocks = _array_flow_blocks(cached, 0, field_lo, field_hi)
             flow_info["flow_reused"] = True
             say("reusing the cached flow of this video")
         else:
-            blocks = _video_flow_blocks(
-                run.data, sel, field_lo, field_hi, flow_method, flow_workers
-            )
+            if stream == "two-stream":
+                blocks = _two_stream_blocks(
+                    run.data, sel, field_lo, field_hi, flow_method, flow_workers
+                )
+            else:
+                blocks = _video_flow_blocks(
+                    run.data, sel, field_lo, field_hi, flow_method, flow_workers
+                )
             size = n_fields * sel.work_hw[0] * sel.work_hw[1] * 8
             if cache_path is not None and frames is None and size <= FLOW_CACHE_MAX_BYTES:
                 for old in cache_path.parent.glob("*.npy*"):  # one video's flow at a time
@@ -545,28 +662,44 @@ def _stream(
             float(cfg["flow_bound"]), spec, partials,
         )  # fmt: skip
     tees = [w for w in (cache_writer, keep_writer) if w is not None]
-    bound, quantize = float(cfg["flow_bound"]), extractor.quantize
+    bound = float(cfg["flow_bound"])
 
-    def transform(raw: np.ndarray) -> np.ndarray:
-        data = extractor._resize(np.array(raw, dtype=np.float32))
+    def flow_input(raw: np.ndarray) -> np.ndarray:
+        flow_ext = streams["flow"]
+        data = flow_ext._resize(np.array(raw, dtype=np.float32))
         if data is raw:
             data = data.copy()
-        return preprocess_flow_inplace(data, bound, quantize)
+        return preprocess_flow_inplace(data, bound, flow_ext.quantize)
 
-    def tee(first: int, raw: np.ndarray) -> None:
+    def rgb_input(frames: np.ndarray) -> np.ndarray:
+        return rgb_to_i3d(streams["rgb"].resize_frames(frames))
+
+    def both_inputs(raw: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        fields, frames = raw
+        flow_part = flow_input(fields)
+        if len(flow_part) < len(frames):  # the last frame: the last field again (edge padding)
+            pad = np.repeat(flow_part[-1:], len(frames) - len(flow_part), axis=0)
+            flow_part = np.concatenate([flow_part, pad])
+        return np.concatenate([flow_part, rgb_input(frames)], axis=-1)
+
+    transform = {"flow": flow_input, "rgb": rgb_input, "two-stream": both_inputs}[stream]
+
+    def tee(first: int, raw: Any) -> None:
+        if stream == "two-stream":
+            raw = raw[0][: max(0, n - 1 - first)]  # the real flow fields only
         for writer in tees:
             writer(first, raw)
 
     fields_done = [0]
-    flow_total = field_hi - field_lo
+    flow_total = min(field_hi, n - 1) - field_lo
 
     def on_fields(count: int) -> None:
         fields_done[0] += count
-        if flow_progress is not None:
+        if flow_progress is not None and stream != "rgb":
             flow_progress(fields_done[0], flow_total)
 
     frame_hw = sel.work_hw
-    rows = _Rows(row_sink)
+    rows = _Rows(row_sink, names=getattr(extractor, "column_names", None))
     landmarks = run.landmarks
     outside: list[tuple] = []
     heat = None
@@ -577,10 +710,15 @@ def _stream(
     emitted = 0
     t_start = time.perf_counter()
 
-    def emit(t: int, fmap: np.ndarray, extra: dict | None = None) -> None:
-        """Rows of frame ``t`` (relative) from its time-interpolated map ``(H', W', C)``."""
+    def emit(
+        t: int, fmap: np.ndarray, extra: dict | None = None, labels: dict | None = None
+    ) -> None:
+        """Rows of frame ``t`` (relative) from its time-interpolated map ``(H', W', C)``;
+        ``labels``: the frame's window's Kinetics predictions, on every row of the frame."""
         nonlocal heat
         frame = int(t) + sel.start
+        if labels:
+            extra = {**(extra or {}), **labels} if post_encoder == "none" else extra
         if heatmap is not None:
             if heat is None:
                 heat = np.full((n, *fmap.shape[:2]), np.nan, np.float32)
@@ -588,7 +726,7 @@ def _stream(
         if post_encoder == "none":
             rows.add({"frame": frame, **(extra or {})})
         elif post_encoder == "gap":
-            rows.add({"frame": frame}, gap(fmap))
+            rows.add({"frame": frame, **(labels or {})}, gap(fmap))
         else:
             for k in range(len(landmarks.ids)):
                 fields = landmarks.row_fields(k, t)
@@ -600,7 +738,8 @@ def _stream(
                 if np.isfinite(fx) and not inside_frame(fx, fy, frame_hw):
                     outside.append((frame, landmarks.ids[k], x, y))
                 rows.add(
-                    {"frame": frame, **fields}, sample_point(fmap, fx, fy, frame_hw, interpolation)
+                    {"frame": frame, **fields, **(labels or {})},
+                    sample_point(fmap, fx, fy, frame_hw, interpolation),
                 )
 
     def open_maps(shape: tuple) -> None:
@@ -625,10 +764,45 @@ def _stream(
             left = (total_out - done) / rate
             say(f"{rate:.1f} frames/s; about {_duration(left)} left for {total_out} frames")
 
-    say("computing optical flow and features")
+    predictions: list[dict] = []
+    labels_of = None
+    if predict:
+        from ..model.kinetics import kinetics_labels
+
+        labels_of = kinetics_labels(int(cfg["num_classes"]))
+
+    def encode(clips: np.ndarray) -> np.ndarray:
+        """The fused encoder output; with ``predict``, also each clip's top-5 Kinetics classes
+        from the softmax of the streams' summed logits (DeepMind's two-stream rule)."""
+        if not predict:
+            return extractor.encode(clips)
+        parts = extractor.encode_streams(clips)
+        logits = sum(np.asarray(p, np.float64) for p in parts.values())
+        for row in logits:
+            prob = np.exp(row - row.max())
+            prob /= prob.sum()
+            top = np.argsort(-prob)[:5]
+            predictions.append(
+                {
+                    "labels": [labels_of[i] for i in top],
+                    "probs": [float(prob[i]) for i in top],
+                }
+            )
+        return extractor.fuse(parts)
+
+    def label_fields(window: int) -> dict | None:
+        if not predict:
+            return None
+        pred = predictions[window]
+        out: dict = {}
+        for r, (name, p) in enumerate(zip(pred["labels"], pred["probs"], strict=True), 1):
+            out[f"top{r}_label"], out[f"top{r}_prob"] = name, p
+        return out
+
+    say("computing optical flow and features" if stream != "rgb" else "reading frames and features")
     report(0)
     try:
-        with FlowFeed(blocks, n_fields, transform, tee, is_cancelled, on_fields) as feed:
+        with FlowFeed(blocks, n_entries, transform, tee, is_cancelled, on_fields) as feed:
             feed.drop_before(field_lo)
             if windowing == "chunked":
                 store: dict[int, np.ndarray] = {}
@@ -638,7 +812,7 @@ def _stream(
                         raise CancelledError("Feature extraction cancelled")
                     clip = feed.get(lo, hi)[None]
                     tick = time.perf_counter()
-                    maps = extractor.encode(clip)[0]  # (steps, H', W', C)
+                    maps = encode(clip)[0]  # (steps, H', W', C)
                     timing["encoder_seconds"] += time.perf_counter() - tick
                     keep = passes[i]
                     for j in range(keep.keep_lo // ts, keep.keep_hi // ts):
@@ -673,9 +847,9 @@ def _stream(
                     group = needed[b : b + batch]
                     clips = np.stack([feed.get(lo, hi) for lo, hi in spans[b : b + batch]])
                     tick = time.perf_counter()
-                    maps = extractor.encode(clips)
+                    maps = encode(clips)
                     timing["encoder_seconds"] += time.perf_counter() - tick
-                    if taus is None:
+                    if taus is None and maps.ndim == 5:
                         taus = assign_frames(starts, n, length, maps.shape[1])
                     if post_encoder == "none" and maps_writer is None:
                         open_maps((len(needed), *maps.shape[1:]))
@@ -683,12 +857,17 @@ def _stream(
                         if maps_writer is not None:
                             maps_writer[1][b + j : b + j + 1] = maps[j][None]
                         for t in wanted[assign.window[wanted] == k]:
-                            tau = float(taus.tau[t])
-                            emit(
-                                int(t),
-                                interpolate_time(maps[j], tau),
-                                {"window": b + j, "tau": tau},
-                            )
+                            labels = label_fields(b + j)
+                            if maps.ndim == 2:  # Logits: one vector per window, a 1x1 "map"
+                                emit(int(t), maps[j][None, None], {"window": b + j}, labels)
+                            else:
+                                tau = float(taus.tau[t])
+                                emit(
+                                    int(t),
+                                    interpolate_time(maps[j], tau),
+                                    {"window": b + j, "tau": tau},
+                                    labels,
+                                )
                             emitted += 1
                     nxt = b + batch
                     feed.drop_before(spans[nxt][0] if nxt < len(spans) else spans[-1][1])
@@ -743,7 +922,9 @@ def _stream(
         "chunks": [list(s) for s in spans] if windowing == "chunked" else [],
         "chunk_margin": CHUNK_MARGIN if windowing == "chunked" else None,
         "encoder_frames_per_output_frame": encoded / max(1, len(wanted)),
-        "padded_frames": [sel.stop - 1],
+        "stream": stream,
+        # Frames whose flow entry is the edge-padded last field (the RGB stream pads nothing).
+        "padded_frames": [] if stream == "rgb" else [sel.stop - 1],
         "missing_landmark_rows": rows.nan_rows - len(outside) if post_encoder == "point" else 0,
         "outside_frame_rows": len(outside),
         "interpolated_landmark_positions": landmarks.filled if landmarks else 0,
@@ -753,6 +934,12 @@ def _stream(
         "encoder_seconds": round(timing["encoder_seconds"], 3),
         "frames_per_second": round(len(wanted) / elapsed, 3) if elapsed else None,
     }
+    if predict:
+        meta["predictions"] = [
+            {"window": w, "start_frame": sel.start + spans[w][0], **p}
+            for w, p in enumerate(predictions)
+        ]
+        meta["predictions_rule"] = "softmax of the summed logits of the streams (top 5)"
     if keep_writer is not None:
         meta["kept_flow"] = str(keep_writer.final)
         meta["kept_flow_dtype"] = keep_flow_dtype

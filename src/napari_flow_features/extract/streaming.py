@@ -155,6 +155,9 @@ def step_positions(
 class FlowFeed:
     """Encoder-ready flow fields ``lo..`` produced on a background thread, read in order.
 
+    The same feed carries the RGB stream's frames and the two-stream's ``(fields, frames)``
+    blocks: ``transform`` makes them encoder-ready (2, 3 or 5 channels per entry).
+
     ``blocks`` yields ``(first field index, raw fields)`` in order; ``transform`` turns a block into
     what the encoder takes (resize, clip, quantise, scale) and runs on the flow thread, so it
     overlaps with the encoder too; ``tee`` (optional) sees each raw block first (``--keep-flow``,
@@ -216,8 +219,8 @@ class FlowFeed:
                     self._tee(first, raw)
                 if not self._put(("fields", first, self._transform(raw))):
                     return
-                if self._on_fields is not None:
-                    self._on_fields(len(raw))
+                if self._on_fields is not None:  # two-stream blocks are (fields, frames)
+                    self._on_fields(len(raw[0]) if isinstance(raw, tuple) else len(raw))
             self._put(("end", None, None))
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(("error", exc, None))

@@ -137,8 +137,12 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
 
 def _building_text(config: dict) -> str:
     weights = config.get("weights") or {}
-    source = weights.get("source", "random") if isinstance(weights, dict) else str(weights)
+    from ..model.extractor import DEFAULT_WEIGHTS_ENV
+
+    default = os.environ.get(DEFAULT_WEIGHTS_ENV) or "pretrained"  # what the child will build
+    source = weights.get("source", default) if isinstance(weights, dict) else str(weights)
     what = {"random": "building the model (random weights)",
+            "pretrained": "loading DeepMind's pretrained weights (downloaded on first use)",
             "deepmind": "loading the DeepMind checkpoint",
             "registry": "loading the model from the registry"}.get(source, "building the model")  # fmt: skip
     return f"{what}, end point {config.get('endpoint', 'Mixed_5c')}"

@@ -114,3 +114,27 @@ class NormalisedFrames:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = to_uint8(np.asarray(self.frames), self.value_range)
         return out if dtype is None else out.astype(dtype)
+
+
+def rgb_frame(frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One frame as ``(H, W, 3)`` uint8 for the I3D RGB stream: any bit depth by :func:`to_uint8`,
+    grey repeated to three channels, resized to ``size = (H, W)`` with area interpolation (the rule
+    the flow stream's frames follow)."""
+    import cv2
+
+    frame = to_uint8(frame)
+    if frame.ndim == 3 and frame.shape[-1] == 1:
+        frame = frame[..., 0]
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=-1)
+    elif frame.ndim != 3 or frame.shape[-1] != 3:
+        raise BadInputError(f"Frames must be grey (H, W) or RGB (H, W, 3); got {frame.shape}")
+    if size is not None and frame.shape[:2] != tuple(size):
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(frame)
+
+
+def rgb_to_i3d(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames ``(..., 3)`` → float32 in ``[-1, 1]`` (DeepMind's kinetics-i3d RGB input:
+    ``x / 127.5 - 1``, so 0 → -1, 255 → 1)."""
+    return np.asarray(frames, np.float32) / np.float32(127.5) - np.float32(1.0)

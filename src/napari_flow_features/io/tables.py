@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,11 @@ def feature_columns(table: Any) -> list[str]:
     """The feature columns ``f0000 … f{C-1}`` (DESIGN.md) of a DataFrame or a list of column names;
     keys (``frame``, ``landmark``, ``x``, ``y``) and other columns (``track_id``, ``video``) are not."""
     columns = table.columns if isinstance(table, pd.DataFrame) else table
-    return [c for c in columns if isinstance(c, str) and c[:1] == "f" and c[1:].isdigit()]
+    return [c for c in columns if isinstance(c, str) and _FEATURE_COLUMN.fullmatch(c)]
+
+
+#: ``f0000`` …, and a two-stream table's ``flow_f0000`` …, ``rgb_f0000`` … (DESIGN.md).
+_FEATURE_COLUMN = re.compile(r"(flow_|rgb_)?f\d+")
 
 
 def points_to_table(

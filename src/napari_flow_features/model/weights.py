@@ -34,6 +34,13 @@ FILES = ("checkpoint", "model.ckpt.index", "model.ckpt.data-00000-of-00001")
 DEFAULT_BASE_URL = "https://github.com/deepmind/kinetics-i3d/raw/master/data/checkpoints"
 URL_ENV = "NAPARI_FLOW_FEATURES_WEIGHTS_URL"
 CACHE_ENV = "NAPARI_FLOW_FEATURES_CACHE"
+#: The published checkpoint each stream loads by default (``weights.source: pretrained``).
+PRETRAINED = {"flow": "flow_imagenet", "rgb": "rgb_imagenet"}
+
+
+class WeightsUnavailableError(BadInputError):
+    """The pretrained weights are not cached and cannot be downloaded (offline, blocked, moved)."""
+
 
 Progress = Callable[[str, int, int | None], None]  # (file name, bytes so far, total or None)
 
@@ -56,6 +63,16 @@ def published_shapes(name: str) -> dict[str, tuple[int, ...]]:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "model.ckpt.index").write_bytes(data)
         return {k: tuple(v) for k, v in checkpoint_shapes(Path(tmp) / "model.ckpt").items()}
+
+
+def published_index_sha256(name: str) -> str:
+    """SHA-256 of the published ``model.ckpt.index`` of ``name`` (shipped with the package). The
+    index holds every tensor's offset, size and CRC32C, so a data file whose tensors read back
+    under this index is the published one."""
+    import hashlib
+
+    data = resources.files(__package__).joinpath("reference", f"{name}.index").read_bytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 def verify_checkpoint(name: str, folder: str | os.PathLike) -> Path:
@@ -142,6 +159,15 @@ def fetch_checkpoint(
         for f in FILES:
             _download(f"{base}/{name}/{f}", staging / f, progress, timeout)
         verify_checkpoint(name, staging)
+        if base == DEFAULT_BASE_URL:  # DeepMind's own files: byte for byte the published index
+            from ..io._atomic import sha256_file
+
+            got = sha256_file(staging / "model.ckpt.index")
+            if got != published_index_sha256(name):
+                raise BadInputError(
+                    f"Downloaded {name} is not the published checkpoint: its index has SHA-256 "
+                    f"{got}, the published one {published_index_sha256(name)}"
+                )
         fsync_path(staging)
         ensure_output_dir(folder)
         # The index last: a run killed between these renames leaves a set that fails verification
@@ -152,3 +178,45 @@ def fetch_checkpoint(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder / "model.ckpt"
+
+
+def terminal_progress() -> Progress:
+    """A tqdm progress bar per file on stderr (the first-use download of the pretrained weights)."""
+    import sys
+
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def show(file: str, done: int, total: int | None) -> None:
+        bar = bars.get(file)
+        if bar is None:
+            bar = bars[file] = tqdm(
+                total=total, desc=f"downloading {file}", unit="B", unit_scale=True,
+                file=sys.stderr, leave=False,
+            )  # fmt: skip
+        bar.update(done - bar.n)
+        if total is not None and done >= total:
+            bar.close()
+
+    return show
+
+
+def pretrained_checkpoint(name: str, progress: Progress | None = None) -> Path:
+    """The prefix of DeepMind's published checkpoint ``name`` in the cache, downloaded (verified,
+    atomically) on first use. Without a network and without a cached copy this is a
+    :class:`WeightsUnavailableError` that says how to provide the weights."""
+    folder = cache_dir() / name
+    try:
+        return fetch_checkpoint(name, progress=progress)
+    except BadInputError as exc:
+        if "Download failed" not in str(exc) and "ended early" not in str(exc):
+            raise
+        raise WeightsUnavailableError(
+            f"DeepMind's pretrained {name} weights are not in the cache ({folder}) and could not be "
+            f"downloaded ({exc}). Offline? On a machine with internet run `flow-features weights "
+            f"fetch {name} --dest DIR` and copy DIR to {folder} (or set {CACHE_ENV} to a cache "
+            "holding checkpoints/" + name + "), or give the copy directly: `--checkpoint "
+            "DIR/model.ckpt` (config: weights.source deepmind, weights.checkpoint). Random weights "
+            "only if you ask: `--weights random` (config: weights.source random)."
+        ) from exc

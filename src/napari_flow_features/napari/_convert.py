@@ -45,7 +45,8 @@ class Placement:
 def run_label(metadata: dict, post_encoder: str) -> str:
     """What tells runs apart in layer names: the post-encoder and the end point."""
     endpoint = metadata.get("endpoint", "?")
-    return f"{POST_ENCODER_LABELS.get(post_encoder, post_encoder)}, {endpoint}"
+    label = f"{POST_ENCODER_LABELS.get(post_encoder, post_encoder)}, {endpoint}"
+    return label + ", RANDOM WEIGHTS" if metadata.get("random_weights") else label
 
 
 def result_name(kind: str, source: str, label: str, replace: bool) -> str:
@@ -233,3 +234,17 @@ def activation_volume(
               "contrast_limits": (lo, hi) if hi > lo else (lo, lo + 1),
               "metadata": {**metadata, "maps_path": str(maps_path)}, **placed}  # fmt: skip
     return volume, kwargs, "image"
+
+
+def frame_predictions(table: pd.DataFrame) -> dict[int, str]:
+    """Frame → its window's top Kinetics classes as one line (``extract --predict`` columns
+    ``top1_label``, ``top1_prob`` …); empty for a run without predictions."""
+    if "top1_label" not in table.columns:
+        return {}
+    ranks = [r for r in range(1, 6) if f"top{r}_label" in table.columns]
+    out: dict[int, str] = {}
+    for _, row in table.drop_duplicates("frame").iterrows():
+        out[int(row["frame"])] = ", ".join(
+            f"{row[f'top{r}_label']} {float(row[f'top{r}_prob']):.2f}" for r in ranks
+        )
+    return out

@@ -7,6 +7,7 @@ selected when the run started.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,6 +152,8 @@ def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
 
 #: Per-frame schemes (docs/performance.md): label → config value.
 WINDOWING_CHOICES = {"chunked (seamless)": "chunked", "sliding windows": "sliding"}
+#: The extractor config's stream values (docs/streams.md).
+STREAM_CHOICES = ("flow", "rgb", "two-stream")
 
 
 class ExtractWidget(Container):
@@ -162,12 +165,23 @@ class ExtractWidget(Container):
 
         self._viewer = napari_viewer
         self.source = ComboBox(label="source", choices=lambda _: source_layer_choices(self._viewer))
+        self.stream = ComboBox(label="stream", choices=list(STREAM_CHOICES), value="flow",
+                               tooltip="flow: motion; rgb: appearance, no optical flow (fast); "
+                                       "two-stream: both (docs/streams.md)")  # fmt: skip
         self.flow_method = ComboBox(label="flow method", choices=list(METHODS), value="dis")
+        from ..model.extractor import DEFAULT_WEIGHTS_ENV
+
         self.weights = ComboBox(
-            label="model", choices=["random weights", "DeepMind checkpoint", "registry"]
-        )
+            label="model",
+            choices=["DeepMind pretrained", "random weights", "DeepMind checkpoint", "registry"],
+            value="random weights" if os.environ.get(DEFAULT_WEIGHTS_ENV) == "random"
+            else "DeepMind pretrained",
+            tooltip="DeepMind pretrained: flow_imagenet / rgb_imagenet, downloaded and cached on "
+            "first use; random weights are marked in every result",
+        )  # fmt: skip
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.checkpoint = FileEdit(label="checkpoint (.index)", mode="r", filter="*.index")
+        self.rgb_checkpoint = FileEdit(label="RGB checkpoint (.index)", mode="r", filter="*.index")
         self.registry_dir = FileEdit(label="registry folder", mode="d")
         self.model_name = LineEdit(label="model name", value="i3d-flow")
         self.version = LineEdit(label="version (empty: newest)", value="")
@@ -197,6 +211,12 @@ class ExtractWidget(Container):
         self.fill_button = PushButton(text="Fill between keyframes")
         self.heatmap = ComboBox(label="heatmap", choices=list(HEATMAP_CHOICES))
         self.channel = SpinBox(label="channel", value=0, min=0, max=4095)
+        self.predict = CheckBox(
+            text="Kinetics predictions", value=False,
+            tooltip="Logits end point with DeepMind weights: the top-5 Kinetics (human action) "
+            "classes of the current frame's window; see docs/streams.md for what they mean",
+        )  # fmt: skip
+        self.predictions = Label(value="")
         self.replace = CheckBox(
             text="replace previous results", value=False,
             tooltip="On: results go to 'features: <source>' layers, replacing the last run's. "
@@ -211,14 +231,16 @@ class ExtractWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.extend([
-            self.source, self.flow_method, self.weights, self.seed, self.checkpoint,
-            self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
+            self.source, self.stream, self.flow_method, self.weights, self.seed, self.checkpoint,
+            self.rgb_checkpoint, self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
             self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation,
             self.points, self.load_tracks_button, self.min_confidence, self.max_gap,
-            self.fill_method, self.fill_button, self.heatmap, self.channel, self.replace,
-            self.save_settings_button, self.run_frame, self.run_all, self.cancel_button, self.status,
+            self.fill_method, self.fill_button, self.heatmap, self.channel, self.predict,
+            self.replace, self.save_settings_button, self.run_frame, self.run_all,
+            self.cancel_button, self.status, self.predictions,
         ])  # fmt: skip
-        for widget in (self.source, self.weights, self.post_encoder, self.heatmap, self.windowing):
+        for widget in (self.source, self.stream, self.weights, self.post_encoder, self.heatmap,
+                       self.windowing):  # fmt: skip
             widget.changed.connect(self._update_visibility)
         self.run_frame.changed.connect(lambda *_: self.run(current_frame=True))
         self.run_all.changed.connect(lambda *_: self.run(current_frame=False))
@@ -230,6 +252,9 @@ class ExtractWidget(Container):
         napari_viewer.layers.events.removed.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._release_maps)
         self._worker: Any = None
+        self._frame_predictions: dict[int, str] = {}
+        self._predicted_layer: Any = None
+        napari_viewer.dims.events.current_step.connect(self._show_prediction)
         self._cancel = threading.Event()
         self._progress: Any = None
         self._desc = ""  # the progress bar's title, kept for status updates
@@ -253,10 +278,17 @@ class ExtractWidget(Container):
 
     def _update_visibility(self, *_: Any) -> None:
         layer = self.source.value
-        self.flow_method.visible = layer is not None and layer.metadata.get("source_type") != "flow"
+        self.flow_method.visible = (
+            layer is not None
+            and layer.metadata.get("source_type") != "flow"
+            and self.stream.value != "rgb"  # the RGB stream computes no flow
+        )
         kind = self.weights.value
         self.seed.visible = kind == "random weights"
         self.checkpoint.visible = kind == "DeepMind checkpoint"
+        self.rgb_checkpoint.visible = kind == "DeepMind checkpoint" and (
+            self.stream.value == "two-stream"
+        )
         for w in (self.registry_dir, self.model_name, self.version):
             w.visible = kind == "registry"
         point = self.post_encoder.value == "Spatial Point Extraction"
@@ -275,14 +307,22 @@ class ExtractWidget(Container):
             "stride": int(self.stride.value),
             "windowing": WINDOWING_CHOICES[self.windowing.value],
             "runtime": self.runtime.value,
+            "stream": self.stream.value,
         }
+        if self.predict.value:  # the Kinetics classifier: Logits over sliding windows
+            cfg["endpoint"], cfg["windowing"] = "Logits", "sliding"
         kind = self.weights.value
-        if kind == "random weights":
+        if kind == "DeepMind pretrained":
+            cfg["weights"] = {"source": "pretrained"}
+        elif kind == "random weights":
             cfg["weights"] = {"source": "random", "seed": int(self.seed.value)}
         elif kind == "DeepMind checkpoint":
             index = str(self.checkpoint.value)
             prefix = index[: -len(".index")] if index.endswith(".index") else index
             cfg["weights"] = {"source": "deepmind", "checkpoint": prefix}
+            if cfg["stream"] == "two-stream":
+                rgb = str(self.rgb_checkpoint.value)
+                cfg["weights"]["rgb_checkpoint"] = rgb.removesuffix(".index")
         else:
             cfg["weights"] = {"source": "registry", "registry_dir": str(self.registry_dir.value),
                               "model_name": self.model_name.value, "version": self.version.value or None}  # fmt: skip
@@ -347,6 +387,8 @@ class ExtractWidget(Container):
             }
             if points_layer is not None:
                 options["points"] = self.landmarks(points_layer, layer)
+            if self.predict.value:
+                options["predict"] = True
             frame = _axes.current_frame(self._viewer, layer)  # not axis 0 behind a channel slider
             if current_frame:
                 options["frames"] = [frame]
@@ -546,7 +588,7 @@ class ExtractWidget(Container):
             return fill_keyframe_table(table, n_frames, "flow", fields, first)
 
         worker = work()
-        self._desc = f"Fill keyframes: {keys.name}"
+        self._desc = f"Fill keyframes: {keys.name}"  # _on_progress restores it on new totals
         self._progress = progress(desc=self._desc)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda out: self._add_filled(out, keys))
@@ -593,6 +635,26 @@ class ExtractWidget(Container):
             return
         self.status.value = f"done: {len(written)} layers updated"
         self.status.tooltip = "\n".join(written)
+        from ._convert import frame_predictions
+
+        found = frame_predictions(reply["table"])
+        if found or not one:
+            self._frame_predictions = {**self._frame_predictions, **found} if one else found
+            self._predicted_layer = layer
+        self._show_prediction()
+
+    def _show_prediction(self, *_: Any) -> None:
+        """The current frame's Kinetics classes (from the last run with predictions)."""
+        if not self._frame_predictions or self._predicted_layer is None:
+            self.predictions.value = ""
+            return
+        try:
+            frame = _axes.current_frame(self._viewer, self._predicted_layer)
+        except Exception:  # the layer was removed: nothing to show
+            self.predictions.value = ""
+            return
+        text = self._frame_predictions.get(int(frame))
+        self.predictions.value = f"Kinetics, frame {frame}: {text}" if text else ""
 
     def _release_maps(self, event: Any) -> None:
         """A removed activation layer's maps file is deleted (it lives in the worker's folder)."""
