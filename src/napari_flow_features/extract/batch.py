@@ -78,20 +78,10 @@ class BatchSettings:
         """Settings from a YAML file: extractor config fields at the top level (as
         ``DynamicFeatureExtractor`` reads them) and the pipeline's options under ``extraction:``
         (what the napari extraction dock saves), then ``overrides`` (``extractor`` fields merge)."""
-        import yaml
 
-        loaded: dict = {}
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise BadInputError(f"Config file not found: {path}")
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise BadInputError(f"Config file is not valid YAML ({exc}): {path}") from exc
-            if not isinstance(loaded, dict):
-                raise BadInputError(f"Config file must hold a mapping of fields: {path}")
-        loaded = dict(loaded)
+        from ..model.extractor import read_yaml_mapping
+
+        loaded = dict(read_yaml_mapping(path)) if path is not None else {}
         options = loaded.pop("extraction", None) or {}
         if not isinstance(options, dict):
             raise BadInputError(f"Config field extraction must be a mapping ({path})")

@@ -351,19 +351,13 @@ class VideoArray(LazyArray):
             self._cache.popitem(last=False)
 
     def _decode_at(self, index: int) -> np.ndarray:
-        import av
 
         ahead = None if self._next_index is None else index - self._next_index
         if not self._indexed and (ahead is None or ahead < 0) and index <= self._forward_limit:
             self._restart_sequential()  # near the start: decode from it, no index needed
             ahead = index
         if self._sequential and ahead is not None and 0 <= ahead <= self._forward_limit:
-            try:
-                result = self._decode_until(index)
-            except av.FFmpegError as exc:
-                raise BadInputError(
-                    f"Corrupt video: decoding frame {index} failed ({exc}): {self.path}"
-                ) from exc
+            result = self._decode_checked(index)
             if result is not None:
                 return result
             raise BadInputError(f"Corrupt video: frame {index} could not be decoded: {self.path}")
@@ -372,12 +366,7 @@ class VideoArray(LazyArray):
         if ahead is None or ahead < 0 or ahead > self._forward_limit or self._sequential:
             self._seek_to_key(k)
         while True:
-            try:
-                result = self._decode_until(index)
-            except av.FFmpegError as exc:
-                raise BadInputError(
-                    f"Corrupt video: decoding frame {index} failed ({exc}): {self.path}"
-                ) from exc
+            result = self._decode_checked(index)
             if result is not None:
                 return result
             # Overshot (the seek landed after the target) or ran out: start one keyframe earlier.
@@ -387,6 +376,17 @@ class VideoArray(LazyArray):
                     f"Corrupt video: frame {index} could not be decoded: {self.path}"
                 )
             self._seek_to_key(k)
+
+    def _decode_checked(self, index: int) -> Any:
+        """:meth:`_decode_until` with FFmpeg's errors named for the user."""
+        import av
+
+        try:
+            return self._decode_until(index)
+        except av.FFmpegError as exc:
+            raise BadInputError(
+                f"Corrupt video: decoding frame {index} failed ({exc}): {self.path}"
+            ) from exc
 
     def _restart_sequential(self) -> None:
         """Decode from the first frame, numbering frames by their order of presentation."""

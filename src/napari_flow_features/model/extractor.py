@@ -52,23 +52,29 @@ def default_config() -> dict[str, Any]:
     return config
 
 
+def read_yaml_mapping(path: str | os.PathLike) -> dict:
+    """The mapping of fields in a YAML settings file, or a named error."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"Config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BadInputError(f"Config file is not valid YAML ({exc}): {path}") from exc
+    if not isinstance(loaded, dict):
+        raise BadInputError(f"Config file must hold a mapping of fields: {path}")
+    return loaded
+
+
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
     """Defaults, then the fields of a YAML file, then keyword overrides; unknown keys are errors."""
-    import yaml
 
     config = default_config()
     layers: list[tuple[str, dict]] = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise BadInputError(f"Config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise BadInputError(f"Config file is not valid YAML ({exc}): {path}") from exc
-        if not isinstance(loaded, dict):
-            raise BadInputError(f"Config file must hold a mapping of fields: {path}")
-        layers.append((str(path), loaded))
+        layers.append((str(path), read_yaml_mapping(path)))
     layers.append(("keyword arguments", overrides))
     for origin, values in layers:
         _merge(config, values, origin)
