@@ -326,3 +326,37 @@ def test_kinetics_predictions_of_the_current_frame(make_napari_viewer, qtbot, er
     viewer.dims.set_current_step(0, 5)
     assert widget.predictions.value.startswith(f"Kinetics, frame 5: {best} ")
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_region_and_max_side_runs_sit_over_the_video(make_napari_viewer, qtbot, errors, tmp_path):
+    """A Shapes rectangle as the region and frames resized before flow and encoder: the heatmap's
+    cells cover exactly the rectangle, in video pixels, and the kept flow is written."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")
+    video = viewer.layers["whisker video"]
+    widget = ExtractWidget(viewer)
+    small_run(widget)
+    viewer.add_shapes([np.array([[40.0, 60.0], [40.0, 220.0], [200.0, 220.0], [200.0, 60.0]])],
+                      shape_type="rectangle", name="box")  # fmt: skip
+    widget.roi.value = viewer.layers["box"]
+    assert _extract_widget.roi_from_shapes(viewer.layers["box"], video) == (60, 40, 161, 161)
+    widget.max_side.value = 96
+    widget.heatmap.value = next(
+        k for k, v in _extract_widget.HEATMAP_CHOICES.items() if v == "mean"
+    )
+    widget.keep_flow.value = str(tmp_path / "kept.npy")
+    assert widget.run(current_frame=False) is not None
+    wait(qtbot, widget)
+    assert errors == []
+    heat = viewer.layers["heatmap: whisker video"]
+    assert heat.metadata["roi_xywh"] == [60, 40, 161, 161] and heat.metadata["work_shape"] == [
+        96,
+        96,
+    ]
+    # The heatmap's cells cover the rectangle's pixels exactly (pixel edges at ±0.5).
+    for axis, start, size in ((1, 40, 161), (2, 60, 161)):
+        first_edge = heat.translate[axis] - heat.scale[axis] / 2
+        last_edge = first_edge + heat.data.shape[axis] * heat.scale[axis]
+        assert np.isclose(first_edge, start - 0.5) and np.isclose(last_edge, start + size - 0.5)
+    assert (tmp_path / "kept.npy").is_file()
+    assert "tensorflow" not in sys.modules

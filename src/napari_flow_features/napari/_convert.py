@@ -55,13 +55,30 @@ def result_name(kind: str, source: str, label: str, replace: bool) -> str:
     return f"{kind}: {source}" if replace else f"{kind}: {source} ({label})"
 
 
-def on_video(place: Placement, cell_hw: tuple[float, float], lead: int = 0) -> dict:
-    """Scale and translate that put feature-map cells of ``cell_hw`` pixels over the video;
-    ``lead`` extra leading axes (e.g. channels) get scale 1."""
+def region(metadata: dict) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The part of the video a run covered, in video pixels: ``((y0, x0), (h, w))``. A run with a
+    region of interest records it (``roi_xywh``); resizing (``max_side``) does not move it."""
+    roi = metadata.get("roi_xywh")
+    if roi:
+        x, y, w, h = (float(v) for v in roi)
+        return (y, x), (h, w)
+    h, w = metadata["frame_shape"]
+    return (0.0, 0.0), (float(h), float(w))
+
+
+def on_video(
+    place: Placement,
+    cell_hw: tuple[float, float],
+    lead: int = 0,
+    origin: tuple[float, float] = (0.0, 0.0),
+) -> dict:
+    """Scale and translate that put feature-map cells of ``cell_hw`` video pixels over the video,
+    the first cell's corner at video pixel ``origin`` (a region of interest); ``lead`` extra
+    leading axes (e.g. channels) get scale 1."""
     scale = list(place.scale)
     translate = list(place.translate)
-    for axis, cell in ((1, cell_hw[0]), (2, cell_hw[1])):
-        translate[axis] += (cell - 1) / 2 * scale[axis]
+    for axis, cell, start in ((1, cell_hw[0], origin[0]), (2, cell_hw[1], origin[1])):
+        translate[axis] += (start + (cell - 1) / 2) * scale[axis]
         scale[axis] *= cell
     return {"scale": [1.0] * lead + scale, "translate": [0.0] * lead + translate}
 
@@ -130,7 +147,7 @@ def features_image(
         "metadata": metadata,
         "colormap": "viridis",
         "contrast_limits": finite_limits(data),
-        **beside_video(place, metadata["frame_shape"], n_frames, len(cols), multi),
+        **beside_video(place, list(region(metadata)[1]), n_frames, len(cols), multi),
     }
     if multi:
         kwargs["metadata"] = {**metadata, "landmarks": ids}
@@ -174,9 +191,9 @@ def gap_points(
     centre, the features in its table (what the plots dock and the table writer read)."""
     cols = feature_columns(table)
     n_frames = int(metadata["n_frames"])
-    h, w = metadata["frame_shape"]
-    centre = np.stack([np.arange(n_frames), np.full(n_frames, (h - 1) / 2),
-                       np.full(n_frames, (w - 1) / 2)], axis=1)  # fmt: skip
+    (y0, x0), (h, w) = region(metadata)
+    centre = np.stack([np.arange(n_frames), np.full(n_frames, y0 + (h - 1) / 2),
+                       np.full(n_frames, x0 + (w - 1) / 2)], axis=1)  # fmt: skip
     if previous is not None and list(previous.columns) == cols and len(previous) == n_frames:
         feats = previous.copy()
     else:
@@ -211,7 +228,12 @@ def heatmap_image(
         "blending": "additive",
         "metadata": metadata,
         "contrast_limits": finite_limits(data),
-        **on_video(place, tuple(metadata["heatmap_cell_px"])),
+        # Cells in video pixels (a run resized with max_side records them so), from the region's corner.
+        **on_video(
+            place,
+            tuple(metadata.get("heatmap_cell_video_px") or metadata["heatmap_cell_px"]),
+            origin=region(metadata)[0],
+        ),
     }
     return data, kwargs, "image"
 
@@ -226,8 +248,8 @@ def activation_volume(
     n_frames = int(metadata["n_frames"])
     maps = np.load(maps_path, mmap_mode="r", allow_pickle=False)
     volume = ActivationVolume.from_table(maps, table, n_frames)
-    h, w = metadata["frame_shape"]
-    placed = on_video(place, (h / volume.shape[2], w / volume.shape[3]), lead=1)
+    origin, (h, w) = region(metadata)
+    placed = on_video(place, (h / volume.shape[2], w / volume.shape[3]), lead=1, origin=origin)
     sample = np.asarray(maps[0], np.float32)  # one window for the contrast limits
     lo, hi = float(np.percentile(sample, 1)), float(np.percentile(sample, 99.5))
     kwargs = {"name": name, "colormap": "inferno", "blending": "additive",

@@ -156,6 +156,25 @@ WINDOWING_CHOICES = {"chunked (seamless)": "chunked", "sliding windows": "slidin
 STREAM_CHOICES = ("flow", "rgb", "two-stream")
 
 
+def roi_from_shapes(shapes: Any, video: Any) -> tuple[int, int, int, int]:
+    """The first shape of a Shapes layer as a region ``(x, y, w, h)`` in the video layer's data
+    pixels (through both layers' transforms), clipped to the frame."""
+    if len(shapes.data) == 0:
+        raise ValueError(f"Shapes layer {shapes.name!r} is empty: draw a rectangle first")
+    vertices = np.asarray(shapes.data[0], float)
+    corners = []
+    for vertex in vertices:
+        world = np.asarray(shapes.data_to_world(vertex), float)
+        if len(world) < video.ndim:  # a 2-D rectangle over a (t, y, x) video
+            world = np.concatenate([np.zeros(video.ndim - len(world)), world])
+        corners.append(np.asarray(video.world_to_data(world), float)[-2:])
+    yx = np.asarray(corners)
+    h, w = (int(v) for v in video.data.shape[1:3])
+    y0, x0 = np.clip(np.floor(yx.min(axis=0) + 0.5), 0, [h, w]).astype(int)
+    y1, x1 = np.clip(np.floor(yx.max(axis=0) + 0.5) + 1, 0, [h, w]).astype(int)
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+
 class ExtractWidget(Container):
     """I3D feature extraction (Plugins ▸ Flow Features ▸ I3D feature extraction)."""
 
@@ -209,6 +228,14 @@ class ExtractWidget(Container):
                                tooltip="fill gaps of at most this many frames linearly")  # fmt: skip
         self.fill_method = ComboBox(label="fill keyframes", choices=list(FILL_CHOICES))
         self.fill_button = PushButton(text="Fill between keyframes")
+        self.max_side = SpinBox(label="max side (px, 0: full)", value=0, min=0, max=8192,
+                                tooltip="resize frames so the longest side is at most this before "
+                                        "flow and encoder (faster; docs/performance.md)")  # fmt: skip
+        self.roi = ComboBox(label="region", choices=lambda _: self._roi_choices(),
+                            tooltip="a Shapes layer's first rectangle: only that part of the "
+                                    "frame is read, flowed and encoded")  # fmt: skip
+        self.keep_flow = FileEdit(label="keep flow (.npy, optional)", mode="w", filter="*.npy",
+                                  value="")  # fmt: skip
         self.heatmap = ComboBox(label="heatmap", choices=list(HEATMAP_CHOICES))
         self.channel = SpinBox(label="channel", value=0, min=0, max=4095)
         self.predict = CheckBox(
@@ -235,7 +262,8 @@ class ExtractWidget(Container):
             self.rgb_checkpoint, self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
             self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation,
             self.points, self.load_tracks_button, self.min_confidence, self.max_gap,
-            self.fill_method, self.fill_button, self.heatmap, self.channel, self.predict,
+            self.fill_method, self.fill_button, self.max_side, self.roi, self.keep_flow,
+            self.heatmap, self.channel, self.predict,
             self.replace, self.save_settings_button, self.run_frame, self.run_all,
             self.cancel_button, self.status, self.predictions,
         ])  # fmt: skip
@@ -271,9 +299,17 @@ class ExtractWidget(Container):
 
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Points)]
 
+    def _roi_choices(self) -> list[tuple[str, Any]]:
+        from napari.layers import Shapes
+
+        shapes = [(f"{layer.name} (first shape)", layer) for layer in self._viewer.layers
+                  if isinstance(layer, Shapes)]  # fmt: skip
+        return [("whole frame", None), *shapes]
+
     def _refresh(self, *_: Any) -> None:
         self.source.reset_choices()
         self.points.reset_choices()
+        self.roi.reset_choices()
         self._update_visibility()
 
     def _update_visibility(self, *_: Any) -> None:
@@ -387,6 +423,15 @@ class ExtractWidget(Container):
             }
             if points_layer is not None:
                 options["points"] = self.landmarks(points_layer, layer)
+            if self.max_side.value:
+                options["max_side"] = int(self.max_side.value)
+            if self.roi.value is not None:
+                options["roi"] = roi_from_shapes(self.roi.value, layer)
+            keep = str(self.keep_flow.value or "")
+            if keep not in ("", "."):
+                if current_frame:
+                    raise ValueError("keep flow needs Run all frames (not one frame)")
+                options["keep_flow"] = keep
             if self.predict.value:
                 options["predict"] = True
             frame = _axes.current_frame(self._viewer, layer)  # not axis 0 behind a channel slider
