@@ -12,12 +12,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import napari
 import numpy as np
 import pandas as pd
 from movement.io import load_poses, save_poses
 from qtpy.QtWidgets import QApplication
 
+import napari
 from napari_flow_features.napari._extract_widget import ExtractWidget
 from napari_flow_features.sample import make_whisker_sample
 

@@ -34,6 +34,17 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+@pytest.fixture(scope="module", autouse=True)
+def close_worker():
+    """The model worker process a test module started goes with the module."""
+    yield
+    from napari_flow_features.napari import _extract_widget
+
+    if _extract_widget._WORKER is not None:
+        _extract_widget._WORKER.close()
+        _extract_widget._WORKER = None
+
+
 @pytest.fixture
 def small_video(tmp_path) -> str:
     frames = np.zeros((12, 40, 56), np.uint8)

@@ -21,14 +21,6 @@ def errors(monkeypatch):
     return seen
 
 
-@pytest.fixture(scope="module", autouse=True)
-def close_worker():
-    yield
-    if _extract_widget._WORKER is not None:
-        _extract_widget._WORKER.close()
-        _extract_widget._WORKER = None
-
-
 def wait(qtbot, widget, timeout=180_000):
     """Until the widget's run has finished (its state, not a signal that may already have fired)."""
     qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)

@@ -26,14 +26,6 @@ def notes(monkeypatch):
     return seen
 
 
-@pytest.fixture(scope="module", autouse=True)
-def close_worker():
-    yield
-    if _extract_widget._WORKER is not None:
-        _extract_widget._WORKER.close()
-        _extract_widget._WORKER = None
-
-
 def two_animals(n=N):
     """movement dataset: 2 individuals x 2 keypoints on the sample's frame, known positions."""
     t = np.arange(n)[:, None, None]

@@ -247,6 +247,7 @@ class OpticalFlowSequenceLoader:
         """Write each file's windows as ``<stem>_sequences.npy`` ``[N, L, H, W, 2]`` (streamed, atomic)
         with ``<stem>_sequences.json`` listing every window's start, frames and padding."""
         from ..io._atomic import atomic_write_path
+        from ..io.npy_stream import NpyWriter
 
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -257,17 +258,13 @@ class OpticalFlowSequenceLoader:
             stem = path.stem if path.is_file() else path.name
             out = output_dir / f"{stem}_sequences.npy"
             shape = (len(windows), self.sequence_length, *flow.shape[1:3], 2)
-            with atomic_write_path(out) as tmp:
-                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-                for k, window in enumerate(windows):
+            # Buffered writes, space reserved up front: a full disk is an error, not a SIGBUS.
+            with NpyWriter(out, shape, np.float32) as arr:
+                for window in windows:
                     data = window_data(flow, window)
-                    arr[k] = (
-                        preprocess_flow(data, self.bound, self.quantize)
-                        if self.preprocess
-                        else data
-                    )
-                arr.flush()
-                del arr
+                    if self.preprocess:
+                        data = preprocess_flow(data, self.bound, self.quantize)
+                    arr.write(data[None])
             index = {
                 "source": str(path),
                 "sequence_length": self.sequence_length,

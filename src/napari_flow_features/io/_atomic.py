@@ -360,10 +360,16 @@ def atomic_write_path(
         fsync_dir(final.parent)
     except BaseException as exc:
         _remove(tmp)
-        translated = _translate(exc, final)
-        if translated is not exc:
-            raise translated from exc
+        _raise_translated(exc, final)
         raise
+
+
+def _raise_translated(exc: BaseException, final: Path) -> None:
+    """Raise the named error a failed write at ``final`` stands for (a full disk, a read-only
+    folder …); return when there is none, for the caller to re-raise ``exc`` itself."""
+    translated = _translate(exc, final)
+    if translated is not exc:
+        raise translated from exc
 
 
 @contextlib.contextmanager
@@ -387,9 +393,7 @@ def atomic_directory(final: str | os.PathLike, expected_bytes: int | None = None
         fsync_dir(final.parent)
     except BaseException as exc:
         _remove(tmp)
-        translated = _translate(exc, final)
-        if translated is not exc:
-            raise translated from exc
+        _raise_translated(exc, final)
         raise
 
 
@@ -432,9 +436,7 @@ def atomic_write_group(
                 os.replace(backup, final)
         for tmp in temps:
             _remove(tmp)
-        translated = _translate(exc, paths[0])
-        if translated is not exc:
-            raise translated from exc
+        _raise_translated(exc, paths[0])
         raise
     for _final, backup in backups:
         if backup is not None:

@@ -103,6 +103,16 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
     return path
 
 
+def _parse_metadata(raw: bytes, where: Path, message: str) -> dict:
+    """Table metadata from JSON bytes, checked; ``message`` (with ``{exc}`` and ``{where}``)
+    names the problem when it is not JSON."""
+    try:
+        meta = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(message.format(exc=exc, where=where)) from exc
+    return check_table_metadata(meta, where)
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a table written by :func:`write_table` (or a hand-made landmark table); metadata comes
     back in ``df.attrs``.
@@ -123,14 +133,11 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             df = pd.read_csv(path)
             side = sidecar_path(path)
             if side.is_file():
-                try:
-                    meta = json.loads(side.read_text(encoding="utf-8"))
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise CorruptFileError(
-                        f"Metadata sidecar is not valid JSON ({exc}); delete it to read the table "
-                        f"without metadata: {side}"
-                    ) from exc
-                meta = check_table_metadata(meta, side)
+                meta = _parse_metadata(
+                    side.read_bytes(), side,
+                    "Metadata sidecar is not valid JSON ({exc}); delete it to read the table "
+                    "without metadata: {where}",
+                )  # fmt: skip
                 verify_sidecar(path, meta, side)
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -140,14 +147,11 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             if raw is None:  # a streamed table keeps it in the file's key-value metadata
                 raw = (pq.read_metadata(path).metadata or {}).get(PARQUET_META_KEY)
             if raw:
-                try:
-                    meta = json.loads(raw)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise CorruptFileError(
-                        f"Parquet metadata {PARQUET_META_KEY.decode()!r} is not valid JSON "
-                        f"({exc}): {path}"
-                    ) from exc
-                meta = check_table_metadata(meta, path)
+                meta = _parse_metadata(
+                    raw, path,
+                    f"Parquet metadata {PARQUET_META_KEY.decode()!r} is not valid JSON "
+                    "({exc}): {where}",
+                )  # fmt: skip
             df = table.to_pandas()
         else:
             raise BadInputError(f"Unknown table type {suffix!r} (expected .csv, .parquet): {path}")
