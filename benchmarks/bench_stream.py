@@ -30,8 +30,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 # Speed does not depend on the weights' values: random weights keep the benchmark offline.
 os.environ.setdefault("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS", "random")
-# Random weights (speed does not depend on them) unless the caller chose: no download, offline.
-os.environ.setdefault("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS", "random")
 
 
 def make_video(path: Path, seconds: float, h: int, w: int, fps: int = 30) -> Path:
