@@ -1,5 +1,6 @@
 """``flow-features extract`` over many videos (docs/batch.md): the command-line face of
-:func:`napari_flow_features.extract.batch.extract_many`."""
+:func:`napari_flow_features.extract.batch.extract_many`.
+"""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def _given(args: argparse.Namespace, parser_defaults: dict, name: str) -> bool:
 
 def settings_from_args(args: argparse.Namespace, defaults: dict) -> Any:
     """Batch settings: the ``--config`` YAML (extractor fields and its ``extraction:`` section),
-    then every option given on the command line with a value other than its default."""
+    then every option given on the command line with a value other than its default.
+    """
     from .cli import _parse_roi
     from .extract.batch import BatchSettings
 
@@ -85,7 +87,8 @@ def settings_from_args(args: argparse.Namespace, defaults: dict) -> Any:
 
 def _run_with_bar(run: Any, args: argparse.Namespace) -> int:
     """Connect (or not) to a cluster, run ``run(client, progress, log, video_progress)`` under one bar across
-    videos, print the summary; 0 all done or skipped, 3 some failed."""
+    videos, print the summary; 0 all done or skipped, 3 some failed.
+    """
     from tqdm import tqdm
 
     from .extract.batch import close_client, connect
@@ -142,7 +145,8 @@ def _run_with_bar(run: Any, args: argparse.Namespace) -> int:
 def settings_file_for_one_video(args: argparse.Namespace, defaults: dict) -> Iterator[None]:
     """Let the single-video form read a settings file with an ``extraction:`` section (what the
     dock saves): its options fill the command-line options left at their defaults, and
-    ``args.config`` points, for the run, at a temporary copy holding only the extractor fields."""
+    ``args.config`` points, for the run, at a temporary copy holding only the extractor fields.
+    """
     import tempfile
 
     import yaml

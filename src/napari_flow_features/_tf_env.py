@@ -36,7 +36,8 @@ def has_nvidia_device() -> bool:
 
 def cpu_only_environment() -> None:
     """On a machine without an NVIDIA device: tell CUDA there is no device before TensorFlow loads
-    (``CUDA_VISIBLE_DEVICES=""``, unless the user set it). Changes nothing on a GPU machine."""
+    (``CUDA_VISIBLE_DEVICES=""``, unless the user set it). Changes nothing on a GPU machine.
+    """
     if not has_nvidia_device():
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -61,7 +62,8 @@ def _captured_stderr_fd() -> Iterator[list[str]]:
 
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow and Keras (and probe the devices) without the CPU-only start-up noise.
-    Anything else they print is passed on to stderr unchanged."""
+    Anything else they print is passed on to stderr unchanged.
+    """
     if "tensorflow" in sys.modules or has_nvidia_device():
         import keras
         import tensorflow  # noqa: F401

@@ -101,7 +101,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_extractor() -> tuple[Any, str | None]:
     """The demo's encoder: the default (pretrained) weights, or, where they cannot be fetched
-    (offline), random weights with a one-line note saying so."""
+    (offline), random weights with a one-line note saying so.
+    """
     from .model.extractor import DynamicFeatureExtractor
     from .model.weights import WeightsUnavailableError
 
@@ -130,8 +131,8 @@ def _demo_figures_and_report(
     table: Any, extractor: Any, flow: Any, gt_path: str, out: Path
 ) -> None:
     """Figures of the point features and of one clip's activations, and an evaluation report
-    with the whisker's swing direction (from the sample's ground truth) as labels."""
-
+    with the whisker's swing direction (from the sample's ground truth) as labels.
+    """
     import numpy as np
     import pandas as pd
 
@@ -362,8 +363,8 @@ def _encoder_feature_report(
     model: Any, extractor: Any, data_dir: str, out: Path, title: str
 ) -> dict[str, float]:
     """The evaluator on the classifier's encoder features: GAP per frame of every labelled file,
-    labelled by its class, cross-validated by file."""
-
+    labelled by its class, cross-validated by file.
+    """
     import pandas as pd
 
     from .analysis.report import write_evaluation_report
@@ -553,7 +554,8 @@ def _defaults_of(parser: argparse.ArgumentParser) -> dict:
 
 def _cmd_extract_any(args: argparse.Namespace) -> int:
     """One source with ``-o``: the single-video form; several, a folder, a glob, ``--manifest``
-    or ``--output-dir``: the batch (``_cli_batch.py``)."""
+    or ``--output-dir``: the batch (``_cli_batch.py``).
+    """
     from ._cli_batch import cmd_extract_batch, is_batch, settings_file_for_one_video
 
     if is_batch(args):
@@ -739,7 +741,8 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 def _number(kind: type, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False) -> Any:  # fmt: skip
     """An argparse type: a ``kind`` number within [low, high] (open ends when asked); 0 is a
-    value like any other, never "unset", so an option's 0 outside its range is an error."""
+    value like any other, never "unset", so an option's 0 outside its range is an error.
+    """
 
     def parse(text: str) -> Any:
         try:
@@ -992,7 +995,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a cluster's time limit, ``kill``): unwinds like Ctrl-C so every ``finally`` runs
-    and no temporary file stays behind."""
+    and no temporary file stays behind.
+    """
 
 
 _SIGNALLED: list[int] = []  # signals received during this main() call
@@ -1007,7 +1011,8 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 def _terminate_cleanly() -> dict[int, Any]:
     """Record SIGINT and SIGTERM when they arrive and raise them in the main thread (when we are
-    the main thread) as ``KeyboardInterrupt``/:class:`Terminated`; returns the previous handlers."""
+    the main thread) as ``KeyboardInterrupt``/:class:`Terminated`; returns the previous handlers.
+    """
     import threading
 
     _SIGNALLED.clear()
@@ -1018,7 +1023,8 @@ def _terminate_cleanly() -> dict[int, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flow-features``; returns the exit code (0 done, 2 bad input or a full
-    disk, 3 a batch ran but some videos failed, 130 Ctrl-C, 143 SIGTERM)."""
+    disk, 3 a batch ran but some videos failed, 130 Ctrl-C, 143 SIGTERM).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = _terminate_cleanly()
@@ -1046,7 +1052,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The console script: :func:`main`, and after Ctrl-C or SIGTERM (the run has already
     removed its temporaries) leave without the interpreter's finalisation, where native thread
-    pools (TensorFlow, OpenVINO) could abort the process instead of exiting with 130/143."""
+    pools (TensorFlow, OpenVINO) could abort the process instead of exiting with 130/143.
+    """
     code = main()
     if code in (130, 143):
         sys.stdout.flush()

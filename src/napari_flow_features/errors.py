@@ -11,24 +11,28 @@ class BadInputError(ValueError):
 
 class CorruptFileError(BadInputError):
     """A file that exists but cannot be read as what it claims to be (truncated, garbled, wrong
-    type of content, a metadata field of the wrong type)."""
+    type of content, a metadata field of the wrong type).
+    """
 
 
 class MismatchedMetadataError(CorruptFileError):
     """A data file and its metadata that do not belong together: the content hash recorded in the
-    metadata differs from the data's (the data was replaced, edited or only half replaced)."""
+    metadata differs from the data's (the data was replaced, edited or only half replaced).
+    """
 
 
 class UnsafePathError(BadInputError):
     """A name or a recorded path that would lead outside the folder it must stay in (``..``, an
-    absolute path, a symbolic link pointing elsewhere)."""
+    absolute path, a symbolic link pointing elsewhere).
+    """
 
 
 class OutOfSpaceError(OSError):
     """The destination cannot hold an output: no space left on the device, a quota, or the
     process' file-size limit. Nothing is left at the output's final path.
 
-    An :class:`OSError` (``errno.ENOSPC``) so that code catching ``OSError`` keeps working."""
+    An :class:`OSError` (``errno.ENOSPC``) so that code catching ``OSError`` keeps working.
+    """
 
     def __init__(self, message: str, code: int = errno.ENOSPC) -> None:
         super().__init__(code, message)
@@ -42,4 +46,5 @@ class CancelledError(Exception):
     """A long computation stopped because the caller asked it to.
 
     Not a RuntimeError on purpose: napari's generator workers treat a RuntimeError raised inside
-    the generator as an aborted thread and never report the run as finished."""
+    the generator as an aborted thread and never report the run as finished.
+    """

@@ -125,8 +125,8 @@ def make_whisker_sample(
 
 def save_whisker_sample(output_dir, sample: WhiskerSample | None = None) -> dict[str, str]:
     """Write the sample as ``whisker.mp4``, ``whisker_landmarks.csv`` (frame, landmark, x, y) and
-    ``whisker_ground_truth.npz`` (flow, angles, swing direction). Returns the paths by role."""
-
+    ``whisker_ground_truth.npz`` (flow, angles, swing direction). Returns the paths by role.
+    """
     import pandas as pd
 
     from .io._atomic import atomic_write_path, ensure_output_dir

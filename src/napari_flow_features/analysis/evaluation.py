@@ -58,7 +58,8 @@ class FeatureData:
 
 def feature_matrix(features: Any) -> tuple[np.ndarray, pd.DataFrame]:
     """``(n, C)`` features and the row keys (``frame`` and, if the table names landmarks, their
-    label as ``landmark``)."""
+    label as ``landmark``).
+    """
     if isinstance(features, pd.DataFrame):
         from ..io.landmark_key import landmark_ids, landmark_key
         from ..io.tables import feature_columns
@@ -85,7 +86,8 @@ def feature_matrix(features: Any) -> tuple[np.ndarray, pd.DataFrame]:
 def labels_per_row(labels: Any, keys: pd.DataFrame) -> np.ndarray:
     """One label per row: a sequence as long as the table, or a table of per-frame labels
     (``frame``, ``label``) or per-clip labels (``start_frame``, ``end_frame`` inclusive, ``label``).
-    Frames without a label get None."""
+    Frames without a label get None.
+    """
     if not isinstance(labels, pd.DataFrame):
         out = np.asarray(labels, dtype=object)
         if out.shape != (len(keys),):
@@ -174,7 +176,8 @@ def temporal_smoothness(x: np.ndarray, sequences: np.ndarray | None = None) -> f
 
 def autocorrelation(x: np.ndarray, lag: int = 1, sequences: np.ndarray | None = None) -> float:
     """Pearson correlation of each channel with itself ``lag`` rows later, averaged over channels
-    that vary (pairs only within a sequence)."""
+    that vary (pairs only within a sequence).
+    """
     if lag < 1:
         raise BadInputError(f"lag must be at least 1, got {lag}")
     seq = np.zeros(len(x), int) if sequences is None else sequences
@@ -190,7 +193,8 @@ def autocorrelation(x: np.ndarray, lag: int = 1, sequences: np.ndarray | None = 
 
 def roughness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
     """Mean over channels of ``mean((x[t+1] - x[t])²) / (2 var(x))``: about 1 for white noise, near
-    0 for a slowly varying signal (a von Neumann ratio)."""
+    0 for a slowly varying signal (a von Neumann ratio).
+    """
     seq = np.zeros(len(x), int) if sequences is None else sequences
     i = _consecutive_pairs(seq)
     var = x.var(axis=0)
@@ -204,7 +208,8 @@ def roughness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
 # -- stability ---------------------------------------------------------------------------------
 def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
     """Linear centred kernel alignment of two ``(n, C)`` matrices with the same rows (Kornblith et
-    al. 2019): ``‖BᵀA‖²_F / (‖AᵀA‖_F ‖BᵀB‖_F)`` after centring the columns."""
+    al. 2019): ``‖BᵀA‖²_F / (‖AᵀA‖_F ‖BᵀB‖_F)`` after centring the columns.
+    """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.shape[0] != b.shape[0]:
@@ -254,7 +259,8 @@ def blocked_splits(
     n: int, n_splits: int = 5, gap: int = 0, groups: np.ndarray | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train/test index pairs: whole groups (two or more) per fold, else contiguous blocks with
-    ``gap`` rows on each side of the test block left out of training."""
+    ``gap`` rows on each side of the test block left out of training.
+    """
     if groups is not None and len(pd.unique(groups)) >= 2:
         from sklearn.model_selection import GroupKFold
 
@@ -301,7 +307,8 @@ class FeatureExtractorEvaluator:
 
     def stability(self, features: Any, other: Any) -> dict[str, float]:
         """Linear CKA and mean row cosine between two feature tables of the same video (windows
-        shifted, another flow method, another model), matched on frame and landmark."""
+        shifted, another flow method, another model), matched on frame and landmark.
+        """
         a, b = _matched_rows(features, other)
         if a.shape[1] != b.shape[1]:
             return {"cka": linear_cka(a, b), "mean_cosine": float("nan")}
@@ -365,7 +372,8 @@ class FeatureExtractorEvaluator:
     ) -> pd.DataFrame:
         """A tidy table (``metric``, ``family``, ``value``, ``description``): data counts,
         consistency, stability against ``other`` (another table of the same video) when given, and
-        discriminability when ``labels`` are given."""
+        discriminability when ``labels`` are given.
+        """
         data = prepare(features, labels, groups)
         values: dict[str, float] = {
             "rows": len(data.x),

@@ -49,7 +49,8 @@ def evaluation_figures(
 ) -> dict[str, Path]:
     """Principal components over time (label runs shaded), PCA scatter by label, consecutive-frame
     similarity, and the linear probe's confusion matrix; returns the files by title. Time-series
-    figures show the first group (video) and the first landmark; the metrics use all rows."""
+    figures show the first group (video) and the first landmark; the metrics use all rows.
+    """
     figures: dict[str, Path] = {}
     vis = FeatureVisualization()
     if groups is not None:
@@ -132,7 +133,8 @@ def write_evaluation_report(
     title: str = "Feature evaluation",
 ) -> dict[str, Path]:
     """Evaluate ``features`` and write ``metrics.json``, ``report.md``, ``report.html`` and the
-    figures into ``output_dir``; returns the paths by kind."""
+    figures into ``output_dir``; returns the paths by kind.
+    """
     from ..io._atomic import atomic_write_path, ensure_output_dir
     from ..io.tables import jsonable_metadata
 

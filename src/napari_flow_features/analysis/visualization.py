@@ -112,7 +112,8 @@ class FeatureVisualization:
 
     def get_intermediate_activations(self, preprocessed: np.ndarray) -> np.ndarray:
         """Activations ``[N, T', H', W', C]`` float32 at ``layer_name`` for preprocessed clips
-        ``[N, L, H, W, 2]`` (``extractor.preprocess_flow_sequence``)."""
+        ``[N, L, H, W, 2]`` (``extractor.preprocess_flow_sequence``).
+        """
         import keras
         import tensorflow as tf
 
@@ -145,7 +146,8 @@ class FeatureVisualization:
 
     def spatial_extent(self, map_hw: tuple[int, int]) -> tuple[tuple, str]:
         """``(imshow extent, unit)`` for a ``(H', W')`` map: pixel edges of the frame the cells
-        cover (unit ``px``), or cell edges (``cell``) when the pixel size is unknown."""
+        cover (unit ``px``), or cell edges (``cell``) when the pixel size is unknown.
+        """
         from ..model.i3d import ENDPOINT_STRIDES
 
         h_cells, w_cells = map_hw
@@ -258,7 +260,8 @@ class FeatureVisualization:
         sample: int = 0,
     ) -> Any:
         """Where a feature fires: its map at every time step, on one colour scale. For a feature
-        table: the chosen feature and its neighbours (channels × frames)."""
+        table: the chosen feature and its neighbours (channels × frames).
+        """
         table = _as_table(activations)
         if table is not None:
             frames, values = table
@@ -297,7 +300,8 @@ class FeatureVisualization:
         sample: int = 0,
     ) -> Any:
         """A 3-D scatter over (x, y, time): every feature-map cell, coloured and sized by the
-        feature's activation."""
+        feature's activation.
+        """
         c, maps, frames = self._feature_maps(activations, feature_idx, sample)
         ys, xs, unit = self._cell_centres_px(maps.shape[1:3])
         t, y, x = np.meshgrid(frames, ys, xs, indexing="ij")
@@ -324,7 +328,8 @@ class FeatureVisualization:
         fps: float = 2.0,
     ) -> Path:
         """An animated GIF of the feature's map through the time steps (one colour scale);
-        returns its path."""
+        returns its path.
+        """
         import imageio.v3 as iio
 
         from ..io._atomic import atomic_write_path
@@ -358,7 +363,8 @@ class FeatureVisualization:
     ) -> Any:
         """The chosen features side by side over time (one panel each, shared time axis), under a
         row of flow colour images at evenly spaced frames of the plotted span when
-        ``flow_sequence`` is given (for activations: the clip's own flow, from its first frame)."""
+        ``flow_sequence`` is given (for activations: the clip's own flow, from its first frame).
+        """
         from ..flow.colour import flow_to_colour, robust_max_magnitude
 
         x, values, xlabel = self._series(activations, list(feature_indices), sample)

@@ -10,7 +10,8 @@ from distributed import WorkerPlugin
 
 class CoreShare(WorkerPlugin):
     """Dask worker plugin: pins each worker process of the default LocalCluster to its own cores
-    (Linux), so the encoder's thread pools size themselves to the share."""
+    (Linux), so the encoder's thread pools size themselves to the share.
+    """
 
     name = "napari-flow-features-core-share"
 

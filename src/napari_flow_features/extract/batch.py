@@ -48,7 +48,8 @@ class BatchSettings:
     object (``dataclasses.replace``). ``extractor`` holds fields of the extractor config
     (``model/default_config.yaml``: ``endpoint``, ``windowing``, ``weights``, ...); the rest are
     the pipeline's options (:func:`~napari_flow_features.extract.pipeline.extract_features`) and the
-    landmark options (``docs/landmarks.md``)."""
+    landmark options (``docs/landmarks.md``).
+    """
 
     extractor: dict = field(default_factory=dict)
     post_encoder: str = "gap"
@@ -77,8 +78,8 @@ class BatchSettings:
     def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> BatchSettings:
         """Settings from a YAML file: extractor config fields at the top level (as
         ``DynamicFeatureExtractor`` reads them) and the pipeline's options under ``extraction:``
-        (what the napari extraction dock saves), then ``overrides`` (``extractor`` fields merge)."""
-
+        (what the napari extraction dock saves), then ``overrides`` (``extractor`` fields merge).
+        """
         from ..model.extractor import read_yaml_mapping
 
         loaded = dict(read_yaml_mapping(path)) if path is not None else {}
@@ -108,7 +109,8 @@ class BatchSettings:
 
     def to_yaml(self, path: str | os.PathLike) -> Path:
         """Write the settings as YAML that :meth:`from_yaml` and ``flow-features extract --config``
-        read (extractor fields at the top level, the rest under ``extraction:``), atomically."""
+        read (extractor fields at the top level, the rest under ``extraction:``), atomically.
+        """
         import yaml
 
         from ..io._atomic import atomic_write_path
@@ -122,7 +124,8 @@ class BatchSettings:
 
     def with_overrides(self, values: dict, origin: str) -> BatchSettings:
         """A copy with ``values`` applied: setting names replace, extractor config fields merge
-        into ``extractor``; anything else is an error naming ``origin``."""
+        into ``extractor``; anything else is an error naming ``origin``.
+        """
         from ..model.extractor import default_config
 
         names = {f.name for f in dataclasses.fields(self)}
@@ -145,7 +148,8 @@ class BatchSettings:
     def digest(self) -> str:
         """SHA-256 of everything that decides a video's rows: these settings with the extractor
         config resolved against the defaults, the landmark file's size and modification time, and
-        the package version."""
+        the package version.
+        """
         from .. import __version__
         from ..model.extractor import load_config
 
@@ -198,7 +202,8 @@ def _video_extensions() -> tuple[str, ...]:
 def expand_sources(sources: Iterable[str | os.PathLike]) -> list[Path]:
     """Video paths from paths, glob patterns and folders (searched recursively for files with a
     video extension), in a stable order, each once. A path that does not exist, a pattern that
-    matches nothing or a folder with no video is an error naming it."""
+    matches nothing or a folder with no video is an error naming it.
+    """
     exts = _video_extensions()
     found: list[Path] = []
     for item in sources:
@@ -241,7 +246,8 @@ def _videos_in(folder: Path, exts: tuple[str, ...]) -> list[Path]:
 def output_names(videos: Sequence[Path], suffix: str = ".parquet") -> list[str]:
     """One ``.parquet`` name per video, from its file name; videos with the same name take as
     many of their parent folders as tell them apart (``a__s1__trial.parquet``), then their
-    extension. Deterministic: the same list always gives the same names."""
+    extension. Deterministic: the same list always gives the same names.
+    """
     # Same folder and name, another extension: the extension tells them apart.
     same_stem = _clashes([str(p.resolve().with_suffix("")) for p in videos])
     stems = [
@@ -282,7 +288,8 @@ def read_manifest(
     """Rows of a manifest CSV: ``video`` (required), optional ``points`` and ``output``, and any
     extraction setting or extractor config field as a per-row override (an empty cell keeps the
     batch's value). Relative paths are relative to the manifest's folder. Errors name the row
-    (numbered as in a spreadsheet: the header is row 1)."""
+    (numbered as in a spreadsheet: the header is row 1).
+    """
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"Manifest not found: {path}")
@@ -347,7 +354,8 @@ def plan_jobs(
 ) -> list[Job]:
     """The jobs of a batch: sources expanded (or the manifest's rows), one output each in
     ``output_dir`` (named by :func:`output_names` unless the manifest gives one). Two videos
-    sent to the same output is an error naming both."""
+    sent to the same output is an error naming both.
+    """
     output_dir = Path(output_dir)
     if manifest is not None:
         if sources:
@@ -378,7 +386,8 @@ def plan_jobs(
 def table_batch_record(path: str | os.PathLike) -> dict | None:
     """The batch record a finished table carries (settings hash, source size and mtime, rows),
     read from the Parquet footer only; ``None`` when the file is missing, unreadable or was not
-    written by a batch."""
+    written by a batch.
+    """
     import pyarrow.parquet as pq
 
     from ..io.tables import PARQUET_META_KEY
@@ -398,7 +407,8 @@ def table_batch_record(path: str | os.PathLike) -> dict | None:
 
 def is_done(job: Job) -> dict | None:
     """The finished table's batch record when ``job``'s output exists with the same settings hash
-    and the same source size and modification time (so the video need not run again)."""
+    and the same source size and modification time (so the video need not run again).
+    """
     record = table_batch_record(job.output)
     stat = _stat(job.source)
     if record is None or stat is None:
@@ -429,7 +439,8 @@ def _extractor_for(config: dict) -> Any:
 def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) -> dict:
     """Extract one video to ``job.output`` (Parquet, written block by block and renamed into place
     when complete, with a ``source`` column and the batch record in its metadata). Returns the
-    index record; any error is raised."""
+    index record; any error is raised.
+    """
     import argparse
 
     from ..io.table_stream import TableStreamWriter
@@ -498,7 +509,8 @@ PROGRESS_TOPIC = "napari-flow-features-progress"
 
 def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None] | None:
     """``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
-    seconds, and always the last step); ``None`` outside a Dask worker."""
+    seconds, and always the last step); ``None`` outside a Dask worker.
+    """
     try:
         from distributed import get_worker
 
@@ -521,7 +533,8 @@ def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None]
 def run_job(job: Job) -> dict:
     """:func:`extract_video` as a Dask task: a video that cannot be extracted (bad input, a corrupt
     file, any error of the pipeline) is a ``failed`` record with its message, not an exception, so
-    the batch goes on; a dying worker process is left to Dask's retries."""
+    the batch goes on; a dying worker process is left to Dask's retries.
+    """
     t0 = time.perf_counter()
     try:
         return extract_video(job, progress=_worker_progress(job))
@@ -546,7 +559,8 @@ def local_cluster_shape(cores: int | None = None) -> tuple[int, int]:
     """``(workers, cores per worker)`` of the default LocalCluster: one task at a time per worker
     process, each worker owning ``THREADS_PER_VIDEO`` cores (fewer on a smaller machine). TensorFlow
     and OpenVINO each start a thread per core they see; without a share per worker, n workers on
-    n cores would run n² busy threads and lose throughput to switching."""
+    n cores would run n² busy threads and lose throughput to switching.
+    """
     cores = cores or len(_cpus())
     workers = max(1, cores // THREADS_PER_VIDEO)
     return workers, max(1, cores // workers)
@@ -562,7 +576,8 @@ def _cpus() -> list[int]:
 def local_client(workers: int | None = None, cores_per_worker: int | None = None) -> Any:
     """A :class:`distributed.Client` on a new LocalCluster of worker processes shaped by
     :func:`local_cluster_shape` (one thread each). Close it (``client.close(); cluster.close()``
-    via :func:`close_client`) when done."""
+    via :func:`close_client`) when done.
+    """
     from distributed import Client, LocalCluster
 
     default_workers, default_cores = local_cluster_shape()
@@ -585,7 +600,8 @@ def local_client(workers: int | None = None, cores_per_worker: int | None = None
 
 def connect(scheduler: str | None = None, scheduler_file: str | None = None) -> Any:
     """A client of an existing cluster: a scheduler ``ADDRESS`` (``tcp://host:8786``) or a
-    scheduler file (``dask scheduler --scheduler-file``, dask-jobqueue, dask-mpi)."""
+    scheduler file (``dask scheduler --scheduler-file``, dask-jobqueue, dask-mpi).
+    """
     from distributed import Client
 
     if scheduler and scheduler_file:
@@ -656,7 +672,8 @@ def _run_batch(jobs: list[Job], output_dir: Path, done: Callable[[Job], dict | N
                progress: Progress | None, log: Callable[[str], None] | None,
                video_progress: Callable[[dict], None] | None = None) -> pd.DataFrame:  # fmt: skip
     """Skip what ``done`` says is done, run the rest as ``task`` on ``client`` (default: a new
-    LocalCluster), keep the index; shared by :func:`extract_many` and :func:`flow_many`."""
+    LocalCluster), keep the index; shared by :func:`extract_many` and :func:`flow_many`.
+    """
     from ..io._atomic import remove_stale_partials
 
     if isinstance(retries, bool) or int(retries) != retries or retries < 0:
@@ -735,7 +752,8 @@ def _flow_computer(settings: dict) -> Any:
 def _flow_done(job: Job) -> dict | None:
     """The flow file's record when it is complete for this computer (the rule of
     ``OpticalFlowComputer.is_complete``: same method, preset, parameters, size and frame count)
-    and the video still has the size and modification time recorded beside it."""
+    and the video still has the size and modification time recorded beside it.
+    """
     try:
         complete = _flow_computer(job.settings).is_complete(job.source, job.output)
     except Exception:  # an unreadable video: not done, its task says why
@@ -768,7 +786,8 @@ def run_flow_job(job: Job) -> dict:
     """Flow of one video as a Dask task (``.npy`` + sidecar, written atomically by
     :class:`~napari_flow_features.flow.compute.OpticalFlowComputer`), then a small stamp
     (``_<stem>.batch.json``: settings hash, the video's size and mtime) for the skip rule. A video
-    that cannot be read is a ``failed`` record."""
+    that cannot be read is a ``failed`` record.
+    """
     from ..io._atomic import atomic_write_path
 
     t0 = time.perf_counter()
@@ -800,7 +819,8 @@ def flow_many(
     ``output_dir``, with :func:`extract_many`'s skip rule, keep-going and Dask behaviour; returns
     the index (also ``output_dir/_index/index.parquet`` and ``index.csv``; ``rows`` = flow fields).
     ``flow_settings``: :class:`~napari_flow_features.flow.compute.OpticalFlowComputer` arguments
-    (``method``, ``preset``, ``max_side``, ``scale``, ``workers``)."""
+    (``method``, ``preset``, ``max_side``, ``scale``, ``workers``).
+    """
     from .. import __version__
     from ..io._atomic import ensure_output_dir
 

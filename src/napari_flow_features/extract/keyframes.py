@@ -123,7 +123,8 @@ def fill_keyframe_table(
     """Fill every landmark of a keyframe table (``frame``, ``x``, ``y`` and the identity columns
     :func:`~napari_flow_features.extract.landmarks.landmark_key` knows): a long table with the
     same identity columns, ``frame``, ``x``, ``y`` and ``keyframe`` (True on the clicked frames)
-    for every frame between each landmark's first and last keyframe."""
+    for every frame between each landmark's first and last keyframe.
+    """
     missing = {"frame", "x", "y"} - set(points.columns)
     if missing:
         raise BadInputError(f"Keyframes lack columns {sorted(missing)}")

@@ -68,7 +68,8 @@ class Landmarks:
 
     def row_fields(self, k: int, t: int) -> dict:
         """The identity and position columns of landmark ``k``'s row at frame ``t``: ``landmark``
-        or ``individual`` + ``keypoint``, ``x``, ``y``, and where known ``confidence``, ``filled``."""
+        or ``individual`` + ``keypoint``, ``x``, ``y``, and where known ``confidence``, ``filled``.
+        """
         x, y = self.xy[k, t]
         row = dict(zip(self.columns, self.keys[k], strict=True))
         row["x"], row["y"] = x, y
@@ -80,7 +81,8 @@ class Landmarks:
 
     def metadata(self) -> dict:
         """What a feature table's metadata records about its landmarks (landmark order, identity
-        columns, confidence threshold, gap filling, counts)."""
+        columns, confidence threshold, gap filling, counts).
+        """
         return {
             "landmarks": [str(i) for i in self.ids],
             "landmark_columns": list(self.columns),
@@ -322,7 +324,8 @@ def _landmarks_from_table(
 def fill_gaps(xy: np.ndarray, max_gap: int) -> np.ndarray:
     """Fill, in place, runs of at most ``max_gap`` missing frames between two known positions of
     ``xy`` (K, T, 2) linearly in time; leading and trailing runs stay missing. Returns the (K, T)
-    mask of filled positions (movement's ``interpolate_over_time(max_gap=...)`` rule)."""
+    mask of filled positions (movement's ``interpolate_over_time(max_gap=...)`` rule).
+    """
     filled = np.zeros(xy.shape[:2], bool)
     if max_gap < 1:
         return filled
@@ -342,7 +345,8 @@ def fill_gaps(xy: np.ndarray, max_gap: int) -> np.ndarray:
 
 def warn_outside_frame(landmarks: Landmarks, frame_hw: tuple[int, int]) -> int:
     """Warn (once) about positions outside a frame of ``frame_hw`` = (H, W) pixels, naming the
-    landmarks and the first frame: their feature rows are NaN. Returns how many there are."""
+    landmarks and the first frame: their feature rows are NaN. Returns how many there are.
+    """
     h, w = frame_hw
     x, y = landmarks.xy[..., 0], landmarks.xy[..., 1]
     # A pixel centre at 0 covers -0.5..0.5: the frame spans -0.5 .. W-0.5.
@@ -392,7 +396,8 @@ def add_landmark_arguments(parser: argparse.ArgumentParser) -> None:
 def landmarks_from_args(args: argparse.Namespace, source: Any = None) -> Landmarks | None:
     """The landmarks a command line asks for, read and checked against the video (or flow)
     ``source`` (default ``args.source``) before any flow or model work: ``None`` without
-    ``--points``. ``--points`` needs ``--post-encoder point``."""
+    ``--points``. ``--points`` needs ``--post-encoder point``.
+    """
     points = getattr(args, "points", None)
     post = getattr(args, "post_encoder", None)
     if points is None:

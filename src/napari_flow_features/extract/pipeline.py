@@ -50,7 +50,8 @@ Progress = Callable[[int, int], None]
 @dataclass
 class FeatureResult:
     """The per-frame table (DESIGN.md columns, metadata in ``table.attrs``), the feature maps for the
-    ``none`` post-encoder (a read-only ``[N, T', H', W', C]`` memory map), and the run metadata."""
+    ``none`` post-encoder (a read-only ``[N, T', H', W', C]`` memory map), and the run metadata.
+    """
 
     table: pd.DataFrame
     feature_maps: Any = None
@@ -88,7 +89,8 @@ def _resolve_source(source: Any) -> tuple[str, Any, str]:
 
 def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
     """Flow method and the video's (H, W) from a flow file's sidecar (``<file>.json``, written by
-    :class:`OpticalFlowComputer`); ``({"flow_method": "given"}, None)`` without one."""
+    :class:`OpticalFlowComputer`); ``({"flow_method": "given"}, None)`` without one.
+    """
     if not isinstance(source, (str, os.PathLike)):
         return {"flow_method": "given"}, None
     sidecar = Path(str(source) + ".json")
@@ -134,7 +136,8 @@ class _Run:
 def _cache_entry(cache: Any, source: Any, method: str, sel: FrameSelection) -> Path | None:
     """Where the flow of video ``source`` by ``method`` over selection ``sel`` is kept in ``cache``.
     The key is a file's path, size and modification time (or an in-memory video's content hash),
-    the method and the selection, so it changes when any of them does."""
+    the method and the selection, so it changes when any of them does.
+    """
     if cache is None:
         return None
     import hashlib
@@ -164,7 +167,8 @@ def _video_flow_blocks(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Raw flow fields ``lo..hi-1`` of the selection, computed block by block from frames read in
     order (cropped to the region and resized first). ``rgb_sink`` (two-stream) also receives each
-    frame read, as the RGB stream's uint8 ``(H, W, 3)``, keyed by its index."""
+    frame read, as the RGB stream's uint8 ``(H, W, 3)``, keyed by its index.
+    """
     from ..flow.compute import _POOLED, _to_grey, iter_flow_blocks
     from ..flow.frames import rgb_frame
 
@@ -194,7 +198,8 @@ def _video_rgb_blocks(
     data: Any, sel: FrameSelection, lo: int, hi: int
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Frames ``lo..hi-1`` of the selection as ``(k, H, W, 3)`` uint8 blocks, cropped and resized
-    like the flow stream's (grey repeated to 3 channels). No optical flow."""
+    like the flow stream's (grey repeated to 3 channels). No optical flow.
+    """
     from ..flow.frames import rgb_frame
 
     x, y, w, h = sel.roi
@@ -212,7 +217,8 @@ def _two_stream_blocks(
     """Entries ``lo..hi-1`` of both streams from one read of the frames: ``(first, (fields,
     frames))`` where entry ``i`` is flow field ``i`` (frame i → i+1) and frame ``i``. The last frame
     has no field of its own: its block carries one frame more than fields (the transform pads the
-    flow by its last field, the frame-aligned rule)."""
+    flow by its last field, the frame-aligned rule).
+    """
     n = sel.n_frames
     flow_lo, flow_hi = min(lo, n - 2), min(hi, n - 1)
     stash: dict[int, np.ndarray] = {}
@@ -249,7 +255,8 @@ def _array_flow_blocks(
 
 class _FlowWriter:
     """Raw flow written in order to a temporary ``.npy`` beside ``final``, renamed when complete
-    (``float32``, ``float16``, or ``uint8`` quantised as DeepMind did: ``[-bound, bound]`` → 0..255)."""
+    (``float32``, ``float16``, or ``uint8`` quantised as DeepMind did: ``[-bound, bound]`` → 0..255).
+    """
 
     def __init__(
         self, final: Path, shape: tuple, dtype: str, bound: float, spec: dict, partials: list
@@ -714,7 +721,8 @@ def _stream(
         t: int, fmap: np.ndarray, extra: dict | None = None, labels: dict | None = None
     ) -> None:
         """Rows of frame ``t`` (relative) from its time-interpolated map ``(H', W', C)``;
-        ``labels``: the frame's window's Kinetics predictions, on every row of the frame."""
+        ``labels``: the frame's window's Kinetics predictions, on every row of the frame.
+        """
         nonlocal heat
         frame = int(t) + sel.start
         if labels:
@@ -773,7 +781,8 @@ def _stream(
 
     def encode(clips: np.ndarray) -> np.ndarray:
         """The fused encoder output; with ``predict``, also each clip's top-5 Kinetics classes
-        from the softmax of the streams' summed logits (DeepMind's two-stream rule)."""
+        from the softmax of the streams' summed logits (DeepMind's two-stream rule).
+        """
         if not predict:
             return extractor.encode(clips)
         parts = extractor.encode_streams(clips)

@@ -29,7 +29,8 @@ QUEUE_BLOCKS = 4
 @dataclass(frozen=True)
 class FrameSelection:
     """Which part of a video runs: frames ``start..stop-1``, a region ``roi = (x, y, w, h)`` in video
-    pixels, resized so its longest side is at most ``max_side`` before flow and encoder."""
+    pixels, resized so its longest side is at most ``max_side`` before flow and encoder.
+    """
 
     start: int
     stop: int
@@ -120,7 +121,8 @@ def plan_chunks(
 ) -> list[Span]:
     """Passes of at most ``length`` frames covering output frames ``need_lo..need_hi-1`` of a
     ``n_padded``-frame sequence so that every kept output is ``margin`` frames away from a cut that
-    is not a sequence end: each kept output then equals one pass over the whole sequence."""
+    is not a sequence end: each kept output then equals one pass over the whole sequence.
+    """
     need_lo = need_lo // align * align
     need_hi = min(n_padded, -(-need_hi // align) * align)
     length = min(length, n_padded)
@@ -144,7 +146,8 @@ def step_positions(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each frame, the two feature-map steps it interpolates between and the weight of the
     second: ``tau = (t + 0.5) / stride - 0.5`` clamped to ``[0, n_steps - 1]`` (DESIGN.md's rule with
-    the whole sequence as one window)."""
+    the whole sequence as one window).
+    """
     tau = np.clip((np.asarray(frames, float) + 0.5) / time_stride - 0.5, 0, n_steps - 1)
     k0 = np.floor(tau).astype(int)
     k1 = np.minimum(k0 + 1, n_steps - 1)

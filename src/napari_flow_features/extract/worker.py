@@ -58,7 +58,8 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
     """The child's loop: build or reuse an extractor, run the job, reply. Runs until ``None``.
 
     ``root`` (the parent's folder) holds ``flow-cache`` (the last video's flow, kept between jobs)
-    and one ``job-N`` folder per job for the job's temporary files (the parent removes it)."""
+    and one ``job-N`` folder per job for the job's temporary files (the parent removes it).
+    """
     import inspect
     import os
     import tempfile
@@ -187,7 +188,8 @@ class ModelWorker:
 
     def start(self) -> None:
         """Start the child now (it imports TensorFlow in the background), so the first job does
-        not wait for it. Returns at once; a running child is kept."""
+        not wait for it. Returns at once; a running child is kept.
+        """
         with self._lock:
             self._ensure_child()
 
@@ -250,7 +252,8 @@ class ModelWorker:
         """Generator form of :meth:`run`: yields ``(done, total)`` windows, ``("status", text)``
         for the start-up phases and ``("warning", text)`` for the child's warnings; returns the
         reply. Closing it before the end kills the child (its late replies must not reach the
-        next job)."""
+        next job).
+        """
         is_cancelled = (
             (lambda: False) if cancel is None
             else cancel.is_set if isinstance(cancel, threading.Event) else cancel
@@ -318,7 +321,8 @@ class ModelWorker:
 
     def release(self, maps_path: str | os.PathLike) -> None:
         """Remove a finished job's kept files (the folder of ``maps_path`` inside
-        :attr:`temp_root`); a path elsewhere is left alone."""
+        :attr:`temp_root`); a path elsewhere is left alone.
+        """
         if self._root is None or not _inside(maps_path, self._root):
             return
         relative = os.path.relpath(os.path.abspath(maps_path), os.path.abspath(self._root))
@@ -326,7 +330,8 @@ class ModelWorker:
 
     def _terminate(self) -> None:
         """Kill the child and abandon its queues: a job still in the request pipe would otherwise
-        keep the queue's feeder thread (and so Python's exit) waiting forever."""
+        keep the queue's feeder thread (and so Python's exit) waiting forever.
+        """
         for q in (self._requests, self._replies):
             if q is not None:
                 q.cancel_join_thread()
@@ -368,7 +373,8 @@ def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
 @contextlib.contextmanager
 def _child_environment() -> Generator[None, None, None]:
     """The environment the child starts with: TensorFlow's CUDA probing silenced on a machine
-    without an NVIDIA device (the variable must be set before TensorFlow loads in the child)."""
+    without an NVIDIA device (the variable must be set before TensorFlow loads in the child).
+    """
     from .._tf_env import has_nvidia_device
 
     changed = not has_nvidia_device() and "CUDA_VISIBLE_DEVICES" not in os.environ

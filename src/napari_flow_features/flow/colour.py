@@ -107,7 +107,8 @@ def vector_grid_step(
     shape: tuple[int, ...], step: int | None = None, max_vectors: int = 100_000
 ) -> int:
     """Grid step (px) for arrows over a flow of ``shape``: ``step`` or 1/16 of the short side
-    (at least 4 px), grown until at most ``max_vectors`` arrows remain."""
+    (at least 4 px), grown until at most ``max_vectors`` arrows remain.
+    """
     n_frames = 1 if len(shape) == 3 else shape[0]
     h, w = shape[-3], shape[-2]
     step = int(step or max(4, min(h, w) // 16))

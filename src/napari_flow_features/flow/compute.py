@@ -93,7 +93,8 @@ def resized_shape(
     shape: tuple[int, int], max_side: int | None = None, scale: float | None = None
 ) -> tuple[int, int]:
     """The (H, W) frames are resized to before flow: at most ``max_side`` on the longest side, or
-    multiplied by ``scale``; unchanged when neither is given."""
+    multiplied by ``scale``; unchanged when neither is given.
+    """
     h, w = shape
     if max_side is not None and scale is not None:
         raise BadInputError("Give either max_side or scale, not both")
@@ -205,7 +206,8 @@ def iter_flow_blocks(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Flow of each ``(first pair index, grey frames)`` block (one frame of overlap between blocks),
     in order, as ``(first pair index, fields)``. With ``workers > 1`` blocks run on a thread pool,
-    at most ``2 * workers`` in flight, so memory stays bounded whatever the video's length."""
+    at most ``2 * workers`` in flight, so memory stays bounded whatever the video's length.
+    """
     params = dict(params or {})
     if workers <= 1:
         for start, block in grey_blocks:
@@ -354,7 +356,8 @@ class OpticalFlowComputer:
         self, video: Any, output: str | os.PathLike | None = None
     ) -> Generator[tuple[int, int], None, np.ndarray]:
         """Generator form of :meth:`compute`: yields ``(done, total)`` frame pairs and returns the
-        flow. Closing it (e.g. napari's worker ``quit()``) stops the work and removes partial files."""
+        flow. Closing it (e.g. napari's worker ``quit()``) stops the work and removes partial files.
+        """
         frames, path = _open_source(video)
         spec = self._spec(frames, path)
         total = spec.n_frames - 1
@@ -527,7 +530,8 @@ class NpyStreamWriter:
         header_shape: tuple | None = None,
     ) -> None:
         """``header_shape``: the array's shape as stored, when rows are written along another
-        axis of the same byte layout (``(S, ...)`` rows of a ``(1, S, ...)`` array)."""
+        axis of the same byte layout (``(S, ...)`` rows of a ``(1, S, ...)`` array).
+        """
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
         self._file = open(self.path, "wb")  # closed in close()
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,

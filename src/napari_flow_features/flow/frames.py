@@ -68,7 +68,8 @@ def _scale(frame: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def stack_value_range(frames: Any, samples: int = 16) -> tuple[float, float]:
     """The finite min and max of up to ``samples`` frames spread evenly over ``frames`` (a lazy
-    array is read only at those frames): one range for the whole stack."""
+    array is read only at those frames): one range for the whole stack.
+    """
     n = len(frames)
     if n == 0:
         raise BadInputError("No frames")
@@ -87,7 +88,8 @@ class NormalisedFrames:
     """A lazy view of a frame stack as uint8 with one intensity range for every frame.
 
     ``value_range=None`` measures it with :func:`stack_value_range`. Indexing returns uint8 frames;
-    ``len``, ``shape`` and ``ndim`` are the stack's."""
+    ``len``, ``shape`` and ``ndim`` are the stack's.
+    """
 
     def __init__(self, frames: Any, value_range: tuple[float, float] | None = None) -> None:
         self.frames = frames
@@ -119,7 +121,8 @@ class NormalisedFrames:
 def rgb_frame(frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
     """One frame as ``(H, W, 3)`` uint8 for the I3D RGB stream: any bit depth by :func:`to_uint8`,
     grey repeated to three channels, resized to ``size = (H, W)`` with area interpolation (the rule
-    the flow stream's frames follow)."""
+    the flow stream's frames follow).
+    """
     import cv2
 
     frame = to_uint8(frame)
@@ -136,5 +139,6 @@ def rgb_frame(frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
 
 def rgb_to_i3d(frames: np.ndarray) -> np.ndarray:
     """uint8 frames ``(..., 3)`` → float32 in ``[-1, 1]`` (DeepMind's kinetics-i3d RGB input:
-    ``x / 127.5 - 1``, so 0 → -1, 255 → 1)."""
+    ``x / 127.5 - 1``, so 0 → -1, 255 → 1).
+    """
     return np.asarray(frames, np.float32) / np.float32(127.5) - np.float32(1.0)

@@ -130,7 +130,8 @@ def _natural_key(p: Path) -> list:
 
 def find_flow_files(flow_dir: str | os.PathLike) -> list[Path]:
     """Flow sequences in a folder: ``.npy``/``.npz`` files and sub-folders holding ``.flo`` files
-    (window files written by :meth:`OpticalFlowSequenceLoader.save_sequences` are skipped)."""
+    (window files written by :meth:`OpticalFlowSequenceLoader.save_sequences` are skipped).
+    """
     flow_dir = Path(flow_dir)
     if not flow_dir.is_dir():
         raise BadInputError(f"Flow folder not found: {flow_dir}")
@@ -245,7 +246,8 @@ class OpticalFlowSequenceLoader:
 
     def save_sequences(self, output_dir: str | os.PathLike) -> list[Path]:
         """Write each file's windows as ``<stem>_sequences.npy`` ``[N, L, H, W, 2]`` (streamed, atomic)
-        with ``<stem>_sequences.json`` listing every window's start, frames and padding."""
+        with ``<stem>_sequences.json`` listing every window's start, frames and padding.
+        """
         from ..io._atomic import atomic_write_path
         from ..io.npy_stream import NpyWriter
 

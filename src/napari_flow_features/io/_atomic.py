@@ -59,7 +59,8 @@ def process_start_time(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks since boot on Linux), or None if there is none.
 
     Together with the pid it names one process for the whole uptime: a reused pid has another
-    start time."""
+    start time.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
@@ -80,7 +81,8 @@ def process_start_time(pid: int) -> int | None:
 @functools.lru_cache(maxsize=1)
 def host_tag() -> str:
     """Six hex digits naming this boot and pid namespace: pids and start times compare only
-    within one (another machine, container or a reboot has its own)."""
+    within one (another machine, container or a reboot has its own).
+    """
     parts = []
     for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
         try:
@@ -121,7 +123,8 @@ def _name_max(folder: Path) -> int:
 def temp_sibling(final: str | os.PathLike) -> Path:
     """A hidden temporary name beside ``final``, owned by this process, keeping ``final``'s
     suffix (numpy and matplotlib pick the format from it). Long stems are shortened so the
-    temporary name fits the file system even when ``final``'s name just fits."""
+    temporary name fits the file system even when ``final``'s name just fits.
+    """
     final = Path(final)
     tag = f".partial-{_owner_tag()}-{secrets.token_hex(4)}{final.suffix}"
     stem = final.stem
@@ -139,7 +142,8 @@ partial_path = temp_sibling
 
 def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporaries in ``folder`` whose owner process has ended; returns what was
-    removed. Temporaries of live processes, and names this package did not make, are kept."""
+    removed. Temporaries of live processes, and names this package did not make, are kept.
+    """
     folder = Path(folder)
     removed: list[Path] = []
     try:
@@ -178,7 +182,8 @@ def _clean_once(folder: Path) -> None:
 # -- checks before writing ----------------------------------------------------------------------
 def check_output_folder(folder: str | os.PathLike) -> Path:
     """``folder`` as a Path if it is a writable folder; otherwise a :class:`BadInputError` that
-    says what is wrong (missing, a file, not writable)."""
+    says what is wrong (missing, a file, not writable).
+    """
     folder = Path(folder)
     if folder.is_dir():
         if not os.access(folder, os.W_OK | os.X_OK):
@@ -209,7 +214,8 @@ def ensure_output_dir(folder: str | os.PathLike) -> Path:
 
 def check_output_name(final: str | os.PathLike) -> Path:
     """``final`` if its name is usable: not empty, not ``.``/``..``, not too long for the file
-    system, not an existing folder."""
+    system, not an existing folder.
+    """
     final = Path(final)
     name = final.name
     if name in ("", ".", ".."):
@@ -227,7 +233,8 @@ def check_output_name(final: str | os.PathLike) -> Path:
 
 def free_bytes(path: str | os.PathLike) -> int:
     """Bytes available to this user on the file system holding ``path`` (or its nearest
-    existing ancestor)."""
+    existing ancestor).
+    """
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -242,7 +249,8 @@ def _mb(nbytes: float) -> str:
 def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
     """Raise :class:`OutOfSpaceError` unless the file system of ``path`` has ``nbytes`` free.
 
-    Call it before computing an output whose size is known (flow: ``4 * (T-1) * H * W * 2``)."""
+    Call it before computing an output whose size is known (flow: ``4 * (T-1) * H * W * 2``).
+    """
     available = free_bytes(path)
     if nbytes > available:
         raise OutOfSpaceError(
@@ -252,7 +260,8 @@ def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
 
 def preallocate(fd: int, nbytes: int, path: str | os.PathLike = "") -> None:
     """Reserve ``nbytes`` for an open file (``posix_fallocate``), so later writes cannot run out
-    of space; a full disk raises :class:`OutOfSpaceError` now. A no-op where unsupported."""
+    of space; a full disk raises :class:`OutOfSpaceError` now. A no-op where unsupported.
+    """
     if nbytes <= 0 or not hasattr(os, "posix_fallocate"):
         return
     try:
@@ -269,7 +278,8 @@ def preallocate(fd: int, nbytes: int, path: str | os.PathLike = "") -> None:
 
 def is_out_of_space(exc: BaseException) -> bool:
     """Whether ``exc`` says the disk, a quota or the file-size limit is full (also pyarrow's and
-    other libraries' errors that carry only the message)."""
+    other libraries' errors that carry only the message).
+    """
     if isinstance(exc, OutOfSpaceError):
         return True
     if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
@@ -366,7 +376,8 @@ def atomic_write_path(
 
 def _raise_translated(exc: BaseException, final: Path) -> None:
     """Raise the named error a failed write at ``final`` stands for (a full disk, a read-only
-    folder …); return when there is none, for the caller to re-raise ``exc`` itself."""
+    folder …); return when there is none, for the caller to re-raise ``exc`` itself.
+    """
     translated = _translate(exc, final)
     if translated is not exc:
         raise translated from exc
@@ -376,7 +387,8 @@ def _raise_translated(exc: BaseException, final: Path) -> None:
 def atomic_directory(final: str | os.PathLike, expected_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; on success it is flushed and renamed to
     ``final``. ``final`` must not exist (an existing folder is never replaced): a
-    :class:`BadInputError` says so, also when another process took the name meanwhile."""
+    :class:`BadInputError` says so, also when another process took the name meanwhile.
+    """
     final = Path(final)
     _prepare(final, expected_bytes)
     tmp = temp_sibling(final)
@@ -403,7 +415,8 @@ def atomic_write_group(
 ) -> Iterator[list[Path]]:
     """Yield one temporary path per final path; on success all are renamed into place in the
     order given. If a rename fails the earlier ones are undone (the old files put back), so the
-    group is all new or all old unless the process is killed between two renames."""
+    group is all new or all old unless the process is killed between two renames.
+    """
     paths = [Path(f) for f in finals]
     for p in paths:
         _prepare(p, None)
@@ -470,7 +483,8 @@ def atomic_write_with_sidecar(
     the writer set it, e.g. :attr:`NpyWriter.sha256 <napari_flow_features.io.npy_stream.NpyWriter>`
     computed while writing), ``data_bytes`` and ``data_file``, is written as JSON, and both files
     become visible together (metadata renamed first, data second). Works in generators
-    (``yield from`` inside the block) where a callback cannot."""
+    (``yield from`` inside the block) where a callback cannot.
+    """
     final, sidecar = Path(final), Path(sidecar)
     with atomic_write_group([sidecar, final], expected_bytes) as (meta_tmp, data_tmp):
         meta = dict(metadata)
@@ -494,7 +508,8 @@ def write_with_sidecar(
 
     ``write_data(tmp)`` writes the data to the temporary path it is given; the metadata gets
     ``data_sha256``, ``data_bytes`` and ``data_file`` (the data's name) and is written as JSON.
-    Readers check the pair with :func:`verify_sidecar`. Returns ``(final, sidecar)``."""
+    Readers check the pair with :func:`verify_sidecar`. Returns ``(final, sidecar)``.
+    """
     with atomic_write_with_sidecar(final, sidecar, metadata, expected_bytes) as (tmp, _meta):
         write_data(tmp)
     return Path(final), Path(sidecar)
@@ -506,7 +521,8 @@ def verify_sidecar(
     """Raise :class:`MismatchedMetadataError` unless ``metadata`` (read from ``sidecar``) records
     the size and (``full``) the SHA-256 of ``data``. Metadata without a recorded hash (written by
     hand or by an older version) is accepted as it is. The hash reads the whole file (about
-    1 s per GB); ``full=False`` checks the size only."""
+    1 s per GB); ``full=False`` checks the size only.
+    """
     data = Path(data)
     recorded = metadata.get(HASH_KEY)
     if recorded is None:

@@ -9,7 +9,8 @@ import numpy as np
 
 class LazyArray:
     """Subclasses give ``shape``, ``dtype`` and ``__getitem__``; this adds the rest napari and
-    NumPy expect (``ndim``, ``size``, ``len``, ``np.asarray``, which reads everything)."""
+    NumPy expect (``ndim``, ``size``, ``len``, ``np.asarray``, which reads everything).
+    """
 
     shape: tuple[int, ...]
     dtype: np.dtype

@@ -103,7 +103,8 @@ def _load_npy(path: Path) -> np.ndarray:
 
 def read_npy(path: str | os.PathLike, what: str = "Array") -> np.ndarray:
     """A numeric ``.npy`` array, memory-mapped, never unpickled; a missing, corrupt, object, text
-    or empty array is a :class:`BadInputError` whose message starts with ``what``."""
+    or empty array is a :class:`BadInputError` whose message starts with ``what``.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{what} file not found: {path}")
@@ -192,7 +193,8 @@ def read_flow(path: str | os.PathLike, verify: bool = True) -> Any:
     a folder of ``.flo`` files → ``(T, H, W, 2)``. Bad files raise :class:`BadInputError`.
 
     A ``<file>.json`` sidecar that records the flow's SHA-256 is checked against the file
-    (``verify=False``: its size only, for very large files read often)."""
+    (``verify=False``: its size only, for very large files read often).
+    """
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"Flow file not found: {path}")
@@ -229,7 +231,8 @@ def read_flow_sidecar(path: str | os.PathLike, verify: bool = True) -> dict[str,
     """The metadata beside flow file ``path`` (None when there is none), checked: a JSON object,
     and, when it records the flow's SHA-256 (:func:`~napari_flow_features.io._atomic.write_with_sidecar`),
     written for this very file. Raises :class:`CorruptFileError` or
-    :class:`~napari_flow_features.errors.MismatchedMetadataError`."""
+    :class:`~napari_flow_features.errors.MismatchedMetadataError`.
+    """
     import json
 
     side = flow_sidecar_path(path)
@@ -252,7 +255,8 @@ def read_flow_sidecar(path: str | os.PathLike, verify: bool = True) -> dict[str,
 
 class QuantisedFlow(LazyArray):
     """Flow kept as uint8 (``extract --keep-flow --keep-flow-dtype uint8``), decoded on read:
-    ``q`` in 0..255 stands for ``q / 255 * 2 * bound - bound`` px (DeepMind's quantisation)."""
+    ``q`` in 0..255 stands for ``q / 255 * 2 * bound - bound`` px (DeepMind's quantisation).
+    """
 
     dtype = np.dtype(np.float32)
 
@@ -283,7 +287,8 @@ def _quantisation_bound(path: Path) -> float:
 
 def write_flow_npy(path: str | os.PathLike, flow: Any) -> Path:
     """Write a flow field or sequence as float32 ``.npy`` (atomic; streamed frame by frame with
-    buffered writes, free space checked first)."""
+    buffered writes, free space checked first).
+    """
     from .npy_stream import NpyWriter
 
     validate_flow_array(flow, path)

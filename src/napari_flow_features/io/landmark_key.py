@@ -33,7 +33,8 @@ IDENTITY_COLUMNS = ("individual", "keypoint", "landmark")
 @dataclass(frozen=True)
 class LandmarkKey:
     """Which input columns identify a landmark (``source``) and what they are called in feature
-    tables (``output``, in the same order)."""
+    tables (``output``, in the same order).
+    """
 
     source: tuple[str, ...]
     output: tuple[str, ...]
@@ -48,7 +49,8 @@ class LandmarkKey:
 def landmark_key(columns: Any) -> LandmarkKey | None:
     """The landmark identity of a table or Points layer's features (a DataFrame or column names):
     ``individual`` + ``keypoint`` (movement), ``id`` + ``label`` (napari-deeplabcut), then one of
-    ``landmark``, ``track_id``, ``label`` (ours). ``None``: a single landmark."""
+    ``landmark``, ``track_id``, ``label`` (ours). ``None``: a single landmark.
+    """
     cols = set(columns.columns if isinstance(columns, pd.DataFrame) else columns)
     for source, output in _KEY_RULES:
         if set(source) <= cols:
@@ -59,7 +61,8 @@ def landmark_key(columns: Any) -> LandmarkKey | None:
 def landmark_label(identity: tuple) -> Any:
     """What a landmark is called in messages, plot legends and metadata: the value of a one-column
     identity, else the non-empty parts joined by ``/`` (``mouse1/snout``; ``snout`` when the
-    individual is unnamed)."""
+    individual is unnamed).
+    """
     if len(identity) == 1:
         return identity[0]
     return "/".join(str(v) for v in identity if str(v) != "") or "/".join(map(str, identity))

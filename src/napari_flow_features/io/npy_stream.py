@@ -55,7 +55,8 @@ class NpyWriter:
     writing (for :func:`~napari_flow_features.io._atomic.atomic_write_with_sidecar`).
 
     ``atomic=False`` writes straight to ``path``: for a path that is already a temporary, e.g. the
-    data path ``atomic_write_with_sidecar`` yields (it renames)."""
+    data path ``atomic_write_with_sidecar`` yields (it renames).
+    """
 
     def __init__(
         self, path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, atomic: bool = True

@@ -52,7 +52,8 @@ def _csv_head(path: Path, n: int = 5) -> list[list[str]]:
 def detect_format(path: str | os.PathLike) -> str:
     """``"table"`` (our ``frame, x, y`` table) or the pose software that wrote ``path``
     (``"DeepLabCut"``, ``"SLEAP"``, ``"NWB"``), from its suffix and first bytes. Lightning Pose
-    CSVs are DeepLabCut-style and read as such (pass ``"LightningPose"`` to say so)."""
+    CSVs are DeepLabCut-style and read as such (pass ``"LightningPose"`` to say so).
+    """
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"Landmark file not found: {path}")
@@ -126,7 +127,7 @@ def _integer_like(index: pd.Index) -> bool:
 
 @contextlib.contextmanager
 def _quiet_movement():
-    """movement logs every load at INFO through loguru; keep the user's console for our messages."""
+    """Movement logs every load at INFO through loguru; keep the user's console for our messages."""
     try:
         from loguru import logger
     except ImportError:  # pragma: no cover - loguru comes with movement
@@ -191,7 +192,8 @@ def tracks_table(
 ) -> pd.DataFrame:
     """A movement poses dataset as the long landmark table (see :func:`read_tracks`).
     ``exact_length``: the dataset has a row per video frame, so ``attrs["n_frames"]`` is the video's
-    length (otherwise only ``attrs["tracked_frames"]`` is recorded)."""
+    length (otherwise only ``attrs["tracked_frames"]`` is recorded).
+    """
     if getattr(ds, "ds_type", "poses") != "poses" or "keypoints" not in ds.dims:
         raise BadInputError("These are bounding-box tracks, not poses: no keypoints to sample at")
     space = [str(s) for s in ds.coords["space"].values]

@@ -31,7 +31,8 @@ from .tables import PARQUET_META_KEY, TABLE_EXTENSIONS, jsonable_metadata, sidec
 
 class TableStreamWriter:
     """``write(block)`` appends rows; ``close(metadata)`` makes the table appear at ``path``;
-    ``discard()`` (or an exception inside ``with``) removes the temporary file."""
+    ``discard()`` (or an exception inside ``with``) removes the temporary file.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -49,7 +50,8 @@ class TableStreamWriter:
 
     def write(self, block: pd.DataFrame) -> None:
         """Append ``block`` (every block has the same columns). A full disk raises
-        :class:`~napari_flow_features.errors.OutOfSpaceError` naming the table."""
+        :class:`~napari_flow_features.errors.OutOfSpaceError` naming the table.
+        """
         try:
             self._write(block)
         except OSError as exc:

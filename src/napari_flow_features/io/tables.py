@@ -37,7 +37,8 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 def jsonable_metadata(meta: dict[str, Any] | None) -> dict[str, Any]:
     """Metadata reduced to what JSON holds: small arrays become lists, large ones are listed as
-    omitted (e.g. a ground-truth flow field), other objects become their ``str``."""
+    omitted (e.g. a ground-truth flow field), other objects become their ``str``.
+    """
     out: dict[str, Any] = {}
     omitted: list[str] = []
     for key, value in (meta or {}).items():
@@ -105,7 +106,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
 
 def _parse_metadata(raw: bytes, where: Path, message: str) -> dict:
     """Table metadata from JSON bytes, checked; ``message`` (with ``{exc}`` and ``{where}``)
-    names the problem when it is not JSON."""
+    names the problem when it is not JSON.
+    """
     try:
         meta = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -120,7 +122,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     Raises :class:`BadInputError` for a missing file, :class:`CorruptFileError` for an unreadable
     one, a non-number in a numeric column (naming the column and row) or a metadata field of the
     wrong type, and :class:`MismatchedMetadataError` for a CSV whose sidecar was written for other
-    data."""
+    data.
+    """
     path = Path(path)
     if path.is_dir():
         raise BadInputError(f"Expected a table file, got a folder: {path}")
@@ -177,7 +180,8 @@ def check_numeric_columns(
     """Raise :class:`CorruptFileError` unless ``frame`` holds whole numbers and ``x``, ``y``,
     ``confidence`` and the feature columns hold numbers (empty cells / NaN allowed except in
     ``frame``). The message names the column, the row and the value; ``first_line`` (2 for a CSV
-    with a header) adds the file's line number. Text columns of numbers are converted in place."""
+    with a header) adds the file's line number. Text columns of numbers are converted in place.
+    """
     numeric = [c for c in _NUMERIC_KEYS if c in df.columns] + feature_columns(df)
     check_columns(df, ["frame"], numeric, source, first_line)
 
@@ -190,7 +194,8 @@ def check_columns(
     first_line: int | None = None,
 ) -> None:
     """Raise :class:`CorruptFileError` unless the ``whole`` columns hold finite whole numbers (no
-    gaps) and the ``numeric`` columns numbers or gaps (NaN); names the column, row and value."""
+    gaps) and the ``numeric`` columns numbers or gaps (NaN); names the column, row and value.
+    """
     for name in [*whole, *numeric]:
         column = df[name]
         if isinstance(column, pd.DataFrame):
@@ -254,7 +259,8 @@ _META_TYPES: dict[str, tuple[str, Any]] = {
 
 def check_table_metadata(meta: Any, source: Any = "metadata") -> dict[str, Any]:
     """``meta`` if it is a JSON object whose known fields have the right types; otherwise a
-    :class:`CorruptFileError` naming the field (a hand-edited sidecar, a file of another kind)."""
+    :class:`CorruptFileError` naming the field (a hand-edited sidecar, a file of another kind).
+    """
     if not isinstance(meta, dict):
         raise CorruptFileError(
             f"Table metadata must be a JSON object of fields, not {type(meta).__name__}: {source}"
@@ -269,7 +275,8 @@ def check_table_metadata(meta: Any, source: Any = "metadata") -> dict[str, Any]:
 
 def feature_columns(table: Any) -> list[str]:
     """The feature columns ``f0000 … f{C-1}`` (DESIGN.md) of a DataFrame or a list of column names;
-    keys (``frame``, ``landmark``, ``x``, ``y``) and other columns (``track_id``, ``video``) are not."""
+    keys (``frame``, ``landmark``, ``x``, ``y``) and other columns (``track_id``, ``video``) are not.
+    """
     columns = table.columns if isinstance(table, pd.DataFrame) else table
     return [c for c in columns if isinstance(c, str) and _FEATURE_COLUMN.fullmatch(c)]
 

@@ -122,7 +122,8 @@ class VideoArray(LazyArray):
 
     def _check_tail(self, container: Any, stream: Any, file_size: int) -> None:
         """Truncation check in constant time: the packets of the last keyframe interval must lie
-        inside the file (an index written before the data survives a cut)."""
+        inside the file (an index written before the data survives a cut).
+        """
         import av
 
         end = (stream.start_time or 0) + (stream.duration or 0)
@@ -473,7 +474,8 @@ def _frame_to_grey(frame) -> np.ndarray:
 
 def _raw_looks_grey(frame: Any) -> bool:
     """Grey when an 8-bit planar YUV frame's chroma is neutral (128 ± 2) everywhere; other pixel
-    formats are converted to RGB and compared channel by channel."""
+    formats are converted to RGB and compared channel by channel.
+    """
     name = frame.format.name
     if name in _PLANAR_YUV or name.startswith("yuvj"):
         if name in ("nv12", "nv21"):

@@ -64,7 +64,8 @@ def expected_variables(model: Any) -> dict[str, tuple[Any, tuple[int, ...]]]:
 
 def same_shape(a: Any, b: Any) -> bool:
     """Shapes equal up to singleton axes (rgb_imagenet stores batch-norm statistics as
-    ``(1, 1, 1, 1, C)``, the others as ``(C,)``)."""
+    ``(1, 1, 1, 1, C)``, the others as ``(C,)``).
+    """
     return tuple(d for d in a if d != 1) == tuple(d for d in b if d != 1)
 
 

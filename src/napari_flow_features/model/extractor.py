@@ -37,7 +37,8 @@ DEFAULT_WEIGHTS_ENV = "NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS"
 
 def default_config() -> dict[str, Any]:
     """The shipped default configuration (a fresh copy); ``weights.source`` is ``pretrained``
-    unless ``$NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS`` says otherwise."""
+    unless ``$NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS`` says otherwise.
+    """
     import yaml
 
     text = resources.files(__package__).joinpath("default_config.yaml").read_text()
@@ -70,7 +71,6 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
     """Defaults, then the fields of a YAML file, then keyword overrides; unknown keys are errors."""
-
     config = default_config()
     layers: list[tuple[str, dict]] = []
     if path is not None:
@@ -261,7 +261,8 @@ class DynamicFeatureExtractor:
 
     def _init_two_stream(self) -> None:
         """Two encoders, flow and RGB, each a single-stream extractor of the same configuration
-        (same seed for random weights; ``weights.rgb_checkpoint`` for the RGB one)."""
+        (same seed for random weights; ``weights.rgb_checkpoint`` for the RGB one).
+        """
         cfg = self.config
         for stream in ("flow", "rgb"):
             sub = copy.deepcopy(cfg)
@@ -321,7 +322,8 @@ class DynamicFeatureExtractor:
 
     def resize_frames(self, frames: np.ndarray) -> np.ndarray:
         """``(k, H, W, 3)`` frames resized by the same rule as flow (``resize``: longest side, area
-        interpolation); values are unchanged."""
+        interpolation); values are unchanged.
+        """
         h, w = frames.shape[1:3]
         nh, nw = self.resized_shape(h, w)
         if (nh, nw) == (h, w):
@@ -377,7 +379,8 @@ class DynamicFeatureExtractor:
 
     def encode_streams(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Each stream's output for clips ``[B, L, H, W, ch]`` (two-stream: flow channels 0–1, RGB
-        2–4), ``{"flow": ..., "rgb": ...}``."""
+        2–4), ``{"flow": ..., "rgb": ...}``.
+        """
         if self.stream != "two-stream":
             return {self.stream: self.encoder(batch)}
         return {
@@ -396,7 +399,8 @@ class DynamicFeatureExtractor:
 
     def column_names(self, channels: int) -> list[str]:
         """Feature column names for ``channels`` output channels (DESIGN.md: two-stream concatenated
-        is ``flow_f0000…``, ``rgb_f0000…``)."""
+        is ``flow_f0000…``, ``rgb_f0000…``).
+        """
         if self.stream == "two-stream" and self.config["fusion"] == "concat":
             half = channels // 2
             return [f"flow_f{c:04d}" for c in range(half)] + [f"rgb_f{c:04d}" for c in range(half)]
@@ -404,7 +408,8 @@ class DynamicFeatureExtractor:
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """One encoder call ``[B, L, H, W, ch] → [B, T', H', W', C]`` on the inference runtime
-        (two-stream: both encoders, fused by ``fusion``)."""
+        (two-stream: both encoders, fused by ``fusion``).
+        """
         if self.stream == "two-stream":
             return self.fuse(self.encode_streams(batch))
         return self.encoder(batch)
@@ -435,7 +440,8 @@ class DynamicFeatureExtractor:
 
     def describe(self) -> dict[str, Any]:
         """Run metadata: the configuration plus what was actually loaded (end point, channels,
-        registry version and SHA-256 of the model file) and derived facts (quantise, strides)."""
+        registry version and SHA-256 of the model file) and derived facts (quantise, strides).
+        """
         from .i3d import ENDPOINT_STRIDES, endpoint_channels
 
         if self.stream == "two-stream":

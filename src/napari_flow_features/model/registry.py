@@ -181,7 +181,8 @@ class ModelSerializer:
         """Complete versions of ``model_name``, oldest first (by creation time, then name).
 
         Temporary folders of unfinished saves are skipped; a version whose metadata cannot be read
-        is reported (:class:`CorruptFileError`), not skipped: the newest might be the corrupt one."""
+        is reported (:class:`CorruptFileError`), not skipped: the newest might be the corrupt one.
+        """
         _check_name("Model name", model_name)
         base = Path(base_dir)
         root = base / model_name
@@ -262,7 +263,8 @@ class ModelSerializer:
     @staticmethod
     def export_for_inference(model: Any, export_dir: str | os.PathLike) -> Path:
         """A TensorFlow SavedModel with serving signature ``serving_default(flow)``: input ``flow``
-        float32 ``[None, None, None, None, C]``, output ``features``. Written atomically."""
+        float32 ``[None, None, None, None, C]``, output ``features``. Written atomically.
+        """
         import tensorflow as tf
 
         export_dir = Path(export_dir)

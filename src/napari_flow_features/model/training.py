@@ -64,7 +64,8 @@ def find_labelled_files(data: str | os.PathLike) -> tuple[list[Path], list[str],
 
 def split_by_file(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices of training and validation files: per class, ``val_fraction`` of its files (at least
-    one when the class has two or more) go to validation."""
+    one when the class has two or more) go to validation.
+    """
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in sorted(set(labels)):
@@ -84,7 +85,8 @@ def build_classifier(
     """The extractor's encoder + spatio-temporal average + layer norm + dropout + softmax head.
 
     The norm makes the head indifferent to the backbone's feature scale (random weights give
-    features around 1e-3, DeepMind's around 1), so one learning rate suits both."""
+    features around 1e-3, DeepMind's around 1), so one learning rate suits both.
+    """
     import keras
 
     backbone = extractor.model

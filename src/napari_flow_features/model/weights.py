@@ -68,7 +68,8 @@ def published_shapes(name: str) -> dict[str, tuple[int, ...]]:
 def published_index_sha256(name: str) -> str:
     """SHA-256 of the published ``model.ckpt.index`` of ``name`` (shipped with the package). The
     index holds every tensor's offset, size and CRC32C, so a data file whose tensors read back
-    under this index is the published one."""
+    under this index is the published one.
+    """
     import hashlib
 
     data = resources.files(__package__).joinpath("reference", f"{name}.index").read_bytes()
@@ -205,7 +206,8 @@ def terminal_progress() -> Progress:
 def pretrained_checkpoint(name: str, progress: Progress | None = None) -> Path:
     """The prefix of DeepMind's published checkpoint ``name`` in the cache, downloaded (verified,
     atomically) on first use. Without a network and without a cached copy this is a
-    :class:`WeightsUnavailableError` that says how to provide the weights."""
+    :class:`WeightsUnavailableError` that says how to provide the weights.
+    """
     folder = cache_dir() / name
     try:
         return fetch_checkpoint(name, progress=progress)

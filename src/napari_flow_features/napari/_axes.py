@@ -7,7 +7,8 @@ from typing import Any
 
 def frame_axis(viewer: Any, layer: Any = None) -> int:
     """The world axis of ``layer``'s first axis (its frames); without a layer, that of a
-    ``(T, H, W)`` video. Layers fill the trailing world axes, so extra leading ones come first."""
+    ``(T, H, W)`` video. Layers fill the trailing world axes, so extra leading ones come first.
+    """
     ndim = layer.ndim if layer is not None else 3
     return max(0, viewer.dims.ndim - ndim)
 

@@ -51,13 +51,15 @@ def run_label(metadata: dict, post_encoder: str) -> str:
 
 def result_name(kind: str, source: str, label: str, replace: bool) -> str:
     """``<kind>: <source>`` when each run replaces the previous results, else with the run's
-    label (``features: mouse (point, Mixed_5c)``)."""
+    label (``features: mouse (point, Mixed_5c)``).
+    """
     return f"{kind}: {source}" if replace else f"{kind}: {source} ({label})"
 
 
 def region(metadata: dict) -> tuple[tuple[float, float], tuple[float, float]]:
     """The part of the video a run covered, in video pixels: ``((y0, x0), (h, w))``. A run with a
-    region of interest records it (``roi_xywh``); resizing (``max_side``) does not move it."""
+    region of interest records it (``roi_xywh``); resizing (``max_side``) does not move it.
+    """
     roi = metadata.get("roi_xywh")
     if roi:
         x, y, w, h = (float(v) for v in roi)
@@ -74,7 +76,8 @@ def on_video(
 ) -> dict:
     """Scale and translate that put feature-map cells of ``cell_hw`` video pixels over the video,
     the first cell's corner at video pixel ``origin`` (a region of interest); ``lead`` extra
-    leading axes (e.g. channels) get scale 1."""
+    leading axes (e.g. channels) get scale 1.
+    """
     scale = list(place.scale)
     translate = list(place.translate)
     for axis, cell, start in ((1, cell_hw[0], origin[0]), (2, cell_hw[1], origin[1])):
@@ -87,7 +90,8 @@ def beside_video(
     place: Placement, frame_hw: list, n_frames: int, n_channels: int, lead: bool
 ) -> dict:
     """Scale and translate that show the (T, C) matrix in a box the video's size, just right of
-    it (rows frames top to bottom, columns channels), instead of on top of the video."""
+    it (rows frames top to bottom, columns channels), instead of on top of the video.
+    """
     h, w = frame_hw
     sy, sx = place.scale[1:3]
     ty, tx = place.translate[1:3]
@@ -117,7 +121,8 @@ def features_image(
     previous: np.ndarray | None = None,
 ) -> LayerData | None:
     """The feature matrix as an Image beside the video: ``(T, C)``, or ``(K, T, C)`` for K
-    landmarks. ``previous`` (same shape) keeps rows a single-frame run does not write."""
+    landmarks. ``previous`` (same shape) keeps rows a single-frame run does not write.
+    """
     cols = feature_columns(table)
     if not cols:
         return None
@@ -159,7 +164,8 @@ def point_features(
 ) -> pd.DataFrame:
     """A landmark Points layer's features with the run's feature columns matched by frame and
     identity (the one rule of io/landmark_key.py; a layer without identity columns is a single
-    landmark); ``keep_old``: a single-frame run keeps the other frames' values."""
+    landmark); ``keep_old``: a single-frame run keeps the other frames' values.
+    """
     cols = feature_columns(table)
     feats = features.copy().reset_index(drop=True)
     point_ids = landmark_ids(feats)
@@ -188,7 +194,8 @@ def gap_points(
     previous: pd.DataFrame | None = None,
 ) -> LayerData:
     """Global Average Pooling features on a Points layer: one point per frame at the frame's
-    centre, the features in its table (what the plots dock and the table writer read)."""
+    centre, the features in its table (what the plots dock and the table writer read).
+    """
     cols = feature_columns(table)
     n_frames = int(metadata["n_frames"])
     (y0, x0), (h, w) = region(metadata)
@@ -213,7 +220,8 @@ def heatmap_image(
     previous: np.ndarray | None = None,
 ) -> LayerData:
     """The activation heatmap ``(T, H', W')`` over the video (cells over the pixels they
-    summarise), ``inferno``, additive; only ``frames`` are taken from this run."""
+    summarise), ``inferno``, additive; only ``frames`` are taken from this run.
+    """
     heat = np.asarray(heatmap, np.float32)
     data = (
         np.array(previous, np.float32)
@@ -242,7 +250,8 @@ def activation_volume(
     maps_path: str, table: pd.DataFrame, metadata: dict, place: Placement, name: str
 ) -> LayerData:
     """The none post-encoder's maps as a lazy ``(C, T, H', W')`` volume, cells over the video:
-    a channel slider on the first axis, and napari's 3-D view shows one channel's volume."""
+    a channel slider on the first axis, and napari's 3-D view shows one channel's volume.
+    """
     from ..extract.activations import ActivationVolume
 
     n_frames = int(metadata["n_frames"])
@@ -260,7 +269,8 @@ def activation_volume(
 
 def frame_predictions(table: pd.DataFrame) -> dict[int, str]:
     """Frame → its window's top Kinetics classes as one line (``extract --predict`` columns
-    ``top1_label``, ``top1_prob`` …); empty for a run without predictions."""
+    ``top1_label``, ``top1_prob`` …); empty for a run without predictions.
+    """
     if "top1_label" not in table.columns:
         return {}
     ranks = [r for r in range(1, 6) if f"top{r}_label" in table.columns]

@@ -81,7 +81,8 @@ def job_source(layer: Any) -> Any:
     """What the worker process opens: a video path, a flow file path, or an array (pickled).
 
     A video layer another reader opened (frames decoded in memory) goes by its file's path when
-    the file is a video of the layer's shape, so the frames are not pickled to the worker."""
+    the file is a video of the layer's shape, so the frames are not pickled to the worker.
+    """
     from ..io.video import VIDEO_EXTENSIONS, VideoArray
 
     if layer.metadata.get("source_type") == "flow":
@@ -104,7 +105,8 @@ def points_table(layer: Any) -> Any:
     """A Points layer as a landmark table in data coordinates: ``frame, x, y``, the identity
     columns the one landmark rule knows (ours, napari-deeplabcut's, movement's) and the
     confidence; the tracked video's length (``attrs["n_frames"]``) when the layer came from a
-    tracks file."""
+    tracks file.
+    """
     import pandas as pd
 
     from ..io.landmark_key import confidence_column, landmark_key
@@ -131,7 +133,8 @@ def points_table(layer: Any) -> Any:
 
 def source_geometry(layer: Any) -> tuple[int, tuple[int, int] | None]:
     """Frames of the video a source layer shows (a flow sequence has one field fewer) and its
-    (H, W) in video pixels (None for flow, which may be resized)."""
+    (H, W) in video pixels (None for flow, which may be resized).
+    """
     if layer.metadata.get("source_type") == "flow":
         return int(layer.metadata["flow"].shape[0]) + 1, None
     shape = layer.data.shape
@@ -141,7 +144,8 @@ def source_geometry(layer: Any) -> tuple[int, tuple[int, int] | None]:
 def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
     """A long landmark table (``read_tracks``) as Points data ``(t, y, x)``, features
     (``individual``, ``keypoint``, ``confidence``) and metadata; positions the tracker lost are
-    left out (the layer's metadata keeps the tracked video's length)."""
+    left out (the layer's metadata keeps the tracked video's length).
+    """
     keep = np.isfinite(table["x"].to_numpy(float)) & np.isfinite(table["y"].to_numpy(float))
     rows = table[keep].reset_index(drop=True)
     data = rows[["frame", "y", "x"]].to_numpy(float)
@@ -158,7 +162,8 @@ STREAM_CHOICES = ("flow", "rgb", "two-stream")
 
 def roi_from_shapes(shapes: Any, video: Any) -> tuple[int, int, int, int]:
     """The first shape of a Shapes layer as a region ``(x, y, w, h)`` in the video layer's data
-    pixels (through both layers' transforms), clipped to the frame."""
+    pixels (through both layers' transforms), clipped to the frame.
+    """
     if len(shapes.data) == 0:
         raise ValueError(f"Shapes layer {shapes.name!r} is empty: draw a rectangle first")
     vertices = np.asarray(shapes.data[0], float)
@@ -367,7 +372,8 @@ class ExtractWidget(Container):
     def batch_settings(self) -> Any:
         """The form as batch settings (:class:`~napari_flow_features.extract.batch.BatchSettings`):
         what ``flow-features extract --config`` needs to give every video of a study the rows this
-        dock gives the open one. Landmarks are per video (a manifest's ``points`` column)."""
+        dock gives the open one. Landmarks are per video (a manifest's ``points`` column).
+        """
         from ..extract.batch import BatchSettings
 
         return BatchSettings(
@@ -515,7 +521,8 @@ class ExtractWidget(Container):
     def landmarks(self, points_layer: Any, source_layer: Any) -> Any:
         """The Points layer's landmarks for the source video, with the form's confidence and gap
         options, checked here (length, names, frame) so problems show before the worker starts;
-        warnings (points outside the frame) become notifications."""
+        warnings (points outside the frame) become notifications.
+        """
         import warnings
 
         from ..extract.landmarks import landmarks_from_points
@@ -551,7 +558,8 @@ class ExtractWidget(Container):
 
     def load_tracks(self, path: str, points_format: str = "auto") -> Any:
         """Add a pose-tracker file (or our landmark table) as a Points layer with ``individual``,
-        ``keypoint``, ``confidence`` features, over the chosen source, and pick it for extraction."""
+        ``keypoint``, ``confidence`` features, over the chosen source, and pick it for extraction.
+        """
         from pathlib import Path
 
         from ..extract.landmarks import read_landmark_file
@@ -579,7 +587,8 @@ class ExtractWidget(Container):
         """Fill the chosen Points layer's keyframes (per landmark) over the frames between them
         and add the result as a new Points layer to correct; along the flow, the flow of the
         keyframes' span is computed off the Qt thread (Cancel stops it). Returns the worker
-        (flow) or the new layer (linear)."""
+        (flow) or the new layer (linear).
+        """
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 
@@ -655,7 +664,8 @@ class ExtractWidget(Container):
 
     def _add_filled(self, table: Any, keys: Any) -> Any:
         """The filled positions as the Points layer ``filled: <keyframes layer>`` (replaced on a
-        new fill), with the keyframes' identity columns and ``keyframe``."""
+        new fill), with the keyframes' identity columns and ``keyframe``.
+        """
         name = f"filled: {keys.name}"
         data = table[["frame", "y", "x"]].to_numpy(float)
         feats = table.drop(columns=["frame", "x", "y"]).reset_index(drop=True)

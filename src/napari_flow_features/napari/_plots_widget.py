@@ -184,7 +184,8 @@ class FeaturePlotsWidget(Container):
 
     def _theme_toolbar(self, *_: Any) -> None:
         """Toolbar icons in the theme's colours: matplotlib draws light icons when the toolbar's
-        palette background is dark, and napari's themes are style sheets, not palettes."""
+        palette background is dark, and napari's themes are style sheets, not palettes.
+        """
         from napari.utils.theme import get_theme
         from qtpy.QtGui import QColor, QPalette
 

@@ -155,7 +155,8 @@ def get_table_reader(path: PathOrPaths) -> ReaderFunction | None:
 
 def read_table_layer(path: str) -> list[LayerData]:
     """A Points layer with the table's columns as features and its metadata. A CSV napari's own
-    Points writer made (``index, axis-0, axis-1, …``) opens as the Points layer it was."""
+    Points writer made (``index, axis-0, axis-1, …``) opens as the Points layer it was.
+    """
     from ..io.tables import read_table, table_to_points
 
     napari_csv = _read_napari_points_csv(path)
@@ -169,8 +170,9 @@ def read_table_layer(path: str) -> list[LayerData]:
 
 
 def _read_napari_points_csv(path: str) -> list[LayerData] | None:
-    """napari's Points CSV (``index``, ``axis-0`` … ``axis-{D-1}``, then the features), or None
-    when the file is not one."""
+    """Napari's Points CSV (``index``, ``axis-0`` … ``axis-{D-1}``, then the features), or None
+    when the file is not one.
+    """
     if Path(path).suffix.lower() != ".csv":
         return None
     import pandas as pd

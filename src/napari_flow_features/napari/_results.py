@@ -18,7 +18,8 @@ from ._convert import LayerData, Placement
 
 def _put(viewer: Any, layer_data: LayerData) -> Any:
     """Add the layer, or update the one of that name in place when the type matches (by
-    ``__class__``: napari hands plugin widgets proxies whose ``type()`` is the proxy's)."""
+    ``__class__``: napari hands plugin widgets proxies whose ``type()`` is the proxy's).
+    """
     data, kwargs, kind = layer_data
     name = kwargs["name"]
     if name in viewer.layers:
@@ -77,7 +78,8 @@ def in_view(viewer: Any, layer: Any, tolerance: float = 1e-6) -> bool:
 
 def show_results(viewer: Any, layers: list, keep_on_top: list | None = None) -> None:
     """Make result layers visible, move them to the top (``keep_on_top`` above them), and fit
-    the camera to the scene if one lies outside the view (2-D view only)."""
+    the camera to the scene if one lies outside the view (2-D view only).
+    """
     for layer in [*layers, *(keep_on_top or [])]:
         layer.visible = True
         index = viewer.layers.index(layer)

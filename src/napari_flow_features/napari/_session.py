@@ -26,7 +26,8 @@ def window_key(viewer: Any) -> int | None:
 
 def on_viewer_closed(viewer: Any, name: str, callback: Callable[[], None]) -> bool:
     """Run ``callback()`` once when the viewer's window is destroyed (one callback per ``name``
-    and window); returns whether the viewer has a window to watch."""
+    and window); returns whether the viewer has a window to watch.
+    """
     real = getattr(viewer, "__wrapped__", viewer)
     qt_window = getattr(getattr(real, "window", None), "_qt_window", None)
     if qt_window is None:

@@ -28,14 +28,16 @@ def carries_our_data(meta: dict) -> bool:
 def on_activate(*_: Any) -> None:
     """npe2 calls this when the plugin is first used in a session: our Points writer goes first,
     so saving a landmark or feature layer to ``.csv`` picks the feature-table writer by default
-    (it hands plain Points layers to napari's own CSV writer)."""
+    (it hands plain Points layers to napari's own CSV writer).
+    """
     prefer_points_writer()
 
 
 def prefer_points_writer() -> bool:
     """Put this plugin's Points writer first in npe2's writer list (npe2 orders writers of the
     same specificity by registration, which puts napari's own CSV writer first). Returns whether
-    the order could be changed (npe2 keeps the list in a private attribute)."""
+    the order could be changed (npe2 keeps the list in a private attribute).
+    """
     from npe2 import PluginManager
 
     writers = getattr(getattr(PluginManager.instance(), "_contrib", None), "_writers", None)
@@ -50,7 +52,8 @@ def write_points_table(path: str, data: Any, meta: dict) -> list[str]:
     """Points layer (``(t, y, x)`` + features) → ``.csv`` (+ JSON sidecar) or ``.parquet``.
 
     A plain Points layer (none of our metadata or features) saved to ``.csv`` is written by
-    napari's own CSV writer, as it would be without this plugin."""
+    napari's own CSV writer, as it would be without this plugin.
+    """
     from ..io.tables import points_to_table, write_table
 
     if not carries_our_data(meta) and str(path).lower().endswith(".csv"):
@@ -92,7 +95,8 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
 
 def write_flo(path: str, data: Any, meta: dict) -> list[str]:
     """A flow layer's field → Middlebury ``.flo`` (one field: the current one of a sequence is not
-    guessed, so a sequence is refused with a hint to save ``.npy``)."""
+    guessed, so a sequence is refused with a hint to save ``.npy``).
+    """
     import numpy as np
 
     from ..errors import BadInputError
@@ -113,8 +117,9 @@ def write_flo(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def _napari_points_csv(path: str, data: Any, meta: dict) -> list[str] | None:
-    """napari's own Points CSV (``index, axis-0, …``), written atomically; None when napari's
-    writer is not importable."""
+    """Napari's own Points CSV (``index, axis-0, …``), written atomically; None when napari's
+    writer is not importable.
+    """
     try:
         from napari_builtins.io import napari_write_points
     except ImportError:
