@@ -11,10 +11,12 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import moving_pattern
 
 from napari_flow_features.errors import CancelledError
 from napari_flow_features.extract.pipeline import extract_features
 from napari_flow_features.extract.worker import ModelWorker, WorkerCrashedError, WorkerError
+from napari_flow_features.io.video import write_video
 from napari_flow_features.model.extractor import DynamicFeatureExtractor
 
 CONFIG = {"endpoint": "Mixed_3c", "clip_length": 8, "stride": 4, "batch_size": 1}
@@ -159,3 +161,19 @@ def test_startup_phases_warnings_and_no_files_left(tmp_path, monkeypatch):
         assert not os.path.exists(root)
         w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}})
     assert os.listdir(tmp_path) == []
+
+
+def test_video_jobs_report_flow_and_encoder_progress(worker, tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_video(path, moving_pattern(20, 32, 32), fps=25)
+    flow_seen, encoded = [], []
+    reply = worker.run(
+        {"extractor": CONFIG, "source": str(path), "options": {"post_encoder": "gap"}},
+        progress=lambda d, t: encoded.append((d, t)),
+        flow_progress=lambda d, t: flow_seen.append((d, t)),
+    )
+    assert len(reply["table"]) == 20
+    # Flow runs ahead of the encoder and has its own count (fields of frame pairs), both to the end.
+    assert flow_seen and flow_seen[-1][0] == flow_seen[-1][1] >= 19
+    assert [d for d, _ in flow_seen] == sorted(d for d, _ in flow_seen)
+    assert encoded[-1] == (20, 20)

@@ -60,7 +60,6 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
     ``root`` (the parent's folder) holds ``flow-cache`` (the last video's flow, kept between jobs)
     and one ``job-N`` folder per job for the job's temporary files (the parent removes it).
     """
-    import inspect
     import os
     import tempfile
     from collections import OrderedDict
@@ -75,12 +74,6 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
     from ..model.extractor import DynamicFeatureExtractor
     from .pipeline import extract_features
 
-    # The pipeline's own phases (flow, compiling, …) go out as status events once it reports them.
-    pipeline_status = (
-        {"status": lambda text: replies.put(("status", str(text)))}
-        if "status" in inspect.signature(extract_features).parameters
-        else {}
-    )
     replies.put(("status", "model process ready"))
     flow_cache = os.path.join(root, "flow-cache")
     os.makedirs(flow_cache, exist_ok=True)
@@ -108,8 +101,11 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
                 job["source"],
                 warm[key],
                 progress=lambda done, total: replies.put(("progress", done, total)),
+                # Flow is its own phase with its own bar: it runs ahead of the encoder.
+                flow_progress=lambda done, total: replies.put(("flow", done, total)),
+                # The pipeline's phases (flow, compiling, the time estimate) as status events.
+                status=lambda text: replies.put(("status", str(text))),
                 cancel=cancel.is_set,
-                **pipeline_status,
                 **{"flow_cache": flow_cache, **job.get("options", {})},
             )
             maps = result.feature_maps
@@ -224,10 +220,12 @@ class ModelWorker:
         progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | Callable[[], bool] | None = None,
         status: Callable[[str], None] | None = None,
+        flow_progress: Callable[[int, int], None] | None = None,
     ) -> dict:
         """Run one job and return the child's reply (``table``, ``metadata``, ``maps_path``,
-        ``heatmap``, ``warm``). ``status(text)`` hears the start-up phases; the child's warnings
-        are issued again here (``warnings.warn``).
+        ``heatmap``, ``warm``). ``progress(done, total)`` counts frames encoded,
+        ``flow_progress(done, total)`` flow fields computed, ``status(text)`` hears the phases;
+        the child's warnings are issued again here (``warnings.warn``).
 
         Raises :class:`CancelledError` when cancelled, :class:`WorkerError` with the child's message
         when the job fails, and :class:`WorkerCrashedError` when the child dies.
@@ -241,6 +239,9 @@ class ModelWorker:
                         status(event[1])
                 elif event[0] == "warning":
                     warnings.warn(event[1], WorkerWarning, stacklevel=2)
+                elif event[0] == "flow":
+                    if flow_progress is not None:
+                        flow_progress(event[1], event[2])
                 elif progress is not None:
                     progress(*event)
         except StopIteration as stop:
@@ -249,8 +250,9 @@ class ModelWorker:
     def iter_run(
         self, job: dict, cancel: threading.Event | Callable[[], bool] | None = None
     ) -> Generator[tuple, None, dict]:
-        """Generator form of :meth:`run`: yields ``(done, total)`` windows, ``("status", text)``
-        for the start-up phases and ``("warning", text)`` for the child's warnings; returns the
+        """Generator form of :meth:`run`: yields ``(done, total)`` frames encoded,
+        ``("flow", done, total)`` flow fields computed, ``("status", text)`` for the phases and
+        ``("warning", text)`` for the child's warnings; returns the
         reply. Closing it before the end kills the child (its late replies must not reach the
         next job).
         """
@@ -295,6 +297,9 @@ class ModelWorker:
                             continue
                         if kind in ("status", "warning"):
                             yield kind, reply[1]
+                            continue
+                        if kind == "flow":
+                            yield reply
                             continue
                         if kind == "result":
                             finished = True

@@ -290,7 +290,10 @@ class ExtractWidget(Container):
         napari_viewer.dims.events.current_step.connect(self._show_prediction)
         self._cancel = threading.Event()
         self._progress: Any = None
+        self._flow_progress: Any = None  # optical flow runs ahead of the encoder: its own bar
         self._desc = ""  # the progress bar's title, kept for status updates
+        # (done, total) each phase's bar reached in the last run, e.g. {"flow": (96, 96), ...}.
+        self.phase_progress: dict[str, tuple[int, int]] = {}
         self._refresh()
         # Start the model process now: TensorFlow imports while the user fills in the form.
         model_worker().start()
@@ -461,7 +464,8 @@ class ExtractWidget(Container):
 
         worker = work()
         self._desc = f"I3D features: {layer.name}"
-        self._progress = progress(desc=self._desc)
+        self._progress = progress(desc=self._desc, unit="frame")
+        self.phase_progress = {}
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(
             lambda reply: self._add_results(reply, layer, points_layer, post, current_frame)
@@ -493,12 +497,33 @@ class ExtractWidget(Container):
             if self._progress is not None:
                 self._progress.set_description(f"{self._desc}: {value[1]}")
             return
+        if value[0] == "flow":
+            self._update_bar("flow", value[1], value[2])
+            return
         done, total = value
-        if self._progress is not None:
-            if self._progress.total != total:
-                self._progress.set_description(self._desc)
-                self._progress.total = total
-            self._progress.update(done - self._progress.n)
+        self._update_bar("encoder", done, total)
+
+    def _update_bar(self, phase: str, done: int, total: int) -> None:
+        """Move a phase's bar (napari's activity dock shows frames/s and time left)."""
+        from napari.utils import progress
+
+        self.phase_progress[phase] = (int(done), int(total))
+        if phase == "flow":
+            if self._flow_progress is None:
+                name = self._desc.split(": ", 1)[-1]
+                self._flow_progress = progress(
+                    total=total, desc=f"Optical flow: {name}", unit="frame"
+                )
+            bar = self._flow_progress
+        else:
+            bar = self._progress
+            if bar is not None and bar.total != total:
+                bar.set_description(self._desc)
+        if bar is None:
+            return
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
 
     def _on_error(self, exc: Exception) -> None:
         from ..errors import CancelledError
@@ -510,9 +535,10 @@ class ExtractWidget(Container):
         show_error(f"I3D feature extraction failed: {exc}")
 
     def _on_finished(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
+        for bar in (self._flow_progress, self._progress):
+            if bar is not None:
+                bar.close()
+        self._progress = self._flow_progress = None
         self._worker = None
         self.run_frame.enabled = self.run_all.enabled = True
         self.cancel_button.enabled = False
