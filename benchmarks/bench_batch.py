@@ -1,6 +1,6 @@
 """Many-video benchmark: a serial loop vs ``extract_many`` on Dask (docs/batch.md).
 
-    python benchmarks/bench_batch.py [--videos 8] [--seconds 10] [--size 160x120]
+    python benchmarks/bench_batch.py [--videos 8] [--seconds 60] [--size 160x120]
 
 Generates ``--videos`` videos of ``--seconds`` at 25 fps and extracts them with the default settings
 (Mixed_5c, chunked) four ways: a serial loop in this process (one model, built once), ``extract_many``
@@ -8,7 +8,9 @@ on the default LocalCluster, ``extract_many`` on an external cluster of one ``da
 ``dask worker --nworkers 2 --nthreads 1`` started as processes, and the same command again with all
 videos done (the skip run). Prints wall time, videos per minute and CPU utilisation: the CPU seconds
 of this process and every process it started (children are counted once they have ended) over wall
-time × cores, so other programs on the machine do not count.
+time × cores, so other programs on the machine do not count. Ends with a table: each parallel
+case's throughput as a ratio of the serial loop's (same work: one model build, then every video)
+and of the serial loop's warm per-video rate (videos × the median time of videos 2..N, no start-up).
 """
 
 from __future__ import annotations
@@ -69,10 +71,11 @@ def measure(name: str, n_videos: int, run) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each video")
     parser.add_argument("--size", default="160x120", help="WxH")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     w, h = (int(v) for v in args.size.split("x"))
 
     from napari_flow_features.extract.batch import (
@@ -147,6 +150,39 @@ def main() -> None:
                         external))  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    print_table(rows, args.videos, load_before)
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the SIMD features that matter for the encoder."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "?"
+    )
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
+    )
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(simd) or 'no AVX2'})"
+
+
+def print_table(rows: list[dict], n_videos: int, load_before: float) -> None:
+    serial = rows[0]
+    warm_wall = serial["warm_video_s"] * n_videos
+    print(f"\nCPU: {cpu_name()}, {os.cpu_count()} logical cores; load before the run "
+          f"{load_before:.2f} (1-min average)")  # fmt: skip
+    print("| case | wall s | videos/min | CPU use | vs serial loop | vs warm per-video rate |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        ratio = serial["wall_s"] / row["wall_s"]
+        warm = warm_wall / row["wall_s"]
+        skip = row["case"].startswith("skip")
+        print(f"| {row['case']} | {row['wall_s']} | {row['videos_per_min']} | "
+              f"{row['cpu_utilisation']:.2f} | {'' if skip else f'{ratio:.2f}x'} | "
+              f"{'' if skip else f'{warm:.2f}x'} |")  # fmt: skip
 
 
 if __name__ == "__main__":
