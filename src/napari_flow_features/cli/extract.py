@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 #: Exit status when the batch ran but some videos failed (2 is "could not start": bad input).
 EXIT_SOME_FAILED = 3
@@ -68,8 +68,8 @@ def settings_from_args(args: argparse.Namespace, defaults: dict) -> Any:
     """Batch settings: the ``--config`` YAML (extractor fields and its ``extraction:`` section),
     then every option given on the command line with a value other than its default.
     """
-    from .cli import _parse_roi
-    from .extract.batch import BatchSettings
+    from ..extract.batch import BatchSettings
+    from . import _parse_roi
 
     options = {name: getattr(args, name) for name in _OPTIONS if _given(args, defaults, name)}
     if args.roi is not None:
@@ -91,7 +91,7 @@ def _run_with_bar(run: Any, args: argparse.Namespace) -> int:
     """
     from tqdm import tqdm
 
-    from .extract.batch import close_client, connect
+    from ..extract.batch import close_client, connect
 
     if args.retries < 0:
         raise BadInputError(f"--retries must be 0 or more, got {args.retries}")
@@ -158,7 +158,7 @@ def settings_file_for_one_video(args: argparse.Namespace, defaults: dict) -> Ite
     if not isinstance(loaded, dict) or "extraction" not in loaded:
         yield
         return
-    from .extract.batch import BatchSettings
+    from ..extract.batch import BatchSettings
 
     settings = BatchSettings.from_yaml(args.config)  # checked whole, errors name the file
     for name, value in settings.to_dict().items():
@@ -179,7 +179,7 @@ def settings_file_for_one_video(args: argparse.Namespace, defaults: dict) -> Ite
 
 def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
     """Run the batch; 0 when every video is done or skipped, 3 when some failed."""
-    from .extract.batch import extract_many
+    from ..extract.batch import extract_many
 
     if not args.sources and not args.manifest:
         raise BadInputError("Give a video (or several videos, folders, globs) or --manifest")
@@ -208,7 +208,7 @@ def cmd_extract_batch(args: argparse.Namespace, defaults: dict) -> int:
 
 def cmd_flow_batch(args: argparse.Namespace) -> int:
     """``flow --input-dir DIR --output-dir DIR`` on Dask: skip what is done, keep going, index."""
-    from .extract.batch import flow_many
+    from ..extract.batch import flow_many
 
     if not Path(args.input_dir).is_dir():
         raise BadInputError(f"Input folder not found: {args.input_dir}")

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import BadInputError, CancelledError
+from .. import __version__
+from ..errors import BadInputError, CancelledError
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .sample import save_whisker_sample
+    from ..sample import save_whisker_sample
 
     paths = save_whisker_sample(args.output)
     for role, path in paths.items():
@@ -26,8 +26,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .flow.compute import OpticalFlowComputer
-    from .sample import save_whisker_sample
+    from ..flow.compute import OpticalFlowComputer
+    from ..sample import save_whisker_sample
 
     out = Path(args.output)
     print(f"Writing the synthetic whisker sample to {out.resolve()} ...")
@@ -52,13 +52,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"whisker, {epe[~moving].mean():.2f} px on the still background"
     )
     # The main job: I3D features of the whisker motion, pooled and at the whisker base.
-    from ._tf_env import import_tensorflow_quietly
+    from .._tf_env import import_tensorflow_quietly
 
     print("Loading TensorFlow ...", flush=True)
     import_tensorflow_quietly()  # without the CUDA probing lines on a machine with no GPU
-    from .extract.pipeline import extract_features
-    from .io._atomic import atomic_write_path
-    from .io.tables import write_table
+    from ..extract.pipeline import extract_features
+    from ..io._atomic import atomic_write_path
+    from ..io.tables import write_table
 
     extractor, note = _demo_extractor()
     if note:
@@ -103,8 +103,8 @@ def _demo_extractor() -> tuple[Any, str | None]:
     """The demo's encoder: the default (pretrained) weights, or, where they cannot be fetched
     (offline), random weights with a one-line note saying so.
     """
-    from .model.extractor import DynamicFeatureExtractor
-    from .model.weights import WeightsUnavailableError
+    from ..model.extractor import DynamicFeatureExtractor
+    from ..model.weights import WeightsUnavailableError
 
     settings = {"endpoint": "Mixed_4f", "clip_length": 16, "stride": 8}
     try:
@@ -136,9 +136,9 @@ def _demo_figures_and_report(
     import numpy as np
     import pandas as pd
 
-    from .analysis.report import write_evaluation_report
-    from .analysis.visualization import FeatureVisualization
-    from .io.tables import feature_columns
+    from ..analysis.report import write_evaluation_report
+    from ..analysis.visualization import FeatureVisualization
+    from ..io.tables import feature_columns
 
     values = table[feature_columns(table)].to_numpy()
     busiest = np.argsort(np.nan_to_num(values.std(axis=0)))[::-1][:3].tolist()  # most varying
@@ -184,7 +184,7 @@ class _Bar:
 
 
 def _flow_computer(args: argparse.Namespace):
-    from .flow.compute import OpticalFlowComputer
+    from ..flow.compute import OpticalFlowComputer
 
     return OpticalFlowComputer(
         method=args.method,
@@ -200,7 +200,7 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     if args.input_dir:
         if args.video or not args.output_dir:
             raise BadInputError("Use either VIDEO -o OUT.npy or --input-dir DIR --output-dir DIR")
-        from ._cli_batch import cmd_flow_batch
+        from .extract import cmd_flow_batch
 
         return cmd_flow_batch(args)  # on Dask: skip what is done, keep going (docs/batch.md)
     if not args.video or not args.output:
@@ -215,7 +215,7 @@ def _cmd_flow(args: argparse.Namespace) -> int:
 
 
 def _cmd_sequences(args: argparse.Namespace) -> int:
-    from .flow.sequences import OpticalFlowSequenceLoader
+    from ..flow.sequences import OpticalFlowSequenceLoader
 
     out = Path(args.output_dir)
     if args.mode == "compute":
@@ -243,7 +243,7 @@ def _cmd_sequences(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from .model.weights import fetch_checkpoint
+    from ..model.weights import fetch_checkpoint
 
     bars: dict[str, object] = {}
 
@@ -268,7 +268,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _extractor(args: argparse.Namespace, **overrides):
-    from .model.extractor import DynamicFeatureExtractor
+    from ..model.extractor import DynamicFeatureExtractor
 
     if getattr(args, "endpoint", None):
         overrides["endpoint"] = args.endpoint
@@ -281,7 +281,7 @@ def _write_json(path: Path, payload: Any) -> Path:
     """A JSON report, written atomically (io/_atomic.py)."""
     import json
 
-    from .io._atomic import atomic_write_path
+    from ..io._atomic import atomic_write_path
 
     with atomic_write_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
@@ -289,7 +289,7 @@ def _write_json(path: Path, payload: Any) -> Path:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
-    from .model.registry import ModelSerializer
+    from ..model.registry import ModelSerializer
 
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
@@ -304,7 +304,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
         raise BadInputError(f"model {args.mode} needs --data-dir")
     if args.mode == "test":
         return _model_test(args, out)
-    from .model.training import evaluate_classifier, train_classifier
+    from ..model.training import evaluate_classifier, train_classifier
 
     if args.mode == "train":
         extractor = _extractor(args)
@@ -367,10 +367,10 @@ def _encoder_feature_report(
     """
     import pandas as pd
 
-    from .analysis.report import write_evaluation_report
-    from .extract.per_frame import gap_feature_table
-    from .flow.sequences import _open_sequence
-    from .model.training import find_labelled_files
+    from ..analysis.report import write_evaluation_report
+    from ..extract.per_frame import gap_feature_table
+    from ..flow.sequences import _open_sequence
+    from ..model.training import find_labelled_files
 
     _use_encoder_of(extractor, model)
     files, names, _ = find_labelled_files(data_dir)
@@ -390,10 +390,10 @@ def _encoder_feature_report(
 
 def _model_test(args: argparse.Namespace, out: Path) -> int:
     """Run an encoder (registry model, or the config's) over flow files; one table per file."""
-    from .extract.per_frame import gap_feature_table
-    from .flow.sequences import _open_sequence, find_flow_files
-    from .io._atomic import ensure_output_dir
-    from .io.tables import write_table
+    from ..extract.per_frame import gap_feature_table
+    from ..flow.sequences import _open_sequence, find_flow_files
+    from ..io._atomic import ensure_output_dir
+    from ..io.tables import write_table
 
     overrides: dict = {}
     if args.registry_dir:
@@ -426,7 +426,7 @@ def _sequence_figures(extractor: Any, flow: Any, stem: str, out: Path, features:
     """Every figure kind for the first clip of a flow sequence (the seed's --num_samples)."""
     import numpy as np
 
-    from .analysis.visualization import FeatureVisualization
+    from ..analysis.visualization import FeatureVisualization
 
     window = extractor.windows(flow.shape[0] + 1)[0]
     maps = extractor.encode(np.stack([extractor.preprocess_window(flow, window)]))
@@ -455,11 +455,11 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .extract.landmarks import landmarks_from_args
-    from .extract.pipeline import _prepare, extract_features
-    from .io._atomic import atomic_write_path
-    from .io.table_stream import TableStreamWriter
-    from .io.tables import feature_columns
+    from ..extract.landmarks import landmarks_from_args
+    from ..extract.pipeline import _prepare, extract_features
+    from ..io._atomic import atomic_write_path
+    from ..io.table_stream import TableStreamWriter
+    from ..io.tables import feature_columns
 
     # Every input is read and checked before the model is built or any flow computed.
     output = Path(args.output)
@@ -554,9 +554,9 @@ def _defaults_of(parser: argparse.ArgumentParser) -> dict:
 
 def _cmd_extract_any(args: argparse.Namespace) -> int:
     """One source with ``-o``: the single-video form; several, a folder, a glob, ``--manifest``
-    or ``--output-dir``: the batch (``_cli_batch.py``).
+    or ``--output-dir``: the batch (``cli/extract.py``).
     """
-    from ._cli_batch import cmd_extract_batch, is_batch, settings_file_for_one_video
+    from .extract import cmd_extract_batch, is_batch, settings_file_for_one_video
 
     if is_batch(args):
         return cmd_extract_batch(args, args.extract_defaults)
@@ -581,7 +581,7 @@ def _read_labels(path: str) -> Any:
             labels = pd.read_csv(source)
     except Exception as exc:  # pandas raises many types for bad files
         raise BadInputError(f"Cannot read labels ({type(exc).__name__}: {exc}): {source}") from exc
-    from .io.tables import check_columns
+    from ..io.tables import check_columns
 
     frames = [c for c in ("frame", "start_frame", "end_frame") if c in labels.columns]
     check_columns(labels, frames, [], source, 2 if source.suffix.lower() == ".csv" else None)
@@ -591,9 +591,9 @@ def _read_labels(path: str) -> Any:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .analysis.evaluation import FeatureExtractorEvaluator, feature_matrix, labels_per_row
-    from .analysis.report import write_evaluation_report
-    from .io.tables import read_table
+    from ..analysis.evaluation import FeatureExtractorEvaluator, feature_matrix, labels_per_row
+    from ..analysis.report import write_evaluation_report
+    from ..io.tables import read_table
 
     tables = [read_table(path) for path in args.features]
     labels = _read_labels(args.labels) if args.labels else None
@@ -655,7 +655,7 @@ def write_figures(
     flow: Any = None, sample: int = 0, stem: str = "",
 ) -> list[Path]:  # fmt: skip
     """The figures of ``kinds`` for ``data`` (activations or a table) into ``out``."""
-    from .io._atomic import ensure_output_dir
+    from ..io._atomic import ensure_output_dir
 
     ensure_output_dir(out)
     prefix = f"{stem}_" if stem else ""
@@ -699,12 +699,12 @@ def _parse_features(text: str) -> list[int]:
 def _cmd_visualize(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .analysis.visualization import FeatureVisualization
-    from .io.tables import read_table
+    from ..analysis.visualization import FeatureVisualization
+    from ..io.tables import read_table
 
     source = Path(args.input)
     if source.suffix.lower() == ".npy":
-        from .io.flow_files import read_npy
+        from ..io.flow_files import read_npy
 
         data = read_npy(source, "Activations")
         if (
@@ -721,7 +721,7 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
         )
     flow = None
     if args.flow:
-        from .flow.sequences import _open_sequence
+        from ..flow.sequences import _open_sequence
 
         flow = _open_sequence(Path(args.flow))
     vis = FeatureVisualization(layer_name=layer, clip_length=args.clip_length)
@@ -774,7 +774,7 @@ FRACTION = _number(float, 0, 1, high_open=True)  # 0: no validation split
 
 
 def _add_flow_options(p: argparse.ArgumentParser) -> None:
-    from .flow.compute import DIS_PRESETS, METHODS
+    from ..flow.compute import DIS_PRESETS, METHODS
 
     p.add_argument("--method", choices=METHODS, default="farneback", help="flow method")
     p.add_argument("--preset", choices=DIS_PRESETS, default="medium", help="DIS preset")
@@ -792,7 +792,7 @@ def _add_flow_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from .extract.landmarks import add_landmark_arguments
+    from ..extract.landmarks import add_landmark_arguments
 
     parser = argparse.ArgumentParser(
         prog="flow-features",
@@ -815,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output .npy for VIDEO")
     p.add_argument("--input-dir", help="folder of videos")
     p.add_argument("--output-dir", help="folder for <video stem>.npy outputs")
-    from ._cli_batch import add_cluster_arguments
+    from .extract import add_cluster_arguments
 
     add_cluster_arguments(p.add_argument_group("many videos (--input-dir, docs/batch.md)"))
     _add_flow_options(p)
@@ -850,7 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Downloads into --dest or the cache ($NAPARI_FLOW_FEATURES_CACHE, default "
         "~/.cache/napari-flow-features/checkpoints/NAME); a verified copy is reused.",
     )
-    from .model.weights import CHECKPOINTS
+    from ..model.weights import CHECKPOINTS
 
     fetch.add_argument("name", choices=CHECKPOINTS)
     fetch.add_argument("--dest", help="folder for the files (default: the cache)")
@@ -952,7 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="i3d-flow")
     p.add_argument("--version", help="registry version (default: newest)")
     p.add_argument("--output", "-o", help="features .parquet, .csv or .npz (one source)")
-    from ._cli_batch import add_batch_arguments
+    from .extract import add_batch_arguments
 
     add_batch_arguments(p)
     p.set_defaults(func=_cmd_extract_any, extract_defaults=_defaults_of(p))
