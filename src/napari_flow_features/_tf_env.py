@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
 
 #: Start-up lines of a CPU-only TensorFlow that say nothing is wrong.
 BENIGN_STARTUP = re.compile(
@@ -35,8 +39,9 @@ def has_nvidia_device() -> bool:
 
 
 def cpu_only_environment() -> None:
-    """On a machine without an NVIDIA device: tell CUDA there is no device before TensorFlow loads
-    (``CUDA_VISIBLE_DEVICES=""``, unless the user set it). Changes nothing on a GPU machine.
+    """Tell CUDA there is no device before TensorFlow loads, on a machine without an NVIDIA device.
+
+    Sets ``CUDA_VISIBLE_DEVICES=""`` unless the user set it; changes nothing on a GPU machine.
     """
     if not has_nvidia_device():
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -62,7 +67,9 @@ def _captured_stderr_fd() -> Iterator[list[str]]:
 
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow and Keras (and probe the devices) without the CPU-only start-up noise.
-    Anything else they print is passed on to stderr unchanged.
+
+    Anything else they write to stderr is logged as a warning (shown on stderr, as before, when
+    logging is not configured); the dropped lines are logged at DEBUG level.
     """
     if "tensorflow" in sys.modules or has_nvidia_device():
         import keras
@@ -70,11 +77,20 @@ def import_tensorflow_quietly() -> None:
 
         return
     cpu_only_environment()
+    started = time.perf_counter()
     with _captured_stderr_fd() as lines:
         import keras  # noqa: F401
         import tensorflow as tf
 
         tf.zeros(1) + 1  # the CUDA probe runs at the first op
-    kept = [line for line in lines if line.strip() and not BENIGN_STARTUP.search(line)]
+    logger.info("TensorFlow imported in %.1f s", time.perf_counter() - started)
+    kept = []
+    for line in lines:
+        if not line.strip():
+            continue
+        if BENIGN_STARTUP.search(line):
+            logger.debug("dropped a CPU-only start-up line: %s", line)
+        else:
+            kept.append(line)
     if kept:
-        print("\n".join(kept), file=sys.stderr)
+        logger.warning("\n".join(kept))

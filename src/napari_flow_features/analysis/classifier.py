@@ -1,0 +1,226 @@
+"""Fine-tune an I3D classifier into the model registry, and evaluate a registered one.
+
+The library side of ``flow-features model train`` and ``model evaluate``: training
+(:func:`~napari_flow_features.model.training.train_classifier`) with the final model saved as a
+registry version and a JSON training report, and an evaluation that adds, beside the classifier's
+accuracy, a report on its encoder's per-frame features.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError
+
+logger = logging.getLogger(__name__)
+
+
+def train_into_registry(
+    extractor: Any,
+    data_dir: str | os.PathLike[str],
+    registry_dir: str | os.PathLike[str],
+    model_name: str,
+    epochs: int = 5,
+    batch_size: int = 4,
+    learning_rate: float = 1e-3,
+    val_fraction: float = 0.25,
+    freeze_backbone: bool = True,
+    seed: int = 0,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Fine-tune a classifier on labelled flow and save it (and its best epochs) in the registry.
+
+    Parameters
+    ----------
+    extractor : DynamicFeatureExtractor
+        The encoder and its windowing.
+    data_dir : str or PathLike
+        Class folders of flow files, or a ``file,label`` CSV.
+    registry_dir : str or PathLike
+        The model registry folder; the training report goes there as
+        ``<model_name>_training_report.json``.
+    model_name : str
+        Name in the registry.
+    epochs, batch_size, learning_rate, val_fraction, freeze_backbone, seed
+        Training settings (see ``train_classifier``).
+    verbose : int
+        Keras' progress output (0 none, 1 a bar per epoch).
+
+    Returns
+    -------
+    dict
+        The training report: classes, split, Keras history, the registry versions saved
+        (``registry_versions``, epochs that improved) and ``final_version``.
+    """
+    from ..io.json_files import write_json
+    from ..model.registry import ModelSerializer
+    from ..model.training import train_classifier
+
+    out = Path(registry_dir)
+    model, report = train_classifier(
+        extractor, data_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        val_fraction=val_fraction, freeze_backbone=freeze_backbone, seed=seed, verbose=verbose,
+        registry=(out, model_name),
+    )  # fmt: skip
+    meta = {"description": "I3D flow classifier, final epoch", "classes": report["classes"],
+            "extractor_config": extractor.describe(), "training_dataset": str(data_dir),
+            "val_fraction": val_fraction, "seed": seed}  # fmt: skip
+    final = ModelSerializer(model, model_name).save_model(out, meta)
+    report["final_version"] = final.name
+    write_json(out / f"{model_name}_training_report.json", report)
+    logger.info("saved %s version %s in %s", model_name, final.name, out)
+    return report
+
+
+def load_classifier(
+    registry_dir: str | os.PathLike[str], model_name: str, version: str | None = None
+) -> tuple[Any, dict[str, Any], str]:
+    """A trained classifier from the registry (the newest version by default).
+
+    Parameters
+    ----------
+    registry_dir : str or PathLike
+        The model registry folder.
+    model_name : str
+        Name in the registry.
+    version : str, optional
+        The version (default: the newest).
+
+    Returns
+    -------
+    model : keras.Model
+        The classifier.
+    metadata : dict
+        Its registry metadata (``classes``, ``extractor_config``, ``val_fraction``, ``seed``).
+    version : str
+        The version loaded.
+
+    Raises
+    ------
+    BadInputError
+        The model is not a trained classifier (its metadata has no classes).
+    """
+    from ..model.registry import ModelSerializer
+
+    if version:
+        model, meta, found = ModelSerializer.load_model(registry_dir, model_name, version)
+    else:
+        model, meta, found = ModelSerializer.load_latest_model(registry_dir, model_name)
+    if "classes" not in meta:
+        raise BadInputError(f"{model_name} {found} is not a trained classifier (no classes)")
+    return model, meta, found
+
+
+def evaluate_registered_classifier(
+    model: Any,
+    metadata: dict[str, Any],
+    version: str,
+    extractor: Any,
+    data_dir: str | os.PathLike[str],
+    registry_dir: str | os.PathLike[str],
+    model_name: str,
+    val_fraction: float = 0.25,
+    seed: int = 0,
+) -> tuple[dict[str, Any], Path, Path]:
+    """Accuracy on the validation split training held out, plus a report on the encoder features.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The classifier (:func:`load_classifier`).
+    metadata : dict
+        Its registry metadata; its ``val_fraction`` and ``seed`` win over the arguments, so the
+        split is the one training held out.
+    version : str
+        Its registry version.
+    extractor : DynamicFeatureExtractor
+        Built with the classifier's ``extractor_config`` (clip length, stride, end point).
+    data_dir : str or PathLike
+        The labelled flow (as for training).
+    registry_dir : str or PathLike
+        The registry folder: ``<model>_<version>_evaluation.json`` and the
+        ``<model>_<version>_evaluation/`` report folder are written there.
+    model_name : str
+        Name in the registry.
+    val_fraction, seed : float, int
+        The split when the metadata does not record it.
+
+    Returns
+    -------
+    result : dict
+        Accuracy, per-class accuracy, confusion, window counts, and ``encoder_features`` (the
+        metrics of :func:`encoder_feature_report`).
+    json_path : Path
+        The written JSON result.
+    report_dir : Path
+        The encoder-feature report folder.
+    """
+    from ..io.json_files import write_json
+    from ..model.training import evaluate_classifier
+
+    out = Path(registry_dir)
+    result = evaluate_classifier(
+        model, extractor, data_dir, metadata["classes"],
+        val_fraction=metadata.get("val_fraction", val_fraction), seed=metadata.get("seed", seed),
+    )  # fmt: skip
+    result.update({"model_name": model_name, "version": version})
+    report_dir = out / f"{model_name}_{version}_evaluation"
+    result["encoder_features"] = encoder_feature_report(
+        model, extractor, data_dir, report_dir, f"{model_name} {version}"
+    )
+    path = write_json(out / f"{model_name}_{version}_evaluation.json", result)
+    return result, path, report_dir
+
+
+def encoder_feature_report(
+    model: Any, extractor: Any, data_dir: str | os.PathLike[str], out: Path, title: str
+) -> dict[str, float]:
+    """Evaluate the classifier's encoder features: GAP per frame of every labelled file.
+
+    Each frame is labelled by its file's class; cross-validation splits by file.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The classifier (its encoder is used, see ``use_encoder_of``).
+    extractor : DynamicFeatureExtractor
+        Changed in place to run that encoder.
+    data_dir : str or PathLike
+        The labelled flow.
+    out : Path
+        The report folder.
+    title : str
+        Named in the report's title.
+
+    Returns
+    -------
+    dict
+        The report's metrics.
+    """
+    import pandas as pd
+
+    from ..extract.flow_tables import use_encoder_of
+    from ..extract.per_frame import gap_feature_table
+    from ..flow.sequences import _open_sequence
+    from ..model.training import find_labelled_files
+    from .report import write_evaluation_report
+    from .study import report_metrics
+
+    use_encoder_of(extractor, model)
+    files, names, _ = find_labelled_files(data_dir)
+    tables = []
+    for i, (path, name) in enumerate(zip(files, names, strict=True)):
+        logger.info("encoder features of %s (%s)", path, name)
+        table = gap_feature_table(extractor, _open_sequence(path), str(path))
+        tables.append(table.assign(file=i, label=name))
+    features = pd.concat(tables, ignore_index=True)
+    features.attrs = {**tables[0].attrs, "source": str(data_dir)}
+    labels = features["label"].to_numpy()
+    paths = write_evaluation_report(
+        features.drop(columns=["label"]), out, labels, features["file"].to_numpy(),
+        title=f"Encoder features of {title}",
+    )  # fmt: skip
+    return report_metrics(paths)

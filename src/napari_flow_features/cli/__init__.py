@@ -1,0 +1,143 @@
+"""The ``flow-features`` command line.
+
+One module per sub-command (``sample``, ``demo``, ``flow``, ``sequences``, ``weights``, ``model``,
+``extract``, ``evaluate``, ``visualize``), each holding only its arguments and what it prints;
+the work is done by library functions the Python API and the napari widgets use too.
+``_common.py`` holds what they share: output and progress bars, logging (``-v``/``-q``), signal
+handling and exit codes (docs/cli.md). Importing this package and ``--help`` import neither
+TensorFlow nor NumPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .. import __version__
+from . import demo, evaluate, extract, flow, model, sample, sequences, visualize, weights
+from ._common import (
+    EXIT_CANCELLED,
+    EXIT_TERMINATED,
+    add_verbosity_options,
+    configured_output,
+    exit_code_for,
+    restore_handlers,
+    terminate_cleanly,
+    verbosity_of,
+)
+
+__all__ = ["build_parser", "entry", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: The sub-commands in the order ``--help`` lists them.
+COMMANDS = (sample, flow, sequences, weights, model, extract, evaluate, visualize, demo)
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers under ``parser`` that run a command (those without sub-commands of their own)."""
+    children = [
+        child
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for child in dict.fromkeys(action.choices.values())
+    ]
+    if not children:
+        return [parser]
+    return [leaf for child in children for leaf in _leaf_parsers(child)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``-v``/``-q`` are accepted before the sub-command and after it.
+    """
+    parser = argparse.ArgumentParser(
+        prog="flow-features",
+        description="Motion features from video: optical flow, an I3D flow encoder, post-encoders.",
+        epilog="Exit status: 0 done, 2 bad input or usage (or a full disk), 3 a batch ran but "
+        "some videos failed, 130 Ctrl-C, 143 SIGTERM; 1 is an unexpected error (a bug: the "
+        "traceback is printed). See docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_verbosity_options(parser, top_level=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    for leaf in _leaf_parsers(parser):
+        add_verbosity_options(leaf, top_level=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``flow-features`` with ``argv`` (default: the process's arguments).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name.
+
+    Returns
+    -------
+    int
+        The exit status: 0 done, 2 bad input or a full disk, 3 a batch ran but some videos
+        failed, 130 Ctrl-C, 143 SIGTERM. A usage error exits with 2 through ``SystemExit``
+        (argparse); an unexpected error is raised with its traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbosity = verbosity_of(args, parser)
+    previous = terminate_cleanly()
+    try:
+        with configured_output(verbosity):
+            logger.debug("command line: %s", {k: v for k, v in vars(args).items()
+                                              if k not in ("func", "extract_defaults")})  # fmt: skip
+            try:
+                return int(args.func(args) or 0)
+            except BaseException as exc:  # every end is reported with its exit code
+                code = exit_code_for(exc)
+                if code is None:
+                    raise
+                return code
+    finally:
+        restore_handlers(previous)
+
+
+def entry() -> None:
+    """The console script: :func:`main`, then exit with its status.
+
+    After Ctrl-C or SIGTERM (the run has already removed its temporaries) it leaves without the
+    interpreter's finalisation, where native thread pools (TensorFlow, OpenVINO) could abort the
+    process instead of exiting with 130/143.
+    """
+    code = main()
+    if code in (EXIT_CANCELLED, EXIT_TERMINATED):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+# Names other modules' tests imported from the former cli.py, now in the library.
+_MOVED = {
+    "_demo_extractor": ("napari_flow_features.demo", "demo_extractor"),
+    "marked_layer_name": ("napari_flow_features.analysis.figures", "marked_layer_name"),
+    "_write_json": ("napari_flow_features.io.json_files", "write_json"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Names that moved from the former ``cli.py`` into the library, imported when first used."""
+    if name in _MOVED:
+        import importlib
+
+        module, attribute = _MOVED[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

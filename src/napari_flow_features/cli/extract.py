@@ -1,0 +1,421 @@
+"""``flow-features extract``: per-frame I3D features of one source, or of many videos on Dask.
+
+One source with ``-o FILE`` runs the single-video form
+(:func:`~napari_flow_features.extract.to_file.extract_to_file`); several sources, a folder, a glob,
+``--manifest`` or ``--output-dir`` run the batch
+(:func:`~napari_flow_features.extract.batch.extract_many`, docs/batch.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError
+from ._cluster import add_cluster_arguments, run_on_cluster
+from ._common import POINTS_FORMATS, POSITIVE_INT, console, defaults_of, extractor_from, parse_roi
+
+logger = logging.getLogger(__name__)
+
+# Command-line options that are batch settings, and the extractor config fields they set.
+_OPTIONS = ("post_encoder", "interpolation", "interpolate_missing", "flow_method", "max_side",
+            "start", "stop", "points_format", "keypoints", "individuals", "min_confidence",
+            "max_gap")  # fmt: skip
+_CONFIG_OPTIONS = ("endpoint", "clip_length", "stride", "runtime", "windowing", "chunk_length")
+_SINGLE_ONLY = ("output", "keep_flow", "flow_cache", "points")
+
+
+def add_landmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """The landmark options of ``extract`` (pose-tracker formats, keypoints, confidence, gaps).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The sub-command's parser.
+    """
+    parser.add_argument(
+        "--points-format",
+        choices=POINTS_FORMATS,
+        default="auto",
+        help="format of --points (default: auto-detected from the file)",
+    )
+    parser.add_argument(
+        "--keypoints", help="comma-separated keypoints to use (default: all), e.g. snout,left_ear"
+    )
+    parser.add_argument("--individuals", help="comma-separated individuals to use (default: all)")
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        help="points below this confidence/likelihood count as missing (default: keep all)",
+    )
+    parser.add_argument(
+        "--max-gap",
+        type=int,
+        help="fill gaps of at most this many missing frames linearly (default: no filling)",
+    )
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The many-video options of ``extract``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The ``extract`` parser.
+    """
+    group = parser.add_argument_group(
+        "many videos (docs/batch.md)",
+        "several videos, globs or folders (searched recursively), or --manifest; one Parquet "
+        "table per video in --output-dir, an index (_index/index.parquet, index.csv), finished videos "
+        "skipped on a rerun; exit status 3 when some videos failed",
+    )
+    group.add_argument(
+        "--output-dir", help="folder for one <video>.parquet per video and the index"
+    )
+    group.add_argument("--manifest", help="CSV: video[,points][,output][,any setting per row]")
+    add_cluster_arguments(group)
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``extract`` sub-command.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-commands.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The sub-command's parser.
+    """
+    p: argparse.ArgumentParser = sub.add_parser(
+        "extract", help="per-frame I3D features of a video or flow file, or of many videos "
+        "(--output-dir, docs/batch.md)",
+    )  # fmt: skip
+    p.add_argument("sources", nargs="*", metavar="source",
+                   help="video (flow is computed) or flow (.npy, .npz, .flo folder); for a batch: "
+                        "videos, globs or folders")  # fmt: skip
+    p.add_argument("--post-encoder", choices=("none", "gap", "point"), default="gap")
+    p.add_argument("--points", help="landmarks for point: our table (frame, x, y[, track_id]) or "
+                   "pose-tracker output (DeepLabCut .h5/.csv, SLEAP .slp/.h5, Lightning Pose .csv)")  # fmt: skip
+    p.add_argument("--interpolation", choices=("bilinear", "nearest"), default="bilinear")
+    p.add_argument("--interpolate-missing", action="store_true",
+                   help="fill landmark gaps linearly between keyframes")  # fmt: skip
+    add_landmark_arguments(p)
+    p.add_argument("--flow-method", default="dis",
+                   choices=("dis", "farneback", "tvl1", "tvl1-skimage"),
+                   help="flow method for a video source (DIS: fastest, see docs/performance.md)")  # fmt: skip
+    p.add_argument("--max-side", type=int, default=256,
+                   help="resize frames so the longest side is at most this before flow and encoder "
+                        "(0.25x the pixels of 640x480 at 256; give a large value to keep the size)")  # fmt: skip
+    p.add_argument("--roi", help="x,y,w,h: only this region of the frame (video pixels)")
+    p.add_argument("--start", type=int, help="first frame (default 0)")
+    p.add_argument("--stop", type=int, help="frame after the last (default: the video's end)")
+    p.add_argument("--keep-flow", help="also write the flow to this .npy (streamed)")
+    p.add_argument("--keep-flow-dtype", choices=("float16", "uint8", "float32"), default="float16",
+                   help="stored flow type: float16, uint8 quantised like DeepMind, or float32")  # fmt: skip
+    p.add_argument("--flow-cache",
+                   help="folder keeping the last video's flow (up to 2 GB) so the next run with "
+                        "the same video, method and selection skips it")  # fmt: skip
+    p.add_argument("--runtime", choices=("auto", "tensorflow", "openvino"),
+                   help="inference runtime (default auto: OpenVINO when installed)")  # fmt: skip
+    p.add_argument("--windowing", choices=("chunked", "sliding"),
+                   help="chunked (default, seamless) or the seed's sliding windows")  # fmt: skip
+    p.add_argument("--chunk-length", type=int, help="frames per encoder pass in chunked mode")
+    p.add_argument("--config", help="extractor YAML config (see docs/model.md)")
+    p.add_argument("--endpoint", help="encoder end point (e.g. Mixed_4f)")
+    p.add_argument("--clip-length", type=POSITIVE_INT, help="frames per clip (sliding windowing)")
+    p.add_argument("--stride", type=POSITIVE_INT, help="frames between clips (sliding windowing)")
+    p.add_argument("--weights", choices=("pretrained", "random"),
+                   help="pretrained (default: DeepMind's flow_imagenet / rgb_imagenet, downloaded "
+                        "and cached on first use) or random (every output is marked)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights")
+    p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it); "
+                   "the flow one for two-stream")  # fmt: skip
+    p.add_argument("--rgb-checkpoint", help="two-stream: the RGB checkpoint prefix")
+    p.add_argument("--stream", choices=("flow", "rgb", "two-stream"),
+                   help="I3D stream (default flow): rgb needs no optical flow; two-stream runs "
+                        "both (docs/streams.md)")  # fmt: skip
+    p.add_argument("--fusion", choices=("concat", "average"),
+                   help="two-stream: concatenate (flow_f..., rgb_f... columns, default) or average")  # fmt: skip
+    p.add_argument("--predict", action="store_true",
+                   help="add each window's top-5 Kinetics classes (Logits end point, DeepMind "
+                        "weights; frames at least 193 px: use --max-side 224 or more)")  # fmt: skip
+    p.add_argument("--registry-dir", help="take the model from this registry")
+    p.add_argument("--model-name", default="i3d-flow")
+    p.add_argument("--version", help="registry version (default: newest)")
+    p.add_argument("--output", "-o", help="features .parquet, .csv or .npz (one source)")
+    add_batch_arguments(p)
+    p.set_defaults(func=run, extract_defaults=defaults_of(p))
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """One source with ``-o``: the single-video form; otherwise the batch.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status: 0, or 3 when some videos of a batch failed.
+    """
+    if is_batch(args):
+        return run_batch(args, args.extract_defaults)
+    if not args.output:
+        raise BadInputError("Give -o FILE for one source, or --output-dir DIR for a batch")
+    args.source = args.sources[0]
+    with settings_file_for_one_video(args, args.extract_defaults):  # the dock's saved settings
+        return run_single(args)
+
+
+def _weights_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The extractor's ``weights`` setting the options ask for."""
+    weights: dict[str, Any] = {"seed": args.seed}
+    if args.weights:
+        weights["source"] = args.weights
+    if args.checkpoint:
+        weights = {"source": "deepmind", "checkpoint": args.checkpoint,
+                   "rgb_checkpoint": args.rgb_checkpoint}  # fmt: skip
+    elif args.registry_dir:
+        weights = {"source": "registry", "registry_dir": args.registry_dir,
+                   "model_name": args.model_name, "version": args.version}  # fmt: skip
+    return weights
+
+
+def run_single(args: argparse.Namespace) -> int:
+    """Features of ``args.source`` into ``args.output``, every input checked before any work.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line, with ``source`` set.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
+    from ..extract.landmarks import landmarks_from_args
+    from ..extract.pipeline import _prepare
+    from ..extract.to_file import check_output_path, extract_to_file
+
+    # Every input is read and checked before the model is built or any flow computed.
+    output = check_output_path(args.output)
+    for name in ("max_side", "stride", "clip_length", "chunk_length"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    roi = parse_roi(args.roi)
+    keep_flow = Path(args.keep_flow) if args.keep_flow else None
+    points = landmarks_from_args(args)  # read and checked against the video
+    _prepare(
+        args.source, args.post_encoder, points, args.interpolation,
+        args.interpolate_missing, args.start, args.stop, roi, args.max_side, args.flow_method,
+    )  # fmt: skip
+    overrides: dict[str, Any] = {"weights": _weights_of(args)}
+    for name in ("stride", "runtime", "windowing", "chunk_length", "stream", "fusion"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.predict and not args.endpoint:
+        overrides["endpoint"] = "Logits"  # the Kinetics classifier's output
+    console.status("building the I3D model ...")
+    extractor = extractor_from(args, **overrides)
+    flow_bar = console.bar("optical flow", "field")
+    bar = console.bar("I3D features", "frame")
+    try:
+        done = extract_to_file(
+            args.source, extractor, output, args.post_encoder, points=points,
+            interpolation=args.interpolation, flow_method=args.flow_method,
+            interpolate_missing=args.interpolate_missing, progress=bar, flow_progress=flow_bar,
+            start=args.start, stop=args.stop, roi=roi, max_side=args.max_side,
+            keep_flow=keep_flow, keep_flow_dtype=args.keep_flow_dtype, flow_cache=args.flow_cache,
+            status=lambda text: console.status(f"  {text}"), predict=args.predict,
+        )  # fmt: skip
+    finally:
+        flow_bar.close()
+        bar.close()
+    _print_single(args, done, keep_flow)
+    return 0
+
+
+def _print_single(args: argparse.Namespace, done: Any, keep_flow: Path | None) -> None:
+    meta = done.metadata
+    if meta.get("random_weights"):
+        console.warning(f"WARNING: {meta['weights_note']}")
+    console.result(f"wrote {done.output}: {done.rows} rows, post-encoder {args.post_encoder}, end "
+                   f"point {meta['endpoint']}, {meta['windowing']} ({meta['n_windows']} encoder "
+                   f"passes, {meta['encoder_frames_per_output_frame']:.2f} per frame), runtime "
+                   f"{meta.get('runtime_used', '?')}, {meta['frames_per_second']} frames/s")  # fmt: skip
+    if done.maps_path is not None:
+        console.result(f"feature maps: {done.maps_path} {done.maps_shape}")
+    if keep_flow is not None:
+        console.result(f"flow kept: {keep_flow} ({args.keep_flow_dtype})")
+    for pred in meta.get("predictions", [])[:3]:
+        best = ", ".join(f"{n} {p:.2f}" for n, p in zip(pred["labels"], pred["probs"], strict=True))
+        console.result(f"Kinetics, window at frame {pred['start_frame']}: {best}")
+    if args.post_encoder == "point":
+        console.result(f"landmark rows without a point: {meta['missing_landmark_rows']}; outside "
+                       f"the frame: {meta['outside_frame_rows']}; positions interpolated: "
+                       f"{meta['interpolated_landmark_positions']}")  # fmt: skip
+
+
+def is_batch(args: argparse.Namespace) -> bool:
+    """Whether ``extract`` was asked for many videos (else the single-video form runs).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    bool
+        True for several sources, a glob, ``--output-dir`` or ``--manifest``.
+    """
+    import glob
+
+    if len(args.sources) == 1 and glob.has_magic(args.sources[0]):
+        return not Path(args.sources[0]).exists()  # a pattern, not a file named with brackets
+    return bool(args.output_dir or args.manifest or len(args.sources) != 1)
+
+
+def _given(args: argparse.Namespace, parser_defaults: dict[str, Any], name: str) -> bool:
+    value = getattr(args, name, None)
+    return value is not None and value != parser_defaults.get(name)
+
+
+def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> Any:
+    """Batch settings: the ``--config`` YAML, then every option given with a non-default value.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+    defaults : dict
+        The parser's defaults (options equal to them count as not given).
+
+    Returns
+    -------
+    BatchSettings
+        The extractor fields and its ``extraction:`` section of the YAML, overridden by the
+        options.
+    """
+    from ..extract.batch import BatchSettings
+
+    options = {name: getattr(args, name) for name in _OPTIONS if _given(args, defaults, name)}
+    if args.roi is not None:
+        options["roi"] = parse_roi(args.roi)
+    extractor: dict[str, Any] = {
+        n: getattr(args, n) for n in _CONFIG_OPTIONS if _given(args, defaults, n)
+    }
+    if args.checkpoint:
+        extractor["weights"] = {"source": "deepmind", "checkpoint": args.checkpoint}
+    elif args.registry_dir:
+        extractor["weights"] = {"source": "registry", "registry_dir": args.registry_dir,
+                                "model_name": args.model_name, "version": args.version}  # fmt: skip
+    elif _given(args, defaults, "seed"):
+        extractor["weights"] = {"source": "random", "seed": args.seed}
+    return BatchSettings.from_yaml(args.config, extractor=extractor, **options)
+
+
+@contextlib.contextmanager
+def settings_file_for_one_video(
+    args: argparse.Namespace, defaults: dict[str, Any]
+) -> Iterator[None]:
+    """Let the single-video form read a settings file with an ``extraction:`` section.
+
+    That is what the extraction dock saves: its options fill the command-line options left at
+    their defaults, and ``args.config`` points, for the run, at a temporary copy holding only the
+    extractor fields.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (changed for the duration of the context).
+    defaults : dict
+        The parser's defaults.
+
+    Yields
+    ------
+    None
+        While ``args`` holds the file's settings.
+    """
+    import tempfile
+
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(args.config).read_text()) if args.config else None
+    except (OSError, yaml.YAMLError):
+        loaded = None  # the usual config reading names the problem
+    if not isinstance(loaded, dict) or "extraction" not in loaded:
+        yield
+        return
+    from ..extract.batch import BatchSettings
+
+    settings = BatchSettings.from_yaml(args.config)  # checked whole, errors name the file
+    for name, value in settings.to_dict().items():
+        if name == "extractor" or _given(args, defaults, name) or not hasattr(args, name):
+            continue
+        if name == "roi":
+            value = None if value is None else ",".join(str(v) for v in value)
+        setattr(args, name, value)
+    with tempfile.TemporaryDirectory(prefix="flow-features-config-") as folder:
+        path = Path(folder) / "extractor.yaml"
+        path.write_text(yaml.safe_dump(settings.extractor), encoding="utf-8")
+        original, args.config = args.config, str(path)
+        try:
+            yield
+        finally:
+            args.config = original
+
+
+def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
+    """Run the batch.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+    defaults : dict
+        The parser's defaults.
+
+    Returns
+    -------
+    int
+        0 when every video is done or skipped, 3 when some failed.
+    """
+    from ..extract.batch import extract_many
+
+    if not args.sources and not args.manifest:
+        raise BadInputError("Give a video (or several videos, folders, globs) or --manifest")
+    if not args.output_dir:
+        raise BadInputError(
+            "Many videos need --output-dir DIR (one table per video); one video takes -o FILE"
+        )
+    for name in _SINGLE_ONLY:
+        if getattr(args, name, None):
+            flag = "-o/--output" if name == "output" else "--" + name.replace("_", "-")
+            hint = " (give each video's landmarks in a --manifest 'points' column)" * (
+                name == "points"
+            )
+            raise BadInputError(f"{flag} is for one video, not a batch{hint}")
+    settings = settings_from_args(args, defaults)
+
+    def run_videos(client: Any, progress: Any, log: Any, video_progress: Any) -> Any:
+        return extract_many(
+            args.sources, args.output_dir, settings, client=client, force=args.force,
+            retries=args.retries, progress=progress, manifest=args.manifest, log=log,
+            video_progress=video_progress,
+        )  # fmt: skip
+
+    return run_on_cluster(run_videos, args)
