@@ -7,7 +7,7 @@ QT_SYSTEM_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ra
 	libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
 
 .PHONY: demo test test-core test-napari install install-test system-deps lint bench clean screenshots \
-	docs docs-serve
+	docs docs-serve release-check
 
 $(PY):
 	@echo "== Creating the virtual environment $(VENV)"
@@ -44,13 +44,14 @@ system-deps:
 	fi
 
 # TensorFlow and a napari canvas must not share a process: two pytest runs, both must pass; then
-# the documentation site.
+# the documentation site and the release check (wheel and sdist installed into a fresh venv).
 test: system-deps install-test
 	$(PY) -m ruff check src tests benchmarks docs examples
 	@status=0; \
 	$(PY) -m pytest tests/core || status=1; \
 	$(PY) -m pytest tests/napari || status=1; \
 	$(MAKE) --no-print-directory docs || status=1; \
+	$(MAKE) --no-print-directory release-check || status=1; \
 	exit $$status
 
 test-core: install-test
@@ -73,6 +74,11 @@ docs: install-test
 docs-serve: install-test
 	$(MKDOCS_ENV) $(VENV)/bin/mkdocs serve
 
+# Wheel and sdist (dist/), the wheel installed into a fresh venv (build/release-venv) with its
+# dependencies from pip's cache, then `pip check`, `npe2 validate --imports` and a smoke test there.
+release-check: install-test
+	$(PY) tests/release/check_release.py --dist dist --venv build/release-venv
+
 # docs/images/*.png from a real napari window (the GUI tests run the same script, ~30 s).
 screenshots: system-deps install-test
 	xvfb-run -a -s "-screen 0 1280x800x24" $(PY) docs/make_screenshots.py
@@ -81,4 +87,4 @@ bench: install-test
 	$(PY) benchmarks/bench_video_reader.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache site
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache site dist build
