@@ -436,3 +436,20 @@ def test_training_checkpoints_use_the_chosen_format(tmp_path, custom_model):
     assert meta["format"] == "h5" and meta["classes"] == ["a", "b"] and meta["epoch"] == 1
     with pytest.raises(BadInputError, match="Unknown registry format 'onnx'"):
         train_classifier(_Extractor(), tmp_path / "no-data", registry_format="onnx")
+
+
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+def test_a_compiled_model_never_trained_keeps_its_optimizer(tmp_path, fmt):
+    """Its optimizer has no slots yet (step count and learning rate only); loading builds them."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")], name="seq")
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    ModelSerializer(model, "fresh").save_model(tmp_path, version="v1", format=fmt)
+    loaded, _, _ = ModelSerializer.load_model(tmp_path, "fresh", "v1")
+    assert type(loaded.optimizer).__name__ == "SGD" and int(loaded.optimizer.iterations) == 0
+    x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+    assert loaded.train_on_batch(x, y) == model.train_on_batch(x, y)
+    for mine, theirs in zip(_values(loaded.variables), _values(model.variables), strict=True):
+        np.testing.assert_array_equal(mine, theirs)

@@ -373,42 +373,54 @@ def _compile(model: Any, compile_config: Any, custom_objects: dict[str, Any]) ->
             model.compile_from_config(compile_config)
 
 
-def _optimizer_for(model: Any, count: int, source: Path) -> list[Any]:
-    """The model's optimizer variables, ready to receive ``count`` saved values.
+def _optimizer_for(model: Any, saved_paths: Sequence[str], source: Path) -> list[Any]:
+    """The optimizer variables that receive saved values, in the saved order.
 
-    The optimizer is built for the model's trainable variables when the saved state has more
-    variables than an unbuilt optimizer (a compiled model never trained has only its step count
-    and learning rate).
+    The optimizer is built for the model's trainable variables first when the saved state has
+    more variables than it. The same number of variables are taken in order (Keras creates an
+    optimizer's slots in the order of the trainable variables; their paths may differ, since a
+    rebuilt model's variables can sit in another name scope). Fewer saved variables are the state
+    of an optimizer that was never built (a compiled model never trained: its step count and
+    learning rate), matched by path; its slots keep their initial values, as they were.
     """
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         raise CorruptFileError(f"Optimizer state saved, but no optimizer configuration: {source}")
-    if len(optimizer.variables) != count:
+    if len(saved_paths) > len(optimizer.variables):
         optimizer.build(model.trainable_variables)
     targets = list(optimizer.variables)
-    if len(targets) != count:
+    if len(saved_paths) == len(targets):
+        return targets
+    by_path = {str(v.path): v for v in targets}
+    missing = [path for path in saved_paths if path not in by_path]
+    if missing or len(saved_paths) > len(targets):
         raise CorruptFileError(
-            f"The saved optimizer state has {count} variables, the rebuilt optimizer "
-            f"{len(targets)}: {source}"
+            f"The saved optimizer state has {len(saved_paths)} variables, the rebuilt optimizer "
+            f"{len(targets)} ({', '.join(missing[:3]) or 'too few'} not among them): {source}"
         )
-    return targets
+    return [by_path[path] for path in saved_paths]
 
 
-def _set_optimizer_variables(model: Any, values: Sequence[Any], source: Path) -> None:
-    """Assign saved optimizer state, in the optimizer's own variable order."""
-    for variable, value in zip(_optimizer_for(model, len(values), source), values, strict=True):
-        if tuple(variable.shape) != tuple(value.shape):
+def _check_shapes(variables: Sequence[Any], shapes: Sequence[Any], what: str, source: Path) -> None:
+    """Raise unless each variable has the saved shape."""
+    if len(variables) != len(shapes):
+        raise CorruptFileError(
+            f"The rebuilt model has {len(variables)} {what} variables, {len(shapes)} were saved: "
+            f"{source}"
+        )
+    for variable, shape in zip(variables, shapes, strict=True):
+        if [int(d) for d in variable.shape] != [int(d) for d in shape]:
             raise CorruptFileError(
-                f"Saved optimizer variable for {variable.path} has shape {tuple(value.shape)}, "
-                f"expected {tuple(variable.shape)}: {source}"
+                f"Saved {what} variable {variable.path} has shape {tuple(shape)}, the rebuilt "
+                f"model's {tuple(variable.shape)}: {source}"
             )
-        variable.assign(value)
 
 
 def _load_h5(folder: Path, custom_objects: dict[str, Any]) -> Any:
     import h5py
     import keras
     from keras.src.legacy.saving.legacy_h5_format import (  # Keras' reader of its own H5 layout
+        load_attributes_from_hdf5_group,
         load_optimizer_weights_from_hdf5_group,
     )
 
@@ -420,8 +432,15 @@ def _load_h5(folder: Path, custom_objects: dict[str, Any]) -> Any:
     _compile(model, config.get("compile_config"), custom_objects)
     with h5py.File(path, "r") as fh:
         if "optimizer_weights" in fh:
+            names = [
+                n.decode("utf-8") if isinstance(n, bytes) else str(n)
+                for n in load_attributes_from_hdf5_group(fh["optimizer_weights"], "weight_names")
+            ]
             values = [np.asarray(v) for v in load_optimizer_weights_from_hdf5_group(fh)]
-            _set_optimizer_variables(model, values, path)
+            targets = _optimizer_for(model, names, path)
+            _check_shapes(targets, [v.shape for v in values], "optimizer", path)
+            for variable, value in zip(targets, values, strict=True):
+                variable.assign(value)
     return model
 
 
@@ -436,21 +455,21 @@ def _load_savedmodel(folder: Path, custom_objects: dict[str, Any]) -> Any:
         config["model_config"], custom_objects=custom_objects, safe_mode=True
     )
     _compile(model, config.get("compile_config"), custom_objects)
-    recorded = config.get("optimizer_variables") or []
-    optimizer_variables = _optimizer_for(model, len(recorded), folder) if recorded else []
-    for kind, variables in (("model", model.variables), ("optimizer", optimizer_variables)):
-        expected = config.get("variables" if kind == "model" else "optimizer_variables") or []
-        shapes = [[int(d) for d in v.shape] for v in variables]
-        if shapes != [e.get("shape") for e in expected]:
-            raise CorruptFileError(
-                f"The rebuilt model's {kind} variables ({len(shapes)}) do not match the "
-                f"{len(expected)} saved in {folder / SAVED_MODEL_DIR}"
-            )
+    saved_model = folder / SAVED_MODEL_DIR
+    recorded = config.get("variables") or []
+    recorded_optimizer = config.get("optimizer_variables") or []
+    _check_shapes(model.variables, [e.get("shape", []) for e in recorded], "model", saved_model)
+    optimizer_variables = []
+    if recorded_optimizer:
+        paths = [str(e.get("path")) for e in recorded_optimizer]
+        optimizer_variables = _optimizer_for(model, paths, saved_model)
+        shapes = [e.get("shape", []) for e in recorded_optimizer]
+        _check_shapes(optimizer_variables, shapes, "optimizer", saved_model)
     checkpoint = tf.train.Checkpoint(
         model_variables=[v.value for v in model.variables],
         optimizer_variables=[v.value for v in optimizer_variables],
     )
-    status = checkpoint.read(str(folder / SAVED_MODEL_DIR / "variables" / "variables"))
+    status = checkpoint.read(str(saved_model / "variables" / "variables"))
     status.assert_existing_objects_matched()
     return model
 
