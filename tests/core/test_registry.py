@@ -147,15 +147,27 @@ def test_tampered_and_truncated_files_are_refused(tmp_path, small_model):
         ModelSerializer.load_latest_model(tmp_path, "other")
 
 
-def test_a_crash_mid_save_leaves_no_version(tmp_path, small_model, monkeypatch):
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+def test_a_crash_mid_save_leaves_no_version(tmp_path, small_model, monkeypatch, fmt):
+    import tensorflow as tf
+    from keras.src.legacy.saving import legacy_h5_format
+
     ser = ModelSerializer(small_model, "m")
+    real_save = tf.saved_model.save
 
     def crash(*args, **kwargs):
+        if fmt == "savedmodel":
+            real_save(*args, **kwargs)  # a complete SavedModel, then death before the rest
         raise RuntimeError("killed while writing")
 
-    monkeypatch.setattr(small_model, "save", crash)
-    with pytest.raises(RuntimeError):
-        ser.save_model(tmp_path, version="v1")
+    if fmt == "keras":
+        monkeypatch.setattr(small_model, "save", crash)
+    elif fmt == "h5":  # the .h5 is open and half written when the writer dies
+        monkeypatch.setattr(legacy_h5_format, "save_weights_to_hdf5_group", crash)
+    else:
+        monkeypatch.setattr(tf.saved_model, "save", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        ser.save_model(tmp_path, version="v1", format=fmt)
     monkeypatch.undo()
     assert ModelSerializer.list_available_versions(tmp_path, "m") == []
     assert os.listdir(tmp_path / "m") == []
