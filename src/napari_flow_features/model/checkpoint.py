@@ -26,7 +26,22 @@ _ANCHOR = "Conv3d_1a_7x7/conv_3d/w"
 
 @dataclass
 class CheckpointReport:
-    """What an import did."""
+    """What an import did.
+
+    Attributes
+    ----------
+    scope : str
+        The variable scope found in front of the network's names (``Flow/inception_i3d/``,
+        ``RGB/inception_i3d/`` or ``""``).
+    loaded : int
+        Variables copied into the model.
+    ignored_past_endpoint : list of str
+        Variables of end points past a truncated model's last one.
+    ignored_optimizer : int
+        Optimizer slots and ``global_step``, skipped.
+    ignored_other : list of str
+        Variables outside the scope, skipped.
+    """
 
     scope: str
     loaded: int
@@ -48,8 +63,25 @@ def _layer_of(name: str) -> str:
 
 
 def expected_variables(model: Any) -> dict[str, tuple[Any, tuple[int, ...]]]:
-    """Checkpoint name (without scope) → (Keras variable, shape) for every weight of ``model``."""
-    out = {}
+    """The checkpoint variable each weight of a model is loaded from.
+
+    Parameters
+    ----------
+    model : keras.Model
+        An I3D from :func:`~napari_flow_features.model.i3d.build_i3d`.
+
+    Returns
+    -------
+    dict
+        Checkpoint name without scope (``Mixed_4b/Branch_1/Conv3d_0b_3x3/conv_3d/w``) to
+        ``(Keras variable, shape)``.
+
+    Raises
+    ------
+    ValueError
+        A layer has a weight with no DeepMind counterpart (not an I3D from ``build_i3d``).
+    """
+    out: dict[str, tuple[Any, tuple[int, ...]]] = {}
     for layer in model.layers:
         for var in layer.weights:
             short = var.name.split("/")[-1]
@@ -63,8 +95,19 @@ def expected_variables(model: Any) -> dict[str, tuple[Any, tuple[int, ...]]]:
 
 
 def same_shape(a: Any, b: Any) -> bool:
-    """Shapes equal up to singleton axes (rgb_imagenet stores batch-norm statistics as
-    ``(1, 1, 1, 1, C)``, the others as ``(C,)``).
+    """Whether two shapes are equal up to singleton axes.
+
+    rgb_imagenet stores batch-norm statistics as ``(1, 1, 1, 1, C)``, the others as ``(C,)``.
+
+    Parameters
+    ----------
+    a, b : sequence of int
+        The shapes.
+
+    Returns
+    -------
+    bool
+        True when they hold the same axes once axes of length 1 are dropped.
     """
     return tuple(d for d in a if d != 1) == tuple(d for d in b if d != 1)
 
@@ -74,7 +117,23 @@ def _endpoint_of(name: str) -> str:
 
 
 def checkpoint_shapes(ckpt_prefix: str | os.PathLike) -> dict[str, list[int]]:
-    """Variable names and shapes in a checkpoint (the ``.index`` file is enough)."""
+    """Variable names and shapes in a checkpoint (the ``.index`` file is enough).
+
+    Parameters
+    ----------
+    ckpt_prefix : str or os.PathLike
+        The checkpoint prefix (``.../model.ckpt``).
+
+    Returns
+    -------
+    dict
+        Variable name to shape.
+
+    Raises
+    ------
+    BadInputError
+        Not a readable TensorFlow checkpoint.
+    """
     import tensorflow as tf
 
     try:
@@ -84,7 +143,23 @@ def checkpoint_shapes(ckpt_prefix: str | os.PathLike) -> dict[str, list[int]]:
 
 
 def detect_scope(names: list[str] | dict) -> str:
-    """The variable scope in front of the network's names (``Flow/inception_i3d/``, ``RGB/...``, or ``""``)."""
+    """The variable scope in front of the network's names.
+
+    Parameters
+    ----------
+    names : list of str or dict
+        The checkpoint's variable names (a dict's keys).
+
+    Returns
+    -------
+    str
+        ``Flow/inception_i3d/``, ``RGB/inception_i3d/`` or ``""`` (Kinetics-600).
+
+    Raises
+    ------
+    BadInputError
+        No single I3D network in the names.
+    """
     scopes = {n[: -len(_ANCHOR)] for n in names if n.endswith(_ANCHOR)}
     if len(scopes) != 1:
         raise BadInputError(
@@ -97,11 +172,29 @@ def detect_scope(names: list[str] | dict) -> str:
 def load_deepmind_checkpoint(
     model: Any, ckpt_prefix: str | os.PathLike, scope: str | None = None
 ) -> CheckpointReport:
-    """Copy every variable of a DeepMind I3D checkpoint into ``model`` (built by :func:`build_i3d`).
+    """Copy every variable of a DeepMind I3D checkpoint into a model built by ``build_i3d``.
 
-    A variable the model needs but the checkpoint lacks, an unexpected variable inside the model's
-    end points, or a wrong shape is a :class:`BadInputError` naming it. Variables past a truncated
-    model's end point and optimizer slots are skipped and counted in the report.
+    Parameters
+    ----------
+    model : keras.Model
+        The I3D (any end point; flow or RGB as the checkpoint).
+    ckpt_prefix : str or os.PathLike
+        The checkpoint prefix (``.../flow_imagenet/model.ckpt``).
+    scope : str, optional
+        The variable scope; detected from the names by default.
+
+    Returns
+    -------
+    CheckpointReport
+        What was loaded and what was skipped: variables past a truncated model's end point and
+        optimizer slots are counted, not loaded.
+
+    Raises
+    ------
+    BadInputError
+        A variable the model needs but the checkpoint lacks, an unexpected variable inside the
+        model's end points, a wrong shape, or a checkpoint for the other stream (RGB into flow),
+        each named in the message.
     """
     import tensorflow as tf
 

@@ -11,7 +11,23 @@ from ..errors import BadInputError
 
 
 def kinetics_labels(num_classes: int = 400) -> list[str]:
-    """Class names of Kinetics-400 or Kinetics-600 (DeepMind's label maps, in logit order)."""
+    """Class names of Kinetics-400 or Kinetics-600 (DeepMind's label maps, in logit order).
+
+    Parameters
+    ----------
+    num_classes : {400, 600}
+        Which label map.
+
+    Returns
+    -------
+    list of str
+        One name per logit.
+
+    Raises
+    ------
+    BadInputError
+        Another number of classes.
+    """
     files = {400: "kinetics400.txt", 600: "kinetics600.txt"}
     if num_classes not in files:
         raise BadInputError(f"Kinetics label maps exist for 400 and 600 classes, not {num_classes}")
@@ -20,11 +36,28 @@ def kinetics_labels(num_classes: int = 400) -> list[str]:
 
 
 def predict_kinetics(model: Any, clip: np.ndarray, top: int = 5) -> list[tuple[str, float]]:
-    """The ``top`` Kinetics classes and their probabilities for one preprocessed clip.
+    """The most likely Kinetics classes for one preprocessed clip.
 
-    ``model`` is an I3D built to the ``Logits`` (or ``Predictions``) end point, usually with a
-    DeepMind checkpoint loaded; ``clip`` is ``[L, H, W, C]`` or ``[1, L, H, W, C]`` (224×224 frames
-    for the published models). Probabilities are the softmax of the time-averaged logits.
+    Parameters
+    ----------
+    model : keras.Model
+        An I3D built to the ``Logits`` (or ``Predictions``) end point, usually with a DeepMind
+        checkpoint loaded.
+    clip : numpy.ndarray
+        ``[L, H, W, C]`` or ``[1, L, H, W, C]`` (224×224 frames for the published models).
+    top : int
+        How many classes to return.
+
+    Returns
+    -------
+    list of (str, float)
+        Class names and probabilities, most likely first. Probabilities are the softmax of the
+        time-averaged logits.
+
+    Raises
+    ------
+    BadInputError
+        Not one clip, or a model that ends at a feature map instead of logits.
     """
     arr = np.asarray(clip, dtype=np.float32)
     if arr.ndim == 4:

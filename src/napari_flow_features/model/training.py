@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,19 @@ from ..errors import BadInputError
 
 @dataclass
 class LabelledClips:
-    """Windows of labelled flow files, split by file into training and validation."""
+    """Windows of labelled flow files, split by file into training and validation.
+
+    Attributes
+    ----------
+    classes : list of str
+        Class names, sorted; a label is an index into them.
+    files : list of Path
+        The flow files.
+    labels : list of int
+        One class index per file.
+    train_files, val_files : list of int
+        Indices into ``files`` of each side of the split.
+    """
 
     classes: list[str]
     files: list[Path]
@@ -31,7 +44,29 @@ class LabelledClips:
 
 
 def find_labelled_files(data: str | os.PathLike) -> tuple[list[Path], list[str], list[str]]:
-    """``(files, labels, classes)`` from a class-per-folder tree or a ``file,label`` CSV."""
+    """The labelled flow files of a class-per-folder tree or a ``file,label`` CSV.
+
+    Parameters
+    ----------
+    data : str or os.PathLike
+        A folder with one sub-folder per class of ``.npy``/``.npz`` flow files, or a CSV with
+        ``file`` and ``label`` columns (paths relative to the CSV).
+
+    Returns
+    -------
+    files : list of Path
+        The flow files.
+    labels : list of str
+        Each file's class name.
+    classes : list of str
+        The class names, sorted.
+
+    Raises
+    ------
+    BadInputError
+        Neither a folder nor a CSV, a CSV without the columns or listing a missing file, or
+        fewer than two classes.
+    """
     data = Path(data)
     files: list[Path] = []
     labels: list[str] = []
@@ -63,11 +98,26 @@ def find_labelled_files(data: str | os.PathLike) -> tuple[list[Path], list[str],
 
 
 def split_by_file(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices of training and validation files: per class, ``val_fraction`` of its files (at least
-    one when the class has two or more) go to validation.
+    """Split files into training and validation, per class and reproducibly.
+
+    Parameters
+    ----------
+    labels : list of int
+        One class index per file.
+    val_fraction : float
+        The share of each class' files that goes to validation (at least one file when the class
+        has two or more and ``val_fraction > 0``; never all of them).
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    train, val : list of int
+        Sorted file indices of each side.
     """
+    train: list[int] = []
+    val: list[int] = []
     rng = np.random.default_rng(seed)
-    train, val = [], []
     for c in sorted(set(labels)):
         idx = [i for i, lab in enumerate(labels) if lab == c]
         rng.shuffle(idx)
@@ -82,10 +132,27 @@ def split_by_file(labels: list[int], val_fraction: float, seed: int) -> tuple[li
 def build_classifier(
     extractor: Any, num_classes: int, freeze_backbone: bool, dropout: float
 ) -> Any:
-    """The extractor's encoder + spatio-temporal average + layer norm + dropout + softmax head.
+    """The extractor's encoder with a new classification head.
 
-    The norm makes the head indifferent to the backbone's feature scale (random weights give
-    features around 1e-3, DeepMind's around 1), so one learning rate suits both.
+    Encoder, then an average over time and space, layer normalization, dropout and a softmax
+    layer. The norm makes the head indifferent to the backbone's feature scale (random weights
+    give features around 1e-3, DeepMind's around 1), so one learning rate suits both.
+
+    Parameters
+    ----------
+    extractor : DynamicFeatureExtractor
+        Its ``model`` is the encoder (shared, not copied).
+    num_classes : int
+        Outputs of the softmax layer.
+    freeze_backbone : bool
+        Keep the encoder's weights fixed (and its batch norm in inference mode).
+    dropout : float
+        Dropout rate before the softmax layer.
+
+    Returns
+    -------
+    keras.Model
+        ``i3d_flow_classifier``: clips ``[B, L, H, W, C]`` to class probabilities.
     """
     import keras
 
@@ -107,7 +174,7 @@ class _ClipSource:
         from ..flow.sequences import _open_sequence
 
         self.extractor = extractor
-        self.items = []
+        self.items: list[tuple[Path, Any, int]] = []
         for f, lab in zip(files, labels, strict=True):
             flow = _open_sequence(f)
             self.extractor._check_flow(flow)
@@ -117,7 +184,7 @@ class _ClipSource:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __call__(self):
+    def __call__(self) -> Iterator[tuple[np.ndarray, np.int32]]:
         from ..flow.sequences import _open_sequence
 
         cache: dict[Path, Any] = {}
@@ -128,8 +195,32 @@ class _ClipSource:
 
 def make_dataset(
     extractor: Any, files: list[Path], labels: list[int], batch: int, shuffle: bool, seed: int
-):
-    """A ``tf.data`` pipeline of preprocessed windows and their labels."""
+) -> tuple[Any, int]:
+    """A ``tf.data`` pipeline of preprocessed windows and their labels.
+
+    Parameters
+    ----------
+    extractor : DynamicFeatureExtractor
+        Cuts files into windows and preprocesses them.
+    files : list of Path
+        Flow files; each window takes its file's label.
+    labels : list of int
+        One class index per file.
+    batch : int
+        Windows per batch.
+    shuffle : bool
+        Shuffle the windows (again every epoch).
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    dataset : tf.data.Dataset
+        Batches of ``(clips float32 [B, L, H, W, C], labels int32 [B])``; windows are read one
+        at a time.
+    windows : int
+        The number of windows.
+    """
     import tensorflow as tf
 
     source = _ClipSource(extractor, files, labels)
@@ -156,14 +247,57 @@ def train_classifier(
     seed: int = 0,
     verbose: int = 1,
     registry: tuple[str | os.PathLike, str] | None = None,
+    registry_format: str = "keras",
 ) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune; returns ``(classifier, report)`` with the Keras history and the split.
+    """Fine-tune the extractor's encoder with a new head on labelled flow files.
 
-    With ``registry=(base_dir, model_name)`` every epoch that improves validation accuracy is saved as
-    a registry version (the report lists them).
+    Parameters
+    ----------
+    extractor : DynamicFeatureExtractor
+        The encoder and its preprocessing.
+    data : str or os.PathLike
+        Labelled files (see :func:`find_labelled_files`).
+    epochs, batch_size : int
+        Keras ``fit`` settings.
+    learning_rate : float
+        Adam's learning rate.
+    val_fraction : float
+        Share of each class' files held out for validation (:func:`split_by_file`).
+    freeze_backbone : bool
+        Train the head only.
+    dropout : float
+        Dropout rate before the softmax layer.
+    seed : int
+        Seeds the split, the shuffle and the head's initial weights.
+    verbose : int
+        Keras' progress display (0 silent, 1 bar).
+    registry : tuple, optional
+        ``(base_dir, model_name)``: every epoch that improves validation accuracy is saved as a
+        registry version (the report lists them).
+    registry_format : {"keras", "h5", "savedmodel"}
+        The format of those versions (see :meth:`ModelSerializer.save_model
+        <napari_flow_features.model.registry.ModelSerializer.save_model>`).
+
+    Returns
+    -------
+    classifier : keras.Model
+        The trained classifier (compiled, with its optimizer state).
+    report : dict
+        Classes, the files of each side, window counts, the Keras history and the versions saved.
+
+    Raises
+    ------
+    BadInputError
+        Unusable data (see :func:`find_labelled_files`) or no file left for training.
     """
     import keras
 
+    from .registry import FORMATS
+
+    if registry_format not in FORMATS:
+        raise BadInputError(
+            f"Unknown registry format {registry_format!r}; choose one of {', '.join(FORMATS)}"
+        )
     files, names, classes = find_labelled_files(data)
     labels = [classes.index(n) for n in names]
     train_idx, val_idx = split_by_file(labels, val_fraction, seed)
@@ -184,7 +318,7 @@ def train_classifier(
     callbacks = []
     saved: list[str] = []
     if registry is not None and val_ds is not None:
-        callbacks.append(_RegistryCheckpoint(registry, classes, extractor, saved))
+        callbacks.append(_registry_checkpoint(registry, classes, extractor, saved, registry_format))
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, callbacks=callbacks
     )
@@ -200,33 +334,41 @@ def train_classifier(
     return model, report
 
 
-class _RegistryCheckpoint:
-    """Keras callback: save through the registry whenever validation accuracy improves."""
+def _registry_checkpoint(
+    registry: tuple[str | os.PathLike, str],
+    classes: list[str],
+    extractor: Any,
+    saved: list[str],
+    save_format: str = "keras",
+) -> Any:
+    """A Keras callback that saves through the registry whenever validation accuracy improves.
 
-    def __new__(cls, registry, classes, extractor, saved):
-        import keras
+    The versions saved are appended to ``saved``.
+    """
+    import keras
 
-        from .registry import ModelSerializer
+    from .registry import ModelSerializer
 
-        class _Callback(keras.callbacks.Callback):
-            best = -1.0
+    class _Callback(keras.callbacks.Callback):
+        best = -1.0
 
-            def on_epoch_end(self, epoch, logs=None):
-                acc = float((logs or {}).get("val_accuracy", -1))
-                if acc <= self.best:
-                    return
-                self.best = acc
-                base, name = registry
-                meta = {
-                    "description": f"I3D flow classifier, epoch {epoch + 1}",
-                    "classes": classes,
-                    "val_accuracy": acc,
-                    "epoch": epoch + 1,
-                    "extractor_config": extractor.describe(),
-                }
-                saved.append(ModelSerializer(self.model, name).save_model(base, meta).name)
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            acc = float((logs or {}).get("val_accuracy", -1))
+            if acc <= self.best:
+                return
+            self.best = acc
+            base, name = registry
+            meta = {
+                "description": f"I3D flow classifier, epoch {epoch + 1}",
+                "classes": classes,
+                "val_accuracy": acc,
+                "epoch": epoch + 1,
+                "extractor_config": extractor.describe(),
+            }
+            folder = ModelSerializer(self.model, name).save_model(base, meta, format=save_format)
+            saved.append(folder.name)
 
-        return _Callback()
+    return _Callback()
 
 
 def evaluate_classifier(
@@ -238,7 +380,34 @@ def evaluate_classifier(
     seed: int = 0,
     batch_size: int = 4,
 ) -> dict[str, Any]:
-    """Accuracy on the validation split (the same files training held out for the same seed)."""
+    """Accuracy on the validation split (the same files training held out for the same seed).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A classifier from :func:`train_classifier` (or the registry).
+    extractor : DynamicFeatureExtractor
+        Its preprocessing (the same as in training).
+    data : str or os.PathLike
+        The labelled files training used.
+    classes : list of str
+        The classifier's classes, in output order.
+    val_fraction, seed : float, int
+        As in training, so that the same files are held out.
+    batch_size : int
+        Windows per batch.
+
+    Returns
+    -------
+    dict
+        ``split``, ``files``, ``windows``, ``accuracy`` and ``per_class_accuracy`` (None for a
+        class without validation windows). With no validation split, every file is used.
+
+    Raises
+    ------
+    BadInputError
+        The data has classes the model was not trained on.
+    """
     files, names, found = find_labelled_files(data)
     unknown = sorted(set(found) - set(classes))
     if unknown:
@@ -249,7 +418,8 @@ def evaluate_classifier(
     ds, n = make_dataset(
         extractor, [files[i] for i in idx], [labels[i] for i in idx], batch_size, False, seed
     )
-    truth, pred = [], []
+    truth: list[int] = []
+    pred: list[int] = []
     for clips, y in ds:
         probs = np.asarray(model(clips, training=False))
         pred += probs.argmax(axis=1).tolist()
