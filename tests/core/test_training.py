@@ -97,6 +97,32 @@ def test_model_cli_implement_train_evaluate(tmp_path, capsys):
     assert "not a trained classifier" in capsys.readouterr().err
 
 
+def test_model_cli_save_format_and_export(tmp_path, capsys):
+    import numpy as np
+    import tensorflow as tf
+
+    reg = tmp_path / "reg"
+    assert main(["model", "implement", "--output-dir", str(reg), "--endpoint", "Mixed_3c",
+                 "--model-name", "enc", "--save-format", "h5"]) == 0  # fmt: skip
+    (version,) = ModelSerializer.list_available_versions(reg, "enc")
+    assert ModelSerializer.read_metadata(reg, "enc", version)["format"] == "h5"
+    export = tmp_path / "served"
+    assert main(["model", "export", "--output-dir", str(reg), "--model-name", "enc",
+                 "--export-dir", str(export), "--endpoints", "Mixed_3b,Mixed_3c"]) == 0  # fmt: skip
+    assert f"exported enc version {version}" in capsys.readouterr().out
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    clip = np.random.default_rng(0).uniform(-1, 1, (1, 8, 32, 32, 2)).astype(np.float32)
+    outputs = serve(flow=tf.constant(clip))
+    assert sorted(outputs) == ["Mixed_3b", "Mixed_3c"]
+    model, _, _ = ModelSerializer.load_model(reg, "enc", version)
+    np.testing.assert_allclose(outputs["Mixed_3c"].numpy(), model(clip).numpy(), rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+    assert outputs["Mixed_3b"].shape[-1] == 256
+    assert main(["model", "export", "--output-dir", str(reg), "--model-name", "enc",
+                 "--export-dir", str(tmp_path / "bad"), "--endpoints", "Mixed_9z"]) == 2  # fmt: skip
+    assert "Mixed_9z" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_model_test_writes_per_frame_tables(tmp_path, capsys):
     from napari_flow_features.io.tables import read_table
 

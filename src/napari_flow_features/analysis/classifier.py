@@ -30,6 +30,7 @@ def train_into_registry(
     freeze_backbone: bool = True,
     seed: int = 0,
     verbose: int = 1,
+    save_format: str = "keras",
 ) -> dict[str, Any]:
     """Fine-tune a classifier on labelled flow and save it (and its best epochs) in the registry.
 
@@ -48,6 +49,8 @@ def train_into_registry(
         Training settings (see ``train_classifier``).
     verbose : int
         Keras' progress output (0 none, 1 a bar per epoch).
+    save_format : {"keras", "h5", "savedmodel"}
+        The registry format of the final model and the per-epoch checkpoints.
 
     Returns
     -------
@@ -63,12 +66,12 @@ def train_into_registry(
     model, report = train_classifier(
         extractor, data_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         val_fraction=val_fraction, freeze_backbone=freeze_backbone, seed=seed, verbose=verbose,
-        registry=(out, model_name),
+        registry=(out, model_name), registry_format=save_format,
     )  # fmt: skip
     meta = {"description": "I3D flow classifier, final epoch", "classes": report["classes"],
             "extractor_config": extractor.describe(), "training_dataset": str(data_dir),
             "val_fraction": val_fraction, "seed": seed}  # fmt: skip
-    final = ModelSerializer(model, model_name).save_model(out, meta)
+    final = ModelSerializer(model, model_name).save_model(out, meta, format=save_format)
     report["final_version"] = final.name
     write_json(out / f"{model_name}_training_report.json", report)
     logger.info("saved %s version %s in %s", model_name, final.name, out)

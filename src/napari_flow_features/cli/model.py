@@ -22,7 +22,9 @@ MODES = {
     "train": "fine-tune on labelled flow (class folders or file,label CSV) with a new head",
     "evaluate": "accuracy of a trained classifier on the validation split",
     "test": "run an encoder over flow files and write per-frame feature tables (GAP)",
+    "export": "export a registry model as a SavedModel serving chosen end points",
 }
+SAVE_FORMATS = ("keras", "h5", "savedmodel")  # ModelSerializer's formats (docs/model.md)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -61,8 +63,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
             m.add_argument("--batch-size", type=POSITIVE_INT, default=4)
             m.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3, help="Adam learning rate")
             m.add_argument("--unfreeze", action="store_true", help="train the backbone too")
-        if mode in ("evaluate", "test"):
+        if mode in ("implement", "train"):
+            m.add_argument("--save-format", choices=SAVE_FORMATS, default="keras",
+                           help="registry file format (keras, h5, savedmodel; default keras)")  # fmt: skip
+        if mode in ("evaluate", "test", "export"):
             m.add_argument("--version", help="registry version (default: the newest)")
+        if mode == "export":
+            m.add_argument("--export-dir", required=True, help="new SavedModel folder")
+            m.add_argument("--inputs", help="input names, comma-separated (default: flow)")
+            m.add_argument("--endpoints",
+                           help="end points served as named outputs, e.g. Mixed_3c,Mixed_5c "
+                                "(default: the model's output)")  # fmt: skip
         if mode == "test":
             m.add_argument("--registry-dir", help="take the encoder from this registry")
             m.add_argument("--num-samples", type=POSITIVE_INT,
@@ -89,10 +100,13 @@ def run(args: argparse.Namespace) -> int:
     out = output_folder(args.output_dir)
     if args.mode == "implement":
         folder = extractor_from(args).save_model_with_serializer(
-            out, {"model_name": args.model_name, "description": "I3D flow encoder"}
-        )
+            out, {"model_name": args.model_name, "description": "I3D flow encoder"},
+            format=args.save_format,
+        )  # fmt: skip
         console.result(f"saved {args.model_name} version {folder.name}: {folder}")
         return 0
+    if args.mode == "export":
+        return _export(args, out)
     if args.data_dir is None:
         raise BadInputError(f"model {args.mode} needs --data-dir")
     if args.mode == "test":
@@ -109,10 +123,29 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         extractor_from(args), args.data_dir, out, args.model_name, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, val_fraction=args.val_fraction,
         freeze_backbone=not args.unfreeze, seed=args.seed, verbose=0 if console.quiet else 1,
+        save_format=args.save_format,
     )  # fmt: skip
     acc = report["history"].get("val_accuracy", [float("nan")])[-1]
     console.result(f"saved {args.model_name} version {report['final_version']}; final validation "
                    f"accuracy {acc:.3f}")  # fmt: skip
+    return 0
+
+
+def _export(args: argparse.Namespace, registry: Path) -> int:
+    """A registry model as a SavedModel whose signature serves the chosen end points."""
+    from ..model.registry import ModelSerializer
+
+    model, _, version = (
+        ModelSerializer.load_model(registry, args.model_name, args.version)
+        if args.version
+        else ModelSerializer.load_latest_model(registry, args.model_name)
+    )
+    inputs = [name.strip() for name in args.inputs.split(",")] if args.inputs else None
+    endpoints = [name.strip() for name in args.endpoints.split(",")] if args.endpoints else None
+    folder = ModelSerializer.export_for_inference(
+        model, args.export_dir, inputs=inputs, endpoints=endpoints
+    )
+    console.result(f"exported {args.model_name} version {version} to {folder}")
     return 0
 
 
