@@ -45,14 +45,14 @@ class Landmarks:
     xy: np.ndarray  # (K, T, 2)
     filled: int = 0  # positions filled by interpolation
     columns: tuple[str, ...] = ("landmark",)
-    keys: list[tuple] | None = None
+    keys: list[tuple] = field(default_factory=list)  # default: one-column keys from ``ids``
     confidence: np.ndarray | None = None  # (K, T)
     filled_at: np.ndarray | None = None  # (K, T) bool
     masked: int = 0  # positions dropped for confidence below min_confidence
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.keys is None:
+        if not self.keys:
             self.keys = [(i,) for i in self.ids]
 
     def frames(self, start: int, stop: int) -> Landmarks:
@@ -227,12 +227,12 @@ def _landmarks_from_table(
     columns = key.output if key else ("landmark",)
     if keypoints:
         col = next((c for c in ("keypoint", "landmark") if c in columns), None)
-        if col is None:
+        if col is None or key is None:
             raise BadInputError("keypoints were chosen but the points have no landmark names")
         sub = key.source[columns.index(col)]
         table = _select(table, sub, keypoints, "keypoint" + ("s" if len(keypoints) > 1 else ""))
     if individuals:
-        if "individual" not in columns:
+        if key is None or "individual" not in columns:
             raise BadInputError(
                 "individuals were chosen but the points have no individual names (single animal)"
             )
@@ -274,13 +274,13 @@ def _landmarks_from_table(
     take = valid[first]
     xy[rows[take], frames[take], 0] = x[take]
     xy[rows[take], frames[take], 1] = y[take]
-    if confidence is not None:
+    if confidence is not None and conf is not None:
         confidence[rows[take], frames[take]] = conf[take]
     known = np.isfinite(xy).all(axis=-1)
     if not known.any():
         raise BadInputError(f"No landmark positions: every point is missing (NaN){where}")
     masked = 0
-    if min_confidence is not None:
+    if min_confidence is not None and confidence is not None:  # no confidence was refused above
         low = known & ~(confidence >= float(min_confidence))
         masked = int(low.sum())
         xy[low] = np.nan

@@ -82,22 +82,24 @@ def select_frames(
     if last - first < 2:
         raise BadInputError(f"Optical flow needs at least 2 frames; frames {first}..{last - 1}")
     h, w = frame_hw
+    box: tuple[int, int, int, int]
     if roi is None:
         box = (0, 0, w, h)
     else:
         try:
-            box = tuple(round(float(v)) for v in roi)
+            values = tuple(round(float(v)) for v in roi)
         except (TypeError, ValueError):
             raise BadInputError(f"roi must be four numbers x, y, w, h; got {roi!r}") from None
-        if len(box) != 4:
+        if len(values) != 4:
             raise BadInputError(f"roi must be four numbers x, y, w, h; got {roi!r}")
-        x, y, bw, bh = box
+        x, y, bw, bh = values
+        box = (x, y, bw, bh)
         if bw < 8 or bh < 8:
             raise BadInputError(f"roi {box} is too small: width and height must be at least 8 px")
         if x < 0 or y < 0 or x + bw > w or y + bh > h:
             raise BadInputError(f"roi x={x}, y={y}, w={bw}, h={bh} is not inside the {w}x{h} frame")
     work = resized_shape((box[3], box[2]), max_side)
-    return FrameSelection(first, last, box, work)  # type: ignore[arg-type]
+    return FrameSelection(first, last, box, work)
 
 
 # -- the chunk plan of seamless inference ------------------------------------------------------

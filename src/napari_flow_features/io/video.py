@@ -17,6 +17,7 @@ import bisect
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -304,6 +305,7 @@ class VideoArray(LazyArray):
             if not -n <= index < n:
                 raise IndexError(f"frame {index} out of range for a video of {n} frames")
             return self.frame(index % n)[rest]
+        indices: Sequence[int]
         if isinstance(first, slice):
             indices = range(*first.indices(n))
         else:
@@ -413,6 +415,8 @@ class VideoArray(LazyArray):
             self.decoded_frames += 1
             if self._count_mode or self._sequential:
                 i = self._next_index
+                # Both ways into counting (a count-mode seek, a restart from the top) set it.
+                assert i is not None
             else:
                 i = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
                 if i is None:
@@ -536,9 +540,11 @@ def write_video(
     with atomic_write_path(path) as tmp:
         with av.open(str(tmp), mode="w", format=_container_format(path)) as out:
             stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            if not isinstance(stream, av.VideoStream):
+                raise BadInputError(f"Codec {codec!r} is not a video codec")
             stream.width, stream.height = w + (w % 2), h + (h % 2)
             stream.pix_fmt = "yuv420p"
-            options = {"crf": str(crf)} if codec == "libx264" else {}
+            options: dict[str, object] = {"crf": str(crf)} if codec == "libx264" else {}
             if bframes is not None:
                 options["bf"] = str(bframes)
             if gop is not None:

@@ -37,9 +37,14 @@ class Placement:
         """The placement of a napari layer (its first three axes: t, y, x)."""
         return cls(
             name=str(layer.name),
-            scale=tuple(float(v) for v in layer.scale[:3]),
-            translate=tuple(float(v) for v in layer.translate[:3]),
+            scale=_three_floats(layer.scale),
+            translate=_three_floats(layer.translate),
         )
+
+
+def _three_floats(values: Any) -> tuple[float, float, float]:
+    """The first three entries of a layer's per-axis vector, as floats."""
+    return float(values[0]), float(values[1]), float(values[2])
 
 
 def run_label(metadata: dict, post_encoder: str) -> str:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
@@ -93,7 +94,7 @@ class FlowWidget(Container):
             tooltip="Processes over frame pairs (0: automatic: one per core, at most 2, for Farneback and tvl1-skimage; in-process for DIS and OpenCV TV-L1).",
         )  # fmt: skip
         self.output = FileEdit(
-            label="save flow to", mode="w", filter="*.npy", value="",
+            label="save flow to", mode=FileDialogMode.OPTIONAL_FILE, filter="*.npy", value=None,
             tooltip="Optional .npy for the raw flow; empty: a temporary file (kept off RAM).",
         )  # fmt: skip
         self.run_button = PushButton(text="Compute optical flow")

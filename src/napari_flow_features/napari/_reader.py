@@ -95,6 +95,7 @@ def flow_layer_data(
     )
 
     meta = {**(metadata or {}), "flow": flow, "source_type": "flow"}
+    colour: LazyFlowColour | np.ndarray
     if flow.ndim == 4:
         colour = LazyFlowColour(flow)
         vmax = colour.max_magnitude

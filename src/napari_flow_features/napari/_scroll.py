@@ -27,9 +27,9 @@ def make_scrollable(container: Any) -> Any:
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidget(body)
     # As wide as the form needs (no horizontal scrolling), as short as the dock allows.
-    scroll.setMinimumWidth(
-        body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
-    )
+    bar = scroll.verticalScrollBar()
+    bar_width = bar.sizeHint().width() if bar is not None else 0
+    scroll.setMinimumWidth(body.minimumSizeHint().width() + bar_width)
     layout = QVBoxLayout()
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(scroll)
