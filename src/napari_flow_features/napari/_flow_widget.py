@@ -26,7 +26,19 @@ if TYPE_CHECKING:
 
 
 def video_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
-    """(name, layer) for every Image layer that is a video (T, H, W) or (T, H, W, 3), not flow."""
+    """List the video layers flow can be computed for.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        The viewer.
+
+    Returns
+    -------
+    list of (str, napari.layers.Image)
+        ``(name, layer)`` for every Image layer that is a video ``(T, H, W)`` or ``(T, H, W, 3)``,
+        not flow.
+    """
     from napari.layers import Image
 
     return [
@@ -44,7 +56,13 @@ _TEMP_FOLDERS: dict[str, int | None] = {}
 
 
 def release_temp_flow(path: str | None) -> None:
-    """Remove the temporary folder of a flow file this session wrote (other paths are kept)."""
+    """Remove the temporary folder of a flow file this session wrote (other paths are kept).
+
+    Parameters
+    ----------
+    path : str or None
+        A flow file's path, e.g. a flow layer's ``metadata['path']``.
+    """
     if not path:
         return
     folder = str(Path(path).parent)
@@ -64,9 +82,21 @@ atexit.register(_release_all)
 
 
 def aligned_transform(video_layer: Any, scale_yx: tuple[float, float]) -> tuple[list, list]:
-    """Scale and translate that put flow pixels over the video pixels they were computed from.
+    """Place flow pixels over the video pixels they were computed from.
 
     A resized flow pixel j covers video pixels around ``(j + 0.5) * s - 0.5`` (area resampling).
+
+    Parameters
+    ----------
+    video_layer : napari.layers.Image
+        The source video layer.
+    scale_yx : tuple of float
+        Video pixels per flow pixel, ``(sy, sx)`` (1 at full size).
+
+    Returns
+    -------
+    scale, translate : list of float
+        The ``(t, y, x)`` layer scale and translate of the flow layers.
     """
     scale = list(video_layer.scale[:3])
     translate = list(video_layer.translate[:3])
@@ -77,7 +107,13 @@ def aligned_transform(video_layer: Any, scale_yx: tuple[float, float]) -> tuple[
 
 
 class FlowWidget(Container):
-    """Compute dense optical flow for a video layer (Plugins ▸ Flow Features ▸ Compute optical flow)."""
+    """Compute dense optical flow for a video layer (Plugins ▸ Flow Features ▸ Compute optical flow).
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock belongs to (napari passes it).
+    """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -129,7 +165,14 @@ class FlowWidget(Container):
 
     # -- running -----------------------------------------------------------------------------------
     def run(self, *_: Any) -> Any:
-        """Start computing; returns the worker (tests wait on it)."""
+        """Start computing flow for the chosen video in a background thread.
+
+        Returns
+        -------
+        napari.qt.threading.GeneratorWorker or None
+            The started worker (tests wait on it); ``None`` when there is nothing to run (the
+            reason is shown).
+        """
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 

@@ -12,7 +12,18 @@ from typing import Any
 
 
 def make_scrollable(container: Any) -> Any:
-    """Put the container's form in a vertical scroll area; returns the QScrollArea."""
+    """Put a container's form in a vertical scroll area.
+
+    Parameters
+    ----------
+    container : magicgui.widgets.Container
+        The dock's container; its form (and widgets added later) move into the scroll area.
+
+    Returns
+    -------
+    qtpy.QtWidgets.QScrollArea
+        The scroll area, inside ``container.native``.
+    """
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
