@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def _integer_like(index: pd.Index) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_movement():
+def _quiet_movement() -> Iterator[None]:
     """Movement logs every load at INFO through loguru; keep the user's console for our messages."""
     try:
         from loguru import logger

@@ -353,7 +353,8 @@ class VideoArray(LazyArray):
                     out[j] = frame
         return out[(slice(None), *rest)]
 
-    def __reduce__(self):  # reopen by path in another process
+    def __reduce__(self) -> tuple[type[VideoArray], tuple[str, str, int, int]]:
+        # Reopen by path in another process (the decoder cannot be pickled).
         return (VideoArray, (str(self.path), self.color, self._cache_size, self._forward_limit))
 
     # -- frame access ----------------------------------------------------------------------------
@@ -516,7 +517,7 @@ _PLANAR_YUV = {"yuv420p", "yuv422p", "yuv444p", "yuv440p", "yuv411p", "yuv410p",
 _LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
 
 
-def _frame_to_grey(frame) -> np.ndarray:
+def _frame_to_grey(frame: Any) -> np.ndarray:
     """Grey from an 8-bit YUV frame's luma plane (no colour conversion: ~2× faster than swscale)."""
     name = frame.format.name
     full_range = name.startswith("yuvj") or frame.color_range == 2

@@ -22,6 +22,10 @@ from . import _session
 from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    import numpy as np
+
     import napari
 
 
@@ -205,7 +209,7 @@ class FlowWidget(Container):
         self._run = run
 
         @thread_worker(ignore_errors=True)  # errors go to our own handler, once
-        def work():
+        def work() -> Generator[tuple[int, int], None, np.ndarray]:
             return (yield from run)
 
         worker = work()
