@@ -334,8 +334,10 @@ class FlowFeed:
         while self._thread.is_alive():  # unblock a producer waiting on a full queue
             with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)
-        with contextlib.suppress(AttributeError, ValueError):
-            self._blocks.close()  # type: ignore[attr-defined]
+        close = getattr(self._blocks, "close", None)  # a generator's: runs its cleanup now
+        if close is not None:
+            with contextlib.suppress(AttributeError, ValueError):
+                close()
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
