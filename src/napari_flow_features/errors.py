@@ -10,28 +10,39 @@ class BadInputError(ValueError):
 
 
 class CorruptFileError(BadInputError):
-    """A file that exists but cannot be read as what it claims to be (truncated, garbled, wrong
-    type of content, a metadata field of the wrong type).
+    """A file that exists but cannot be read as what it claims to be.
+
+    Truncated, garbled, the wrong type of content, or a metadata field of the wrong type.
     """
 
 
 class MismatchedMetadataError(CorruptFileError):
-    """A data file and its metadata that do not belong together: the content hash recorded in the
-    metadata differs from the data's (the data was replaced, edited or only half replaced).
+    """A data file and its metadata that do not belong together.
+
+    The content hash recorded in the metadata differs from the data's (the data was replaced,
+    edited or only half replaced).
     """
 
 
 class UnsafePathError(BadInputError):
-    """A name or a recorded path that would lead outside the folder it must stay in (``..``, an
-    absolute path, a symbolic link pointing elsewhere).
+    """A name or a recorded path that would lead outside the folder it must stay in.
+
+    For example ``..``, an absolute path, or a symbolic link pointing elsewhere.
     """
 
 
 class OutOfSpaceError(OSError):
-    """The destination cannot hold an output: no space left on the device, a quota, or the
-    process' file-size limit. Nothing is left at the output's final path.
+    """The destination cannot hold an output; nothing is left at the output's final path.
 
-    An :class:`OSError` (``errno.ENOSPC``) so that code catching ``OSError`` keeps working.
+    No space left on the device, a quota, or the process' file-size limit. An :class:`OSError`
+    (``errno.ENOSPC``) so that code catching ``OSError`` keeps working.
+
+    Parameters
+    ----------
+    message : str
+        What could not be written, and where (also ``str(error)``).
+    code : int, default errno.ENOSPC
+        The ``errno`` of the failure.
     """
 
     def __init__(self, message: str, code: int = errno.ENOSPC) -> None:

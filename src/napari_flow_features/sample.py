@@ -8,6 +8,7 @@ the pivot by the angle step to the next frame, the background does not move.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,27 @@ import numpy as np
 
 @dataclass
 class WhiskerSample:
-    """Frames, landmark track and ground truth of the synthetic whisker video."""
+    """Frames, landmark track and ground truth of the synthetic whisker video.
+
+    Attributes
+    ----------
+    video : numpy.ndarray
+        ``(T, H, W)`` uint8 frames.
+    landmarks : numpy.ndarray
+        ``(T, 3)`` float64 rows ``(t, y, x)`` of the whisker base.
+    angles_deg : numpy.ndarray
+        ``(T,)`` bar angle in degrees; positive turns +x towards +y (clockwise on screen).
+    ground_truth_flow : numpy.ndarray
+        ``(T - 1, H, W, 2)`` float32 true flow ``(dx, dy)`` in pixels per frame.
+    swing_direction : numpy.ndarray
+        ``(T,)`` int8: +1 while the angle increases, -1 while it decreases.
+    pivot : tuple of float
+        ``(y, x)`` of the pivot.
+    fps : float
+        Frame rate.
+    info : dict
+        The generating parameters.
+    """
 
     video: np.ndarray  #: (T, H, W) uint8
     landmarks: np.ndarray  #: (T, 3) float64 rows (t, y, x)
@@ -29,7 +50,13 @@ class WhiskerSample:
     info: dict = field(default_factory=dict)
 
     def metadata(self) -> dict:
-        """Layer metadata: geometry, labels and the ground-truth motion field."""
+        """Give napari layer metadata: geometry, labels and the ground-truth motion field.
+
+        Returns
+        -------
+        dict
+            Source, fps, pivot, angles, swing direction, ground-truth flow and the parameters.
+        """
         return {
             "source": "synthetic whisker sample",
             "fps": self.fps,
@@ -64,7 +91,30 @@ def make_whisker_sample(
     seed: int = 0,
     fps: float = 30.0,
 ) -> WhiskerSample:
-    """Generate the sample deterministically (same arguments, same bytes)."""
+    """Generate the sample deterministically (same arguments, same bytes).
+
+    Parameters
+    ----------
+    n_frames, height, width : int, default 96, 240, 320
+        Video size.
+    amplitude_deg : float, default 20.0
+        Swing amplitude in degrees.
+    period : float, default 32.0
+        Swing period in frames.
+    length, thickness : float, default 210.0, 7.0
+        The bar's size in pixels.
+    landmark_radius : float, default 40.0
+        Distance of the landmark from the pivot along the bar, in pixels.
+    seed : int, default 0
+        Seed of the background texture.
+    fps : float, default 30.0
+        Frame rate recorded with the sample.
+
+    Returns
+    -------
+    WhiskerSample
+        Frames, landmark track, angles, ground-truth flow and swing direction.
+    """
     rng = np.random.default_rng(seed)
     pivot = (height / 2.0, width * 0.18)
     t = np.arange(n_frames, dtype=np.float64)
@@ -123,9 +173,24 @@ def make_whisker_sample(
     )
 
 
-def save_whisker_sample(output_dir, sample: WhiskerSample | None = None) -> dict[str, str]:
-    """Write the sample as ``whisker.mp4``, ``whisker_landmarks.csv`` (frame, landmark, x, y) and
-    ``whisker_ground_truth.npz`` (flow, angles, swing direction). Returns the paths by role.
+def save_whisker_sample(
+    output_dir: str | os.PathLike, sample: WhiskerSample | None = None
+) -> dict[str, str]:
+    """Write the sample as a video, a landmark table and a ground-truth archive.
+
+    Parameters
+    ----------
+    output_dir : str or os.PathLike
+        Folder to write into (created if missing).
+    sample : WhiskerSample, optional
+        The sample (default: :func:`make_whisker_sample` with its defaults).
+
+    Returns
+    -------
+    dict of str to str
+        Paths by role: ``video`` (``whisker.mp4``), ``landmarks`` (``whisker_landmarks.csv``:
+        frame, landmark, x, y) and ``ground_truth`` (``whisker_ground_truth.npz``: flow, angles,
+        swing direction, pivot).
     """
     import pandas as pd
 

@@ -126,6 +126,19 @@ def test_selection_and_unknown_names_list_the_known_ones():
         landmarks_from_points(table, 5, individuals="m3,m4")
 
 
+def test_choosing_names_from_points_without_identity_columns_is_refused():
+    # A single unnamed landmark (frame, x, y only) has no keypoint or individual to choose.
+    single = pd.DataFrame({"frame": [0, 1, 2], "x": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]})
+    with pytest.raises(
+        BadInputError, match="keypoints were chosen but the points have no landmark names"
+    ):
+        landmarks_from_points(single, 5, keypoints="snout")
+    with pytest.raises(
+        BadInputError, match="individuals were chosen but the points have no individual"
+    ):
+        landmarks_from_points(single, 5, individuals="m1")
+
+
 def test_tracks_of_another_video_length_name_both_lengths(tmp_path):
     with pytest.raises(BadInputError, match=r"tracks have 20 frames but the video has 18"):
         landmarks_from_points(pose_table(20), 18)

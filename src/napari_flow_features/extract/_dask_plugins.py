@@ -9,8 +9,15 @@ from distributed import WorkerPlugin
 
 
 class CoreShare(WorkerPlugin):
-    """Dask worker plugin: pins each worker process of the default LocalCluster to its own cores
-    (Linux), so the encoder's thread pools size themselves to the share.
+    """Dask worker plugin pinning each worker process of the default LocalCluster to its own cores.
+
+    Linux only (elsewhere it does nothing): the encoder's thread pools then size themselves to the
+    share.
+
+    Parameters
+    ----------
+    cores_per_worker : int
+        Cores each worker gets; worker ``n`` takes the n-th share (wrapping around).
     """
 
     name = "napari-flow-features-core-share"
@@ -19,6 +26,13 @@ class CoreShare(WorkerPlugin):
         self.cores_per_worker = cores_per_worker
 
     def setup(self, worker: Any) -> None:
+        """Pin the worker's threads to its share and cap OpenMP/TensorFlow threads to it.
+
+        Parameters
+        ----------
+        worker : distributed.Worker
+            The worker starting up (its ``name`` is its slot number).
+        """
         if not hasattr(os, "sched_setaffinity"):
             return
         from .batch import _cpus

@@ -11,12 +11,26 @@ from .post_encoders import interpolate_time
 
 
 class ActivationVolume(LazyArray):
-    """``(C, T, H', W')`` float32: channel c of frame t's feature map, time-interpolated inside the
-    frame's window exactly as the per-frame rows are (DESIGN.md). Frames outside the run are NaN.
+    """Per-frame activations ``(C, T, H', W')`` float32, read lazily from window feature maps.
 
-    ``maps`` is ``[N, T', H', W', C]`` (a memory map is fine: only the windows a request touches
-    are read, once each); ``window[t]`` indexes ``maps`` (-1: not run) and ``tau[t]`` is the time
-    position inside it. ``volume[c]`` is one channel's ``(T, H', W')`` volume for a 3-D view.
+    Element ``[c, t]`` is channel c of frame t's feature map, time-interpolated inside the frame's
+    window exactly as the per-frame rows are (DESIGN.md); frames outside the run are NaN.
+    ``volume[c]`` is one channel's ``(T, H', W')`` volume for a 3-D view.
+
+    Parameters
+    ----------
+    maps : array_like
+        ``[N, T', H', W', C]`` feature maps (a memory map is fine: only the windows a request
+        touches are read, once each).
+    window : numpy.ndarray
+        ``(T,)`` int: the window each frame takes (-1: not run).
+    tau : numpy.ndarray
+        ``(T,)`` float: each frame's time position in its window.
+
+    Raises
+    ------
+    ValueError
+        ``maps`` is not 5-D, or a window index is out of range.
     """
 
     dtype = np.dtype(np.float32)
@@ -34,7 +48,22 @@ class ActivationVolume(LazyArray):
 
     @classmethod
     def from_table(cls, maps: Any, table: Any, n_frames: int) -> ActivationVolume:
-        """From the ``none`` table (``frame``, ``window``, ``tau``) of a run over ``n_frames``."""
+        """Build the volume from the ``none`` post-encoder's table.
+
+        Parameters
+        ----------
+        maps : array_like
+            The run's ``[N, T', H', W', C]`` feature maps.
+        table : pandas.DataFrame
+            The ``none`` table: ``frame``, ``window``, ``tau`` per frame.
+        n_frames : int
+            The video's frame count (frames not in the table are NaN).
+
+        Returns
+        -------
+        ActivationVolume
+            The lazy volume.
+        """
         window = np.full(n_frames, -1, int)
         tau = np.zeros(n_frames)
         frames = table["frame"].to_numpy(int)

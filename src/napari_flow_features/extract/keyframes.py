@@ -66,13 +66,35 @@ def fill_keyframes(
     flow: Any = None,
     flow_first: int = 0,
 ) -> np.ndarray:
-    """``(n_frames, 2)`` positions ``(x, y)`` of one landmark from its keyframes, NaN outside the
-    span they cover.
+    """Fill one landmark's positions between its keyframes.
 
-    ``keyframes``: ``(N, 3)`` rows ``(t, y, x)`` (napari Points order; a frame clicked twice takes
-    its first click). ``method``: ``"linear"`` or ``"flow"``, which needs ``flow`` with
-    ``flow[t - flow_first]`` the ``(H, W, 2)`` field from frame ``t`` to ``t + 1`` (dx, dy in the
-    keyframes' pixels) for every ``t`` from the first to the last keyframe minus one.
+    Parameters
+    ----------
+    keyframes : array_like
+        ``(N, 3)`` rows ``(t, y, x)`` (napari Points order; a frame clicked twice takes its first
+        click); at least 2 distinct frames.
+    n_frames : int
+        The video's frame count.
+    method : {"linear", "flow"}, default "linear"
+        Straight lines between keyframes, or points carried along the optical flow from both ends
+        and blended.
+    flow : array_like, optional
+        For ``"flow"``: ``flow[t - flow_first]`` is the ``(H, W, 2)`` field from frame ``t`` to
+        ``t + 1`` (dx, dy in the keyframes' pixels) for every ``t`` from the first to the last
+        keyframe minus one.
+    flow_first : int, default 0
+        The frame of ``flow[0]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_frames, 2)`` positions ``(x, y)``, NaN outside the span the keyframes cover.
+
+    Raises
+    ------
+    BadInputError
+        Unknown method, malformed keyframes, a keyframe outside the video, fewer than 2
+        keyframes, or (``"flow"``) no flow or flow that does not cover the keyframes' span.
     """
     if method not in FILL_METHODS:
         raise BadInputError(f"Fill method must be one of {', '.join(FILL_METHODS)}, not {method!r}")
@@ -120,10 +142,28 @@ def fill_keyframe_table(
     flow: Any = None,
     flow_first: int = 0,
 ) -> pd.DataFrame:
-    """Fill every landmark of a keyframe table (``frame``, ``x``, ``y`` and the identity columns
-    :func:`~napari_flow_features.extract.landmarks.landmark_key` knows): a long table with the
-    same identity columns, ``frame``, ``x``, ``y`` and ``keyframe`` (True on the clicked frames)
-    for every frame between each landmark's first and last keyframe.
+    """Fill every landmark of a keyframe table between its keyframes.
+
+    Parameters
+    ----------
+    points : pandas.DataFrame
+        Keyframes: ``frame``, ``x``, ``y`` and the identity columns
+        :func:`~napari_flow_features.extract.landmarks.landmark_key` knows.
+    n_frames, method, flow, flow_first
+        As for :func:`fill_keyframes`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A long table with the same identity columns, ``frame``, ``x``, ``y`` and ``keyframe``
+        (True on the clicked frames) for every frame between each landmark's first and last
+        keyframe.
+
+    Raises
+    ------
+    BadInputError
+        Columns are missing, there are no keyframes, or a landmark cannot be filled (the message
+        names it).
     """
     missing = {"frame", "x", "y"} - set(points.columns)
     if missing:

@@ -35,28 +35,55 @@ from ..io.landmark_key import (  # noqa: F401 (the identity rule, public here to
 class Landmarks:
     """Landmark positions per frame: ``xy[k, t] = (x, y)`` for landmark ``ids[k]``, NaN if missing.
 
-    ``columns``/``keys``: the identity columns of feature-table rows and each landmark's values
-    (``("individual", "keypoint")`` and ``("mouse1", "snout")``); ``ids`` are their labels.
-    ``confidence`` (K, T) when the source had one; ``filled_at`` (K, T) marks positions filled by
-    interpolation when filling was asked for.
+    Attributes
+    ----------
+    ids : list
+        Each landmark's label (see :func:`landmark_label`).
+    xy : numpy.ndarray
+        ``(K, T, 2)`` positions in video pixels, NaN where missing.
+    filled : int
+        Positions filled by interpolation.
+    columns : tuple of str
+        The identity columns of feature-table rows, e.g. ``("individual", "keypoint")``.
+    keys : list of tuple
+        Each landmark's values for ``columns``, e.g. ``("mouse1", "snout")`` (default: ``ids``).
+    confidence : numpy.ndarray or None
+        ``(K, T)`` confidence when the source had one.
+    filled_at : numpy.ndarray or None
+        ``(K, T)`` bool: positions filled by interpolation, when filling was asked for.
+    masked : int
+        Positions dropped for confidence below ``min_confidence``.
+    options : dict
+        The options the landmarks were made with (recorded in table metadata).
     """
 
     ids: list
     xy: np.ndarray  # (K, T, 2)
     filled: int = 0  # positions filled by interpolation
     columns: tuple[str, ...] = ("landmark",)
-    keys: list[tuple] | None = None
+    keys: list[tuple] = field(default_factory=list)  # default: one-column keys from ``ids``
     confidence: np.ndarray | None = None  # (K, T)
     filled_at: np.ndarray | None = None  # (K, T) bool
     masked: int = 0  # positions dropped for confidence below min_confidence
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.keys is None:
+        if not self.keys:
             self.keys = [(i,) for i in self.ids]
 
     def frames(self, start: int, stop: int) -> Landmarks:
-        """The same landmarks over frames ``start..stop-1`` only (a run's frame range)."""
+        """Cut the landmarks to a run's frame range.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frames ``start .. stop - 1``.
+
+        Returns
+        -------
+        Landmarks
+            A copy whose frame ``0`` is frame ``start``.
+        """
 
         def cut(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[:, start:stop]
@@ -67,8 +94,20 @@ class Landmarks:
         )  # fmt: skip
 
     def row_fields(self, k: int, t: int) -> dict:
-        """The identity and position columns of landmark ``k``'s row at frame ``t``: ``landmark``
-        or ``individual`` + ``keypoint``, ``x``, ``y``, and where known ``confidence``, ``filled``.
+        """Give the identity and position columns of one landmark's row at one frame.
+
+        Parameters
+        ----------
+        k : int
+            Landmark index.
+        t : int
+            Frame index.
+
+        Returns
+        -------
+        dict
+            ``landmark`` or ``individual`` + ``keypoint``, ``x``, ``y``, and where known
+            ``confidence`` and ``filled``.
         """
         x, y = self.xy[k, t]
         row = dict(zip(self.columns, self.keys[k], strict=True))
@@ -80,8 +119,13 @@ class Landmarks:
         return row
 
     def metadata(self) -> dict:
-        """What a feature table's metadata records about its landmarks (landmark order, identity
-        columns, confidence threshold, gap filling, counts).
+        """Describe the landmarks for a feature table's metadata.
+
+        Returns
+        -------
+        dict
+            Landmark order, identity columns and keys, filled and masked counts, and the options
+            (confidence threshold, gap filling) as ``landmark_<option>``.
         """
         return {
             "landmarks": [str(i) for i in self.ids],
@@ -109,20 +153,46 @@ def landmarks_from_points(
     points_format: str | None = "auto",
     frame_hw: tuple[int, int] | None = None,
 ) -> Landmarks:
-    """Group ``points`` by landmark for a video of ``n_frames`` frames.
+    """Group points by landmark for a video.
 
-    ``points``: an ``(N, 3)`` array of ``(t, y, x)`` rows (single landmark: the first point of each
-    frame); a table with ``frame``, ``x``, ``y`` and the identity columns :func:`landmark_key`
-    knows (and ``confidence``/``likelihood``); a path to such a table or to a pose-tracker file
-    (read with :func:`~napari_flow_features.io.poses.read_tracks`, format ``points_format``);
-    or ready :class:`Landmarks` for this video (returned as they are).
-
-    ``keypoints``/``individuals`` keep only those (names unknown to the data are an error that
-    lists the known ones). Points with confidence below ``min_confidence`` count as missing. A
-    missing position stays NaN unless it lies in a gap of at most ``max_gap`` frames between two
+    A missing position stays NaN unless it lies in a gap of at most ``max_gap`` frames between two
     known positions, or ``interpolate_missing`` (any gap) is set: then it is filled linearly (as
-    movement's ``interpolate_over_time``) and marked in ``filled_at``. ``frame_hw``: warn about
-    positions outside a frame of that (H, W) (their feature rows will be NaN).
+    movement's ``interpolate_over_time``) and marked in ``filled_at``.
+
+    Parameters
+    ----------
+    points : array_like, pandas.DataFrame, str, os.PathLike or Landmarks
+        An ``(N, 3)`` array of ``(t, y, x)`` rows (single landmark: the first point of each
+        frame); a table with ``frame``, ``x``, ``y`` and the identity columns
+        :func:`landmark_key` knows (and ``confidence``/``likelihood``); a path to such a table or
+        to a pose-tracker file (read with :func:`~napari_flow_features.io.poses.read_tracks`); or
+        ready :class:`Landmarks` for this video (returned as they are).
+    n_frames : int
+        The video's frame count.
+    interpolate_missing : bool, default False
+        Fill gaps of any length.
+    min_confidence : float, optional
+        Points with lower confidence count as missing.
+    max_gap : int, optional
+        Fill gaps of at most this many frames.
+    keypoints, individuals : list of str or str, optional
+        Keep only these (a comma-separated string is split).
+    points_format : str or None, default "auto"
+        The format of a points file (see :data:`~napari_flow_features.io.poses.POINTS_FORMATS`).
+    frame_hw : tuple of int, optional
+        Warn about positions outside a frame of that ``(H, W)`` (their feature rows will be NaN).
+
+    Returns
+    -------
+    Landmarks
+        Positions ``(K, n_frames, 2)`` per landmark.
+
+    Raises
+    ------
+    BadInputError
+        The points do not fit the video (frame count, frames past the end), are empty or all
+        missing, are malformed, name unknown keypoints or individuals (the known ones are listed),
+        or ``min_confidence`` is given without confidence values.
     """
     n_frames = int(n_frames)
     if isinstance(points, Landmarks):
@@ -171,7 +241,26 @@ def _names(value: list[str] | str | None) -> list[str] | None:
 
 
 def read_landmark_file(path: str | os.PathLike, points_format: str | None = "auto") -> pd.DataFrame:
-    """Our landmark/feature table or a pose-tracker file as a long landmark table."""
+    """Read our landmark/feature table or a pose-tracker file as a long landmark table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    points_format : str or None, default "auto"
+        ``"auto"``/``None`` (detected), ``"table"`` or a pose format (see
+        :func:`~napari_flow_features.io.poses.read_tracks`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``frame``, identity columns, ``x``, ``y`` (and ``confidence`` where the file has one).
+
+    Raises
+    ------
+    BadInputError
+        The file is missing or unreadable as that format.
+    """
     from ..io.poses import detect_format, read_tracks
 
     fmt = detect_format(path) if points_format in (None, "auto") else points_format
@@ -227,12 +316,12 @@ def _landmarks_from_table(
     columns = key.output if key else ("landmark",)
     if keypoints:
         col = next((c for c in ("keypoint", "landmark") if c in columns), None)
-        if col is None:
+        if col is None or key is None:
             raise BadInputError("keypoints were chosen but the points have no landmark names")
         sub = key.source[columns.index(col)]
         table = _select(table, sub, keypoints, "keypoint" + ("s" if len(keypoints) > 1 else ""))
     if individuals:
-        if "individual" not in columns:
+        if key is None or "individual" not in columns:
             raise BadInputError(
                 "individuals were chosen but the points have no individual names (single animal)"
             )
@@ -274,13 +363,13 @@ def _landmarks_from_table(
     take = valid[first]
     xy[rows[take], frames[take], 0] = x[take]
     xy[rows[take], frames[take], 1] = y[take]
-    if confidence is not None:
+    if confidence is not None and conf is not None:
         confidence[rows[take], frames[take]] = conf[take]
     known = np.isfinite(xy).all(axis=-1)
     if not known.any():
         raise BadInputError(f"No landmark positions: every point is missing (NaN){where}")
     masked = 0
-    if min_confidence is not None:
+    if min_confidence is not None and confidence is not None:  # no confidence was refused above
         low = known & ~(confidence >= float(min_confidence))
         masked = int(low.sum())
         xy[low] = np.nan
@@ -322,9 +411,21 @@ def _landmarks_from_table(
 
 
 def fill_gaps(xy: np.ndarray, max_gap: int) -> np.ndarray:
-    """Fill, in place, runs of at most ``max_gap`` missing frames between two known positions of
-    ``xy`` (K, T, 2) linearly in time; leading and trailing runs stay missing. Returns the (K, T)
-    mask of filled positions (movement's ``interpolate_over_time(max_gap=...)`` rule).
+    """Fill short gaps between known positions linearly in time, in place.
+
+    movement's ``interpolate_over_time(max_gap=...)`` rule: leading and trailing runs stay missing.
+
+    Parameters
+    ----------
+    xy : numpy.ndarray
+        ``(K, T, 2)`` positions, NaN where missing; modified in place.
+    max_gap : int
+        Longest run of missing frames to fill.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(K, T)`` bool mask of the filled positions.
     """
     filled = np.zeros(xy.shape[:2], bool)
     if max_gap < 1:
@@ -344,8 +445,21 @@ def fill_gaps(xy: np.ndarray, max_gap: int) -> np.ndarray:
 
 
 def warn_outside_frame(landmarks: Landmarks, frame_hw: tuple[int, int]) -> int:
-    """Warn (once) about positions outside a frame of ``frame_hw`` = (H, W) pixels, naming the
-    landmarks and the first frame: their feature rows are NaN. Returns how many there are.
+    """Warn (once) about positions outside the frame: their feature rows will be NaN.
+
+    The warning names the landmarks and the first such frame.
+
+    Parameters
+    ----------
+    landmarks : Landmarks
+        The positions to check.
+    frame_hw : tuple of int
+        ``(H, W)`` of the frame in pixels.
+
+    Returns
+    -------
+    int
+        How many positions lie outside.
     """
     h, w = frame_hw
     x, y = landmarks.xy[..., 0], landmarks.xy[..., 1]
@@ -368,7 +482,14 @@ def warn_outside_frame(landmarks: Landmarks, frame_hw: tuple[int, int]) -> int:
 
 # -- command line --------------------------------------------------------------------------------
 def add_landmark_arguments(parser: argparse.ArgumentParser) -> None:
-    """The landmark options of ``extract`` (and any command that extracts at landmarks)."""
+    """Add the landmark options of ``extract`` (and any command that extracts at landmarks).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser; gets ``--points-format``, ``--keypoints``, ``--individuals``,
+        ``--min-confidence`` and ``--max-gap``.
+    """
     from ..io.poses import POINTS_FORMATS
 
     parser.add_argument(
@@ -394,9 +515,26 @@ def add_landmark_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def landmarks_from_args(args: argparse.Namespace, source: Any = None) -> Landmarks | None:
-    """The landmarks a command line asks for, read and checked against the video (or flow)
-    ``source`` (default ``args.source``) before any flow or model work: ``None`` without
-    ``--points``. ``--points`` needs ``--post-encoder point``.
+    """Read the landmarks a command line asks for, checked before any flow or model work.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (``points``, ``post_encoder`` and the options of
+        :func:`add_landmark_arguments`).
+    source : object, optional
+        The video or flow the landmarks are checked against (default ``args.source``).
+
+    Returns
+    -------
+    Landmarks or None
+        The landmarks; ``None`` without ``--points``.
+
+    Raises
+    ------
+    BadInputError
+        ``--points`` without ``--post-encoder point`` or the reverse, or landmarks that do not fit
+        the source (see :func:`landmarks_from_points`).
     """
     points = getattr(args, "points", None)
     post = getattr(args, "post_encoder", None)
@@ -425,7 +563,24 @@ def landmarks_from_args(args: argparse.Namespace, source: Any = None) -> Landmar
 
 
 def source_frame_count(source: Any) -> int:
-    """Frames of a video (opened lazily) or of the video a flow sequence belongs to (fields + 1)."""
+    """Count the frames of a video, or of the video a flow sequence belongs to.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or array_like
+        A video file (opened lazily), a flow file or folder, a flow array (float: fields + 1
+        frames) or a frame array.
+
+    Returns
+    -------
+    int
+        The frame count.
+
+    Raises
+    ------
+    BadInputError
+        The source is of no known kind, or unreadable.
+    """
     from ..io.flow_files import read_flow
     from ..io.video import VIDEO_EXTENSIONS, VideoArray
 

@@ -26,7 +26,15 @@ INTERPOLATIONS = ("bilinear", "nearest")
 
 @dataclass(frozen=True)
 class FrameAssignment:
-    """For each frame: the window it takes its row from and its time position in that window."""
+    """For each frame: the window it takes its row from and its time position in that window.
+
+    Attributes
+    ----------
+    window : numpy.ndarray
+        ``(T,)`` int: the window index of each frame.
+    tau : numpy.ndarray
+        ``(T,)`` float: each frame's time position in its window's T' steps, clamped.
+    """
 
     window: np.ndarray  #: (T,) int window index
     tau: np.ndarray  #: (T,) float time position in the window's T' steps, clamped
@@ -35,7 +43,29 @@ class FrameAssignment:
 def assign_frames(
     window_starts: list[int], n_frames: int, length: int, t_steps: int
 ) -> FrameAssignment:
-    """DESIGN.md's row rule for ``n_frames`` frames over windows starting at ``window_starts``."""
+    """Apply DESIGN.md's row rule: which window and time step each frame takes its row from.
+
+    Parameters
+    ----------
+    window_starts : list of int
+        First frame of each window, in order.
+    n_frames : int
+        Frames to assign.
+    length : int
+        Window (clip) length L in frames.
+    t_steps : int
+        Time steps T' of each window's feature map.
+
+    Returns
+    -------
+    FrameAssignment
+        The nearest-centred window of each frame (ties: the earlier) and its time position.
+
+    Raises
+    ------
+    BadInputError
+        ``t_steps`` is less than 1.
+    """
     if t_steps < 1:
         raise BadInputError(f"Feature maps need at least one time step, got {t_steps}")
     starts = np.asarray(window_starts, dtype=np.float64)
@@ -47,7 +77,20 @@ def assign_frames(
 
 
 def interpolate_time(maps: np.ndarray, tau: float) -> np.ndarray:
-    """``maps[tau]`` for ``maps`` of shape ``(T', ...)``, linear between the two nearest steps."""
+    """Interpolate feature maps linearly in time.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        ``(T', ...)`` one window's feature maps.
+    tau : float
+        Time position in ``[0, T' - 1]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``maps[tau]``, linear between the two nearest steps (``maps[tau]`` itself at a whole step).
+    """
     lo = int(np.floor(tau))
     hi = min(lo + 1, maps.shape[0] - 1)
     w = tau - lo
@@ -55,20 +98,59 @@ def interpolate_time(maps: np.ndarray, tau: float) -> np.ndarray:
 
 
 def gap(feature_map: np.ndarray) -> np.ndarray:
-    """Global Average Pooling: ``(..., H', W', C)`` → ``(..., C)``."""
+    """Global Average Pooling: the mean over all spatial positions.
+
+    Parameters
+    ----------
+    feature_map : array_like
+        ``(..., H', W', C)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., C)``.
+    """
     return np.asarray(feature_map).mean(axis=(-3, -2))
 
 
 def point_to_cell(
     x: float, y: float, in_hw: tuple[int, int], map_hw: tuple[int, int]
 ) -> tuple[float, float]:
-    """``(u, v)`` feature-map coordinates of pixel ``(x, y)`` (align-corners=False)."""
+    """Map a pixel to feature-map coordinates (align-corners=False).
+
+    Parameters
+    ----------
+    x, y : float
+        Pixel position in the frame fed to the network.
+    in_hw : tuple of int
+        ``(H, W)`` of that frame.
+    map_hw : tuple of int
+        ``(H', W')`` of the feature map.
+
+    Returns
+    -------
+    tuple of float
+        ``(u, v)``: ``u = (x + 0.5) * W' / W - 0.5``, ``v = (y + 0.5) * H' / H - 0.5``.
+    """
     (h, w), (mh, mw) = in_hw, map_hw
     return (x + 0.5) * mw / w - 0.5, (y + 0.5) * mh / h - 0.5
 
 
 def inside_frame(x: float, y: float, in_hw: tuple[int, int]) -> bool:
-    """Whether a point lies within the frame's outer pixel edges (and is not NaN)."""
+    """Tell whether a point lies within the frame's outer pixel edges (and is not NaN).
+
+    Parameters
+    ----------
+    x, y : float
+        Pixel position.
+    in_hw : tuple of int
+        ``(H, W)`` of the frame.
+
+    Returns
+    -------
+    bool
+        ``-0.5 <= x <= W - 0.5`` and ``-0.5 <= y <= H - 0.5``, both finite.
+    """
     h, w = in_hw
     return bool(np.isfinite(x) and np.isfinite(y) and -0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5)
 
@@ -80,7 +162,29 @@ def sample_point(
     in_hw: tuple[int, int],
     interpolation: str = "bilinear",
 ) -> np.ndarray:
-    """The C-vector of ``feature_map`` ``(H', W', C)`` at pixel ``(x, y)`` of an ``in_hw`` frame."""
+    """Sample a feature map at a landmark (the ``point`` post-encoder).
+
+    Parameters
+    ----------
+    feature_map : array_like
+        ``(H', W', C)``.
+    x, y : float
+        Pixel position in the frame fed to the network.
+    in_hw : tuple of int
+        ``(H, W)`` of that frame.
+    interpolation : {"bilinear", "nearest"}, default "bilinear"
+        ``bilinear`` blends the 4 neighbours with border clamping; ``nearest`` takes the closest cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C,)`` float32; all NaN when the point is outside the frame or NaN.
+
+    Raises
+    ------
+    BadInputError
+        ``interpolation`` is neither ``bilinear`` nor ``nearest``.
+    """
     if interpolation not in INTERPOLATIONS:
         raise BadInputError(f"interpolation must be bilinear or nearest, not {interpolation!r}")
     fmap = np.asarray(feature_map)

@@ -1,6 +1,8 @@
-"""Streaming pieces of the pipeline: frame selection (range, region, resize), the flow feed that
-overlaps optical flow with the encoder through a bounded queue, and the chunk plan of seamless
-(fully convolutional in time) inference.
+"""Streaming pieces of the pipeline: frame selection, the flow feed and the chunk plan.
+
+Frame selection is the range, region and resize that run; the flow feed overlaps optical flow with
+the encoder through a bounded queue; the chunk plan splits seamless (fully convolutional in time)
+inference into passes.
 
 Nothing here holds anything proportional to the video's length: frames are read in order, flow is
 computed in blocks on a background thread (its own thread pool for single-threaded methods), and the
@@ -28,8 +30,16 @@ QUEUE_BLOCKS = 4
 # -- frame selection ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FrameSelection:
-    """Which part of a video runs: frames ``start..stop-1``, a region ``roi = (x, y, w, h)`` in video
-    pixels, resized so its longest side is at most ``max_side`` before flow and encoder.
+    """Which part of a video runs: a frame range, a region, and the size flow and encoder see.
+
+    Attributes
+    ----------
+    start, stop : int
+        Frames ``start .. stop - 1`` run.
+    roi : tuple of int
+        ``(x, y, w, h)`` in video pixels (the whole frame by default).
+    work_hw : tuple of int
+        ``(H, W)`` the region is resized to before flow and encoder.
     """
 
     start: int
@@ -39,18 +49,38 @@ class FrameSelection:
 
     @property
     def n_frames(self) -> int:
+        """Frames in the range."""
         return self.stop - self.start
 
     @property
     def region_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of the region in video pixels."""
         return (self.roi[3], self.roi[2])
 
     def to_work(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Video pixel coordinates → work-frame pixels (pixel centres, align-corners=False)."""
+        """Map video pixel coordinates to work-frame pixels (pixel centres, align-corners=False).
+
+        Parameters
+        ----------
+        x, y : numpy.ndarray
+            Positions in video pixels.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(x, y)`` in the resized region's pixels.
+        """
         (h, w), (wh, ww) = self.region_hw, self.work_hw
         return (x - self.roi[0] + 0.5) * ww / w - 0.5, (y - self.roi[1] + 0.5) * wh / h - 0.5
 
     def describe(self) -> dict:
+        """Describe the selection for a feature table's metadata.
+
+        Returns
+        -------
+        dict
+            ``start_frame``, ``stop_frame``, ``roi_xywh`` and ``work_shape``.
+        """
         return {
             "start_frame": self.start,
             "stop_frame": self.stop,
@@ -67,7 +97,33 @@ def select_frames(
     roi: tuple[int, int, int, int] | None = None,
     max_side: int | None = None,
 ) -> FrameSelection:
-    """Validate a frame range, region and resize against a video of ``n_frames`` × ``frame_hw``."""
+    """Validate a frame range, region and resize against a video.
+
+    Parameters
+    ----------
+    n_frames : int
+        The video's frame count.
+    frame_hw : tuple of int
+        The video's ``(H, W)``.
+    start, stop : int, optional
+        Frames ``start .. stop - 1`` (default: all).
+    roi : sequence of 4 numbers, optional
+        ``(x, y, w, h)`` in video pixels, inside the frame, at least 8 px each way (default: the
+        whole frame).
+    max_side : int, optional
+        Resize the region so its longest side is at most this (``None`` or 0: keep its size).
+
+    Returns
+    -------
+    FrameSelection
+        The checked selection.
+
+    Raises
+    ------
+    BadInputError
+        The range is empty or outside the video, has fewer than 2 frames, or ``roi`` is not four
+        numbers inside the frame.
+    """
     from ..flow.compute import resized_shape
 
     first = 0 if start is None else int(start)
@@ -82,28 +138,38 @@ def select_frames(
     if last - first < 2:
         raise BadInputError(f"Optical flow needs at least 2 frames; frames {first}..{last - 1}")
     h, w = frame_hw
+    box: tuple[int, int, int, int]
     if roi is None:
         box = (0, 0, w, h)
     else:
         try:
-            box = tuple(round(float(v)) for v in roi)
+            values = tuple(round(float(v)) for v in roi)
         except (TypeError, ValueError):
             raise BadInputError(f"roi must be four numbers x, y, w, h; got {roi!r}") from None
-        if len(box) != 4:
+        if len(values) != 4:
             raise BadInputError(f"roi must be four numbers x, y, w, h; got {roi!r}")
-        x, y, bw, bh = box
+        x, y, bw, bh = values
+        box = (x, y, bw, bh)
         if bw < 8 or bh < 8:
             raise BadInputError(f"roi {box} is too small: width and height must be at least 8 px")
         if x < 0 or y < 0 or x + bw > w or y + bh > h:
             raise BadInputError(f"roi x={x}, y={y}, w={bw}, h={bh} is not inside the {w}x{h} frame")
     work = resized_shape((box[3], box[2]), max_side)
-    return FrameSelection(first, last, box, work)  # type: ignore[arg-type]
+    return FrameSelection(first, last, box, work)
 
 
 # -- the chunk plan of seamless inference ------------------------------------------------------
 @dataclass(frozen=True)
 class Span:
-    """One encoder pass over padded frames ``lo..hi-1`` whose outputs are kept for ``keep_lo..keep_hi-1``."""
+    """One encoder pass over padded frames ``lo..hi-1``, keeping outputs ``keep_lo..keep_hi-1``.
+
+    Attributes
+    ----------
+    lo, hi : int
+        The frames the pass reads.
+    keep_lo, keep_hi : int
+        The output frames it contributes.
+    """
 
     lo: int
     hi: int
@@ -112,16 +178,52 @@ class Span:
 
 
 def padded_length(n_frames: int, align: int = 8) -> int:
-    """Frames after edge-padding to a multiple of ``align`` (so every layer sees whole strides)."""
+    """Count frames after edge-padding to a multiple of ``align``.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames before padding.
+    align : int, default 8
+        The encoder's total time stride, so every layer sees whole strides.
+
+    Returns
+    -------
+    int
+        ``n_frames`` rounded up to a multiple of ``align``.
+    """
     return int(math.ceil(n_frames / align) * align)
 
 
 def plan_chunks(
     n_padded: int, need_lo: int, need_hi: int, length: int, margin: int, align: int = 8
 ) -> list[Span]:
-    """Passes of at most ``length`` frames covering output frames ``need_lo..need_hi-1`` of a
-    ``n_padded``-frame sequence so that every kept output is ``margin`` frames away from a cut that
-    is not a sequence end: each kept output then equals one pass over the whole sequence.
+    """Plan encoder passes whose kept outputs equal one pass over the whole sequence.
+
+    Every kept output is ``margin`` frames away from a cut that is not a sequence end.
+
+    Parameters
+    ----------
+    n_padded : int
+        Frames in the padded sequence.
+    need_lo, need_hi : int
+        Output frames ``need_lo .. need_hi - 1`` to cover (widened to multiples of ``align``).
+    length : int
+        Most frames a pass reads.
+    margin : int
+        Frames each side of a cut whose outputs the cut changes (the receptive field's reach).
+    align : int, default 8
+        The encoder's total time stride.
+
+    Returns
+    -------
+    list of Span
+        The passes, in order; their kept ranges tile the needed outputs.
+
+    Raises
+    ------
+    BadInputError
+        ``length`` is too short to keep anything between two margins.
     """
     need_lo = need_lo // align * align
     need_hi = min(n_padded, -(-need_hi // align) * align)
@@ -144,9 +246,26 @@ def plan_chunks(
 def step_positions(
     frames: np.ndarray, time_stride: int, n_steps: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each frame, the two feature-map steps it interpolates between and the weight of the
-    second: ``tau = (t + 0.5) / stride - 0.5`` clamped to ``[0, n_steps - 1]`` (DESIGN.md's rule with
-    the whole sequence as one window).
+    """Find the two feature-map steps each frame interpolates between, and the weight of the second.
+
+    DESIGN.md's rule with the whole sequence as one window: ``tau = (t + 0.5) / stride - 0.5``,
+    clamped to ``[0, n_steps - 1]``.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        Frame indices ``t``.
+    time_stride : int
+        Frames per feature-map step.
+    n_steps : int
+        Steps in the feature map.
+
+    Returns
+    -------
+    k0, k1 : numpy.ndarray
+        The steps below and above ``tau``.
+    weight : numpy.ndarray
+        ``tau - k0``, the weight of ``k1``.
     """
     tau = np.clip((np.asarray(frames, float) + 0.5) / time_stride - 0.5, 0, n_steps - 1)
     k0 = np.floor(tau).astype(int)
@@ -166,6 +285,21 @@ class FlowFeed:
     overlaps with the encoder too; ``tee`` (optional) sees each raw block first (``--keep-flow``,
     the flow cache). Field ``i`` beyond the last real field ``n_fields - 1`` is a copy of it (the
     frame-aligned edge padding). Use as a context manager: leaving stops and joins the thread.
+
+    Parameters
+    ----------
+    blocks : iterator of (int, numpy.ndarray)
+        ``(first field index, raw fields)`` in order.
+    n_fields : int
+        Real fields the blocks hold.
+    transform : callable
+        Raw block → encoder-ready block; runs on the flow thread.
+    tee : callable, optional
+        ``tee(first, raw)`` sees each raw block first.
+    cancel : callable, optional
+        Polled before each block; true raises :class:`CancelledError` in the consumer.
+    on_fields : callable, optional
+        Called with the number of fields of each block produced (progress).
     """
 
     def __init__(
@@ -195,12 +329,15 @@ class FlowFeed:
         self.close()
 
     def close(self) -> None:
+        """Stop the flow thread, wait for it, and close the block iterator."""
         self._stop.set()
         while self._thread.is_alive():  # unblock a producer waiting on a full queue
             with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)
-        with contextlib.suppress(AttributeError, ValueError):
-            self._blocks.close()  # type: ignore[attr-defined]
+        close = getattr(self._blocks, "close", None)  # a generator's: runs its cleanup now
+        if close is not None:
+            with contextlib.suppress(AttributeError, ValueError):
+                close()
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -239,7 +376,25 @@ class FlowFeed:
             self._fields[first + j] = field
 
     def get(self, lo: int, hi: int) -> np.ndarray:
-        """Fields ``lo..hi-1`` (padded past the end) as one ``(hi - lo, H, W, 2)`` array."""
+        """Read fields ``lo .. hi - 1``, waiting for the flow thread as needed.
+
+        Parameters
+        ----------
+        lo, hi : int
+            The field range; indices past the last real field repeat it (edge padding).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(hi - lo, H, W, C)`` encoder-ready fields.
+
+        Raises
+        ------
+        Exception
+            Whatever the flow thread raised (e.g. :class:`CancelledError`, a decoding error).
+        RuntimeError
+            The blocks ended before the fields were produced.
+        """
         last = min(hi, self.n_fields) - 1
         while last not in self._fields and not self._done:
             self._pull()
@@ -250,6 +405,12 @@ class FlowFeed:
         return np.stack([self._fields[int(i)] for i in idx])
 
     def drop_before(self, index: int) -> None:
-        """Forget fields below ``index`` (the last real field is kept for padding)."""
+        """Forget fields below ``index`` (the last real field is kept for padding).
+
+        Parameters
+        ----------
+        index : int
+            The first field still needed.
+        """
         for i in [i for i in self._fields if i < index and i != self.n_fields - 1]:
             del self._fields[i]

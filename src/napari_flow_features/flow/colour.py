@@ -35,10 +35,19 @@ COLOUR_WHEEL = _colour_wheel()
 
 
 def flow_to_colour(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """``(..., H, W, 2)`` flow → ``(..., H, W, 3)`` uint8 RGB on the Middlebury colour wheel.
+    """Colour flow on the Middlebury colour wheel: hue is direction, saturation speed.
 
-    Speeds at or above ``max_magnitude`` (default: the largest in ``flow``) are fully saturated;
-    NaN flow is drawn black.
+    Parameters
+    ----------
+    flow : numpy.ndarray
+        ``(..., H, W, 2)`` flow ``(dx, dy)`` in pixels per frame.
+    max_magnitude : float, optional
+        Speeds at or above this are fully saturated (default: the largest in ``flow``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., H, W, 3)`` uint8 RGB; NaN flow is drawn black.
     """
     flow = np.asarray(flow, dtype=np.float32)
     u, v = flow[..., 0], flow[..., 1]
@@ -62,7 +71,22 @@ def flow_to_colour(flow: np.ndarray, max_magnitude: float | None = None) -> np.n
 
 
 def robust_max_magnitude(flow: Any, samples: int = 8, percentile: float = 99.0) -> float:
-    """A speed to normalise colours by, from a few evenly spaced frames (no full pass)."""
+    """Estimate a speed to normalise colours by, from a few evenly spaced frames (no full pass).
+
+    Parameters
+    ----------
+    flow : array_like
+        ``(T, H, W, 2)`` sequence (NumPy or lazy) or one ``(H, W, 2)`` field.
+    samples : int, default 8
+        Frames read, spread evenly over the sequence.
+    percentile : float, default 99.0
+        Percentile of the sampled finite speeds; robust to a few outliers.
+
+    Returns
+    -------
+    float
+        The speed in pixels per frame (1.0 when no finite flow was sampled).
+    """
     if flow.ndim == 3:
         picks = [np.asarray(flow)]
     else:
@@ -76,7 +100,20 @@ def robust_max_magnitude(flow: Any, samples: int = 8, percentile: float = 99.0) 
 
 
 class LazyFlowColour(LazyArray):
-    """Colour-coded view of a flow sequence, computed frame by frame on access."""
+    """Colour-coded view of a flow sequence, computed frame by frame on access.
+
+    Parameters
+    ----------
+    flow : array_like
+        ``(T, H, W, 2)`` flow sequence (NumPy or lazy).
+    max_magnitude : float, optional
+        The speed drawn fully saturated in every frame (default: :func:`robust_max_magnitude`).
+
+    Raises
+    ------
+    ValueError
+        ``flow`` is not 4-D.
+    """
 
     def __init__(self, flow: Any, max_magnitude: float | None = None) -> None:
         if flow.ndim != 4:
@@ -88,10 +125,12 @@ class LazyFlowColour(LazyArray):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """``(T, H, W, 3)``."""
         return (*self.flow.shape[:-1], 3)
 
     @property
     def dtype(self) -> np.dtype:
+        """Always ``uint8``."""
         return np.dtype(np.uint8)
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -106,8 +145,21 @@ class LazyFlowColour(LazyArray):
 def vector_grid_step(
     shape: tuple[int, ...], step: int | None = None, max_vectors: int = 100_000
 ) -> int:
-    """Grid step (px) for arrows over a flow of ``shape``: ``step`` or 1/16 of the short side
-    (at least 4 px), grown until at most ``max_vectors`` arrows remain.
+    """Choose the grid step for arrows over a flow field.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(T, H, W, 2)`` or ``(H, W, 2)``.
+    step : int, optional
+        Wanted step in pixels (default: 1/16 of the short side, at least 4 px).
+    max_vectors : int, default 100000
+        The step grows until at most this many arrows remain over all frames.
+
+    Returns
+    -------
+    int
+        The step in pixels.
     """
     n_frames = 1 if len(shape) == 3 else shape[0]
     h, w = shape[-3], shape[-2]
@@ -118,11 +170,22 @@ def vector_grid_step(
 
 
 def flow_vectors(flow: Any, step: int | None = None, max_vectors: int = 100_000) -> np.ndarray:
-    """Arrows on a regular grid for a napari Vectors layer.
+    """Sample flow as arrows on a regular grid for a napari Vectors layer.
 
-    Returns ``(N, 2, D)``: position then projection, with ``D = 3`` (t, y, x) for a sequence and
-    ``D = 2`` for one field. The grid step grows (from ``step`` or 16 px) until at most
-    ``max_vectors`` arrows remain; frames are read one at a time.
+    Frames are read one at a time, so a lazy sequence is never loaded whole.
+
+    Parameters
+    ----------
+    flow : array_like
+        ``(T, H, W, 2)`` sequence or one ``(H, W, 2)`` field.
+    step, max_vectors
+        The grid, as :func:`vector_grid_step` chooses it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 2, D)`` float32: position then projection, with ``D = 3`` (t, y, x) for a sequence
+        and ``D = 2`` for one field.
     """
     single = flow.ndim == 3
     n_frames = 1 if single else flow.shape[0]

@@ -30,7 +30,25 @@ from ..errors import BadInputError
 
 
 def to_uint8(frame: Any, value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """``frame`` (any dtype, any shape) as uint8 by the rule in this module's docstring."""
+    """Convert a frame of any bit depth to uint8 by the rule in this module's docstring.
+
+    Parameters
+    ----------
+    frame : array_like
+        Numbers of any dtype and shape.
+    value_range : tuple of float, optional
+        ``(lo, hi)`` mapped to 0 and 255 (default: chosen from the dtype and values).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, the same shape (``frame`` itself when it already is uint8 and no range is given).
+
+    Raises
+    ------
+    BadInputError
+        The frame does not hold numbers, or ``value_range`` is not two finite numbers lo < hi.
+    """
     frame = np.asarray(frame)
     kind = frame.dtype.kind
     if kind not in "buif":
@@ -67,8 +85,25 @@ def _scale(frame: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def stack_value_range(frames: Any, samples: int = 16) -> tuple[float, float]:
-    """The finite min and max of up to ``samples`` frames spread evenly over ``frames`` (a lazy
-    array is read only at those frames): one range for the whole stack.
+    """Measure one intensity range for a whole stack from a few of its frames.
+
+    Parameters
+    ----------
+    frames : array_like
+        A frame stack (a lazy array is read only at the sampled frames).
+    samples : int, default 16
+        Frames read, spread evenly over the stack.
+
+    Returns
+    -------
+    tuple of float
+        The finite ``(min, max)`` of those frames; ``(lo, lo + 1)`` for constant frames and
+        ``(0, 1)`` when nothing is finite.
+
+    Raises
+    ------
+    BadInputError
+        The stack has no frames.
     """
     n = len(frames)
     if n == 0:
@@ -87,8 +122,14 @@ def stack_value_range(frames: Any, samples: int = 16) -> tuple[float, float]:
 class NormalisedFrames:
     """A lazy view of a frame stack as uint8 with one intensity range for every frame.
 
-    ``value_range=None`` measures it with :func:`stack_value_range`. Indexing returns uint8 frames;
-    ``len``, ``shape`` and ``ndim`` are the stack's.
+    Indexing returns uint8 frames; ``len``, ``shape`` and ``ndim`` are the stack's.
+
+    Parameters
+    ----------
+    frames : array_like
+        A frame stack of any dtype (NumPy or lazy).
+    value_range : tuple of float, optional
+        ``(lo, hi)`` mapped to 0 and 255 (default: measured by :func:`stack_value_range`).
     """
 
     def __init__(self, frames: Any, value_range: tuple[float, float] | None = None) -> None:
@@ -97,14 +138,17 @@ class NormalisedFrames:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The stack's shape."""
         return tuple(self.frames.shape)
 
     @property
     def ndim(self) -> int:
+        """The stack's number of dimensions."""
         return len(self.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """Always ``uint8``."""
         return np.dtype(np.uint8)
 
     def __len__(self) -> int:
@@ -119,9 +163,24 @@ class NormalisedFrames:
 
 
 def rgb_frame(frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
-    """One frame as ``(H, W, 3)`` uint8 for the I3D RGB stream: any bit depth by :func:`to_uint8`,
-    grey repeated to three channels, resized to ``size = (H, W)`` with area interpolation (the rule
-    the flow stream's frames follow).
+    """Prepare one frame for the I3D RGB stream.
+
+    Parameters
+    ----------
+    frame : array_like
+        ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` of any bit depth (converted by :func:`to_uint8`).
+    size : tuple of int, optional
+        ``(H, W)`` to resize to with area interpolation (the rule the flow stream's frames follow).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` uint8, contiguous; grey is repeated to three channels.
+
+    Raises
+    ------
+    BadInputError
+        The frame is neither grey nor RGB.
     """
     import cv2
 
@@ -138,7 +197,16 @@ def rgb_frame(frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
 
 
 def rgb_to_i3d(frames: np.ndarray) -> np.ndarray:
-    """uint8 frames ``(..., 3)`` → float32 in ``[-1, 1]`` (DeepMind's kinetics-i3d RGB input:
-    ``x / 127.5 - 1``, so 0 → -1, 255 → 1).
+    """Scale uint8 RGB frames to DeepMind's kinetics-i3d RGB input.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        uint8 frames ``(..., 3)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``x / 127.5 - 1`` in ``[-1, 1]`` (0 → -1, 255 → 1).
     """
     return np.asarray(frames, np.float32) / np.float32(127.5) - np.float32(1.0)

@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 
-class LazyArray:
-    """Subclasses give ``shape``, ``dtype`` and ``__getitem__``; this adds the rest napari and
-    NumPy expect (``ndim``, ``size``, ``len``, ``np.asarray``, which reads everything).
-    """
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
+class _ShapedIndexable(Protocol):
+    """What a `LazyArray` subclass provides: a shape and NumPy-style indexing."""
 
     @property
-    def ndim(self) -> int:
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
+
+class LazyArray:
+    """Mixin completing the array protocol napari and NumPy expect of a lazy array.
+
+    Subclasses give ``shape`` and ``dtype`` (as properties or as attributes) and ``__getitem__``;
+    this adds ``ndim``, ``size``, ``len`` and ``np.asarray`` (which reads everything). The methods
+    type ``self`` as a protocol, so each subclass chooses how it stores its shape.
+    """
+
+    @property
+    def ndim(self: _ShapedIndexable) -> int:
+        """Number of dimensions, ``len(shape)``."""
         return len(self.shape)
 
     @property
-    def size(self) -> int:
+    def size(self: _ShapedIndexable) -> int:
+        """Number of elements, the product of ``shape``."""
         return int(np.prod(self.shape))
 
-    def __len__(self) -> int:
+    def __len__(self: _ShapedIndexable) -> int:
         return self.shape[0]
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = self[:]  # type: ignore[index]  # subclasses define __getitem__
+    def __array__(
+        self: _ShapedIndexable, dtype: Any = None, copy: bool | None = None
+    ) -> np.ndarray:
+        out = self[:]
         return out if dtype is None else out.astype(dtype)

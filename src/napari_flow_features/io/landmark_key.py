@@ -32,24 +32,52 @@ IDENTITY_COLUMNS = ("individual", "keypoint", "landmark")
 
 @dataclass(frozen=True)
 class LandmarkKey:
-    """Which input columns identify a landmark (``source``) and what they are called in feature
-    tables (``output``, in the same order).
+    """Which input columns identify a landmark, and what feature tables call them.
+
+    Attributes
+    ----------
+    source : tuple of str
+        The input columns (of a table or a Points layer's features) that identify a landmark.
+    output : tuple of str
+        What those columns are called in feature tables, in the same order.
     """
 
     source: tuple[str, ...]
     output: tuple[str, ...]
 
     def values(self, table: pd.DataFrame) -> list[tuple]:
-        """Each row's identity as a tuple in ``output`` order."""
+        """Each row's identity as a tuple in ``output`` order.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame
+            Points with the ``source`` columns.
+
+        Returns
+        -------
+        list of tuple
+            One identity per row (empty for an empty table).
+        """
         if not len(table):
             return []
         return list(zip(*(table[c].tolist() for c in self.source), strict=True))
 
 
 def landmark_key(columns: Any) -> LandmarkKey | None:
-    """The landmark identity of a table or Points layer's features (a DataFrame or column names):
-    ``individual`` + ``keypoint`` (movement), ``id`` + ``label`` (napari-deeplabcut), then one of
-    ``landmark``, ``track_id``, ``label`` (ours). ``None``: a single landmark.
+    """Find which columns identify a landmark in a table or a Points layer's features.
+
+    The first rule that matches wins: ``individual`` + ``keypoint`` (movement), ``id`` + ``label``
+    (napari-deeplabcut), then one of ``landmark``, ``track_id``, ``label`` (ours).
+
+    Parameters
+    ----------
+    columns : pandas.DataFrame or iterable of str
+        A table, or its column names.
+
+    Returns
+    -------
+    LandmarkKey or None
+        The identity columns; ``None`` when there are none (a single landmark).
     """
     cols = set(columns.columns if isinstance(columns, pd.DataFrame) else columns)
     for source, output in _KEY_RULES:
@@ -59,9 +87,18 @@ def landmark_key(columns: Any) -> LandmarkKey | None:
 
 
 def landmark_label(identity: tuple) -> Any:
-    """What a landmark is called in messages, plot legends and metadata: the value of a one-column
-    identity, else the non-empty parts joined by ``/`` (``mouse1/snout``; ``snout`` when the
-    individual is unnamed).
+    """Name a landmark for messages, plot legends and metadata.
+
+    Parameters
+    ----------
+    identity : tuple
+        A landmark's identity values (see :meth:`LandmarkKey.values`).
+
+    Returns
+    -------
+    object
+        The value of a one-column identity, else the non-empty parts joined by ``/``
+        (``mouse1/snout``; ``snout`` when the individual is unnamed).
     """
     if len(identity) == 1:
         return identity[0]
@@ -69,7 +106,18 @@ def landmark_label(identity: tuple) -> Any:
 
 
 def landmark_ids(table: pd.DataFrame) -> list:
-    """Each row's landmark label (see :func:`landmark_label`); all ``None`` without an identity."""
+    """Label each row of a points table with its landmark.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Points, with identity columns (see :func:`landmark_key`) or without.
+
+    Returns
+    -------
+    list
+        Each row's :func:`landmark_label`; all ``None`` when the table has no identity columns.
+    """
     key = landmark_key(table)
     if key is None:
         return [None] * len(table)
@@ -77,6 +125,18 @@ def landmark_ids(table: pd.DataFrame) -> list:
 
 
 def confidence_column(columns: Any) -> str | None:
-    """The column that holds a point's confidence, if any."""
+    """Find the column that holds a point's confidence.
+
+    Parameters
+    ----------
+    columns : pandas.DataFrame or iterable of str
+        A table, or its column names.
+
+    Returns
+    -------
+    str or None
+        ``confidence`` (movement) or ``likelihood`` (DeepLabCut), whichever comes first; ``None``
+        when there is neither.
+    """
     cols = set(columns.columns if isinstance(columns, pd.DataFrame) else columns)
     return next((c for c in CONFIDENCE_COLUMNS if c in cols), None)

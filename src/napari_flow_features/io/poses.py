@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,27 @@ def _csv_head(path: Path, n: int = 5) -> list[list[str]]:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``"table"`` (our ``frame, x, y`` table) or the pose software that wrote ``path``
-    (``"DeepLabCut"``, ``"SLEAP"``, ``"NWB"``), from its suffix and first bytes. Lightning Pose
-    CSVs are DeepLabCut-style and read as such (pass ``"LightningPose"`` to say so).
+    """Tell which software wrote a landmark file, from its suffix and first bytes.
+
+    Needs no movement, so a pose file without it still gets an error naming the extra to install.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A landmark file.
+
+    Returns
+    -------
+    str
+        ``"table"`` (our ``frame, x, y`` table), ``"DeepLabCut"``, ``"SLEAP"`` or ``"NWB"``.
+        Lightning Pose CSVs are DeepLabCut-style and detected as such (pass ``"LightningPose"``
+        to :func:`read_tracks` to say so).
+
+    Raises
+    ------
+    BadInputError
+        The file is missing, empty, unreadable, a DeepLabCut labelled-data (training) file, or of
+        no known format.
     """
     path = Path(path)
     if not path.is_file():
@@ -126,7 +145,7 @@ def _integer_like(index: pd.Index) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_movement():
+def _quiet_movement() -> Iterator[None]:
     """Movement logs every load at INFO through loguru; keep the user's console for our messages."""
     try:
         from loguru import logger
@@ -143,11 +162,28 @@ def _quiet_movement():
 def read_tracks(
     path: str | os.PathLike, source_software: str | None = "auto", fps: float | None = None
 ) -> pd.DataFrame:
-    """A pose-tracker file as the long table ``frame, individual, keypoint, x, y, confidence``.
+    """Read a pose-tracker file as the long table ``frame, individual, keypoint, x, y, confidence``.
 
-    ``source_software``: ``None``/``"auto"`` (detected by :func:`detect_format`) or one of
-    ``DeepLabCut``, ``SLEAP``, ``LightningPose``, ``NWB``. ``fps`` is recorded, not used: rows are
-    indexed by frame number.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The tracker's output file.
+    source_software : str or None, default "auto"
+        ``None``/``"auto"`` (detected by :func:`detect_format`) or one of ``DeepLabCut``,
+        ``SLEAP``, ``LightningPose``, ``NWB``.
+    fps : float, optional
+        Recorded in ``attrs``, not used: rows are indexed by frame number.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per frame, individual and keypoint (see the module docstring for ``attrs``).
+
+    Raises
+    ------
+    BadInputError
+        The file is missing, our own table, of an unknown format, unreadable as that format, or
+        needs the optional ``movement`` package that is not installed.
     """
     path = Path(path)
     fmt = detect_format(path) if source_software in (None, "auto") else source_software
@@ -190,9 +226,27 @@ def read_tracks(
 def tracks_table(
     ds: Any, source_software: str = "", source_file: str = "", exact_length: bool = True
 ) -> pd.DataFrame:
-    """A movement poses dataset as the long landmark table (see :func:`read_tracks`).
-    ``exact_length``: the dataset has a row per video frame, so ``attrs["n_frames"]`` is the video's
-    length (otherwise only ``attrs["tracked_frames"]`` is recorded).
+    """Convert a movement poses dataset to the long landmark table (see :func:`read_tracks`).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A movement poses dataset (``position`` and optionally ``confidence``).
+    source_software, source_file : str, optional
+        Recorded in ``attrs``; default: the dataset's own attributes.
+    exact_length : bool, default True
+        The dataset has a row per video frame, so ``attrs["n_frames"]`` is the video's length
+        (otherwise only ``attrs["tracked_frames"]`` is recorded).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``frame, individual, keypoint, x, y, confidence``, one row per frame, individual and keypoint.
+
+    Raises
+    ------
+    BadInputError
+        The dataset holds bounding boxes rather than poses, or positions that are not 2-D.
     """
     if getattr(ds, "ds_type", "poses") != "poses" or "keypoints" not in ds.dims:
         raise BadInputError("These are bounding-box tracks, not poses: no keypoints to sample at")

@@ -30,8 +30,20 @@ from .tables import PARQUET_META_KEY, TABLE_EXTENSIONS, jsonable_metadata, sidec
 
 
 class TableStreamWriter:
-    """``write(block)`` appends rows; ``close(metadata)`` makes the table appear at ``path``;
+    """Write a feature table in blocks to a temporary file, then move it into place.
+
+    ``write(block)`` appends rows; ``close(metadata)`` makes the table appear at ``path``;
     ``discard()`` (or an exception inside ``with``) removes the temporary file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final ``.csv`` or ``.parquet`` table.
+
+    Raises
+    ------
+    BadInputError
+        The suffix is not a table format, or the output folder or name is unusable.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -49,8 +61,17 @@ class TableStreamWriter:
         self._columns: list[str] | None = None
 
     def write(self, block: pd.DataFrame) -> None:
-        """Append ``block`` (every block has the same columns). A full disk raises
-        :class:`~napari_flow_features.errors.OutOfSpaceError` naming the table.
+        """Append rows.
+
+        Parameters
+        ----------
+        block : pandas.DataFrame
+            Rows with the same columns as the first block (reordered to match if needed).
+
+        Raises
+        ------
+        OutOfSpaceError
+            The disk is full (the message names the table).
         """
         try:
             self._write(block)
@@ -75,7 +96,25 @@ class TableStreamWriter:
         self.rows += len(block)
 
     def close(self, metadata: dict | None = None) -> Path:
-        """Finish the file with ``metadata`` and rename it into place."""
+        """Finish the file with the run's metadata and rename it into place.
+
+        Parameters
+        ----------
+        metadata : dict, optional
+            Run metadata, stored as :func:`~napari_flow_features.io.tables.write_table` stores it.
+
+        Returns
+        -------
+        pathlib.Path
+            The final path.
+
+        Raises
+        ------
+        BadInputError
+            No rows were written.
+        OutOfSpaceError
+            The disk filled while finishing the file.
+        """
         meta = jsonable_metadata(metadata or {})
         if self.rows == 0:
             raise BadInputError(f"No rows to write to {self.path}")
@@ -96,6 +135,7 @@ class TableStreamWriter:
         return self.path
 
     def discard(self) -> None:
+        """Remove the temporary file; nothing appears at ``path``."""
         if self._writer is not None:
             try:
                 self._writer.close()

@@ -30,14 +30,35 @@ _MAX_INLINE_ARRAY = 4096
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    """The JSON metadata file that goes with a CSV table."""
+    """Name the JSON metadata sidecar that goes with a CSV table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV table.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<table>.csv.json`` beside the table.
+    """
     path = Path(path)
     return path.with_name(path.name + ".json")
 
 
 def jsonable_metadata(meta: dict[str, Any] | None) -> dict[str, Any]:
-    """Metadata reduced to what JSON holds: small arrays become lists, large ones are listed as
-    omitted (e.g. a ground-truth flow field), other objects become their ``str``.
+    """Reduce metadata to what JSON holds.
+
+    Parameters
+    ----------
+    meta : dict or None
+        Run metadata, possibly holding arrays, paths and other objects.
+
+    Returns
+    -------
+    dict
+        Small arrays become lists, large ones (e.g. a ground-truth flow field) are dropped and
+        named under ``omitted_from_metadata``, paths become strings, other objects their ``str``.
     """
     out: dict[str, Any] = {}
     omitted: list[str] = []
@@ -77,7 +98,27 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write a feature table atomically as ``.csv`` (plus JSON sidecar) or ``.parquet``."""
+    """Write a feature table atomically as ``.csv`` (plus JSON sidecar) or ``.parquet``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table (DESIGN.md columns); ``df.attrs`` is stored as metadata.
+    path : str or os.PathLike
+        The output, ``.csv`` or ``.parquet``.
+    metadata : dict, optional
+        More metadata, overriding ``df.attrs`` key by key.
+
+    Returns
+    -------
+    pathlib.Path
+        The written table.
+
+    Raises
+    ------
+    BadInputError
+        The suffix is not a table format, or the table has no ``frame`` column.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in TABLE_EXTENSIONS:
@@ -105,8 +146,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None
 
 
 def _parse_metadata(raw: bytes, where: Path, message: str) -> dict:
-    """Table metadata from JSON bytes, checked; ``message`` (with ``{exc}`` and ``{where}``)
-    names the problem when it is not JSON.
+    """Parse and check table metadata from JSON bytes.
+
+    ``message`` (with ``{exc}`` and ``{where}``) names the problem when it is not JSON.
     """
     try:
         meta = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
@@ -116,13 +158,27 @@ def _parse_metadata(raw: bytes, where: Path, message: str) -> dict:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by :func:`write_table` (or a hand-made landmark table); metadata comes
-    back in ``df.attrs``.
+    """Read a table written by :func:`write_table` (or a hand-made landmark table).
 
-    Raises :class:`BadInputError` for a missing file, :class:`CorruptFileError` for an unreadable
-    one, a non-number in a numeric column (naming the column and row) or a metadata field of the
-    wrong type, and :class:`MismatchedMetadataError` for a CSV whose sidecar was written for other
-    data.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.csv`` (with or without its JSON sidecar) or ``.parquet`` table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table, with its metadata in ``df.attrs``.
+
+    Raises
+    ------
+    BadInputError
+        The file is missing, a folder, of an unknown type or has no ``frame`` column.
+    CorruptFileError
+        The file is unreadable, a numeric column holds a non-number (the column and row are named)
+        or a metadata field has the wrong type.
+    MismatchedMetadataError
+        A CSV's sidecar was written for other data.
     """
     path = Path(path)
     if path.is_dir():
@@ -177,10 +233,24 @@ _NUMERIC_KEYS = ("x", "y", "confidence")
 def check_numeric_columns(
     df: pd.DataFrame, source: Any = "table", first_line: int | None = None
 ) -> None:
-    """Raise :class:`CorruptFileError` unless ``frame`` holds whole numbers and ``x``, ``y``,
-    ``confidence`` and the feature columns hold numbers (empty cells / NaN allowed except in
-    ``frame``). The message names the column, the row and the value; ``first_line`` (2 for a CSV
-    with a header) adds the file's line number. Text columns of numbers are converted in place.
+    """Check that a table's key and feature columns hold numbers.
+
+    ``frame`` must hold whole numbers; ``x``, ``y``, ``confidence`` and the feature columns numbers
+    or gaps (empty cells, NaN). Text columns of numbers are converted in place.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table, converted in place where a column holds numbers as text.
+    source : object, default "table"
+        What the message names as the table (usually its path).
+    first_line : int, optional
+        The file line of row 0 (2 for a CSV with a header), to name the line as well as the row.
+
+    Raises
+    ------
+    CorruptFileError
+        A column holds something else; the message names the column, the row and the value.
     """
     numeric = [c for c in _NUMERIC_KEYS if c in df.columns] + feature_columns(df)
     check_columns(df, ["frame"], numeric, source, first_line)
@@ -193,8 +263,26 @@ def check_columns(
     source: Any = "table",
     first_line: int | None = None,
 ) -> None:
-    """Raise :class:`CorruptFileError` unless the ``whole`` columns hold finite whole numbers (no
-    gaps) and the ``numeric`` columns numbers or gaps (NaN); names the column, row and value.
+    """Check that columns hold whole numbers or numbers.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table, converted in place where a checked column holds numbers as text.
+    whole : list of str
+        Columns that must hold finite whole numbers (no gaps).
+    numeric : list of str
+        Columns that must hold numbers or gaps (NaN).
+    source : object, default "table"
+        What the message names as the table (usually its path).
+    first_line : int, optional
+        The file line of row 0, to name the line as well as the row.
+
+    Raises
+    ------
+    CorruptFileError
+        A column is duplicated or holds something else; the message names the column, the row and
+        the value.
     """
     for name in [*whole, *numeric]:
         column = df[name]
@@ -258,8 +346,25 @@ _META_TYPES: dict[str, tuple[str, Any]] = {
 
 
 def check_table_metadata(meta: Any, source: Any = "metadata") -> dict[str, Any]:
-    """``meta`` if it is a JSON object whose known fields have the right types; otherwise a
-    :class:`CorruptFileError` naming the field (a hand-edited sidecar, a file of another kind).
+    """Check that table metadata is a JSON object whose known fields have the right types.
+
+    Parameters
+    ----------
+    meta : object
+        Parsed metadata (from a sidecar or a Parquet file).
+    source : object, default "metadata"
+        What the message names as the metadata's file.
+
+    Returns
+    -------
+    dict
+        ``meta`` itself.
+
+    Raises
+    ------
+    CorruptFileError
+        ``meta`` is not an object, or a known field has the wrong type (a hand-edited sidecar, a
+        file of another kind); the message names the field.
     """
     if not isinstance(meta, dict):
         raise CorruptFileError(
@@ -274,8 +379,18 @@ def check_table_metadata(meta: Any, source: Any = "metadata") -> dict[str, Any]:
 
 
 def feature_columns(table: Any) -> list[str]:
-    """The feature columns ``f0000 … f{C-1}`` (DESIGN.md) of a DataFrame or a list of column names;
-    keys (``frame``, ``landmark``, ``x``, ``y``) and other columns (``track_id``, ``video``) are not.
+    """List the feature columns of a table.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or iterable of str
+        A table, or its column names.
+
+    Returns
+    -------
+    list of str
+        ``f0000 … f{C-1}`` (and a two-stream table's ``flow_f…``, ``rgb_f…``; DESIGN.md), in
+        table order; keys (``frame``, ``landmark``, ``x``, ``y``) and other columns are not.
     """
     columns = table.columns if isinstance(table, pd.DataFrame) else table
     return [c for c in columns if isinstance(c, str) and _FEATURE_COLUMN.fullmatch(c)]
@@ -288,12 +403,32 @@ _FEATURE_COLUMN = re.compile(r"(flow_|rgb_)?f\d+")
 def points_to_table(
     data: np.ndarray, features: pd.DataFrame | None = None, metadata: dict | None = None
 ) -> pd.DataFrame:
-    """A napari Points layer's ``(t, y, x)`` data and features as a DESIGN.md table.
+    """Convert a napari Points layer's ``(t, y, x)`` data and features to a DESIGN.md table.
 
     The landmark identity comes from the features by :func:`~.landmark_key.landmark_key`
     (``track_id``/``label`` → ``landmark``; ``individual``+``keypoint`` or napari-deeplabcut's
-    ``id``+``label`` → ``individual``, ``keypoint``); ``attrs["landmark_key"]`` records the
-    original column names so :func:`table_to_points` gives them back.
+    ``id``+``label`` → ``individual``, ``keypoint``).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(N, 3)`` point coordinates ``(t, y, x)``.
+    features : pandas.DataFrame, optional
+        The layer's features, one row per point.
+    metadata : dict, optional
+        Becomes the table's ``attrs``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``frame``, the identity columns, ``x``, ``y``, then the other features;
+        ``attrs["landmark_key"]`` records the original identity column names so
+        :func:`table_to_points` gives them back.
+
+    Raises
+    ------
+    BadInputError
+        ``data`` is not ``(N, 3)``, or the features have another number of rows.
     """
     from .landmark_key import landmark_key
 
@@ -322,10 +457,25 @@ def points_to_table(
 
 
 def table_to_points(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """Inverse of :func:`points_to_table`: ``(t, y, x)`` data and the remaining columns as features.
+    """Convert a table back to Points layer data; the inverse of :func:`points_to_table`.
 
-    A table without ``x``/``y`` (Global Average Pooling) places its points at the frame centre when
-    the metadata records ``frame_shape``.
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A feature or landmark table. One without ``x``/``y`` (Global Average Pooling) places its
+        points at the frame centre when its metadata records ``frame_shape``.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        ``(N, 3)`` point coordinates ``(t, y, x)``.
+    features : pandas.DataFrame
+        The remaining columns, identity columns renamed to what they were called on the layer.
+
+    Raises
+    ------
+    BadInputError
+        The table has neither ``x``/``y`` nor ``frame_shape``.
     """
     if "x" in df.columns and "y" in df.columns:
         y, x = df["y"].to_numpy(float), df["x"].to_numpy(float)

@@ -17,6 +17,7 @@ import bisect
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -33,16 +34,37 @@ ColorMode = Literal["auto", "rgb", "grey"]
 class VideoArray(LazyArray):
     """Read-only ``(T, H, W)`` (grey) or ``(T, H, W, 3)`` (RGB) uint8 array view of a video file.
 
+    Frames decode on demand (napari slices it like a NumPy array); ``np.asarray`` reads them all.
+
     Parameters
     ----------
-    path
+    path : str or os.PathLike
         Video file readable by FFmpeg.
-    color
-        ``"grey"``, ``"rgb"`` or ``"auto"`` (grey when the first frame has no colour).
-    cache_frames
+    color : {"auto", "rgb", "grey"}, default "auto"
+        ``"auto"``: grey when the first frame has no colour.
+    cache_frames : int, default 64
         Number of decoded frames kept (least recently used are dropped).
-    forward_decode_limit
+    forward_decode_limit : int, default 48
         A read at most this many frames ahead of the decoder keeps decoding instead of seeking.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The video file.
+    color : str
+        ``"grey"`` or ``"rgb"``, as chosen.
+    fps : float
+        Frames per second the container declares (NaN when it declares none).
+    codec : str
+        The video codec's name.
+    decoded_frames : int
+        Frames decoded since opening (for tests and benchmarks of laziness).
+
+    Raises
+    ------
+    BadInputError
+        The file is missing, empty, a folder, not a video, has no video stream, is truncated, or
+        its first frame cannot be decoded; or ``color`` is not one of the three modes.
     """
 
     def __init__(
@@ -121,8 +143,10 @@ class VideoArray(LazyArray):
         self.count_source = "container"
 
     def _check_tail(self, container: Any, stream: Any, file_size: int) -> None:
-        """Truncation check in constant time: the packets of the last keyframe interval must lie
-        inside the file (an index written before the data survives a cut).
+        """Check for truncation in constant time.
+
+        The packets of the last keyframe interval must lie inside the file (an index written before
+        the data survives a cut).
         """
         import av
 
@@ -173,7 +197,7 @@ class VideoArray(LazyArray):
         return hashlib.sha1(text.encode()).hexdigest()
 
     def _ensure_index(self) -> None:
-        """The seek index: from the disk cache (same path, size and mtime) or built now."""
+        """Load the seek index from the disk cache (same path, size and mtime) or build it now."""
         if self._indexed:
             return
         from ..model.weights import cache_dir
@@ -277,14 +301,17 @@ class VideoArray(LazyArray):
     # -- array protocol --------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
+        """``(T, H, W)`` or ``(T, H, W, 3)``."""
         return (self._n_frames, *self._frame_shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """Always ``uint8``."""
         return np.dtype(np.uint8)
 
     @property
     def nbytes(self) -> int:
+        """Bytes the whole video takes decoded (napari's memory estimates)."""
         return self.size
 
     def __repr__(self) -> str:
@@ -304,6 +331,7 @@ class VideoArray(LazyArray):
             if not -n <= index < n:
                 raise IndexError(f"frame {index} out of range for a video of {n} frames")
             return self.frame(index % n)[rest]
+        indices: Sequence[int]
         if isinstance(first, slice):
             indices = range(*first.indices(n))
         else:
@@ -325,12 +353,29 @@ class VideoArray(LazyArray):
                     out[j] = frame
         return out[(slice(None), *rest)]
 
-    def __reduce__(self):  # reopen by path in another process
+    def __reduce__(self) -> tuple[type[VideoArray], tuple[str, str, int, int]]:
+        # Reopen by path in another process (the decoder cannot be pickled).
         return (VideoArray, (str(self.path), self.color, self._cache_size, self._forward_limit))
 
     # -- frame access ----------------------------------------------------------------------------
     def frame(self, index: int) -> np.ndarray:
-        """Frame ``index`` (presentation order) as a read-only uint8 array."""
+        """Read one frame.
+
+        Parameters
+        ----------
+        index : int
+            Frame number in presentation order, ``0 <= index < len(self)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The frame, ``(H, W)`` or ``(H, W, 3)`` uint8 (cached; do not modify it).
+
+        Raises
+        ------
+        BadInputError
+            The frame cannot be decoded (a corrupt video).
+        """
         with self._lock:
             cached = self._cache.get(index)
             if cached is not None:
@@ -340,8 +385,21 @@ class VideoArray(LazyArray):
             self._remember(index, frame)
             return frame
 
-    def iter_frames(self, start: int = 0, stop: int | None = None):
-        """Yield frames ``start..stop-1`` in order, decoding sequentially (no cache pollution)."""
+    def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """Read frames in order, decoding sequentially.
+
+        Parameters
+        ----------
+        start : int, default 0
+            First frame.
+        stop : int, optional
+            One past the last frame (default and at most: the video's length).
+
+        Yields
+        ------
+        numpy.ndarray
+            Frames ``start .. stop - 1``, each as :meth:`frame` returns it.
+        """
         stop = len(self) if stop is None else min(stop, len(self))
         for i in range(start, stop):
             yield self.frame(i)
@@ -413,6 +471,8 @@ class VideoArray(LazyArray):
             self.decoded_frames += 1
             if self._count_mode or self._sequential:
                 i = self._next_index
+                # Both ways into counting (a count-mode seek, a restart from the top) set it.
+                assert i is not None
             else:
                 i = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
                 if i is None:
@@ -457,7 +517,7 @@ _PLANAR_YUV = {"yuv420p", "yuv422p", "yuv444p", "yuv440p", "yuv411p", "yuv410p",
 _LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
 
 
-def _frame_to_grey(frame) -> np.ndarray:
+def _frame_to_grey(frame: Any) -> np.ndarray:
     """Grey from an 8-bit YUV frame's luma plane (no colour conversion: ~2× faster than swscale)."""
     name = frame.format.name
     full_range = name.startswith("yuvj") or frame.color_range == 2
@@ -473,7 +533,9 @@ def _frame_to_grey(frame) -> np.ndarray:
 
 
 def _raw_looks_grey(frame: Any) -> bool:
-    """Grey when an 8-bit planar YUV frame's chroma is neutral (128 ± 2) everywhere; other pixel
+    """Tell whether a decoded frame has no colour.
+
+    An 8-bit planar YUV frame is grey when its chroma is neutral (128 ± 2) everywhere; other pixel
     formats are converted to RGB and compared channel by channel.
     """
     name = frame.format.name
@@ -497,7 +559,25 @@ def _looks_grey(rgb: np.ndarray) -> bool:
 
 
 def open_video(path: str | os.PathLike, color: ColorMode = "auto") -> VideoArray:
-    """Open a video lazily; raises :class:`BadInputError` naming the file when it is unusable."""
+    """Open a video lazily.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Video file readable by FFmpeg.
+    color : {"auto", "rgb", "grey"}, default "auto"
+        ``"auto"``: grey when the first frame has no colour.
+
+    Returns
+    -------
+    VideoArray
+        The video as a ``(T, H, W)`` or ``(T, H, W, 3)`` uint8 array that decodes on demand.
+
+    Raises
+    ------
+    BadInputError
+        The file is unusable (the message names it and why).
+    """
     return VideoArray(path, color=color)
 
 
@@ -510,10 +590,33 @@ def write_video(
     bframes: int | None = None,
     gop: int | None = None,
 ) -> Path:
-    """Write ``(T, H, W)`` or ``(T, H, W, 3)`` uint8 frames as a video, atomically.
+    """Write frames as a video file, atomically.
 
-    ``bframes`` and ``gop`` set libx264's B-frame count and keyframe interval (tests use them to make
-    files whose decode order differs from display order).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output; its suffix picks the container (``.mp4``, ``.avi``, ``.mov``, ``.mkv``).
+    frames : numpy.ndarray
+        ``(T, H, W)`` or ``(T, H, W, 3)`` uint8 frames; odd sizes are padded by one edge pixel.
+    fps : float, default 30.0
+        Frame rate.
+    codec : str, default "libx264"
+        An FFmpeg video encoder.
+    crf : int, default 18
+        libx264's constant rate factor (lower: better quality).
+    bframes, gop : int, optional
+        libx264's B-frame count and keyframe interval (tests use them to make files whose decode
+        order differs from display order).
+
+    Returns
+    -------
+    pathlib.Path
+        The written video.
+
+    Raises
+    ------
+    BadInputError
+        The frames are not uint8 grey or RGB, there are none, or ``codec`` is not a video codec.
     """
     import av
 
@@ -536,9 +639,11 @@ def write_video(
     with atomic_write_path(path) as tmp:
         with av.open(str(tmp), mode="w", format=_container_format(path)) as out:
             stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            if not isinstance(stream, av.VideoStream):
+                raise BadInputError(f"Codec {codec!r} is not a video codec")
             stream.width, stream.height = w + (w % 2), h + (h % 2)
             stream.pix_fmt = "yuv420p"
-            options = {"crf": str(crf)} if codec == "libx264" else {}
+            options: dict[str, object] = {"crf": str(crf)} if codec == "libx264" else {}
             if bframes is not None:
                 options["bf"] = str(bframes)
             if gop is not None:

@@ -1,3 +1,4 @@
-"""The I3D encoder (Keras/TensorFlow): model, checkpoint import, registry. Imports TensorFlow
-lazily: importing this package alone does not.
+"""The I3D encoder (Keras/TensorFlow): model, checkpoint import, registry.
+
+TensorFlow is imported lazily: importing this package alone does not.
 """

@@ -73,7 +73,18 @@ BN_MOMENTUM = 0.999  # Sonnet's BatchNorm decay_rate
 
 
 def endpoint_channels(endpoint: str) -> int:
-    """Channels of an end point's output."""
+    """Give the number of channels of an end point's output.
+
+    Parameters
+    ----------
+    endpoint : str
+        One of :data:`ENDPOINTS` below ``Logits``.
+
+    Returns
+    -------
+    int
+        Channels ``C`` of its ``[B, L', H', W', C]`` feature map (1024 at ``Mixed_5c``).
+    """
     if endpoint in MIXED_CHANNELS:
         c = MIXED_CHANNELS[endpoint]
         return c[0] + c[2] + c[4] + c[5]
@@ -132,14 +143,38 @@ def build_i3d(
     name: str | None = None,
     precision: str = "float32",
 ) -> Any:
-    """The I3D network up to ``endpoint`` (inclusive) as a Keras functional model.
+    """Build the I3D network up to ``endpoint`` (inclusive) as a Keras functional model.
 
-    Input ``[B, L, H, W, in_channels]`` (2 for flow, 3 for RGB); the output of an end point below
-    Logits is the feature map ``[B, L', H', W', C]`` (``SAME`` padding: ``L' = ceil(L / stride)``).
-    ``Logits`` gives ``[B, num_classes]`` (DeepMind's averaged logits, needing ``L' ≥ 2`` and
-    ``H', W' ≥ 7`` at Mixed_5c, i.e. 224×224 input), ``Predictions`` their softmax. Leave the sizes
-    ``None`` to accept any clip length and frame size. ``precision="mixed_bfloat16"`` computes in
-    bfloat16 with float32 weights (the output is cast back to float32).
+    Parameters
+    ----------
+    in_channels : int, default 2
+        Input channels: 2 for flow, 3 for RGB.
+    endpoint : str, default "Mixed_5c"
+        The last layer, one of :data:`ENDPOINTS`.
+    num_classes : int, default 400
+        Classes of ``Logits``/``Predictions``.
+    dropout_rate : float, default 0.0
+        Dropout before the logits.
+    clip_length, height, width : int, optional
+        Fixed input sizes; leave ``None`` to accept any clip length and frame size.
+    name : str, optional
+        The model's name (default ``i3d_<in_channels>ch_<endpoint>``).
+    precision : {"float32", "mixed_bfloat16"}, default "float32"
+        ``"mixed_bfloat16"`` computes in bfloat16 with float32 weights (the output is cast back to
+        float32).
+
+    Returns
+    -------
+    keras.Model
+        Input ``[B, L, H, W, in_channels]``. An end point below Logits outputs the feature map
+        ``[B, L', H', W', C]`` (``SAME`` padding: ``L' = ceil(L / stride)``); ``Logits`` gives
+        ``[B, num_classes]`` (DeepMind's averaged logits, needing ``L' ≥ 2`` and ``H', W' ≥ 7`` at
+        Mixed_5c, i.e. 224×224 input), ``Predictions`` their softmax.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``precision`` or ``endpoint``.
     """
     import keras
 
@@ -187,7 +222,18 @@ def build_i3d(
 
 
 def count_parameters(model: Any) -> int:
-    """Number of scalar values in every weight (trainable or not: kernels, biases, BN statistics)."""
+    """Count the scalar values in every weight of a model.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Any Keras model.
+
+    Returns
+    -------
+    int
+        Trainable or not: kernels, biases, BatchNorm statistics.
+    """
     import numpy as np
 
     return int(sum(np.prod(w.shape) for w in model.weights))

@@ -26,7 +26,15 @@ POST_ENCODER_LABELS = {"none": "none", "gap": "GAP", "point": "point"}
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the source video sits in the world: the (t, y, x) ``scale`` and ``translate``."""
+    """Where the source video sits in the world.
+
+    Attributes
+    ----------
+    name : str
+        The video layer's name.
+    scale, translate : tuple of float
+        The layer's ``(t, y, x)`` scale and translate.
+    """
 
     name: str
     scale: tuple[float, float, float]
@@ -34,31 +42,86 @@ class Placement:
 
     @classmethod
     def of(cls, layer: Any) -> Placement:
-        """The placement of a napari layer (its first three axes: t, y, x)."""
+        """Read the placement of a napari layer (its first three axes: t, y, x).
+
+        Parameters
+        ----------
+        layer : napari.layers.Layer
+            The source video layer.
+
+        Returns
+        -------
+        Placement
+            Its name, scale and translate.
+        """
         return cls(
             name=str(layer.name),
-            scale=tuple(float(v) for v in layer.scale[:3]),
-            translate=tuple(float(v) for v in layer.translate[:3]),
+            scale=_three_floats(layer.scale),
+            translate=_three_floats(layer.translate),
         )
 
 
+def _three_floats(values: Any) -> tuple[float, float, float]:
+    """The first three entries of a layer's per-axis vector, as floats."""
+    return float(values[0]), float(values[1]), float(values[2])
+
+
 def run_label(metadata: dict, post_encoder: str) -> str:
-    """What tells runs apart in layer names: the post-encoder and the end point."""
+    """Label a run for layer names: the post-encoder and the end point.
+
+    Parameters
+    ----------
+    metadata : dict
+        The run's metadata (``endpoint``, ``random_weights``).
+    post_encoder : str
+        ``none``, ``gap`` or ``point``.
+
+    Returns
+    -------
+    str
+        E.g. ``"point, Mixed_5c"``; ends in ``", RANDOM WEIGHTS"`` for a run without trained weights.
+    """
     endpoint = metadata.get("endpoint", "?")
     label = f"{POST_ENCODER_LABELS.get(post_encoder, post_encoder)}, {endpoint}"
     return label + ", RANDOM WEIGHTS" if metadata.get("random_weights") else label
 
 
 def result_name(kind: str, source: str, label: str, replace: bool) -> str:
-    """``<kind>: <source>`` when each run replaces the previous results, else with the run's
-    label (``features: mouse (point, Mixed_5c)``).
+    """Name a result layer.
+
+    Parameters
+    ----------
+    kind : str
+        What the layer shows (``features``, ``heatmap``, ...).
+    source : str
+        The video layer's name.
+    label : str
+        The run's :func:`run_label`.
+    replace : bool
+        Each run replaces the previous results (so the name leaves the label out).
+
+    Returns
+    -------
+    str
+        ``<kind>: <source>``, or ``<kind>: <source> (<label>)`` (``features: mouse (point,
+        Mixed_5c)``).
     """
     return f"{kind}: {source}" if replace else f"{kind}: {source} ({label})"
 
 
 def region(metadata: dict) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The part of the video a run covered, in video pixels: ``((y0, x0), (h, w))``. A run with a
-    region of interest records it (``roi_xywh``); resizing (``max_side``) does not move it.
+    """Give the part of the video a run covered, in video pixels.
+
+    Parameters
+    ----------
+    metadata : dict
+        The run's metadata: ``roi_xywh`` when it had a region of interest, else ``frame_shape``.
+        Resizing (``max_side``) does not move the region.
+
+    Returns
+    -------
+    tuple
+        ``((y0, x0), (h, w))``.
     """
     roi = metadata.get("roi_xywh")
     if roi:
@@ -74,9 +137,23 @@ def on_video(
     lead: int = 0,
     origin: tuple[float, float] = (0.0, 0.0),
 ) -> dict:
-    """Scale and translate that put feature-map cells of ``cell_hw`` video pixels over the video,
-    the first cell's corner at video pixel ``origin`` (a region of interest); ``lead`` extra
-    leading axes (e.g. channels) get scale 1.
+    """Place feature-map cells over the video.
+
+    Parameters
+    ----------
+    place : Placement
+        The video layer's placement.
+    cell_hw : tuple of float
+        One cell's ``(h, w)`` in video pixels.
+    lead : int, default 0
+        Extra leading axes (e.g. channels), given scale 1.
+    origin : tuple of float, default (0.0, 0.0)
+        Video pixel ``(y, x)`` of the first cell's corner (a region of interest).
+
+    Returns
+    -------
+    dict
+        ``scale`` and ``translate`` layer keyword arguments.
     """
     scale = list(place.scale)
     translate = list(place.translate)
@@ -89,8 +166,25 @@ def on_video(
 def beside_video(
     place: Placement, frame_hw: list, n_frames: int, n_channels: int, lead: bool
 ) -> dict:
-    """Scale and translate that show the (T, C) matrix in a box the video's size, just right of
-    it (rows frames top to bottom, columns channels), instead of on top of the video.
+    """Place a ``(T, C)`` feature matrix in a box the video's size, just right of the video.
+
+    Rows are frames top to bottom, columns channels.
+
+    Parameters
+    ----------
+    place : Placement
+        The video layer's placement.
+    frame_hw : list
+        The video's (or region's) ``[h, w]`` in pixels.
+    n_frames, n_channels : int
+        The matrix size.
+    lead : bool
+        The matrix is ``(K, T, C)``: a leading landmark axis, given scale 1.
+
+    Returns
+    -------
+    dict
+        ``scale`` and ``translate`` layer keyword arguments.
     """
     h, w = frame_hw
     sy, sx = place.scale[1:3]
@@ -105,7 +199,20 @@ def beside_video(
 
 
 def finite_limits(data: np.ndarray, fallback: tuple[float, float] = (0.0, 1.0)) -> tuple:
-    """Contrast limits from the finite values (results start NaN-filled)."""
+    """Choose contrast limits from the finite values (results start NaN-filled).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Image data, possibly with NaN.
+    fallback : tuple of float, default (0.0, 1.0)
+        The limits when there is no finite range.
+
+    Returns
+    -------
+    tuple of float
+        ``(min, max)`` of the finite values, or ``fallback``.
+    """
     finite = np.asarray(data)[np.isfinite(data)]
     if finite.size and finite.max() > finite.min():
         return (float(finite.min()), float(finite.max()))
@@ -120,8 +227,29 @@ def features_image(
     post_encoder: str,
     previous: np.ndarray | None = None,
 ) -> LayerData | None:
-    """The feature matrix as an Image beside the video: ``(T, C)``, or ``(K, T, C)`` for K
-    landmarks. ``previous`` (same shape) keeps rows a single-frame run does not write.
+    """Show the feature matrix as an Image beside the video.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The run's feature table.
+    metadata : dict
+        The run's metadata (``n_frames``, the region).
+    place : Placement
+        The video layer's placement.
+    name : str
+        Layer name.
+    post_encoder : str
+        ``point`` tables with several landmarks give one matrix per landmark.
+    previous : numpy.ndarray, optional
+        The layer's data so far; with the same shape it keeps rows a single-frame run does not
+        write.
+
+    Returns
+    -------
+    tuple or None
+        ``(data, kwargs, "image")`` with data ``(T, C)``, or ``(K, T, C)`` for K landmarks (NaN
+        where not run); ``None`` when the table has no feature columns.
     """
     cols = feature_columns(table)
     if not cols:
@@ -162,9 +290,26 @@ def features_image(
 def point_features(
     points_data: np.ndarray, features: pd.DataFrame, table: pd.DataFrame, keep_old: bool
 ) -> pd.DataFrame:
-    """A landmark Points layer's features with the run's feature columns matched by frame and
-    identity (the one rule of io/landmark_key.py; a layer without identity columns is a single
-    landmark); ``keep_old``: a single-frame run keeps the other frames' values.
+    """Add a run's features to a landmark Points layer's features.
+
+    Rows are matched by frame and identity (the one rule of io/landmark_key.py; a layer without
+    identity columns is a single landmark).
+
+    Parameters
+    ----------
+    points_data : numpy.ndarray
+        The layer's ``(N, 3)`` ``(t, y, x)`` points.
+    features : pandas.DataFrame
+        The layer's features, one row per point.
+    table : pandas.DataFrame
+        The run's ``point`` feature table.
+    keep_old : bool
+        Keep the other frames' values (a single-frame run).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The features with the run's feature columns (NaN for points the run did not reach).
     """
     cols = feature_columns(table)
     feats = features.copy().reset_index(drop=True)
@@ -193,8 +338,28 @@ def gap_points(
     name: str,
     previous: pd.DataFrame | None = None,
 ) -> LayerData:
-    """Global Average Pooling features on a Points layer: one point per frame at the frame's
-    centre, the features in its table (what the plots dock and the table writer read).
+    """Put Global Average Pooling features on a Points layer.
+
+    One point per frame at the region's centre, the features in its table (what the plots dock and
+    the table writer read).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The run's ``gap`` feature table.
+    metadata : dict
+        The run's metadata (``n_frames``, the region).
+    place : Placement
+        The video layer's placement.
+    name : str
+        Layer name.
+    previous : pandas.DataFrame, optional
+        The layer's features so far, kept for frames this run does not write.
+
+    Returns
+    -------
+    tuple
+        ``(points, kwargs, "points")``.
     """
     cols = feature_columns(table)
     n_frames = int(metadata["n_frames"])
@@ -219,8 +384,27 @@ def heatmap_image(
     name: str,
     previous: np.ndarray | None = None,
 ) -> LayerData:
-    """The activation heatmap ``(T, H', W')`` over the video (cells over the pixels they
-    summarise), ``inferno``, additive; only ``frames`` are taken from this run.
+    """Show the activation heatmap over the video, cells over the pixels they summarise.
+
+    Parameters
+    ----------
+    heatmap : numpy.ndarray
+        ``(T, H', W')`` per-frame heatmap.
+    frames : numpy.ndarray
+        The frames this run computed (only these are taken).
+    metadata : dict
+        The run's metadata (cell size, the region).
+    place : Placement
+        The video layer's placement.
+    name : str
+        Layer name.
+    previous : numpy.ndarray, optional
+        The layer's data so far, kept for the other frames.
+
+    Returns
+    -------
+    tuple
+        ``(data, kwargs, "image")``, ``inferno``, additive blending.
     """
     heat = np.asarray(heatmap, np.float32)
     data = (
@@ -249,8 +433,27 @@ def heatmap_image(
 def activation_volume(
     maps_path: str, table: pd.DataFrame, metadata: dict, place: Placement, name: str
 ) -> LayerData:
-    """The none post-encoder's maps as a lazy ``(C, T, H', W')`` volume, cells over the video:
-    a channel slider on the first axis, and napari's 3-D view shows one channel's volume.
+    """Show the ``none`` post-encoder's maps as a lazy volume over the video.
+
+    A channel slider on the first axis; napari's 3-D view shows one channel's volume.
+
+    Parameters
+    ----------
+    maps_path : str
+        The run's ``[N, T', H', W', C]`` ``.npy`` maps (memory-mapped).
+    table : pandas.DataFrame
+        The run's ``none`` table (``frame``, ``window``, ``tau``).
+    metadata : dict
+        The run's metadata (``n_frames``, the region).
+    place : Placement
+        The video layer's placement.
+    name : str
+        Layer name.
+
+    Returns
+    -------
+    tuple
+        ``(ActivationVolume, kwargs, "image")`` with data ``(C, T, H', W')``.
     """
     from ..extract.activations import ActivationVolume
 
@@ -268,8 +471,18 @@ def activation_volume(
 
 
 def frame_predictions(table: pd.DataFrame) -> dict[int, str]:
-    """Frame → its window's top Kinetics classes as one line (``extract --predict`` columns
-    ``top1_label``, ``top1_prob`` …); empty for a run without predictions.
+    """Summarise each frame's Kinetics predictions as one line.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A feature table, with ``extract --predict``'s ``top1_label``, ``top1_prob`` … columns or
+        without.
+
+    Returns
+    -------
+    dict of int to str
+        Frame → its window's top classes with probabilities; empty for a run without predictions.
     """
     if "top1_label" not in table.columns:
         return {}

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
@@ -21,11 +22,27 @@ from . import _session
 from ._scroll import make_scrollable
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    import numpy as np
+
     import napari
 
 
 def video_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
-    """(name, layer) for every Image layer that is a video (T, H, W) or (T, H, W, 3), not flow."""
+    """List the video layers flow can be computed for.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        The viewer.
+
+    Returns
+    -------
+    list of (str, napari.layers.Image)
+        ``(name, layer)`` for every Image layer that is a video ``(T, H, W)`` or ``(T, H, W, 3)``,
+        not flow.
+    """
     from napari.layers import Image
 
     return [
@@ -43,7 +60,13 @@ _TEMP_FOLDERS: dict[str, int | None] = {}
 
 
 def release_temp_flow(path: str | None) -> None:
-    """Remove the temporary folder of a flow file this session wrote (other paths are kept)."""
+    """Remove the temporary folder of a flow file this session wrote (other paths are kept).
+
+    Parameters
+    ----------
+    path : str or None
+        A flow file's path, e.g. a flow layer's ``metadata['path']``.
+    """
     if not path:
         return
     folder = str(Path(path).parent)
@@ -63,9 +86,21 @@ atexit.register(_release_all)
 
 
 def aligned_transform(video_layer: Any, scale_yx: tuple[float, float]) -> tuple[list, list]:
-    """Scale and translate that put flow pixels over the video pixels they were computed from.
+    """Place flow pixels over the video pixels they were computed from.
 
     A resized flow pixel j covers video pixels around ``(j + 0.5) * s - 0.5`` (area resampling).
+
+    Parameters
+    ----------
+    video_layer : napari.layers.Image
+        The source video layer.
+    scale_yx : tuple of float
+        Video pixels per flow pixel, ``(sy, sx)`` (1 at full size).
+
+    Returns
+    -------
+    scale, translate : list of float
+        The ``(t, y, x)`` layer scale and translate of the flow layers.
     """
     scale = list(video_layer.scale[:3])
     translate = list(video_layer.translate[:3])
@@ -76,7 +111,13 @@ def aligned_transform(video_layer: Any, scale_yx: tuple[float, float]) -> tuple[
 
 
 class FlowWidget(Container):
-    """Compute dense optical flow for a video layer (Plugins ▸ Flow Features ▸ Compute optical flow)."""
+    """Compute dense optical flow for a video layer (Plugins ▸ Flow Features ▸ Compute optical flow).
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock belongs to (napari passes it).
+    """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -93,7 +134,7 @@ class FlowWidget(Container):
             tooltip="Processes over frame pairs (0: automatic: one per core, at most 2, for Farneback and tvl1-skimage; in-process for DIS and OpenCV TV-L1).",
         )  # fmt: skip
         self.output = FileEdit(
-            label="save flow to", mode="w", filter="*.npy", value="",
+            label="save flow to", mode=FileDialogMode.OPTIONAL_FILE, filter="*.npy", value=None,
             tooltip="Optional .npy for the raw flow; empty: a temporary file (kept off RAM).",
         )  # fmt: skip
         self.run_button = PushButton(text="Compute optical flow")
@@ -128,7 +169,14 @@ class FlowWidget(Container):
 
     # -- running -----------------------------------------------------------------------------------
     def run(self, *_: Any) -> Any:
-        """Start computing; returns the worker (tests wait on it)."""
+        """Start computing flow for the chosen video in a background thread.
+
+        Returns
+        -------
+        napari.qt.threading.GeneratorWorker or None
+            The started worker (tests wait on it); ``None`` when there is nothing to run (the
+            reason is shown).
+        """
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 
@@ -161,7 +209,7 @@ class FlowWidget(Container):
         self._run = run
 
         @thread_worker(ignore_errors=True)  # errors go to our own handler, once
-        def work():
+        def work() -> Generator[tuple[int, int], None, np.ndarray]:
             return (yield from run)
 
         worker = work()

@@ -1,7 +1,6 @@
-"""Dock widget ``Feature plots``: features (or their principal components) over time, synced with
-the viewer's frame.
+"""Dock widget ``Feature plots``: features (or their principal components) over time.
 
-A vertical cursor follows the current frame; only the cursor is redrawn on a frame change (the rest
+The plot is synced with the viewer's frame. A vertical cursor follows the current frame; only the cursor is redrawn on a frame change (the rest
 of the figure is cached and blitted). A click on the plot moves the viewer to that frame (unless the
 toolbar is zooming or panning; the toolbar also saves the figure). Colours
 follow napari's theme. Sources: Points layers whose features hold ``f0000…`` columns (one line per
@@ -30,7 +29,19 @@ TYPING_PAUSE_MS = 400
 
 
 def feature_sources(viewer: Any) -> list[tuple[str, Any]]:
-    """Layers with per-frame features: Points with f-columns, ``(T, C)`` features images."""
+    """List the layers with per-frame features.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        The viewer.
+
+    Returns
+    -------
+    list of (str, napari.layers.Layer)
+        ``(name, layer)`` for Points layers with ``f0000…`` feature columns and ``features: …``
+        Image layers of 2 or 3 dimensions.
+    """
     from napari.layers import Image, Points
 
     out = []
@@ -45,7 +56,18 @@ def feature_sources(viewer: Any) -> list[tuple[str, Any]]:
 
 
 def layer_series(layer: Any) -> list[tuple[str, Any]]:
-    """``(name, table)`` per landmark: a DataFrame with ``frame`` and ``f…`` columns, in frame order."""
+    """Split a features layer into one time series per landmark.
+
+    Parameters
+    ----------
+    layer : napari.layers.Points or napari.layers.Image
+        A layer from :func:`feature_sources`.
+
+    Returns
+    -------
+    list of (str, pandas.DataFrame)
+        ``(name, table)`` per landmark: ``frame`` and ``f…`` columns, in frame order.
+    """
     import pandas as pd
     from napari.layers import Points
 
@@ -73,7 +95,13 @@ def layer_series(layer: Any) -> list[tuple[str, Any]]:
 
 
 class FeaturePlotsWidget(Container):
-    """Feature plots (Plugins ▸ Flow Features ▸ Feature plots)."""
+    """Feature plots (Plugins ▸ Flow Features ▸ Feature plots).
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock belongs to (napari passes it).
+    """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -183,8 +211,10 @@ class FeaturePlotsWidget(Container):
         self.native.layout().addWidget(widget)
 
     def _theme_toolbar(self, *_: Any) -> None:
-        """Toolbar icons in the theme's colours: matplotlib draws light icons when the toolbar's
-        palette background is dark, and napari's themes are style sheets, not palettes.
+        """Draw the toolbar icons in the theme's colours.
+
+        matplotlib draws light icons when the toolbar's palette background is dark, and napari's
+        themes are style sheets, not palettes.
         """
         from napari.utils.theme import get_theme
         from qtpy.QtGui import QColor, QPalette

@@ -19,7 +19,12 @@ def _paths(path: PathOrPaths) -> list[str]:
     return [path] if isinstance(path, (str, os.PathLike)) else list(path)
 
 
-def _reader_for(path: PathOrPaths, suffixes: tuple[str, ...], read_one, dirs: bool = False):
+def _reader_for(
+    path: PathOrPaths,
+    suffixes: tuple[str, ...],
+    read_one: Callable[[str], list[LayerData]],
+    dirs: bool = False,
+) -> ReaderFunction | None:
     paths = _paths(path)
     for p in paths:
         if Path(p).suffix.lower() not in suffixes and not (dirs and Path(p).is_dir()):
@@ -36,14 +41,42 @@ def _reader_for(path: PathOrPaths, suffixes: tuple[str, ...], read_one, dirs: bo
 
 # -- video ---------------------------------------------------------------------------------------
 def get_video_reader(path: PathOrPaths) -> ReaderFunction | None:
-    """Reader for ``.mp4 .avi .mov .mkv .m4v`` files."""
+    """Offer the video reader for ``.mp4 .avi .mov .mkv .m4v`` files (npe2 reader contribution).
+
+    Parameters
+    ----------
+    path : str or sequence of str
+        What napari was asked to open.
+
+    Returns
+    -------
+    callable or None
+        A reader returning one layer per file, or ``None`` when a path is not a video.
+    """
     from ..io.video import VIDEO_EXTENSIONS
 
     return _reader_for(path, VIDEO_EXTENSIONS, read_video_layer)
 
 
 def read_video_layer(path: str) -> list[LayerData]:
-    """One lazy Image layer; opening decodes only the first frame."""
+    """Open a video as one lazy Image layer; opening decodes only the first frame.
+
+    Parameters
+    ----------
+    path : str
+        The video file.
+
+    Returns
+    -------
+    list of tuple
+        ``[(VideoArray, kwargs, "image")]``; the metadata records path, fps, frame count, codec and
+        ``source_type="video"``.
+
+    Raises
+    ------
+    BadInputError
+        The file is not a usable video.
+    """
     from ..io.video import VideoArray
 
     video = VideoArray(path)
@@ -65,7 +98,18 @@ def read_video_layer(path: str) -> list[LayerData]:
 
 # -- flow ----------------------------------------------------------------------------------------
 def get_flow_reader(path: PathOrPaths) -> ReaderFunction | None:
-    """Reader for ``.flo``, flow ``.npy``/``.npz`` and folders of ``.flo`` files."""
+    """Offer the flow reader for ``.flo``, flow ``.npy``/``.npz`` and folders of ``.flo`` files.
+
+    Parameters
+    ----------
+    path : str or sequence of str
+        What napari was asked to open.
+
+    Returns
+    -------
+    callable or None
+        A reader returning a colour image and arrows per path, or ``None`` when a path is not flow.
+    """
     from ..io.flow_files import FLOW_EXTENSIONS
 
     for p in _paths(path):
@@ -77,12 +121,29 @@ def get_flow_reader(path: PathOrPaths) -> ReaderFunction | None:
 def flow_layer_data(
     flow: Any, name: str, metadata: dict | None = None, over_video: bool = False
 ) -> list[LayerData]:
-    """Layer tuples for a flow field or sequence: a colour-coded Image and a Vectors layer.
+    """Make layer tuples for a flow field or sequence: a colour-coded Image and a Vectors layer.
 
-    The raw float flow rides along in the Image layer's ``metadata['flow']``. ``over_video``: the
-    colour image is drawn with ``minimum`` blending, so the video under it stays visible (the
-    colour wheel is white where nothing moves; measured on the sample: 1.8 % of the canvas
-    differs from the video alone, against 70 % with the default translucent blending).
+    The raw float flow rides along in the Image layer's ``metadata['flow']``.
+
+    Parameters
+    ----------
+    flow : array_like
+        ``(T, H, W, 2)`` sequence (NumPy or lazy; colours are computed on access) or one
+        ``(H, W, 2)`` field.
+    name : str
+        Base of the layer names.
+    metadata : dict, optional
+        More metadata for the Image layer.
+    over_video : bool, default False
+        Draw the colour image with ``minimum`` blending so the video under it stays visible (the
+        colour wheel is white where nothing moves; measured on the sample: 1.8 % of the canvas
+        differs from the video alone, against 70 % with the default translucent blending).
+
+    Returns
+    -------
+    list of tuple
+        The Image layer tuple, then the Vectors layer tuple unless the sequence is longer than
+        :data:`MAX_VECTOR_FRAMES` frames (the metadata then says why arrows are missing).
     """
     import numpy as np
 
@@ -95,6 +156,7 @@ def flow_layer_data(
     )
 
     meta = {**(metadata or {}), "flow": flow, "source_type": "flow"}
+    colour: LazyFlowColour | np.ndarray
     if flow.ndim == 4:
         colour = LazyFlowColour(flow)
         vmax = colour.max_magnitude
@@ -139,6 +201,23 @@ def flow_layer_data(
 
 
 def read_flow_layers(path: str) -> list[LayerData]:
+    """Open a flow file or ``.flo`` folder as layers (see :func:`flow_layer_data`).
+
+    Parameters
+    ----------
+    path : str
+        A ``.flo``, flow ``.npy``/``.npz`` file or a folder of ``.flo`` files.
+
+    Returns
+    -------
+    list of tuple
+        The colour Image and (for short sequences) Vectors layer tuples.
+
+    Raises
+    ------
+    BadInputError
+        The file is not readable flow.
+    """
     from ..io.flow_files import read_flow
 
     flow = read_flow(path)
@@ -147,15 +226,44 @@ def read_flow_layers(path: str) -> list[LayerData]:
 
 # -- feature tables --------------------------------------------------------------------------------
 def get_table_reader(path: PathOrPaths) -> ReaderFunction | None:
-    """Reader for feature and landmark tables (``.csv``, ``.parquet``) with a ``frame`` column."""
+    """Offer the table reader for feature and landmark tables (``.csv``, ``.parquet``).
+
+    Parameters
+    ----------
+    path : str or sequence of str
+        What napari was asked to open.
+
+    Returns
+    -------
+    callable or None
+        A reader returning one Points layer per table, or ``None`` when a path is not a table.
+    """
     from ..io.tables import TABLE_EXTENSIONS
 
     return _reader_for(path, TABLE_EXTENSIONS, read_table_layer)
 
 
 def read_table_layer(path: str) -> list[LayerData]:
-    """A Points layer with the table's columns as features and its metadata. A CSV napari's own
-    Points writer made (``index, axis-0, axis-1, …``) opens as the Points layer it was.
+    """Open a feature or landmark table as a Points layer.
+
+    A CSV napari's own Points writer made (``index, axis-0, axis-1, …``) opens as the Points layer
+    it was.
+
+    Parameters
+    ----------
+    path : str
+        A ``.csv`` or ``.parquet`` table with a ``frame`` column.
+
+    Returns
+    -------
+    list of tuple
+        ``[(data, kwargs, "points")]``: the table's columns become features, its metadata the
+        layer's.
+
+    Raises
+    ------
+    BadInputError
+        The table is missing, corrupt, or cannot be placed as points.
     """
     from ..io.tables import read_table, table_to_points
 
@@ -170,8 +278,9 @@ def read_table_layer(path: str) -> list[LayerData]:
 
 
 def _read_napari_points_csv(path: str) -> list[LayerData] | None:
-    """Napari's Points CSV (``index``, ``axis-0`` … ``axis-{D-1}``, then the features), or None
-    when the file is not one.
+    """Read napari's Points CSV (``index``, ``axis-0`` … ``axis-{D-1}``, then the features).
+
+    ``None`` when the file is not one.
     """
     if Path(path).suffix.lower() != ".csv":
         return None

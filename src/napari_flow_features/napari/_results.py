@@ -17,8 +17,10 @@ from ._convert import LayerData, Placement
 
 
 def _put(viewer: Any, layer_data: LayerData) -> Any:
-    """Add the layer, or update the one of that name in place when the type matches (by
-    ``__class__``: napari hands plugin widgets proxies whose ``type()`` is the proxy's).
+    """Add the layer, or update the one of that name in place when the type matches.
+
+    The type is compared by ``__class__``: napari hands plugin widgets proxies whose ``type()`` is
+    the proxy's.
     """
     data, kwargs, kind = layer_data
     name = kwargs["name"]
@@ -53,7 +55,18 @@ def _previous(viewer: Any, name: str, one: bool) -> Any:
 
 
 def world_view(viewer: Any) -> np.ndarray:
-    """``[[min_y, min_x], [max_y, max_x]]`` of the world the 2-D camera shows."""
+    """Give the part of the world the 2-D camera shows.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        The viewer (one without a window uses its model's canvas size).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[[min_y, min_x], [max_y, max_x]]`` in world coordinates.
+    """
     scene = getattr(viewer, "scene", None)  # napari >= 0.9; before it: viewer.camera
     camera = scene.camera if scene is not None else viewer.camera
     canvas = getattr(viewer, "canvas", None)
@@ -64,21 +77,55 @@ def world_view(viewer: Any) -> np.ndarray:
 
 
 def pixel_extent(layer: Any) -> np.ndarray:
-    """World ``[[min_y, min_x], [max_y, max_x]]`` of a layer's displayed pixels' outer edges."""
+    """Give the world extent of a layer's displayed pixels, to their outer edges.
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        Any layer.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[[min_y, min_x], [max_y, max_x]]`` in world coordinates.
+    """
     extent = np.asarray(layer.extent.world, float)[:, -2:]
     half = 0.5 * np.abs(np.asarray(layer.scale[-2:], float))
     return extent + np.stack([-half, half])
 
 
 def in_view(viewer: Any, layer: Any, tolerance: float = 1e-6) -> bool:
-    """Whether the layer's displayed extent lies inside what the camera shows."""
+    """Tell whether a layer's displayed extent lies inside what the camera shows.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        The viewer.
+    layer : napari.layers.Layer
+        The layer.
+    tolerance : float, default 1e-6
+        Slack in world units.
+
+    Returns
+    -------
+    bool
+        True when the whole layer is in view.
+    """
     view, ext = world_view(viewer), pixel_extent(layer)
     return bool((ext[0] >= view[0] - tolerance).all() and (ext[1] <= view[1] + tolerance).all())
 
 
 def show_results(viewer: Any, layers: list, keep_on_top: list | None = None) -> None:
-    """Make result layers visible, move them to the top (``keep_on_top`` above them), and fit
-    the camera to the scene if one lies outside the view (2-D view only).
+    """Make result layers visible, move them to the top, and fit the camera if one is out of view.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        The viewer.
+    layers : list of napari.layers.Layer
+        The result layers.
+    keep_on_top : list of napari.layers.Layer, optional
+        Layers moved above the results (the landmarks).
     """
     for layer in [*layers, *(keep_on_top or [])]:
         layer.visible = True
@@ -98,13 +145,33 @@ def write_results(
     replace: bool = True,
     release: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Add or update the result layers; returns their names.
+    """Add or update the result layers of an extraction reply.
 
-    ``one``: a single-frame run, whose rows replace that frame's rows in existing layers.
-    ``replace``: results take the names ``<kind>: <source>`` and replace the previous run's; off,
-    each run's layers are named by source, post-encoder and end point (a run with the same settings
-    updates its own layers). ``release(maps_path)`` is called for activation maps a replaced layer
-    no longer needs.
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        The viewer.
+    reply : dict
+        The model worker's reply: ``table``, ``metadata`` and optional heatmap and maps path.
+    source : napari.layers.Image
+        The video layer the run read.
+    points_layer : napari.layers.Points or None
+        The landmark layer of a ``point`` run.
+    post : str
+        The post-encoder, ``none``, ``gap`` or ``point``.
+    one : bool
+        A single-frame run, whose rows replace that frame's rows in existing layers.
+    replace : bool, default True
+        Results take the names ``<kind>: <source>`` and replace the previous run's; off, each
+        run's layers are named by source, post-encoder and end point (a run with the same settings
+        updates its own layers).
+    release : callable, optional
+        ``release(maps_path)`` is called for activation maps a replaced layer no longer needs.
+
+    Returns
+    -------
+    list of str
+        The names of the result layers.
     """
     table = reply["table"]
     meta = {**reply["metadata"], "source_layer": source.name}

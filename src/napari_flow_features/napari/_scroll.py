@@ -12,7 +12,18 @@ from typing import Any
 
 
 def make_scrollable(container: Any) -> Any:
-    """Put the container's form in a vertical scroll area; returns the QScrollArea."""
+    """Put a container's form in a vertical scroll area.
+
+    Parameters
+    ----------
+    container : magicgui.widgets.Container
+        The dock's container; its form (and widgets added later) move into the scroll area.
+
+    Returns
+    -------
+    qtpy.QtWidgets.QScrollArea
+        The scroll area, inside ``container.native``.
+    """
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
@@ -27,9 +38,9 @@ def make_scrollable(container: Any) -> Any:
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidget(body)
     # As wide as the form needs (no horizontal scrolling), as short as the dock allows.
-    scroll.setMinimumWidth(
-        body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
-    )
+    bar = scroll.verticalScrollBar()
+    bar_width = bar.sizeHint().width() if bar is not None else 0
+    scroll.setMinimumWidth(body.minimumSizeHint().width() + bar_width)
     layout = QVBoxLayout()
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(scroll)

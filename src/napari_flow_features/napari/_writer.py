@@ -16,7 +16,18 @@ OUR_METADATA = ("landmark", "features_run", "source_type", "endpoint", "post_enc
 
 
 def carries_our_data(meta: dict) -> bool:
-    """Whether a Points layer is ours: our metadata, or feature columns ``f0000…``."""
+    """Tell whether a Points layer carries this plugin's data.
+
+    Parameters
+    ----------
+    meta : dict
+        The layer's attributes as npe2 hands them to a writer (``metadata``, ``features``).
+
+    Returns
+    -------
+    bool
+        True with any of our metadata keys or feature columns ``f0000…``.
+    """
     from ..io.tables import feature_columns
 
     metadata = meta.get("metadata") or {}
@@ -26,17 +37,29 @@ def carries_our_data(meta: dict) -> bool:
 
 
 def on_activate(*_: Any) -> None:
-    """npe2 calls this when the plugin is first used in a session: our Points writer goes first,
-    so saving a landmark or feature layer to ``.csv`` picks the feature-table writer by default
+    """Put our Points writer first when npe2 activates the plugin in a session.
+
+    Saving a landmark or feature layer to ``.csv`` then picks the feature-table writer by default
     (it hands plain Points layers to napari's own CSV writer).
+
+    Parameters
+    ----------
+    *_ : object
+        npe2's activation context (unused).
     """
     prefer_points_writer()
 
 
 def prefer_points_writer() -> bool:
-    """Put this plugin's Points writer first in npe2's writer list (npe2 orders writers of the
-    same specificity by registration, which puts napari's own CSV writer first). Returns whether
-    the order could be changed (npe2 keeps the list in a private attribute).
+    """Put this plugin's Points writer first in npe2's writer list.
+
+    npe2 orders writers of the same specificity by registration, which puts napari's own CSV writer
+    first.
+
+    Returns
+    -------
+    bool
+        Whether the order could be changed (npe2 keeps the list in a private attribute).
     """
     from npe2 import PluginManager
 
@@ -49,10 +72,29 @@ def prefer_points_writer() -> bool:
 
 
 def write_points_table(path: str, data: Any, meta: dict) -> list[str]:
-    """Points layer (``(t, y, x)`` + features) → ``.csv`` (+ JSON sidecar) or ``.parquet``.
+    """Write a Points layer as a feature table: ``.csv`` (+ JSON sidecar) or ``.parquet``.
 
     A plain Points layer (none of our metadata or features) saved to ``.csv`` is written by
     napari's own CSV writer, as it would be without this plugin.
+
+    Parameters
+    ----------
+    path : str
+        The output file.
+    data : numpy.ndarray
+        The layer's ``(N, 3)`` ``(t, y, x)`` points.
+    meta : dict
+        The layer's attributes (``name``, ``metadata``, ``features``).
+
+    Returns
+    -------
+    list of str
+        The written path.
+
+    Raises
+    ------
+    BadInputError
+        The points are not ``(t, y, x)`` rows, or the suffix is not a table format.
     """
     from ..io.tables import points_to_table, write_table
 
@@ -66,7 +108,27 @@ def write_points_table(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def write_image(path: str, data: Any, meta: dict) -> list[str]:
-    """Image layer → ``.npy`` or ``.tif``; a flow layer saves its raw float flow to ``.npy``."""
+    """Write an Image layer as ``.npy`` or ``.tif``; a flow layer saves its raw float flow to ``.npy``.
+
+    Parameters
+    ----------
+    path : str
+        The output file.
+    data : array_like
+        The layer's data (a lazy array is read whole).
+    meta : dict
+        The layer's attributes (``metadata``, ``rgb``).
+
+    Returns
+    -------
+    list of str
+        The written path.
+
+    Raises
+    ------
+    BadInputError
+        The suffix is neither ``.npy`` nor ``.tif``/``.tiff``.
+    """
     import numpy as np
 
     from ..errors import BadInputError
@@ -94,8 +156,29 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def write_flo(path: str, data: Any, meta: dict) -> list[str]:
-    """A flow layer's field → Middlebury ``.flo`` (one field: the current one of a sequence is not
-    guessed, so a sequence is refused with a hint to save ``.npy``).
+    """Write a flow layer's field as a Middlebury ``.flo`` file.
+
+    ``.flo`` holds one field; the current one of a sequence is not guessed, so a sequence is
+    refused with a hint to save ``.npy``.
+
+    Parameters
+    ----------
+    path : str
+        The output file.
+    data : array_like
+        The layer's data (unused: the raw flow is in its metadata).
+    meta : dict
+        The layer's attributes; ``metadata['flow']`` holds the flow.
+
+    Returns
+    -------
+    list of str
+        The written path.
+
+    Raises
+    ------
+    BadInputError
+        The layer holds no flow, or a sequence of more than one field.
     """
     import numpy as np
 
@@ -117,8 +200,9 @@ def write_flo(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def _napari_points_csv(path: str, data: Any, meta: dict) -> list[str] | None:
-    """Napari's own Points CSV (``index, axis-0, …``), written atomically; None when napari's
-    writer is not importable.
+    """Write napari's own Points CSV (``index, axis-0, …``) atomically.
+
+    ``None`` when napari's writer is not importable.
     """
     try:
         from napari_builtins.io import napari_write_points
