@@ -269,6 +269,76 @@ def test_file_size_limit_in_a_child(tmp_path, served):
         assert left == [], (name, left)
 
 
+# -- extract's streamed outputs on a full disk -----------------------------------------------------
+# One child process (TensorFlow imported once) runs `flow-features extract` (cli.main) once per
+# output, each time with a file-size limit (RLIMIT_FSIZE, any user) below that output's size and
+# above the others': the table streamed by TableStreamWriter, the none post-encoder's maps, the kept
+# flow, the flow cache's entry.
+EXTRACT_FULL_CHILD = """
+import contextlib, io, json, resource, signal, sys
+from pathlib import Path
+from napari_flow_features.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+root, video = Path(sys.argv[1]), sys.argv[2]
+common = ["extract", video, "--endpoint", "Mixed_3c", "--runtime", "tensorflow",
+          "--weights", "random", "--flow-method", "dis"]
+cases = json.loads(sys.argv[3])
+results = {}
+for name, (limit, args) in cases.items():
+    out = root / name
+    out.mkdir()
+    argv = common + [a.replace("OUT", str(out)) for a in args]
+    err = io.StringIO()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        with contextlib.redirect_stderr(err):
+            code = main(argv)
+    except BaseException as exc:
+        code = "raised " + type(exc).__name__ + ": " + str(exc)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    results[name] = [code, err.getvalue()[-2000:]]
+print(json.dumps(results))
+"""
+EXTRACT_FULL_CASES = {  # name: (file-size limit in bytes, arguments), the output named last
+    "table": (32_000, ["--post-encoder", "gap", "-o", "OUT/features.csv", "OUT/features.csv"]),
+    "maps": (64_000, ["--post-encoder", "none", "-o", "OUT/features.csv",
+                      "OUT/features_maps.npy"]),
+    "kept flow": (160_000, ["--post-encoder", "gap", "-o", "OUT/features.npz", "--keep-flow",
+                            "OUT/flow.npy", "OUT/flow.npy"]),
+    "flow cache": (160_000, ["--post-encoder", "gap", "-o", "OUT/features.npz", "--flow-cache",
+                             "OUT/cache", "OUT/cache"]),
+}  # fmt: skip
+
+
+def test_extract_outputs_on_a_full_disk(tmp_path):
+    """Each streamed output of ``extract`` meeting a full disk: exit code 2 with a message naming
+    the full disk and the output, nothing at any final path, no temporary left (the work folder in
+    $TMPDIR included)."""
+    from napari_flow_features.io.video import write_video
+    from napari_flow_features.sample import make_whisker_sample
+
+    video = write_video(tmp_path / "v.mp4", make_whisker_sample(24, 64, 80).video)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    cases = {name: (limit, args[:-1]) for name, (limit, args) in EXTRACT_FULL_CASES.items()}
+    done = subprocess.run(
+        [sys.executable, "-c", EXTRACT_FULL_CHILD, str(tmp_path), str(video), json.dumps(cases)],
+        capture_output=True, text=True, timeout=400,
+        env={**os.environ, "TMPDIR": str(scratch), "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, (code, err) in results.items():
+        out = tmp_path / name
+        named = EXTRACT_FULL_CASES[name][1][-1].replace("OUT", str(out))
+        assert code == 2, (name, code, err)
+        assert re.search(r"error: (No space left on device|File size limit exceeded)", err), err
+        assert named in err, (name, named, err)  # names the output that did not fit
+        assert leftovers(out) == [], (name, leftovers(out))  # nothing final, no temporary
+    assert not [p for p in scratch.iterdir() if p.name.startswith(".flow-features")]
+
+
 # -- signals mid-write --------------------------------------------------------------------------
 def _temporaries(folder: Path) -> list[str]:
     found = []

@@ -305,7 +305,7 @@ class _NpyWithSidecar:
             )
             partials.append(tmp)
             self.writer = self._stack.enter_context(
-                NpyWriter(tmp, shape, dtype, atomic=False, header_shape=header_shape)
+                NpyWriter(tmp, shape, dtype, False, header_shape=header_shape, label=final)
             )
         except BaseException as exc:
             self._stack.__exit__(type(exc), exc, exc.__traceback__)

@@ -410,7 +410,7 @@ class OpticalFlowComputer:
                 atomic_write_with_sidecar(
                     output, sidecar, spec.to_dict(), npy_nbytes(shape, np.float32)
                 ) as (tmp, meta),
-                NpyWriter(tmp, shape, np.float32, atomic=False) as writer,
+                NpyWriter(tmp, shape, np.float32, atomic=False, label=output) as writer,
             ):
                 yield from self._run(frames, spec, writer)
                 meta[HASH_KEY] = writer.sha256

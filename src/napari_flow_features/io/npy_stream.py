@@ -85,6 +85,9 @@ class NpyWriter:
     header_shape
         The array's shape as stored, when it differs from ``shape`` but holds the same bytes:
         e.g. ``(1, S, ...)`` feature maps written as ``S`` rows of ``(...)``. Default ``shape``.
+    label
+        The path messages name (a full disk, a wrong block); default ``path``. With
+        ``atomic=False`` give the final path the temporary ``path`` stands for.
 
     Attributes
     ----------
@@ -107,21 +110,23 @@ class NpyWriter:
         dtype: Any,
         atomic: bool = True,
         header_shape: tuple[int, ...] | None = None,
+        label: str | os.PathLike | None = None,
     ) -> None:
         self.path = Path(path)
+        self.label = Path(label) if label is not None else self.path
         self.atomic = atomic
         self._digest = hashlib.sha256()
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         if not self.shape or any(n < 0 for n in self.shape):
-            raise BadInputError(f"Cannot write an array of shape {self.shape}: {self.path}")
+            raise BadInputError(f"Cannot write an array of shape {self.shape}: {self.label}")
         self.header_shape = (
             self.shape if header_shape is None else tuple(int(n) for n in header_shape)
         )
         if np.prod(self.header_shape, dtype=np.int64) != np.prod(self.shape, dtype=np.int64):
             raise BadInputError(
                 f"Stored shape {self.header_shape} does not hold rows of shape {self.shape}: "
-                f"{self.path}"
+                f"{self.label}"
             )
         self.nbytes = npy_nbytes(self.header_shape, self.dtype)
         self.rows = 0
@@ -138,12 +143,12 @@ class NpyWriter:
         if self.atomic:
             self._ctx = atomic_write_path(self.path, expected_bytes=self.nbytes)
         else:
-            check_free_space(self.path.parent, self.nbytes)
+            check_free_space(self.label, self.nbytes)
             self._ctx = _direct(self.path)
         tmp = self._ctx.__enter__()
         try:
             self._fh = open(tmp, "wb")
-            preallocate(self._fh.fileno(), self.nbytes, self.path)
+            preallocate(self._fh.fileno(), self.nbytes, self.label)
             header = _header(self.header_shape, self.dtype)
             self._digest.update(header)
             self._fh.write(header)
@@ -169,19 +174,19 @@ class NpyWriter:
             The disk, a quota or the file-size limit is full.
         """
         if self._fh is None:
-            raise BadInputError(f"The writer is not open (use it in a with block): {self.path}")
+            raise BadInputError(f"The writer is not open (use it in a with block): {self.label}")
         arr = np.ascontiguousarray(block, dtype=self.dtype)
         if arr.shape[1:] != self.shape[1:] or self.rows + len(arr) > self.shape[0]:
             raise BadInputError(
                 f"Block of shape {arr.shape} does not fit rows {self.rows}.. of {self.shape}: "
-                f"{self.path}"
+                f"{self.label}"
             )
         data = arr.tobytes()
         self._digest.update(data)
         try:
             self._fh.write(data)
         except OSError as exc:
-            raise _translate(exc, self.path) from exc
+            raise _translate(exc, self.label) from exc
         self.rows += len(arr)
 
     def __setitem__(self, key: slice, value: Any) -> None:
@@ -192,7 +197,7 @@ class NpyWriter:
         start = key.start or 0
         if start != self.rows:
             raise BadInputError(
-                f"Rows must be written in order: next is {self.rows}, got {start}: {self.path}"
+                f"Rows must be written in order: next is {self.rows}, got {start}: {self.label}"
             )
         self.write(value)
 
@@ -212,7 +217,7 @@ class NpyWriter:
             try:
                 if self.rows != self.shape[0]:
                     raise BadInputError(
-                        f"Only {self.rows} of {self.shape[0]} rows were written: {self.path}"
+                        f"Only {self.rows} of {self.shape[0]} rows were written: {self.label}"
                     )
                 self._close()
             except BaseException as err:
