@@ -366,6 +366,11 @@ class _FlowWriter(_NpyWithSidecar):
         self.write(first, raw)
 
 
+#: Cache entries whose SHA-256 this process has checked, by (path, size, mtime): a process that
+#: reuses an entry often (napari's model process, one frame at a time) hashes it once.
+_VERIFIED_CACHE: set[tuple[str, int, int]] = set()
+
+
 def _open_cached_flow(path: Path, shape: tuple[int, ...], say: Callable[[str], None]) -> Any:
     """The flow cache's entry at ``path`` as a read-only memory map, or None.
 
@@ -377,12 +382,15 @@ def _open_cached_flow(path: Path, shape: tuple[int, ...], say: Callable[[str], N
     if not path.is_file():
         return None
     try:
-        meta = read_flow_sidecar(path)
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        meta = read_flow_sidecar(path, verify=key not in _VERIFIED_CACHE)
         if meta is None or HASH_KEY not in meta:
             raise BadInputError(f"no sidecar recording its SHA-256: {path}")
         cached = np.load(path, mmap_mode="r", allow_pickle=False)
         if cached.shape != shape or cached.dtype != np.float32:
             raise BadInputError(f"{cached.dtype} {cached.shape}, expected float32 {shape}")
+        _VERIFIED_CACHE.add(key)
     except (ValueError, OSError) as exc:  # BadInputError and its kinds are ValueErrors
         logger.warning("Flow cache entry refused, computing the flow again: %s", exc)
         say("the cached flow does not match its checksum: computing it again")
