@@ -493,8 +493,9 @@ def extract_features(
 ) -> FeatureResult:
     """Per-frame features of a video (flow computed on the way, streamed) or a flow sequence.
 
-    ``post_encoder``: ``"none"`` (maps to ``maps_path`` or a temporary ``.npy``; the table maps each
-    frame to its map and time position), ``"gap"`` or ``"point"`` (needs ``points``; rows per frame
+    ``post_encoder``: ``"none"`` (maps to ``maps_path`` or a ``.npy`` in the run's work folder,
+    with a ``<maps>.json`` sidecar recording their SHA-256; the table maps each frame to its map
+    and time position), ``"gap"`` or ``"point"`` (needs ``points``; rows per frame
     and landmark). ``frames`` restricts the run to what those frames need (see
     :func:`extract_frame`: one short chunk, and only its flow). ``heatmap`` (``"mean"``, ``"l2"`` or
     a channel) also returns each frame's activation map ``(T, H', W')`` reduced over channels.
@@ -507,9 +508,16 @@ def extract_features(
 
     Choosing less work: ``start``/``stop`` (a frame range), ``roi = (x, y, w, h)`` in video pixels,
     ``max_side`` (resize before flow and encoder). ``keep_flow``: also write the flow to this
-    ``.npy`` (``keep_flow_dtype`` float16, uint8 quantised, or float32; a JSON sidecar records it).
-    ``flow_cache``: a folder that keeps one video's flow (up to ``FLOW_CACHE_MAX_BYTES``) so the
-    next run on the same video and selection skips the flow (``flow_reused`` in the metadata).
+    ``.npy`` (``keep_flow_dtype`` float16, uint8 quantised, or float32; a JSON sidecar records it
+    and its SHA-256). ``flow_cache``: a folder that keeps one video's flow (up to
+    ``FLOW_CACHE_MAX_BYTES``) so the next run on the same video and selection skips the flow
+    (``flow_reused`` in the metadata); an entry that does not match its recorded SHA-256 is
+    computed again.
+
+    Files (docs/reliability.md): every output is streamed to an owner-tagged temporary and made
+    visible with its sidecar when complete; the run works in an owner-tagged folder in the
+    temporary folder (:func:`~napari_flow_features.io._atomic.make_work_dir`), removed at the end
+    (kept only for ``none`` maps without ``maps_path``) or, after a SIGKILL, by the next run.
 
     ``progress(done, total)`` counts frames encoded, ``flow_progress`` flow fields computed;
     ``status(text)`` hears phases and a time estimate after the first chunk; ``cancel`` (a callable
