@@ -648,14 +648,16 @@ def sigkilled(tmp_path_factory):
 
     def flow_run(name: str, when=None) -> _Run:
         out = root / name
-        cmd = [*CLI, "flow", video, "-o", str(out / "flow.npy"), "--method", "farneback"]
+        # One thread: a flow phase long enough to see its bar move, also on a fast machine.
+        cmd = [*CLI, "flow", video, "-o", str(out / "flow.npy"), "--method", "farneback",
+               "--workers", "1"]  # fmt: skip
         return _Run(name, cmd, [out], root / f"{name}_tmp", when)
 
-    def extract_run(name: str, post: str, when=None) -> _Run:
+    def extract_run(name: str, post: str, when=None, stop: int = 40) -> _Run:
         out = root / name
         table = out / ("features.parquet" if post == "point" else "features.csv")
         cmd = [*CLI, "extract", video, "--post-encoder", post, "-o", str(table),
-               "--flow-method", "farneback", "--max-side", "128", "--stop", "40",
+               "--flow-method", "farneback", "--max-side", "128", "--stop", str(stop),
                "--endpoint", "Mixed_3c", "--runtime", "tensorflow", "--weights", "random",
                "--keep-flow", str(out / "kept" / "flow.npy"), "--flow-cache", str(out / "cache"),
                *(["--points", points] if post == "point" else [])]  # fmt: skip
@@ -669,7 +671,8 @@ def sigkilled(tmp_path_factory):
         flow_run("flow, early", _flow_progress("whisker.mp4", 0, 0.5)),
         flow_run("flow, late", _flow_progress("whisker.mp4", 0.5, 1)),
         # (extract's flow bar appears once the first block is done: 0/N is mid-flow already)
-        extract_run("extract gap, during flow", "gap", _flow_progress("optical flow", -1, 1)),
+        # (and all 96 frames: time to kill before the flow is complete, also on a fast machine)
+        extract_run("extract gap, during flow", "gap", _flow_progress("optical flow", -1, 1), 96),
         extract_run("extract point, during the encoder", "point", _flow_kept_nothing_written),
         extract_run("extract none, during writing", "none", _printed("writing results")),
         demo_run("demo, during flow", _flow_progress("optical flow (DIS)", -1, 1)),
