@@ -13,6 +13,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -268,6 +269,76 @@ def test_file_size_limit_in_a_child(tmp_path, served):
         assert left == [], (name, left)
 
 
+# -- extract's streamed outputs on a full disk -----------------------------------------------------
+# One child process (TensorFlow imported once) runs `flow-features extract` (cli.main) once per
+# output, each time with a file-size limit (RLIMIT_FSIZE, any user) below that output's size and
+# above the others': the table streamed by TableStreamWriter, the none post-encoder's maps, the kept
+# flow, the flow cache's entry.
+EXTRACT_FULL_CHILD = """
+import contextlib, io, json, resource, signal, sys
+from pathlib import Path
+from napari_flow_features.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+root, video = Path(sys.argv[1]), sys.argv[2]
+common = ["extract", video, "--endpoint", "Mixed_3c", "--runtime", "tensorflow",
+          "--weights", "random", "--flow-method", "dis"]
+cases = json.loads(sys.argv[3])
+results = {}
+for name, (limit, args) in cases.items():
+    out = root / name
+    out.mkdir()
+    argv = common + [a.replace("OUT", str(out)) for a in args]
+    err = io.StringIO()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        with contextlib.redirect_stderr(err):
+            code = main(argv)
+    except BaseException as exc:
+        code = "raised " + type(exc).__name__ + ": " + str(exc)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    results[name] = [code, err.getvalue()[-2000:]]
+print(json.dumps(results))
+"""
+EXTRACT_FULL_CASES = {  # name: (file-size limit in bytes, arguments), the output named last
+    "table": (32_000, ["--post-encoder", "gap", "-o", "OUT/features.csv", "OUT/features.csv"]),
+    "maps": (64_000, ["--post-encoder", "none", "-o", "OUT/features.csv",
+                      "OUT/features_maps.npy"]),
+    "kept flow": (160_000, ["--post-encoder", "gap", "-o", "OUT/features.npz", "--keep-flow",
+                            "OUT/flow.npy", "OUT/flow.npy"]),
+    "flow cache": (160_000, ["--post-encoder", "gap", "-o", "OUT/features.npz", "--flow-cache",
+                             "OUT/cache", "OUT/cache"]),
+}  # fmt: skip
+
+
+def test_extract_outputs_on_a_full_disk(tmp_path):
+    """Each streamed output of ``extract`` meeting a full disk: exit code 2 with a message naming
+    the full disk and the output, nothing at any final path, no temporary left (the work folder in
+    $TMPDIR included)."""
+    from napari_flow_features.io.video import write_video
+    from napari_flow_features.sample import make_whisker_sample
+
+    video = write_video(tmp_path / "v.mp4", make_whisker_sample(24, 64, 80).video)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    cases = {name: (limit, args[:-1]) for name, (limit, args) in EXTRACT_FULL_CASES.items()}
+    done = subprocess.run(
+        [sys.executable, "-c", EXTRACT_FULL_CHILD, str(tmp_path), str(video), json.dumps(cases)],
+        capture_output=True, text=True, timeout=400,
+        env={**os.environ, "TMPDIR": str(scratch), "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, (code, err) in results.items():
+        out = tmp_path / name
+        named = EXTRACT_FULL_CASES[name][1][-1].replace("OUT", str(out))
+        assert code == 2, (name, code, err)
+        assert re.search(r"error: (No space left on device|File size limit exceeded)", err), err
+        assert named in err, (name, named, err)  # names the output that did not fit
+        assert leftovers(out) == [], (name, leftovers(out))  # nothing final, no temporary
+    assert not [p for p in scratch.iterdir() if p.name.startswith(".flow-features")]
+
+
 # -- signals mid-write --------------------------------------------------------------------------
 def _temporaries(folder: Path) -> list[str]:
     found = []
@@ -432,6 +503,280 @@ def test_model_train_signalled_mid_write(tmp_path):
     from napari_flow_features.model.registry import ModelSerializer
 
     assert ModelSerializer.list_available_versions(reg, "motion")
+
+
+# -- SIGKILL of flow, extract (each post-encoder) and demo at several points ---------------------
+# A SIGKILL cannot be caught: whatever the run was doing, every file at a final path must already
+# be complete, no process of the run may survive, and the next run must succeed and remove the
+# dead run's temporaries (owner-tagged: pid and start time). The kill point is chosen from the
+# run's own progress output, not by sleeping, and confirmed afterwards from what the dead run left:
+# during the optical flow, during the encoder (flow complete, nothing written yet), during writing.
+# Runs go in parallel, each in its own folders, to keep the suite short on 2 cores.
+FLOW_BAR = r"{desc}:\s+\d+%\|[^|\r\n]*\|\s*(\d+)/(\d+)"
+
+
+class _Run:
+    """One command-line run, its merged output read as it comes, SIGKILLed (the parent only:
+    children must notice alone) the first time ``when(run)`` holds."""
+
+    def __init__(self, name: str, cmd: list[str], folders: list[Path], tmpdir: Path, when=None):
+        self.name, self.cmd, self.folders, self.tmpdir, self.when = name, cmd, folders, tmpdir, when
+        self.output, self.killed_after, self.started = "", None, time.monotonic()
+        for folder in [*folders, tmpdir]:
+            folder.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(tmpdir), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self.proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        fd = self.proc.stdout.fileno()
+        while chunk := os.read(fd, 1 << 16):
+            self.output += chunk.decode(errors="replace")
+
+    def running(self) -> bool:
+        """Kill the run if its moment has come; whether it still runs."""
+        if self.proc.poll() is not None:
+            return False
+        if self.when is not None and self.killed_after is None and self.when(self):
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.killed_after = self.output
+        return True
+
+    def finish(self) -> None:
+        """Wait for the end; record what is left: surviving processes, temporaries, outputs."""
+        try:
+            self.proc.wait(timeout=0 if self.proc.poll() is not None else 300)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.output += "\n[timed out]"
+        self.seconds = time.monotonic() - self.started
+        self.reader.join(timeout=30)
+        self.proc.stdout.close()
+        self.group_gone = _group_gone(self.proc.pid)
+        self.work_dirs = _work_dirs(self.tmpdir)
+        self.debris = [t for f in self.folders for t in _temporaries(f)]
+        self.kept_rows = _rows_written(self.folders[0])
+        self.outputs = _complete_outputs(self.folders[0])
+
+
+def _work_dirs(tmpdir: Path) -> list[str]:
+    return [p.name for p in tmpdir.iterdir() if p.name.startswith(".flow-features.partial-")]
+
+
+def _rows_written(folder: Path) -> dict[str, tuple[int, int]]:
+    """For each flow temporary under ``folder`` (its blocks are reserved up front, unwritten rows
+    read as zeros): (rows written, rows in all)."""
+    found = {}
+    for path in folder.rglob(".*.partial-*.npy"):
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):  # killed before the header
+            continue
+        flat = np.asarray(arr).reshape(len(arr), -1)
+        found[str(path.relative_to(folder))] = (int(np.any(flat != 0, axis=1).sum()), len(arr))
+    return found
+
+
+def _flow_progress(desc: str, lo: float, hi: float):
+    """Kill while the flow bar ``desc`` shows a fraction in ``(lo, hi)``: mid-flow."""
+
+    def when(run: _Run) -> bool:
+        found = re.findall(FLOW_BAR.format(desc=re.escape(desc)), run.output)
+        return bool(found) and lo < int(found[-1][0]) / int(found[-1][1]) < hi
+
+    return when
+
+
+def _printed(text: str):
+    """Kill once the run has printed ``text``."""
+    return lambda run: text in run.output
+
+
+def _flow_kept_nothing_written(run: _Run) -> bool:
+    """The encoder phase: the kept flow's last row is written (the flow is complete; the bar's
+    last step may not be printed yet) and no result is being written."""
+    if "writing results" in run.output:
+        return False
+    for path in run.folders[1].glob(".*.partial-*.npy"):
+        with contextlib.suppress(OSError, ValueError):  # header not yet on disk
+            return bool(np.any(np.load(path, mmap_mode="r", allow_pickle=False)[-1] != 0))
+    return False
+
+
+def _complete_outputs(folder: Path) -> list[str]:
+    """Every file at a final path under ``folder`` is complete: tables, flow, feature maps and
+    their sidecars load and pass their checksums, videos and images decode to the end. Returns
+    the files checked."""
+    from napari_flow_features.io.flow_files import read_flow, read_npy
+    from napari_flow_features.io.tables import read_table
+    from napari_flow_features.io.video import VideoArray
+
+    _complete_images(folder)
+    checked = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or any(p.startswith(".") for p in path.relative_to(folder).parts):
+            continue
+        if path.suffix in (".csv", ".parquet"):
+            assert len(read_table(path).columns), path
+        elif path.suffix == ".npy":
+            side = path.with_name(path.name + ".json")
+            meta = json.loads(side.read_text()) if side.is_file() else {}
+            array = read_flow(path) if "flow_shape" in meta else read_npy(path)
+            assert np.isfinite(np.asarray(array[-1], np.float32)).all(), path  # read to the end
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                assert all(npz[key].size for key in npz.files), path
+        elif path.suffix == ".mp4":
+            video = VideoArray(path)
+            assert np.asarray(video[len(video) - 1]).size, path
+        checked.append(str(path.relative_to(folder)))
+    return checked
+
+
+@pytest.fixture(scope="module")
+def sigkilled(tmp_path_factory):
+    """Runs of flow, extract (gap, point, none) and demo SIGKILLed at chosen points, all in
+    parallel, each followed by a rerun in the same folders. Returns {name: (killed, rerun)}."""
+    from napari_flow_features.sample import make_whisker_sample, save_whisker_sample
+
+    root = tmp_path_factory.mktemp("sigkill")
+    sample = save_whisker_sample(root / "sample", make_whisker_sample())  # 96 x 240 x 320
+    video, points = sample["video"], sample["landmarks"]
+
+    def flow_run(name: str, when=None) -> _Run:
+        out = root / name
+        # One thread: a flow phase long enough to see its bar move, also on a fast machine.
+        cmd = [*CLI, "flow", video, "-o", str(out / "flow.npy"), "--method", "farneback",
+               "--workers", "1"]  # fmt: skip
+        return _Run(name, cmd, [out], root / f"{name}_tmp", when)
+
+    def extract_run(name: str, post: str, when=None, stop: int = 40) -> _Run:
+        out = root / name
+        table = out / ("features.parquet" if post == "point" else "features.csv")
+        cmd = [*CLI, "extract", video, "--post-encoder", post, "-o", str(table),
+               "--flow-method", "farneback", "--max-side", "128", "--stop", str(stop),
+               "--endpoint", "Mixed_3c", "--runtime", "tensorflow", "--weights", "random",
+               "--keep-flow", str(out / "kept" / "flow.npy"), "--flow-cache", str(out / "cache"),
+               *(["--points", points] if post == "point" else [])]  # fmt: skip
+        return _Run(name, cmd, [out, out / "kept", out / "cache"], root / f"{name}_tmp", when)
+
+    def demo_run(name: str, when=None) -> _Run:
+        out = root / "demo"
+        return _Run(name, [*CLI, "demo", "-o", str(out)], [out], root / "demo_tmp", when)
+
+    killed = [
+        flow_run("flow, early", _flow_progress("whisker.mp4", 0, 0.5)),
+        flow_run("flow, late", _flow_progress("whisker.mp4", 0.5, 1)),
+        # (extract's flow bar appears once the first block is done: 0/N is mid-flow already)
+        # (and all 96 frames: time to kill before the flow is complete, also on a fast machine)
+        extract_run("extract gap, during flow", "gap", _flow_progress("optical flow", -1, 1), 96),
+        extract_run("extract point, during the encoder", "point", _flow_kept_nothing_written),
+        extract_run("extract none, during writing", "none", _printed("writing results")),
+        demo_run("demo, during flow", _flow_progress("optical flow (DIS)", -1, 1)),
+    ]
+    # After each kill: the rerun (in the demo's folder, first one more kill, in its encoder).
+    follow = {run.name: lambda run: _Run(run.name + ", rerun", run.cmd, run.folders, run.tmpdir)
+              for run in killed}  # fmt: skip
+    follow["demo, during flow"] = lambda run: demo_run(
+        "demo, during the encoder", _printed("I3D features (gap)")
+    )
+    follow["demo, during the encoder"] = lambda run: demo_run("demo, rerun")
+    runs, pending = {}, list(killed)
+    deadline = time.monotonic() + 600
+    while pending and time.monotonic() < deadline:
+        for run in [r for r in pending if not r.running()]:
+            pending.remove(run)
+            run.finish()
+            runs[run.name] = run
+            if run.name in follow:
+                pending.append(follow[run.name](run))
+        time.sleep(0.002)
+    for run in pending:  # only after a timeout
+        run.finish()
+        runs[run.name] = run
+    print({name: round(run.seconds, 1) for name, run in runs.items()})  # seconds per run (-s)
+    return runs
+
+
+def _check_killed(run: _Run) -> None:
+    assert run.killed_after is not None, f"{run.name}: never killed\n{run.output[-3000:]}"
+    assert run.proc.returncode == -signal.SIGKILL, (run.name, run.proc.returncode)
+    assert run.group_gone, f"{run.name}: a process of the run survived"
+    assert run.debris or run.work_dirs, f"{run.name}: killed mid-write, yet no temporary left"
+
+
+def _check_rerun(run: _Run, expected: list[str]) -> None:
+    assert run.proc.returncode == 0, f"{run.name}\n{run.output[-3000:]}"
+    assert run.group_gone
+    assert run.debris == [] and run.work_dirs == [], (run.name, run.debris, run.work_dirs)
+    missing = [name for name in expected if name not in run.outputs]
+    assert not missing, (run.name, missing, run.outputs)
+
+
+def test_flow_sigkilled_mid_flow(sigkilled):
+    """``flow`` killed early and late in its flow: no flow at the final path (the temporary holds
+    part of the rows), no process left; the rerun writes it and removes the dead run's file."""
+    for name in ("flow, early", "flow, late"):
+        run = sigkilled[name]
+        _check_killed(run)
+        assert run.outputs == [], (name, run.outputs)  # neither the flow nor its sidecar
+        ((done, total),) = run.kept_rows.values()
+        assert 0 < done < total, (name, done, total)
+        _check_rerun(sigkilled[name + ", rerun"], ["flow.npy", "flow.npy.json"])
+
+
+EXTRACT_OUTPUTS = {
+    "gap": ["features.csv", "features.csv.json"],
+    "point": ["features.parquet"],
+    "none": ["features.csv", "features.csv.json", "features_maps.npy", "features_maps.npy.json"],
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["extract gap, during flow", "extract point, during the encoder",
+     "extract none, during writing"],
+)  # fmt: skip
+def test_extract_sigkilled(sigkilled, name):
+    """``extract`` (table, kept flow, flow cache; maps for none) killed during the flow, the
+    encoder or the writing: what is at a final path is complete and passes its checksum, nothing
+    else is; no process left; the rerun succeeds and removes the dead run's temporaries, also its
+    work folder in $TMPDIR."""
+    run = sigkilled[name]
+    _check_killed(run)
+    assert run.work_dirs, "the dead run's work folder is owner-tagged, so the next run finds it"
+    kept = {k: v for k, v in run.kept_rows.items() if k.startswith("kept")}
+    if "during flow" in name:
+        ((done, total),) = kept.values()
+        assert done < total and run.outputs == [], (kept, run.outputs)
+    elif "encoder" in name:
+        ((done, total),) = kept.values()
+        assert done == total and run.outputs == [], (kept, run.outputs)
+        assert not [d for d in run.debris if "features" in d]  # no rows were being written
+    else:
+        assert "writing results" in run.killed_after
+    post = name.split()[1].rstrip(",")
+    expected = EXTRACT_OUTPUTS[post] + ["kept/flow.npy", "kept/flow.npy.json"]
+    _check_rerun(sigkilled[name + ", rerun"], expected)
+    assert len([o for o in sigkilled[name + ", rerun"].outputs if o.startswith("cache/")]) == 2
+
+
+def test_demo_sigkilled_during_flow_and_encoder(sigkilled):
+    """``demo`` killed in its optical flow, then in its encoder (same folder); the rerun
+    completes everything and leaves no temporary."""
+    flow_kill, encoder_kill = sigkilled["demo, during flow"], sigkilled["demo, during the encoder"]
+    for run in (flow_kill, encoder_kill):
+        _check_killed(run)
+    assert not [o for o in flow_kill.outputs if o.startswith("flow/")]  # flow not yet complete
+    assert "flow/whisker_dis.npy" in encoder_kill.outputs
+    assert not [o for o in encoder_kill.outputs if o.startswith("features/")]
+    _check_rerun(sigkilled["demo, rerun"], [
+        "flow/whisker_dis.npy", "flow/whisker_dis.npy.json", "features/whisker_gap.parquet",
+        "features/whisker_point.parquet", "evaluation/report.html",
+    ])  # fmt: skip
 
 
 # -- corrupt and hostile inputs of every kind the readers accept --------------------------------

@@ -229,7 +229,7 @@ def test_read_only_output_folder(tmp_path, monkeypatch):
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(compute_mod, "NpyStreamWriter", refuse)
+        monkeypatch.setattr(compute_mod, "NpyWriter", refuse)
     with pytest.raises(BadInputError, match="read-only"):
         OpticalFlowComputer("dis").compute(video, locked / "flow.npy")
     locked.chmod(0o755)

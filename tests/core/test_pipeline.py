@@ -41,7 +41,8 @@ def test_gap_is_the_spatial_mean_of_the_none_maps(extractor, tmp_path, windowing
         flow, extractor, "none", maps_path=tmp_path / "maps.npy", windowing=windowing
     )
     assert (tmp_path / "maps.npy").is_file() and none.feature_maps.shape == maps_shape
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.npy"]  # no partial file left
+    # No partial file left; the maps' sidecar records their SHA-256.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.npy", "maps.npy.json"]
     assert list(none.table.columns) == ["frame", "window", "tau"] and len(none.table) == 16
     g = extract_features(flow, extractor, "gap", windowing=windowing)
     assert len(g.table) == 16 and g.table.columns[0] == "frame"

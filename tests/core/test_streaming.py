@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +201,119 @@ def test_cli_extract_ends_cleanly_on_a_signal(tmp_path, sig, code):
     assert list(out.iterdir()) == []
     assert list(scratch.iterdir()) == []
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+# -- outputs with their checksum, owner-tagged work folders (issue 17) ------------------------------
+def _flip_byte(path, where: float = 0.6) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _recorded_hash(path) -> str:
+    import json
+
+    return json.loads(path.with_name(path.name + ".json").read_text())["data_sha256"]
+
+
+def _dead_work_dir(parent) -> str:
+    """A work folder made by a process that has ended (as a SIGKILL leaves it)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from napari_flow_features.io._atomic import make_work_dir; "
+    code += "print(make_work_dir(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, str(parent)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_kept_flow_maps_and_flow_cache_are_checked_on_reading(tmp_path, monkeypatch):
+    """--keep-flow, the none post-encoder's maps and the flow cache's entries are written with a
+    sidecar recording their SHA-256; a changed byte is refused by the readers, and a changed cache
+    entry is computed again instead of being used. A dead run's work folder is removed."""
+    from napari_flow_features.errors import MismatchedMetadataError
+    from napari_flow_features.io._atomic import sha256_file
+    from napari_flow_features.io.flow_files import read_npy
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    dead = _dead_work_dir(scratch)
+    video = make_whisker_sample(n_frames=12, height=32, width=48).video
+    ext = DynamicFeatureExtractor(endpoint="Conv3d_2b_1x1", runtime="tensorflow")
+    maps, kept, cache = tmp_path / "maps.npy", tmp_path / "kept.npy", tmp_path / "cache"
+    first = extract_features(video, ext, "none", maps_path=maps, keep_flow=kept,
+                             keep_flow_dtype="float32", flow_cache=cache)  # fmt: skip
+    # The dead run's work folder went, this run's too (TensorFlow's autograph files may stay).
+    assert not [p for p in scratch.iterdir() if p.name.startswith(".flow-features")]
+    (entry,) = cache.glob("*.npy")
+    for path in (maps, kept, entry):
+        assert _recorded_hash(path) == sha256_file(path), path
+    np.testing.assert_array_equal(read_npy(maps), first.feature_maps)
+    flow = np.load(entry)
+    np.testing.assert_array_equal(read_flow(kept), flow)
+    for path, read in ((maps, read_npy), (kept, read_flow)):
+        _flip_byte(path)
+        with pytest.raises(MismatchedMetadataError, match="do not belong together"):
+            read(path)
+    # A changed cache entry is not used: the flow is computed again and the entry rewritten.
+    _flip_byte(entry)
+    again = extract_features(video, ext, "gap", flow_cache=cache)
+    assert again.metadata["flow_reused"] is False
+    assert _recorded_hash(entry) == sha256_file(entry)
+    np.testing.assert_array_equal(np.load(entry), flow)
+    reused = extract_features(video, ext, "gap", flow_cache=cache)
+    assert reused.metadata["flow_reused"] is True
+    np.testing.assert_array_equal(reused.table.to_numpy(), again.table.to_numpy())
+    assert not any(p.name.startswith(".") for p in tmp_path.rglob("*")), dead
+
+
+def test_flow_file_records_its_checksum(tmp_path):
+    """``flow`` writes the flow and its sidecar together, the sidecar recording the SHA-256; a
+    changed byte is refused on reading and the file is no longer "complete" for a rerun."""
+    from napari_flow_features.errors import MismatchedMetadataError
+    from napari_flow_features.io._atomic import sha256_file
+
+    video = make_whisker_sample(n_frames=6, height=32, width=48).video
+    out = tmp_path / "flow.npy"
+    computer = OpticalFlowComputer("dis")
+    flow = computer.compute(video, out)
+    assert _recorded_hash(out) == sha256_file(out)
+    np.testing.assert_array_equal(read_flow(out), flow)
+    assert computer.is_complete(video, out)
+    _flip_byte(out)
+    with pytest.raises(MismatchedMetadataError, match="SHA-256 differs"):
+        read_flow(out)
+    assert not computer.is_complete(video, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.npy", "flow.npy.json"]
+
+
+def test_work_folders_of_dead_runs_go_live_ones_stay(tmp_path):
+    """Work folders carry their owner's pid and start time: a new run removes those of runs that
+    have ended and never one of a run still going (a real live process, a real dead one)."""
+    import subprocess
+    import sys
+
+    from napari_flow_features.io._atomic import make_work_dir, remove_stale_partials
+
+    code = ("import sys, time; from napari_flow_features.io._atomic import make_work_dir; "
+            "print(make_work_dir(sys.argv[1]), flush=True); time.sleep(120)")  # fmt: skip
+    live = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        live_dir = live.stdout.readline().strip()
+        dead_dir = _dead_work_dir(tmp_path)
+        (tmp_path / "unrelated").mkdir()  # not ours: never touched
+        (Path(dead_dir) / "half.npy").write_bytes(b"x")
+        mine = make_work_dir(tmp_path)
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert Path(live_dir).name in names and Path(dead_dir).name not in names
+        assert mine.name in names and "unrelated" in names
+        assert mine.name.startswith(".flow-features.partial-") and mine.stat().st_mode & 0o077 == 0
+        assert remove_stale_partials(tmp_path, "flow-features") == []  # both owners are alive
+    finally:
+        live.kill()
+        live.wait()
+        live.stdout.close()
+    assert remove_stale_partials(tmp_path, "flow-features") == [Path(live_dir)]

@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import tempfile
+import shutil
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from ..errors import BadInputError, CancelledError
-from ..io._atomic import atomic_write_path, partial_path
+from ..io._atomic import (
+    HASH_KEY,
+    atomic_write_with_sidecar,
+    ensure_output_dir,
+    make_work_dir,
+    remove_stale_partials,
+)
+from ..io.npy_stream import NpyWriter, npy_nbytes
 from .landmarks import Landmarks, landmarks_from_points
 from .post_encoders import (
     INTERPOLATIONS,
@@ -45,12 +54,15 @@ from .streaming import (
 )
 
 Progress = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class FeatureResult:
-    """The per-frame table (DESIGN.md columns, metadata in ``table.attrs``), the feature maps for the
-    ``none`` post-encoder (a read-only ``[N, T', H', W', C]`` memory map), and the run metadata.
+    """What a run returns: the per-frame table, the feature maps and the run metadata.
+
+    The table has DESIGN.md's columns and its metadata in ``table.attrs``; the feature maps
+    (``none`` post-encoder) are a read-only ``[N, T', H', W', C]`` memory map.
     """
 
     table: pd.DataFrame
@@ -88,8 +100,9 @@ def _resolve_source(source: Any) -> tuple[str, Any, str]:
 
 
 def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
-    """Flow method and the video's (H, W) from a flow file's sidecar (``<file>.json``, written by
-    :class:`OpticalFlowComputer`); ``({"flow_method": "given"}, None)`` without one.
+    """Flow method and the video's (H, W) from a flow file's sidecar (``<file>.json``).
+
+    ``({"flow_method": "given"}, None)`` without one.
     """
     if not isinstance(source, (str, os.PathLike)):
         return {"flow_method": "given"}, None
@@ -134,7 +147,8 @@ class _Run:
 
 
 def _cache_entry(cache: Any, source: Any, method: str, sel: FrameSelection) -> Path | None:
-    """Where the flow of video ``source`` by ``method`` over selection ``sel`` is kept in ``cache``.
+    """Where the flow of video ``source`` by ``method`` over selection ``sel`` is kept.
+
     The key is a file's path, size and modification time (or an in-memory video's content hash),
     the method and the selection, so it changes when any of them does.
     """
@@ -151,8 +165,8 @@ def _cache_entry(cache: Any, source: Any, method: str, sel: FrameSelection) -> P
         frames = np.ascontiguousarray(source)
         key = f"array|{frames.shape}|{hashlib.sha1(frames.data).hexdigest()}"
     key += f"|{method}|{sel.describe()}"
-    folder = Path(cache)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_output_dir(cache)
+    remove_stale_partials(folder)  # a killed run's temporaries, also when this run only reads
     return folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
 
 
@@ -165,9 +179,11 @@ def _video_flow_blocks(
     workers: int | None,
     rgb_sink: dict | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Raw flow fields ``lo..hi-1`` of the selection, computed block by block from frames read in
-    order (cropped to the region and resized first). ``rgb_sink`` (two-stream) also receives each
-    frame read, as the RGB stream's uint8 ``(H, W, 3)``, keyed by its index.
+    """Raw flow fields ``lo..hi-1`` of the selection, computed block by block.
+
+    Frames are read in order (cropped to the region and resized first). ``rgb_sink``
+    (two-stream) also receives each frame read, as the RGB stream's uint8 ``(H, W, 3)``, keyed
+    by its index.
     """
     from ..flow.compute import _POOLED, _to_grey, iter_flow_blocks
     from ..flow.frames import rgb_frame
@@ -197,8 +213,9 @@ def _video_flow_blocks(
 def _video_rgb_blocks(
     data: Any, sel: FrameSelection, lo: int, hi: int
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Frames ``lo..hi-1`` of the selection as ``(k, H, W, 3)`` uint8 blocks, cropped and resized
-    like the flow stream's (grey repeated to 3 channels). No optical flow.
+    """Frames ``lo..hi-1`` of the selection as ``(k, H, W, 3)`` uint8 blocks.
+
+    Cropped and resized like the flow stream's (grey repeated to 3 channels). No optical flow.
     """
     from ..flow.frames import rgb_frame
 
@@ -214,10 +231,11 @@ def _video_rgb_blocks(
 def _two_stream_blocks(
     data: Any, sel: FrameSelection, lo: int, hi: int, method: str, workers: int | None
 ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
-    """Entries ``lo..hi-1`` of both streams from one read of the frames: ``(first, (fields,
-    frames))`` where entry ``i`` is flow field ``i`` (frame i → i+1) and frame ``i``. The last frame
-    has no field of its own: its block carries one frame more than fields (the transform pads the
-    flow by its last field, the frame-aligned rule).
+    """Entries ``lo..hi-1`` of both streams from one read of the frames.
+
+    Yields ``(first, (fields, frames))`` where entry ``i`` is flow field ``i`` (frame i → i+1)
+    and frame ``i``. The last frame has no field of its own: its block carries one frame more
+    than fields (the transform pads the flow by its last field, the frame-aligned rule).
     """
     n = sel.n_frames
     flow_lo, flow_hi = min(lo, n - 2), min(hi, n - 1)
@@ -253,46 +271,133 @@ def _array_flow_blocks(
         yield first, block
 
 
-class _FlowWriter:
-    """Raw flow written in order to a temporary ``.npy`` beside ``final``, renamed when complete
-    (``float32``, ``float16``, or ``uint8`` quantised as DeepMind did: ``[-bound, bound]`` → 0..255).
+class _NpyWithSidecar:
+    """A ``.npy`` streamed in order beside its JSON sidecar ``<final>.json``.
+
+    Both are written to owner-tagged temporaries (the data with buffered writes, its blocks
+    reserved up front, its SHA-256 computed while writing); :meth:`commit` makes them visible
+    together with the hash recorded in the sidecar, :meth:`discard` removes both temporaries and
+    leaves the final paths as they were (docs/reliability.md).
     """
 
     def __init__(
-        self, final: Path, shape: tuple, dtype: str, bound: float, spec: dict, partials: list
+        self,
+        final: Path,
+        shape: tuple[int, ...],
+        dtype: Any,
+        metadata: dict[str, Any],
+        partials: list[Path],
+        header_shape: tuple[int, ...] | None = None,
     ) -> None:
-        from ..flow.compute import NpyStreamWriter
+        from ..io.tables import jsonable_metadata
 
+        self.final = final
+        self._stack = contextlib.ExitStack()
+        nbytes = npy_nbytes(header_shape or shape, dtype)
+        try:
+            tmp, self.meta = self._stack.enter_context(
+                atomic_write_with_sidecar(
+                    final,
+                    final.with_name(final.name + ".json"),
+                    jsonable_metadata(metadata),
+                    nbytes,
+                )
+            )
+            partials.append(tmp)
+            self.writer = self._stack.enter_context(
+                NpyWriter(tmp, shape, dtype, False, header_shape=header_shape, label=final)
+            )
+        except BaseException as exc:
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    def write(self, first: int, rows: np.ndarray) -> None:
+        """Write ``rows`` starting at row ``first`` (the next unwritten one)."""
+        self.writer[first : first + len(rows)] = rows
+
+    def commit(self, **extra: Any) -> Path:
+        """Make the data and its sidecar visible together; returns the final path.
+
+        Checks every row was written and records the data's hash (and ``extra`` fields) in the
+        sidecar first.
+        """
+        self.meta.update(extra)
+        self.meta[HASH_KEY] = self.writer.sha256
+        self._stack.close()
+        return self.final
+
+    def discard(self, exc: BaseException | None = None) -> None:
+        """Remove both temporaries (after ``exc``, or a cancel); the final paths are untouched."""
+        exc = exc or CancelledError("discarded")
+        tb: TracebackType | None = exc.__traceback__
+        with contextlib.suppress(Exception):  # already ending with an error: keep that one
+            self._stack.__exit__(type(exc), exc, tb)
+
+
+class _FlowWriter(_NpyWithSidecar):
+    """Raw flow written in order, made visible with its hashed sidecar when complete.
+
+    Stored as ``float32``, ``float16``, or ``uint8`` quantised as DeepMind did
+    (``[-bound, bound]`` → 0..255).
+    """
+
+    def __init__(
+        self,
+        final: Path,
+        shape: tuple[int, ...],
+        dtype: str,
+        bound: float,
+        spec: dict[str, Any],
+        partials: list[Path],
+    ) -> None:
         if dtype not in KEEP_FLOW_DTYPES:
             raise BadInputError(f"keep-flow dtype must be one of {', '.join(KEEP_FLOW_DTYPES)}")
-        self.final, self.dtype, self.bound = final, dtype, float(bound)
-        self.spec = {**spec, "flow_encoding": dtype}
+        self.dtype, self.bound = dtype, float(bound)
+        meta = {**spec, "flow_encoding": dtype}
         if dtype == "uint8":
-            self.spec["flow_quantisation_bound"] = self.bound
-        self.tmp = partial_path(final)
-        partials.append(self.tmp)
-        self.writer = NpyStreamWriter(self.tmp, shape, dtype)
+            meta["flow_quantisation_bound"] = self.bound
+        super().__init__(final, shape, dtype, meta, partials)
 
     def __call__(self, first: int, raw: np.ndarray) -> None:
+        """Write raw flow fields ``first, first + 1, …`` (encoded to the file's dtype)."""
         if self.dtype == "uint8":
             q = (np.clip(raw, -self.bound, self.bound) + self.bound) * (255.0 / (2 * self.bound))
             raw = np.round(q).astype(np.uint8)
-        self.writer[first : first + len(raw)] = raw
+        self.write(first, raw)
 
-    def commit(self) -> Path:
-        from ..io.tables import jsonable_metadata
 
-        self.writer.close()
-        side = self.final.with_name(self.final.name + ".json")
-        with atomic_write_path(side) as tmp:
-            tmp.write_text(json.dumps(jsonable_metadata(self.spec), indent=2))
-        os.replace(self.tmp, self.final)
-        return self.final
+#: Cache entries whose SHA-256 this process has checked, by (path, size, mtime): a process that
+#: reuses an entry often (napari's model process, one frame at a time) hashes it once.
+_VERIFIED_CACHE: set[tuple[str, int, int]] = set()
 
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.writer._file.close()
-        self.tmp.unlink(missing_ok=True)
+
+def _open_cached_flow(path: Path, shape: tuple[int, ...], say: Callable[[str], None]) -> Any:
+    """The flow cache's entry at ``path`` as a read-only memory map, or None.
+
+    None when there is none or it is refused (no hashed sidecar, a SHA-256 or shape that does
+    not match): a refused entry is removed and the flow computed again.
+    """
+    from ..io.flow_files import read_flow_sidecar
+
+    if not path.is_file():
+        return None
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        meta = read_flow_sidecar(path, verify=key not in _VERIFIED_CACHE)
+        if meta is None or HASH_KEY not in meta:
+            raise BadInputError(f"no sidecar recording its SHA-256: {path}")
+        cached = np.load(path, mmap_mode="r", allow_pickle=False)
+        if cached.shape != shape or cached.dtype != np.float32:
+            raise BadInputError(f"{cached.dtype} {cached.shape}, expected float32 {shape}")
+        _VERIFIED_CACHE.add(key)
+    except (ValueError, OSError) as exc:  # BadInputError and its kinds are ValueErrors
+        logger.warning("Flow cache entry refused, computing the flow again: %s", exc)
+        say("the cached flow does not match its checksum: computing it again")
+        for stale in (path, path.with_name(path.name + ".json")):
+            stale.unlink(missing_ok=True)
+        return None
+    return cached
 
 
 def _prepare(
@@ -330,7 +435,8 @@ def _prepare(
         n_total = len(data)
         if n_total < 2:
             raise BadInputError(f"Optical flow needs at least 2 frames; the video has {n_total}")
-        frame_hw = tuple(int(v) for v in np.shape(data[0])[:2])
+        first_shape = np.shape(data[0])
+        frame_hw = (int(first_shape[0]), int(first_shape[1]))
         sel = select_frames(n_total, frame_hw, start, stop, roi, max_side)
         flow_info = {"flow_method": flow_method, "flow_reused": False}
     else:
@@ -340,7 +446,7 @@ def _prepare(
                 f"sequence ({name}): compute it again from the video with them"
             )
         n_total = data.shape[0] + 1
-        frame_hw = tuple(int(v) for v in data.shape[1:3])
+        frame_hw = (int(data.shape[1]), int(data.shape[2]))
         sel = select_frames(n_total, frame_hw, start, stop)
         flow_info, video_hw = _flow_file_spec(source)
         # Landmarks are in video pixels; flow computed at another size (its sidecar says so) maps
@@ -387,8 +493,9 @@ def extract_features(
 ) -> FeatureResult:
     """Per-frame features of a video (flow computed on the way, streamed) or a flow sequence.
 
-    ``post_encoder``: ``"none"`` (maps to ``maps_path`` or a temporary ``.npy``; the table maps each
-    frame to its map and time position), ``"gap"`` or ``"point"`` (needs ``points``; rows per frame
+    ``post_encoder``: ``"none"`` (maps to ``maps_path`` or a ``.npy`` in the run's work folder,
+    with a ``<maps>.json`` sidecar recording their SHA-256; the table maps each frame to its map
+    and time position), ``"gap"`` or ``"point"`` (needs ``points``; rows per frame
     and landmark). ``frames`` restricts the run to what those frames need (see
     :func:`extract_frame`: one short chunk, and only its flow). ``heatmap`` (``"mean"``, ``"l2"`` or
     a channel) also returns each frame's activation map ``(T, H', W')`` reduced over channels.
@@ -401,9 +508,16 @@ def extract_features(
 
     Choosing less work: ``start``/``stop`` (a frame range), ``roi = (x, y, w, h)`` in video pixels,
     ``max_side`` (resize before flow and encoder). ``keep_flow``: also write the flow to this
-    ``.npy`` (``keep_flow_dtype`` float16, uint8 quantised, or float32; a JSON sidecar records it).
-    ``flow_cache``: a folder that keeps one video's flow (up to ``FLOW_CACHE_MAX_BYTES``) so the
-    next run on the same video and selection skips the flow (``flow_reused`` in the metadata).
+    ``.npy`` (``keep_flow_dtype`` float16, uint8 quantised, or float32; a JSON sidecar records it
+    and its SHA-256). ``flow_cache``: a folder that keeps one video's flow (up to
+    ``FLOW_CACHE_MAX_BYTES``) so the next run on the same video and selection skips the flow
+    (``flow_reused`` in the metadata); an entry that does not match its recorded SHA-256 is
+    computed again.
+
+    Files (docs/reliability.md): every output is streamed to an owner-tagged temporary and made
+    visible with its sidecar when complete; the run works in an owner-tagged folder in the
+    temporary folder (:func:`~napari_flow_features.io._atomic.make_work_dir`), removed at the end
+    (kept only for ``none`` maps without ``maps_path``) or, after a SIGKILL, by the next run.
 
     ``progress(done, total)`` counts frames encoded, ``flow_progress`` flow fields computed;
     ``status(text)`` hears phases and a time estimate after the first chunk; ``cancel`` (a callable
@@ -482,14 +596,19 @@ def extract_features(
             raise BadInputError(
                 f"keep_flow_dtype must be one of {', '.join(KEEP_FLOW_DTYPES)}, not {keep_flow_dtype!r}"
             )
-    workdir = Path(tempfile.mkdtemp(prefix="flow-features-"))
+    # Owner-tagged (pid and start time): a run killed with SIGKILL leaves a folder that the next
+    # run removes, and a live run's folder is never removed by another.
+    workdir = make_work_dir()
     partials: list[Path] = []  # every temporary a run makes, named before it is created
+    done = False
     try:
-        return _stream(
+        result = _stream(
             run, extractor, workdir, post_encoder, interpolation, settings, windowing, maps_path,
             frames, heatmap, progress, cancel, flow_cache, keep_flow, keep_flow_dtype,
             flow_method, flow_workers, status, flow_progress, row_sink, partials, predict,
         )  # fmt: skip
+        done = True
+        return result
     except BaseException:
         # However the run ends early (error, cancel, Ctrl-C, SIGTERM at any point): no
         # temporary survives, even one made a moment before the signal.
@@ -498,10 +617,8 @@ def extract_features(
         raise
     finally:
         # The folder stays only when it holds the feature maps of the none post-encoder.
-        for leftover in workdir.glob(".*partial*"):
-            leftover.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            workdir.rmdir()
+        if not done or not any(workdir.iterdir()):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 class _Rows:
@@ -621,15 +738,20 @@ def _stream(
 
     # Where the raw flow comes from: a stored sequence, the flow cache, or computed now.
     flow_info = dict(run.flow_info)
-    cache_path = cache_writer = keep_writer = None
+    cache_path: Path | None = None
+    cache_writer: _FlowWriter | None = None
+    keep_writer: _FlowWriter | None = None
     n_fields = n - 1
+    blocks: Iterator[tuple[int, Any]]
     if stream == "rgb":
         blocks = _video_rgb_blocks(run.data, sel, field_lo, field_hi)
         flow_info = {"flow_method": None, "flow_reused": False}
     elif run.kind == "video":
         cache_path = _cache_entry(flow_cache, run.data, flow_method, sel)
-        if cache_path is not None and cache_path.is_file():
-            cached = np.load(cache_path, mmap_mode="r", allow_pickle=False)
+        cached = None
+        if cache_path is not None:
+            cached = _open_cached_flow(cache_path, (n_fields, *sel.work_hw, 2), say)
+        if cached is not None:
             if stream == "two-stream":
                 blocks = _cached_two_stream_blocks(cached, run.data, sel, field_lo, field_hi)
             else:
@@ -647,8 +769,11 @@ def _stream(
                 )
             size = n_fields * sel.work_hw[0] * sel.work_hw[1] * 8
             if cache_path is not None and frames is None and size <= FLOW_CACHE_MAX_BYTES:
-                for old in cache_path.parent.glob("*.npy*"):  # one video's flow at a time
-                    old.unlink(missing_ok=True)
+                # One video's flow at a time: complete entries go; temporaries (hidden, of
+                # another live run or removed by the writer once their owner is dead) stay.
+                for old in cache_path.parent.iterdir():
+                    if not old.name.startswith(".") and old.name.endswith((".npy", ".npy.json")):
+                        old.unlink(missing_ok=True)
                 cache_writer = _FlowWriter(
                     cache_path, (n_fields, *sel.work_hw, 2), "float32", 20.0, {}, partials
                 )
@@ -664,10 +789,15 @@ def _stream(
         **sel.describe(),
     }
     if keep_flow is not None:
-        keep_writer = _FlowWriter(
-            keep_flow, (n_fields, *sel.work_hw, 2), keep_flow_dtype,
-            float(cfg["flow_bound"]), spec, partials,
-        )  # fmt: skip
+        try:
+            keep_writer = _FlowWriter(
+                keep_flow, (n_fields, *sel.work_hw, 2), keep_flow_dtype,
+                float(cfg["flow_bound"]), spec, partials,
+            )  # fmt: skip
+        except BaseException as exc:  # e.g. no space for it: the cache's temporary goes too
+            if cache_writer is not None:
+                cache_writer.discard(exc)
+            raise
     tees = [w for w in (cache_writer, keep_writer) if w is not None]
     bound = float(cfg["flow_bound"])
 
@@ -689,7 +819,12 @@ def _stream(
             flow_part = np.concatenate([flow_part, pad])
         return np.concatenate([flow_part, rgb_input(frames)], axis=-1)
 
-    transform = {"flow": flow_input, "rgb": rgb_input, "two-stream": both_inputs}[stream]
+    transforms: dict[str, Callable[[Any], np.ndarray]] = {
+        "flow": flow_input,
+        "rgb": rgb_input,
+        "two-stream": both_inputs,
+    }
+    transform = transforms[stream]
 
     def tee(first: int, raw: Any) -> None:
         if stream == "two-stream":
@@ -710,7 +845,7 @@ def _stream(
     landmarks = run.landmarks
     outside: list[tuple] = []
     heat = None
-    maps_writer = None
+    maps_writer: _NpyWithSidecar | None = None
     maps_final = Path(maps_path) if maps_path is not None else workdir / "feature_maps.npy"
     timing = {"encoder_seconds": 0.0}
     total_out = len(wanted)
@@ -720,7 +855,8 @@ def _stream(
     def emit(
         t: int, fmap: np.ndarray, extra: dict | None = None, labels: dict | None = None
     ) -> None:
-        """Rows of frame ``t`` (relative) from its time-interpolated map ``(H', W', C)``;
+        """Rows of frame ``t`` (relative) from its time-interpolated map ``(H', W', C)``.
+
         ``labels``: the frame's window's Kinetics predictions, on every row of the frame.
         """
         nonlocal heat
@@ -736,13 +872,15 @@ def _stream(
         elif post_encoder == "gap":
             rows.add({"frame": frame, **(labels or {})}, gap(fmap))
         else:
+            assert landmarks is not None  # a point run has them (checked in _prepare)
             for k in range(len(landmarks.ids)):
                 fields = landmarks.row_fields(k, t)
                 x, y = float(landmarks.xy[k, t, 0]), float(landmarks.xy[k, t, 1])
-                fx, fy = x, y
+                vx, vy = x, y
                 if run.to_flow is not None:
-                    fx, fy = (x + 0.5) * run.to_flow[1] - 0.5, (y + 0.5) * run.to_flow[0] - 0.5
-                fx, fy = sel.to_work(np.float64(fx), np.float64(fy))
+                    vx, vy = (x + 0.5) * run.to_flow[1] - 0.5, (y + 0.5) * run.to_flow[0] - 0.5
+                wx, wy = sel.to_work(np.asarray(vx), np.asarray(vy))
+                fx, fy = float(wx), float(wy)
                 if np.isfinite(fx) and not inside_frame(fx, fy, frame_hw):
                     outside.append((frame, landmarks.ids[k], x, y))
                 rows.add(
@@ -750,16 +888,24 @@ def _stream(
                     sample_point(fmap, fx, fy, frame_hw, interpolation),
                 )
 
-    def open_maps(shape: tuple) -> None:
-        nonlocal maps_writer
-        from ..flow.compute import NpyStreamWriter
-
+    def open_maps(shape: tuple[int, ...]) -> _NpyWithSidecar:
         if maps_final.suffix.lower() != ".npy":
             raise BadInputError(f"Feature maps are saved as .npy, got {maps_final.name}")
-        tmp = partial_path(maps_final)
-        partials.append(tmp)
         rows_shape = shape[1:] if windowing == "chunked" else shape  # (1, S, ...): rows are steps
-        maps_writer = (tmp, NpyStreamWriter(tmp, rows_shape, header_shape=shape))
+        layout = "[1, steps, H', W', C]" if windowing == "chunked" else "[windows, T', H', W', C]"
+        about = {
+            "content": "I3D feature maps (post-encoder none)",
+            "layout": layout,
+            "shape": list(shape),
+            "endpoint": cfg["endpoint"],
+            "windowing": windowing,
+            "source": run.name,
+            "n_frames": n,
+            **sel.describe(),
+        }
+        return _NpyWithSidecar(
+            maps_final, rows_shape, np.float32, about, partials, header_shape=shape
+        )
 
     def report(done: int) -> None:
         if progress is not None:
@@ -780,13 +926,16 @@ def _stream(
         labels_of = kinetics_labels(int(cfg["num_classes"]))
 
     def encode(clips: np.ndarray) -> np.ndarray:
-        """The fused encoder output; with ``predict``, also each clip's top-5 Kinetics classes
-        from the softmax of the streams' summed logits (DeepMind's two-stream rule).
+        """The fused encoder output.
+
+        With ``predict``, also each clip's top-5 Kinetics classes from the softmax of the
+        streams' summed logits (DeepMind's two-stream rule).
         """
         if not predict:
             return extractor.encode(clips)
         parts = extractor.encode_streams(clips)
-        logits = sum(np.asarray(p, np.float64) for p in parts.values())
+        logits = np.sum([np.asarray(p, np.float64) for p in parts.values()], axis=0)
+        assert labels_of is not None  # set whenever predict is
         for row in logits:
             prob = np.exp(row - row.max())
             prob /= prob.sum()
@@ -811,7 +960,10 @@ def _stream(
     say("computing optical flow and features" if stream != "rgb" else "reading frames and features")
     report(0)
     try:
-        with FlowFeed(blocks, n_entries, transform, tee, is_cancelled, on_fields) as feed:
+        # Two-stream blocks carry (fields, frames) pairs; FlowFeed hands them to the transform
+        # and the tee untouched, so they pass as its arrays.
+        feed_blocks = cast(Iterator[tuple[int, np.ndarray]], blocks)
+        with FlowFeed(feed_blocks, n_entries, transform, tee, is_cancelled, on_fields) as feed:
             feed.drop_before(field_lo)
             if windowing == "chunked":
                 store: dict[int, np.ndarray] = {}
@@ -828,12 +980,14 @@ def _stream(
                         store[j] = maps[j - lo // ts]
                         if post_encoder == "none" and first_step <= j <= int(k1.max()):
                             if maps_writer is None:
-                                open_maps((1, int(k1.max()) + 1 - first_step, *maps.shape[1:]))
+                                steps = int(k1.max()) + 1 - first_step
+                                maps_writer = open_maps((1, steps, *maps.shape[1:]))
                             row = j - first_step
-                            maps_writer[1][row : row + 1] = maps[j - lo // ts][None]
+                            maps_writer.write(row, maps[j - lo // ts][None])
                     while p < len(wanted) and int(k1[p]) in store:
-                        a, b, wgt = store[int(k0[p])], store[int(k1[p])], float(w1[p])
-                        fmap = a if wgt == 0 else (1 - wgt) * a + wgt * b
+                        before, after = store[int(k0[p])], store[int(k1[p])]
+                        wgt = float(w1[p])
+                        fmap = before if wgt == 0 else (1 - wgt) * before + wgt * after
                         tau = float(k0[p] + wgt - first_step)
                         emit(int(wanted[p]), fmap, {"window": 0, "tau": tau})
                         p += 1
@@ -861,15 +1015,16 @@ def _stream(
                     if taus is None and maps.ndim == 5:
                         taus = assign_frames(starts, n, length, maps.shape[1])
                     if post_encoder == "none" and maps_writer is None:
-                        open_maps((len(needed), *maps.shape[1:]))
+                        maps_writer = open_maps((len(needed), *maps.shape[1:]))
                     for j, k in enumerate(group):
                         if maps_writer is not None:
-                            maps_writer[1][b + j : b + j + 1] = maps[j][None]
+                            maps_writer.write(b + j, maps[j][None])
                         for t in wanted[assign.window[wanted] == k]:
                             labels = label_fields(b + j)
                             if maps.ndim == 2:  # Logits: one vector per window, a 1x1 "map"
                                 emit(int(t), maps[j][None, None], {"window": b + j}, labels)
                             else:
+                                assert taus is not None  # set for the first 5-D maps above
                                 tau = float(taus.tau[t])
                                 emit(
                                     int(t),
@@ -889,17 +1044,15 @@ def _stream(
             writer.commit()
         maps_out = None
         if maps_writer is not None:
-            tmp, writer = maps_writer
-            writer.close()
-            os.replace(tmp, maps_final)
+            extra = {"maps_first_step": first_step} if windowing == "chunked" else {}
+            maps_writer.commit(**extra)
             maps_writer = None
             maps_out = np.load(maps_final, mmap_mode="r", allow_pickle=False)
-    except BaseException:
+    except BaseException as exc:
         for writer in tees:
-            writer.discard()
+            writer.discard(exc)
         if maps_writer is not None:
-            maps_writer[1]._file.close()
-            maps_writer[0].unlink(missing_ok=True)
+            maps_writer.discard(exc)
         raise
     if cache_writer is not None:
         flow_info["flow_cached"] = True

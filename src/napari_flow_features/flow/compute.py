@@ -13,7 +13,6 @@ script and can outlive a killed parent), and no child process can be orphaned.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import threading
@@ -27,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, CancelledError
-from ..io._atomic import atomic_write_path, remove_stale_partials
+from ..io._atomic import HASH_KEY, atomic_write_with_sidecar, remove_stale_partials
+from ..io.npy_stream import NpyWriter, npy_nbytes
 
 METHODS = ("farneback", "dis", "tvl1", "tvl1-skimage")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
@@ -76,6 +76,7 @@ class FlowSpec:
         )
 
     def to_dict(self) -> dict:
+        """The spec as the JSON fields a flow file's sidecar records."""
         return {
             "flow_method": self.method,
             "flow_preset": self.preset,
@@ -92,8 +93,21 @@ class FlowSpec:
 def resized_shape(
     shape: tuple[int, int], max_side: int | None = None, scale: float | None = None
 ) -> tuple[int, int]:
-    """The (H, W) frames are resized to before flow: at most ``max_side`` on the longest side, or
-    multiplied by ``scale``; unchanged when neither is given.
+    """The (H, W) frames are resized to before flow.
+
+    Parameters
+    ----------
+    shape
+        The frames' (H, W).
+    max_side
+        At most this many pixels on the longest side (never enlarged).
+    scale
+        Or multiply both sides by this (0 < scale <= 4).
+
+    Returns
+    -------
+    tuple of int
+        (H, W); ``shape`` when neither is given.
     """
     h, w = shape
     if max_side is not None and scale is not None:
@@ -156,12 +170,12 @@ def _make_kernel(
             "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
             "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
         }
-        dis = cv2.DISOpticalFlow_create(presets[preset])
+        dis = cv2.DISOpticalFlow_create(presets[preset])  # type: ignore[attr-defined]  # no stub
         return lambda a, b: dis.calc(a, b, None)
     if method == "tvl1":
         if not hasattr(cv2, "optflow"):
             raise BadInputError(TVL1_EXTRA_HINT)
-        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**params)
+        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**params)  # type: ignore[attr-defined]
         return lambda a, b: tvl1.calc(a, b, None)
     if method == "tvl1-skimage":
         from skimage.registration import optical_flow_tvl1
@@ -178,7 +192,7 @@ def _make_kernel(
 
 
 def _kernel(method: str, preset: str, params: dict):
-    """This thread's kernel for the method (built once per thread and settings)."""
+    """The calling thread's kernel for the method (built once per thread and settings)."""
     cache = getattr(_THREAD_KERNELS, "cache", None)
     if cache is None:
         cache = _THREAD_KERNELS.cache = {}
@@ -203,10 +217,25 @@ def iter_flow_blocks(
     preset: str = "medium",
     params: dict | None = None,
     workers: int = 1,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Flow of each ``(first pair index, grey frames)`` block (one frame of overlap between blocks),
-    in order, as ``(first pair index, fields)``. With ``workers > 1`` blocks run on a thread pool,
-    at most ``2 * workers`` in flight, so memory stays bounded whatever the video's length.
+) -> Generator[tuple[int, np.ndarray], None, None]:
+    """Flow of each ``(first pair index, grey frames)`` block, in order.
+
+    With ``workers > 1`` blocks run on a thread pool, at most ``2 * workers`` in flight, so
+    memory stays bounded whatever the video's length. Closing the generator drops queued blocks.
+
+    Parameters
+    ----------
+    grey_blocks
+        ``(first pair index, grey frames)`` with one frame of overlap between blocks.
+    method, preset, params
+        The flow method, DIS preset and method parameters.
+    workers
+        Threads.
+
+    Yields
+    ------
+    tuple of (int, numpy.ndarray)
+        ``(first pair index, fields)``, fields ``(n, H, W, 2)`` float32.
     """
     params = dict(params or {})
     if workers <= 1:
@@ -355,8 +384,11 @@ class OpticalFlowComputer:
     def iter_compute(
         self, video: Any, output: str | os.PathLike | None = None
     ) -> Generator[tuple[int, int], None, np.ndarray]:
-        """Generator form of :meth:`compute`: yields ``(done, total)`` frame pairs and returns the
-        flow. Closing it (e.g. napari's worker ``quit()``) stops the work and removes partial files.
+        """Generator form of :meth:`compute`: yields ``(done, total)``, returns the flow.
+
+        Closing it (e.g. napari's worker ``quit()``) stops the work and removes partial files.
+        With ``output`` the flow and its sidecar (recording the flow's SHA-256, computed while
+        writing) become visible together when complete.
         """
         frames, path = _open_source(video)
         spec = self._spec(frames, path)
@@ -370,21 +402,21 @@ class OpticalFlowComputer:
         if output.suffix.lower() != ".npy":
             raise BadInputError(f"Flow output must be a .npy file, got {output.name}")
         _check_writable(output.parent)
+        # The flow and its sidecar become visible together; the sidecar records the flow's
+        # SHA-256 (hashed while writing), so a reader refuses a pair that does not belong together.
+        sidecar = output.with_name(output.name + ".json")
         try:
-            with atomic_write_path(output.with_name(output.name + ".json")) as meta_tmp:
-                meta_tmp.write_text(json.dumps(spec.to_dict(), indent=2))
-                with atomic_write_path(output) as tmp, NpyStreamWriter(tmp, shape) as flow:
-                    yield from self._run(frames, spec, flow)
+            with (
+                atomic_write_with_sidecar(
+                    output, sidecar, spec.to_dict(), npy_nbytes(shape, np.float32)
+                ) as (tmp, meta),
+                NpyWriter(tmp, shape, np.float32, atomic=False, label=output) as writer,
+            ):
+                yield from self._run(frames, spec, writer)
+                meta[HASH_KEY] = writer.sha256
         except PermissionError as exc:
             raise BadInputError(
                 f"Cannot write flow to {output} (read-only folder?): {exc}"
-            ) from exc
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            need = int(np.prod(shape)) * 4 / 1e6
-            raise BadInputError(
-                f"No space left on device: the flow needs {need:.0f} MB at {output}"
             ) from exc
         return np.load(output, mmap_mode="r", allow_pickle=False)
 
@@ -438,15 +470,32 @@ class OpticalFlowComputer:
         return outputs
 
     def is_complete(self, video: str | os.PathLike, output: str | os.PathLike) -> bool:
-        """Whether ``output`` already holds this computer's flow for ``video``."""
+        """Whether ``output`` already holds this computer's flow for ``video``.
+
+        Parameters
+        ----------
+        video
+            The video the flow would be computed from.
+        output
+            The ``.npy`` flow file (with its ``.json`` sidecar).
+
+        Returns
+        -------
+        bool
+            True when the flow and its sidecar belong together (the recorded SHA-256 matches)
+            and record this method, its settings and the video's frame count and size.
+        """
+        from ..io.flow_files import read_flow_sidecar
+
         output = Path(output)
-        sidecar = output.with_name(output.name + ".json")
-        if not (output.is_file() and sidecar.is_file()):
+        if not output.is_file():
             return False
         try:
-            stored = json.loads(sidecar.read_text())
+            stored = read_flow_sidecar(output)
             arr = np.load(output, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError):
+        except (ValueError, OSError):  # a refused pair is a BadInputError (a ValueError)
+            return False
+        if stored is None:
             return False
         expected = self.spec_for(video).to_dict()
         keys = ("flow_method", "flow_preset", "flow_shape", "n_frames", "flow_params")
@@ -461,7 +510,7 @@ class OpticalFlowComputer:
         first = np.asarray(frames[0])
         if first.ndim not in (2, 3):
             raise BadInputError(f"Frames must be (H, W) or (H, W, 3); got {first.shape}")
-        in_shape = tuple(int(s) for s in first.shape[:2])
+        in_shape = (int(first.shape[0]), int(first.shape[1]))
         flow_shape = resized_shape(in_shape, self.max_side, self.scale)
         params = (
             self.params if self.method != "farneback" else {**FARNEBACK_DEFAULTS, **self.params}
@@ -497,8 +546,10 @@ class OpticalFlowComputer:
             yield start, np.stack(block)
             start = stop
 
-    def _run(self, frames: Any, spec: FlowSpec, out: Any) -> Iterator[tuple[int, int]]:
-        """Compute into ``out`` (an array, or a :class:`NpyStreamWriter` written in order)."""
+    def _run(
+        self, frames: Any, spec: FlowSpec, out: np.ndarray | NpyWriter
+    ) -> Iterator[tuple[int, int]]:
+        """Compute into ``out`` (an array, or a :class:`NpyWriter` written in order)."""
         total = spec.n_frames - 1
         done = 0
         yield 0, total
@@ -512,57 +563,6 @@ class OpticalFlowComputer:
                 yield done, total
         finally:
             blocks.close()
-
-
-class NpyStreamWriter:
-    """Write a ``.npy`` file of known shape front to back with ordinary buffered I/O.
-
-    Not a memory map: a write into a mapped page on a full filesystem kills the process with SIGBUS;
-    a buffered write raises ``OSError(ENOSPC)`` that the caller turns into a message. Rows must come
-    in order (``writer[a:b] = rows`` with ``a`` the next unwritten row).
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        shape: tuple,
-        dtype: Any = np.float32,
-        header_shape: tuple | None = None,
-    ) -> None:
-        """``header_shape``: the array's shape as stored, when rows are written along another
-        axis of the same byte layout (``(S, ...)`` rows of a ``(1, S, ...)`` array).
-        """
-        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
-        self._file = open(self.path, "wb")  # closed in close()
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": tuple(header_shape or self.shape)}  # fmt: skip
-        np.lib.format.write_array_header_1_0(self._file, header)
-        self.rows = 0
-
-    def __setitem__(self, key: slice, value: np.ndarray) -> None:
-        start = key.start or 0
-        if start != self.rows:
-            raise ValueError(f"rows must be written in order: next is {self.rows}, got {start}")
-        data = np.ascontiguousarray(value, dtype=self.dtype)
-        self._file.write(data.tobytes())
-        self.rows += len(data)
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-        if self.rows != self.shape[0]:
-            raise ValueError(f"{self.path}: {self.rows} of {self.shape[0]} rows written")
-
-    def __enter__(self) -> NpyStreamWriter:
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._file.close()
 
 
 def _cancel_check(cancel: CancelCheck | threading.Event | None) -> CancelCheck:

@@ -40,6 +40,7 @@ import platform
 import re
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -60,6 +61,16 @@ def process_start_time(pid: int) -> int | None:
 
     Together with the pid it names one process for the whole uptime: a reused pid has another
     start time.
+
+    Parameters
+    ----------
+    pid
+        The process id.
+
+    Returns
+    -------
+    int or None
+        The start time, or None for no such (visible) process.
     """
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -80,8 +91,10 @@ def process_start_time(pid: int) -> int | None:
 
 @functools.lru_cache(maxsize=1)
 def host_tag() -> str:
-    """Six hex digits naming this boot and pid namespace: pids and start times compare only
-    within one (another machine, container or a reboot has its own).
+    """Six hex digits naming this boot and pid namespace.
+
+    Pids and start times compare only within one (another machine, container or a reboot has
+    its own).
     """
     parts = []
     for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
@@ -100,7 +113,20 @@ def _owner_tag() -> str:
 
 
 def owner_alive(pid: int, start: int) -> bool:
-    """Whether the process that recorded ``(pid, start)`` is still running."""
+    """Whether the process that recorded ``(pid, start)`` is still running.
+
+    Parameters
+    ----------
+    pid
+        The process id a temporary's name records.
+    start
+        Its start time (0: unknown, then any process with that pid counts as the owner).
+
+    Returns
+    -------
+    bool
+        True while that very process runs.
+    """
     now = process_start_time(pid)
     if now is None:  # no such process, or one this user cannot see (/proc hidepid)
         try:
@@ -121,9 +147,21 @@ def _name_max(folder: Path) -> int:
 
 
 def temp_sibling(final: str | os.PathLike) -> Path:
-    """A hidden temporary name beside ``final``, owned by this process, keeping ``final``'s
-    suffix (numpy and matplotlib pick the format from it). Long stems are shortened so the
-    temporary name fits the file system even when ``final``'s name just fits.
+    """A hidden temporary name beside ``final``, owned by this process.
+
+    The name keeps ``final``'s suffix (numpy and matplotlib pick the format from it). Long stems
+    are shortened so the temporary name fits the file system even when ``final``'s name just
+    fits.
+
+    Parameters
+    ----------
+    final
+        The path the temporary will be renamed to.
+
+    Returns
+    -------
+    Path
+        ``<folder>/.<stem>.partial-<pid>-<start>-<host>-<random><suffix>`` (not created).
     """
     final = Path(final)
     tag = f".partial-{_owner_tag()}-{secrets.token_hex(4)}{final.suffix}"
@@ -140,9 +178,23 @@ def temp_sibling(final: str | os.PathLike) -> Path:
 partial_path = temp_sibling
 
 
-def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries in ``folder`` whose owner process has ended; returns what was
-    removed. Temporaries of live processes, and names this package did not make, are kept.
+def remove_stale_partials(folder: str | os.PathLike, stem: str | None = None) -> list[Path]:
+    """Remove the temporaries in ``folder`` whose owner process has ended.
+
+    Temporaries of live processes, and names this package did not make, are kept; so are
+    temporaries of another boot, machine or container until they are a day old.
+
+    Parameters
+    ----------
+    folder
+        The folder to clean (not recursive).
+    stem
+        Only temporaries made for this name (``.<stem>.partial-…``); default: all.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -153,7 +205,7 @@ def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
     here = host_tag()
     for entry in entries:
         match = _PARTIAL_RE.match(entry.name)
-        if match is None:
+        if match is None or (stem is not None and not entry.name.startswith(f".{stem}.partial-")):
             continue
         if match.group(3) == here:
             if owner_alive(int(match.group(1)), int(match.group(2))):
@@ -163,13 +215,52 @@ def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
                 if time.time() - entry.stat(follow_symlinks=False).st_mtime < FOREIGN_STALE_SECONDS:
                     continue
         path = Path(entry.path)
-        with contextlib.suppress(FileNotFoundError):
+        # Gone meanwhile, or not ours to remove (another user's, in a shared /tmp): leave it.
+        with contextlib.suppress(OSError):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(path)
             else:
                 path.unlink()
             removed.append(path)
     return removed
+
+
+#: The stem of the work folders runs make in the temporary folder (``$TMPDIR``).
+WORK_DIR_STEM = "flow-features"
+
+
+def make_work_dir(parent: str | os.PathLike | None = None, stem: str = WORK_DIR_STEM) -> Path:
+    """Create a private, owner-tagged work folder for one run, after removing dead runs' ones.
+
+    The folder is ``.<stem>.partial-<pid>-<start>-<host>-<random>`` in ``parent`` (default the
+    temporary folder, ``$TMPDIR``), mode 0700, so a run killed with SIGKILL leaves a folder the
+    next run recognises as a dead run's and removes, while a live run's folder is never touched.
+    Remove it with :func:`shutil.rmtree` when the run is done with it.
+
+    Parameters
+    ----------
+    parent
+        Where to make it; default :func:`tempfile.gettempdir`.
+    stem
+        The name's stem: only stale folders of the same stem are removed from ``parent``.
+
+    Returns
+    -------
+    Path
+        The new, empty folder.
+    """
+    parent = Path(parent if parent is not None else tempfile.gettempdir())
+    remove_stale_partials(parent, stem)
+    for _ in range(100):
+        folder = temp_sibling(parent / stem)
+        try:
+            folder.mkdir(mode=0o700)  # never follows or reuses an existing name
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _translate(exc, folder) from exc
+        return folder
+    raise FileExistsError(f"Cannot create a work folder in {parent}")
 
 
 def _clean_once(folder: Path) -> None:
@@ -181,8 +272,22 @@ def _clean_once(folder: Path) -> None:
 
 # -- checks before writing ----------------------------------------------------------------------
 def check_output_folder(folder: str | os.PathLike) -> Path:
-    """``folder`` as a Path if it is a writable folder; otherwise a :class:`BadInputError` that
-    says what is wrong (missing, a file, not writable).
+    """``folder`` as a Path if it is a writable folder.
+
+    Parameters
+    ----------
+    folder
+        The output folder.
+
+    Returns
+    -------
+    Path
+        ``folder``.
+
+    Raises
+    ------
+    BadInputError
+        Saying what is wrong: missing, a file, not writable.
     """
     folder = Path(folder)
     if folder.is_dir():
@@ -213,8 +318,20 @@ def ensure_output_dir(folder: str | os.PathLike) -> Path:
 
 
 def check_output_name(final: str | os.PathLike) -> Path:
-    """``final`` if its name is usable: not empty, not ``.``/``..``, not too long for the file
-    system, not an existing folder.
+    """``final`` if its name is usable.
+
+    Usable: not empty, not ``.``/``..``, not too long for the file system, not an existing
+    folder; otherwise a :class:`BadInputError` says which.
+
+    Parameters
+    ----------
+    final
+        The output path.
+
+    Returns
+    -------
+    Path
+        ``final``.
     """
     final = Path(final)
     name = final.name
@@ -232,8 +349,17 @@ def check_output_name(final: str | os.PathLike) -> Path:
 
 
 def free_bytes(path: str | os.PathLike) -> int:
-    """Bytes available to this user on the file system holding ``path`` (or its nearest
-    existing ancestor).
+    """Bytes available to this user on the file system holding ``path``.
+
+    Parameters
+    ----------
+    path
+        A path; when it does not exist yet, its nearest existing ancestor is asked.
+
+    Returns
+    -------
+    int
+        Free bytes for unprivileged writes.
     """
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
@@ -250,6 +376,13 @@ def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
     """Raise :class:`OutOfSpaceError` unless the file system of ``path`` has ``nbytes`` free.
 
     Call it before computing an output whose size is known (flow: ``4 * (T-1) * H * W * 2``).
+
+    Parameters
+    ----------
+    path
+        Where the output goes.
+    nbytes
+        Its size in bytes.
     """
     available = free_bytes(path)
     if nbytes > available:
@@ -259,8 +392,19 @@ def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
 
 
 def preallocate(fd: int, nbytes: int, path: str | os.PathLike = "") -> None:
-    """Reserve ``nbytes`` for an open file (``posix_fallocate``), so later writes cannot run out
-    of space; a full disk raises :class:`OutOfSpaceError` now. A no-op where unsupported.
+    """Reserve ``nbytes`` for an open file (``posix_fallocate``).
+
+    Later writes then cannot run out of space; a full disk raises :class:`OutOfSpaceError` now.
+    A no-op where the file system does not support it.
+
+    Parameters
+    ----------
+    fd
+        The open file's descriptor.
+    nbytes
+        The file's final size.
+    path
+        The output's final path, for the message.
     """
     if nbytes <= 0 or not hasattr(os, "posix_fallocate"):
         return
@@ -277,8 +421,19 @@ def preallocate(fd: int, nbytes: int, path: str | os.PathLike = "") -> None:
 
 
 def is_out_of_space(exc: BaseException) -> bool:
-    """Whether ``exc`` says the disk, a quota or the file-size limit is full (also pyarrow's and
-    other libraries' errors that carry only the message).
+    """Whether ``exc`` says the disk, a quota or the file-size limit is full.
+
+    Also recognises pyarrow's and other libraries' errors that carry only the message.
+
+    Parameters
+    ----------
+    exc
+        The error.
+
+    Returns
+    -------
+    bool
+        True for a full disk, quota or file-size limit.
     """
     if isinstance(exc, OutOfSpaceError):
         return True
@@ -351,12 +506,22 @@ def _prepare(final: Path, expected_bytes: int | None) -> None:
 def atomic_write_path(
     final: str | os.PathLike, expected_bytes: int | None = None
 ) -> Iterator[Path]:
-    """Yield a temporary path beside ``final`` to write to; on success it is flushed and renamed
-    to ``final`` in one step.
+    """Yield a temporary path beside ``final``; on success it is flushed and renamed to it.
 
     On any error, Ctrl-C or cancel the temporary is removed and ``final`` is left as it was; a
-    full disk is raised as :class:`OutOfSpaceError`. ``expected_bytes`` (when known) is checked
-    against the free space first.
+    full disk is raised as :class:`OutOfSpaceError`.
+
+    Parameters
+    ----------
+    final
+        The output's path.
+    expected_bytes
+        The output's size, when known: checked against the free space first.
+
+    Yields
+    ------
+    Path
+        The temporary to write.
     """
     final = Path(final)
     _prepare(final, expected_bytes)
@@ -375,8 +540,9 @@ def atomic_write_path(
 
 
 def _raise_translated(exc: BaseException, final: Path) -> None:
-    """Raise the named error a failed write at ``final`` stands for (a full disk, a read-only
-    folder …); return when there is none, for the caller to re-raise ``exc`` itself.
+    """Raise the named error a failed write at ``final`` stands for (a full disk …).
+
+    Returns when there is none, for the caller to re-raise ``exc`` itself.
     """
     translated = _translate(exc, final)
     if translated is not exc:
@@ -385,9 +551,22 @@ def _raise_translated(exc: BaseException, final: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike, expected_bytes: int | None = None) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; on success it is flushed and renamed to
-    ``final``. ``final`` must not exist (an existing folder is never replaced): a
-    :class:`BadInputError` says so, also when another process took the name meanwhile.
+    """Yield a temporary folder beside ``final``; on success it is flushed and renamed to it.
+
+    ``final`` must not exist (an existing folder is never replaced): a :class:`BadInputError`
+    says so, also when another process took the name meanwhile.
+
+    Parameters
+    ----------
+    final
+        The folder to create.
+    expected_bytes
+        Its size, when known: checked against the free space first.
+
+    Yields
+    ------
+    Path
+        The temporary folder to fill.
     """
     final = Path(final)
     _prepare(final, expected_bytes)
@@ -413,9 +592,23 @@ def atomic_directory(final: str | os.PathLike, expected_bytes: int | None = None
 def atomic_write_group(
     finals: Sequence[str | os.PathLike], expected_bytes: int | None = None
 ) -> Iterator[list[Path]]:
-    """Yield one temporary path per final path; on success all are renamed into place in the
-    order given. If a rename fails the earlier ones are undone (the old files put back), so the
-    group is all new or all old unless the process is killed between two renames.
+    """Yield one temporary path per final path; on success all are renamed into place.
+
+    The renames go in the order given. If one fails the earlier ones are undone (the old files
+    put back), so the group is all new or all old unless the process is killed between two
+    renames.
+
+    Parameters
+    ----------
+    finals
+        The output paths.
+    expected_bytes
+        Their total size, when known: checked against the free space first.
+
+    Yields
+    ------
+    list of Path
+        One temporary per output, in the same order.
     """
     paths = [Path(f) for f in finals]
     for p in paths:
@@ -478,12 +671,30 @@ def atomic_write_with_sidecar(
     metadata: dict[str, Any],
     expected_bytes: int | None = None,
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Yield ``(data_tmp, meta)``: write the data to ``data_tmp`` and add fields to ``meta`` (a
-    copy of ``metadata``) inside the block; on success the metadata gets ``data_sha256`` (unless
-    the writer set it, e.g. :attr:`NpyWriter.sha256 <napari_flow_features.io.npy_stream.NpyWriter>`
-    computed while writing), ``data_bytes`` and ``data_file``, is written as JSON, and both files
-    become visible together (metadata renamed first, data second). Works in generators
-    (``yield from`` inside the block) where a callback cannot.
+    """Yield ``(data_tmp, meta)`` for a data file and its JSON metadata made visible together.
+
+    Write the data to ``data_tmp`` and add fields to ``meta`` (a copy of ``metadata``) inside
+    the block; on success the metadata gets ``data_sha256`` (unless the writer set it, e.g.
+    :attr:`NpyWriter.sha256 <napari_flow_features.io.npy_stream.NpyWriter>` computed while
+    writing), ``data_bytes`` and ``data_file``, is written as JSON, and both files become
+    visible together (metadata renamed first, data second). Works in generators (``yield from``
+    inside the block) where a callback cannot.
+
+    Parameters
+    ----------
+    final
+        The data's path.
+    sidecar
+        The metadata's path.
+    metadata
+        The metadata (copied).
+    expected_bytes
+        The data's size, when known: checked against the free space first.
+
+    Yields
+    ------
+    tuple of (Path, dict)
+        The data's temporary and the metadata to complete.
     """
     final, sidecar = Path(final), Path(sidecar)
     with atomic_write_group([sidecar, final], expected_bytes) as (meta_tmp, data_tmp):
@@ -518,10 +729,22 @@ def write_with_sidecar(
 def verify_sidecar(
     data: str | os.PathLike, metadata: dict[str, Any], sidecar: Any = "", full: bool = True
 ) -> None:
-    """Raise :class:`MismatchedMetadataError` unless ``metadata`` (read from ``sidecar``) records
-    the size and (``full``) the SHA-256 of ``data``. Metadata without a recorded hash (written by
-    hand or by an older version) is accepted as it is. The hash reads the whole file (about
-    1 s per GB); ``full=False`` checks the size only.
+    """Raise :class:`MismatchedMetadataError` unless ``metadata`` was written for ``data``.
+
+    Checks the size and (``full``) the SHA-256 the metadata records. Metadata without a recorded
+    hash (written by hand or by an older version) is accepted as it is. The hash reads the whole
+    file (about 1 s per GB).
+
+    Parameters
+    ----------
+    data
+        The data file.
+    metadata
+        Its metadata, as read.
+    sidecar
+        Where the metadata was read from, for the message.
+    full
+        Check the SHA-256 too (``False``: the size only).
     """
     data = Path(data)
     recorded = metadata.get(HASH_KEY)

@@ -101,14 +101,38 @@ def _load_npy(path: Path) -> np.ndarray:
         raise CorruptFileError(f"Corrupt or truncated .npy file ({exc}): {path}") from exc
 
 
-def read_npy(path: str | os.PathLike, what: str = "Array") -> np.ndarray:
-    """A numeric ``.npy`` array, memory-mapped, never unpickled; a missing, corrupt, object, text
-    or empty array is a :class:`BadInputError` whose message starts with ``what``.
+def read_npy(path: str | os.PathLike, what: str = "Array", verify: bool = True) -> np.ndarray:
+    """A numeric ``.npy`` array, memory-mapped, never unpickled.
+
+    A ``<file>.json`` sidecar beside it (``extract --post-encoder none`` writes one for its
+    feature maps) is checked like a flow's (:func:`read_flow_sidecar`).
+
+    Parameters
+    ----------
+    path
+        The ``.npy`` file.
+    what
+        What the array is, for messages ("Activations file not found: …").
+    verify
+        Check the SHA-256 its sidecar records (``False``: the size only).
+
+    Returns
+    -------
+    numpy.ndarray
+        A read-only memory map.
+
+    Raises
+    ------
+    BadInputError
+        A missing, corrupt, object, text or empty array (the message starts with ``what``);
+        :class:`~napari_flow_features.errors.MismatchedMetadataError` when its sidecar was
+        written for other data.
     """
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{what} file not found: {path}")
     arr = _load_npy(path)
+    read_flow_sidecar(path, verify)
     if arr.dtype.kind not in "biuf":
         raise BadInputError(f"{what} must be numbers, not {arr.dtype}: {path}")
     if arr.size == 0:
@@ -141,12 +165,21 @@ def _load_npz(path: Path) -> np.ndarray:
         raise CorruptFileError(f"Corrupt .npz file ({type(exc).__name__}: {exc}): {path}") from exc
 
 
-def _natural_key(p: Path) -> list:
+def _natural_key(p: Path) -> list[int | str]:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.name)]
 
 
 class FloFolder(LazyArray):
-    """A folder of ``.flo`` files as a lazy ``(T, H, W, 2)`` float32 array (natural sort order)."""
+    """A folder of ``.flo`` files as a lazy ``(T, H, W, 2)`` float32 array (natural sort order).
+
+    Parameters
+    ----------
+    folder
+        The folder; its ``*.flo`` files are the frames, in natural order (``2.flo`` before
+        ``10.flo``). Only the first is read on opening.
+    """
+
+    dtype = np.dtype(np.float32)
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
@@ -155,14 +188,7 @@ class FloFolder(LazyArray):
             raise BadInputError(f"No .flo files in folder: {self.folder}")
         first = read_flo(self.files[0])
         self._frame_shape = first.shape
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.files), *self._frame_shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
+        self.shape = (len(self.files), *self._frame_shape)
 
     def _field(self, i: int) -> np.ndarray:
         f = read_flo(self.files[i])
@@ -174,6 +200,7 @@ class FloFolder(LazyArray):
         return f
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        """Read the fields ``key`` selects (only those files are read)."""
         if not isinstance(key, tuple):
             key = (key,)
         first, rest = key[0], key[1:]
@@ -189,11 +216,25 @@ class FloFolder(LazyArray):
 
 
 def read_flow(path: str | os.PathLike, verify: bool = True) -> Any:
-    """Open flow lazily: ``.flo`` → ``(H, W, 2)``; ``.npy`` (memory-mapped), ``.npz`` → as stored;
-    a folder of ``.flo`` files → ``(T, H, W, 2)``. Bad files raise :class:`BadInputError`.
+    """Open flow lazily, checked.
+
+    ``.flo`` → ``(H, W, 2)``; ``.npy`` (memory-mapped), ``.npz`` → as stored; a folder of
+    ``.flo`` files → ``(T, H, W, 2)``. Bad files raise :class:`BadInputError`.
 
     A ``<file>.json`` sidecar that records the flow's SHA-256 is checked against the file
     (``verify=False``: its size only, for very large files read often).
+
+    Parameters
+    ----------
+    path
+        The flow file or folder.
+    verify
+        Check the SHA-256 a sidecar records (``False``: the size only).
+
+    Returns
+    -------
+    array-like
+        The flow, float32 pixels per frame (uint8 kept flow decoded on reading).
     """
     path = Path(path)
     if not path.exists():
@@ -228,10 +269,31 @@ def flow_sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def read_flow_sidecar(path: str | os.PathLike, verify: bool = True) -> dict[str, Any] | None:
-    """The metadata beside flow file ``path`` (None when there is none), checked: a JSON object,
-    and, when it records the flow's SHA-256 (:func:`~napari_flow_features.io._atomic.write_with_sidecar`),
-    written for this very file. Raises :class:`CorruptFileError` or
-    :class:`~napari_flow_features.errors.MismatchedMetadataError`.
+    """The metadata beside flow (or feature-map) file ``path``, checked.
+
+    The sidecar ``<file>.json`` must be a JSON object with fields of the right types and, when
+    it records the data's SHA-256
+    (:func:`~napari_flow_features.io._atomic.atomic_write_with_sidecar`), be written for this
+    very file.
+
+    Parameters
+    ----------
+    path
+        The data file.
+    verify
+        Check the recorded SHA-256 (``False``: the size only).
+
+    Returns
+    -------
+    dict or None
+        The metadata; None when there is no sidecar.
+
+    Raises
+    ------
+    CorruptFileError
+        Not JSON, not an object, a field of the wrong type.
+    MismatchedMetadataError
+        Written for other data (a changed file, or a run that ended between the two renames).
     """
     import json
 
@@ -254,8 +316,16 @@ def read_flow_sidecar(path: str | os.PathLike, verify: bool = True) -> dict[str,
 
 
 class QuantisedFlow(LazyArray):
-    """Flow kept as uint8 (``extract --keep-flow --keep-flow-dtype uint8``), decoded on read:
+    """Flow kept as uint8 (``extract --keep-flow --keep-flow-dtype uint8``), decoded on read.
+
     ``q`` in 0..255 stands for ``q / 255 * 2 * bound - bound`` px (DeepMind's quantisation).
+
+    Parameters
+    ----------
+    codes
+        The stored uint8 array.
+    bound
+        The quantisation bound in pixels (the sidecar's ``flow_quantisation_bound``).
     """
 
     dtype = np.dtype(np.float32)
@@ -265,6 +335,7 @@ class QuantisedFlow(LazyArray):
         self.shape = tuple(codes.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        """Decode the fields ``key`` selects to float32 pixels per frame."""
         q = np.asarray(self.codes[key], np.float32)
         return q * np.float32(2 * self.bound / 255) - np.float32(self.bound)
 
@@ -286,8 +357,21 @@ def _quantisation_bound(path: Path) -> float:
 
 
 def write_flow_npy(path: str | os.PathLike, flow: Any) -> Path:
-    """Write a flow field or sequence as float32 ``.npy`` (atomic; streamed frame by frame with
-    buffered writes, free space checked first).
+    """Write a flow field or sequence as float32 ``.npy``.
+
+    Atomic; streamed frame by frame with buffered writes, free space checked first.
+
+    Parameters
+    ----------
+    path
+        The ``.npy`` to write.
+    flow
+        ``(H, W, 2)`` or ``(T, H, W, 2)`` float flow (any array-like, read frame by frame).
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     from .npy_stream import NpyWriter
 
