@@ -27,6 +27,7 @@ from napari_flow_features.extract.batch import (
     output_names,
     plan_jobs,
     read_index,
+    settings_digest,
     table_batch_record,
 )
 from napari_flow_features.io.tables import read_table
@@ -103,7 +104,7 @@ def test_cli_folder_with_a_corrupt_video_rerun_and_force(tmp_path, capsys):
     assert len(lazy) == 72
     assert sorted(read_table(out / "session0.parquet")["frame"]) == list(range(24))
     used = table_batch_record(out / "session0.parquet")["settings"]
-    assert used["extractor"] == {"endpoint": "Mixed_3c"} and used["max_side"] == 32
+    assert used["extractor"]["endpoint"] == "Mixed_3c" and used["max_side"] == 32
     assert read_table(out / "session0.parquet").attrs["endpoint"] == "Mixed_3c"
     before = _mtimes(out)
 
@@ -135,8 +136,8 @@ def test_changed_settings_or_source_redo_a_video(tmp_path, two_workers):
     index = extract_many([tmp_path / "study"], out, other, client=two_workers)
     assert index["status"].tolist() == ["done", "done"]
     record = table_batch_record(out / "session0.parquet")
-    assert record["settings_hash"] == other.digest()
-    assert record["settings"]["extractor"] == {"endpoint": "Mixed_3b"}
+    assert record["settings_hash"] == settings_digest(other)
+    assert record["settings"]["extractor"] == other.extractor.to_dict()
 
 
 def test_a_worker_killed_mid_video_is_survived(tmp_path, two_workers):
