@@ -171,7 +171,9 @@ class DynamicFeatureExtractor:
         w = self.config.weights
         base = os.path.expanduser(str(w.registry_dir))
         if w.version:
-            model, meta, version = ModelSerializer.load_model(base, str(w.model_name), str(w.version))
+            model, meta, version = ModelSerializer.load_model(
+                base, str(w.model_name), str(w.version)
+            )
         else:
             model, meta, version = ModelSerializer.load_latest_model(base, str(w.model_name))
         channels = int(model.inputs[0].shape[-1])
