@@ -22,11 +22,11 @@ Old spellings (``sequence_length``, ``bound``) still load, with a :class:`Future
 the new one; docs/configuration.md lists every field and the one name of each concept.
 
 Why frozen dataclasses and not pydantic: import cost. Measured on this project's 2-core machine
-(``python -X importtime``, the minimum of 10 fresh interpreters, importing a module that defines
-these models and builds one of each): pydantic 2.14 models 115 ms, frozen dataclasses 54 ms (the
-machine was loaded; unloaded the dataclass version measured 18 ms and pydantic's 98 ms). This
-module itself costs about 5 ms on top of ``dataclasses``; YAML loads only when a file is read or
-written. Nothing here imports NumPy, TensorFlow, napari or OpenCV.
+with ``python -X importtime`` (the minimum of 10 fresh interpreters, under load; a prototype module
+that defines the three models and builds one of each): pydantic 2.14 models 115-122 ms, frozen
+dataclasses 18 ms (``dataclasses`` itself 14 ms of it). This module, with the package's
+``__init__``, measured 27 ms. YAML loads only when a file is read or written, and nothing here
+imports NumPy, YAML, pydantic, TensorFlow, napari or OpenCV (tests/core/test_config.py checks).
 """
 
 from __future__ import annotations
@@ -140,10 +140,12 @@ def _yaml() -> Any:
 
     if ExtractorConfig not in yaml.SafeDumper.yaml_representers:
         for kind in (WeightsConfig, ExtractorConfig):
-            yaml.SafeDumper.add_representer(
-                kind, lambda dumper, obj: dumper.represent_dict(obj.to_dict())
-            )
+            yaml.SafeDumper.add_representer(kind, _represent_fields)
     return yaml
+
+
+def _represent_fields(dumper: Any, config: Any) -> Any:
+    return dumper.represent_dict(config.to_dict())
 
 
 def _write_yaml(path: str | os.PathLike, data: dict[str, Any]) -> Path:
