@@ -125,6 +125,7 @@ def test_changed_settings_or_source_redo_a_video(tmp_path, two_workers):
     out = tmp_path / "out"
     index = extract_many([tmp_path / "study"], out, SETTINGS, client=two_workers)
     assert index["status"].tolist() == ["done", "done"]
+    assert SETTINGS == BatchSettings(extractor={"endpoint": "Mixed_3c"})  # the run changed nothing
     # A changed source (size/mtime) is redone; the other is skipped.
     write_video(videos[0], moving_pattern(30), fps=25)
     index = extract_many([tmp_path / "study"], out, SETTINGS, client=two_workers)
@@ -276,8 +277,8 @@ def test_manifest_rows_overrides_and_errors_name_the_row(tmp_path, two_workers):
     assert index["status"].tolist() == ["done", "done"]
     assert Path(index["output"][0]).name == "a.parquet"
     first, second = (table_batch_record(p)["settings"] for p in index["output"])
-    assert first["extractor"] == {"endpoint": "Mixed_3c"} and first["max_side"] == 256
-    assert second["extractor"] == {"endpoint": "Mixed_3b"} and second["max_side"] == 32
+    assert first["extractor"]["endpoint"] == "Mixed_3c" and first["max_side"] == 256
+    assert second["extractor"]["endpoint"] == "Mixed_3b" and second["max_side"] == 32
 
     manifest.write_text(f"path\n{videos[0]}\n")
     with pytest.raises(BadInputError, match="no 'video' column"):
