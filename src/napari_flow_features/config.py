@@ -180,7 +180,7 @@ def _choice(name: str, value: Any, choices: tuple[Any, ...], optional: bool = Fa
         return None
     if value not in choices or isinstance(value, bool):
         what = ", ".join(str(c) for c in choices) + (" or null" if optional else "")
-        raise BadInputError(f"{name} must be one of {what}, not {value!r}")
+        raise BadInputError(f"Config field {name} must be one of {what}, not {value!r}")
     return value
 
 
@@ -229,7 +229,7 @@ def _check_names(values: Mapping[str, Any], valid: Any, origin: str, prefix: str
     unknown = [k for k in values if k not in valid]
     if unknown:
         raise BadInputError(
-            f"Unknown config field {prefix + unknown[0]!r} in {origin}; valid: "
+            f"Unknown config field {f'{prefix}{unknown[0]}'!r} in {origin}; valid: "
             + ", ".join(sorted(valid))
         )
 

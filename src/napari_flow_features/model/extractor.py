@@ -80,9 +80,17 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Extr
 class DynamicFeatureExtractor:
     """I3D flow encoder with its preprocessing, configured from YAML.
 
+    ``config`` is the immutable :class:`~napari_flow_features.config.ExtractorConfig` it was
+    given (a run never changes it); ``effective_config``, ``stream``, ``in_channels``,
+    ``endpoint`` and ``quantize`` are what it derived (docs/configuration.md).
+
+    Examples
+    --------
     >>> extractor = DynamicFeatureExtractor(endpoint="Mixed_4f", clip_length=16)  # doctest: +SKIP
-    >>> windows = extractor.preprocess_flow_sequence(flow)        # [N, L, H, W, 2]
-    >>> maps = extractor.extract_features(windows)                 # [N, T', H', W', C]
+    >>> extractor = DynamicFeatureExtractor("extract.yaml")                       # doctest: +SKIP
+    >>> extractor = DynamicFeatureExtractor(config=ExtractorConfig())             # doctest: +SKIP
+    >>> windows = extractor.preprocess_flow_sequence(flow)  # [N, L, H, W, 2]     # doctest: +SKIP
+    >>> maps = extractor.extract_features(windows)          # [N, T', H', W', C]  # doctest: +SKIP
     """
 
     def __init__(
