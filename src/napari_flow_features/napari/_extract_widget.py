@@ -395,7 +395,7 @@ class ExtractWidget(Container):
     def _ask_settings_file(self, *_: Any) -> None:
         from qtpy.QtWidgets import QFileDialog
 
-        path, _ = QFileDialog.getSaveFileName(
+        path, _filter = QFileDialog.getSaveFileName(
             self.native, "Save extraction settings", "extract.yaml", "YAML (*.yaml *.yml)"
         )
         if path:
