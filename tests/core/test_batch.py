@@ -27,6 +27,7 @@ from napari_flow_features.extract.batch import (
     output_names,
     plan_jobs,
     read_index,
+    settings_digest,
     table_batch_record,
 )
 from napari_flow_features.io.tables import read_table
@@ -103,7 +104,7 @@ def test_cli_folder_with_a_corrupt_video_rerun_and_force(tmp_path, capsys):
     assert len(lazy) == 72
     assert sorted(read_table(out / "session0.parquet")["frame"]) == list(range(24))
     used = table_batch_record(out / "session0.parquet")["settings"]
-    assert used["extractor"] == {"endpoint": "Mixed_3c"} and used["max_side"] == 32
+    assert used["extractor"]["endpoint"] == "Mixed_3c" and used["max_side"] == 32
     assert read_table(out / "session0.parquet").attrs["endpoint"] == "Mixed_3c"
     before = _mtimes(out)
 
@@ -124,6 +125,7 @@ def test_changed_settings_or_source_redo_a_video(tmp_path, two_workers):
     out = tmp_path / "out"
     index = extract_many([tmp_path / "study"], out, SETTINGS, client=two_workers)
     assert index["status"].tolist() == ["done", "done"]
+    assert SETTINGS == BatchSettings(extractor={"endpoint": "Mixed_3c"})  # the run changed nothing
     # A changed source (size/mtime) is redone; the other is skipped.
     write_video(videos[0], moving_pattern(30), fps=25)
     index = extract_many([tmp_path / "study"], out, SETTINGS, client=two_workers)
@@ -135,8 +137,8 @@ def test_changed_settings_or_source_redo_a_video(tmp_path, two_workers):
     index = extract_many([tmp_path / "study"], out, other, client=two_workers)
     assert index["status"].tolist() == ["done", "done"]
     record = table_batch_record(out / "session0.parquet")
-    assert record["settings_hash"] == other.digest()
-    assert record["settings"]["extractor"] == {"endpoint": "Mixed_3b"}
+    assert record["settings_hash"] == settings_digest(other)
+    assert record["settings"]["extractor"] == other.extractor.to_dict()
 
 
 def test_a_worker_killed_mid_video_is_survived(tmp_path, two_workers):
@@ -275,8 +277,8 @@ def test_manifest_rows_overrides_and_errors_name_the_row(tmp_path, two_workers):
     assert index["status"].tolist() == ["done", "done"]
     assert Path(index["output"][0]).name == "a.parquet"
     first, second = (table_batch_record(p)["settings"] for p in index["output"])
-    assert first["extractor"] == {"endpoint": "Mixed_3c"} and first["max_side"] == 256
-    assert second["extractor"] == {"endpoint": "Mixed_3b"} and second["max_side"] == 32
+    assert first["extractor"]["endpoint"] == "Mixed_3c" and first["max_side"] == 256
+    assert second["extractor"]["endpoint"] == "Mixed_3b" and second["max_side"] == 32
 
     manifest.write_text(f"path\n{videos[0]}\n")
     with pytest.raises(BadInputError, match="no 'video' column"):

@@ -228,6 +228,7 @@ def test_worker_warnings_become_notifications(make_napari_viewer, qtbot, errors,
 
 
 def test_save_settings_writes_the_yaml_extract_config_reads(make_napari_viewer, tmp_path):
+    from napari_flow_features.config import ExtractorConfig
     from napari_flow_features.extract.batch import BatchSettings
 
     widget = ExtractWidget(make_napari_viewer())
@@ -247,10 +248,10 @@ def test_save_settings_writes_the_yaml_extract_config_reads(make_napari_viewer, 
     path = widget.save_settings(str(tmp_path / "study.yaml"))
     settings = BatchSettings.from_yaml(path)
     assert settings == widget.batch_settings()
-    assert settings.extractor == {
+    assert settings.extractor == ExtractorConfig.from_dict({
         "endpoint": "Mixed_4f", "clip_length": 32, "stride": 4, "windowing": "sliding",
         "runtime": "auto", "stream": "flow", "weights": {"source": "random", "seed": 7},
-    }  # fmt: skip
+    })  # fmt: skip
     assert (settings.post_encoder, settings.interpolation, settings.flow_method) == (
         "point", "nearest", "farneback")  # fmt: skip
     assert settings.min_confidence == 0.5 and settings.max_gap is None

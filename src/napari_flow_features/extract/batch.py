@@ -17,19 +17,19 @@ for :func:`extract_video`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
 import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..config import ExtractionSettings, ExtractorConfig
 from ..errors import BadInputError
 
 INDEX_DIR = "_index"  #: ``_index/index.parquet`` and ``_index/index.csv``: not part of the dataset
@@ -42,134 +42,36 @@ MANIFEST_COLUMNS = ("video", "points", "output")
 Progress = Callable[[int, int, dict], None]
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    """What every video of a batch is extracted with. Immutable: a per-video override is a new
-    object (``dataclasses.replace``). ``extractor`` holds fields of the extractor config
-    (``model/default_config.yaml``: ``endpoint``, ``windowing``, ``weights``, ...); the rest are
-    the pipeline's options (:func:`~napari_flow_features.extract.pipeline.extract_features`) and the
-    landmark options (``docs/landmarks.md``).
+#: The settings of a batch are :class:`~napari_flow_features.config.ExtractionSettings`; this
+#: module's earlier name for them stays importable.
+BatchSettings = ExtractionSettings
+
+
+def settings_digest(settings: ExtractionSettings) -> str:
+    """Return the SHA-256 of everything that decides a video's rows.
+
+    That is the settings with the extractor configuration resolved (stream and channels filled
+    in), the landmark file's size and modification time, and the package version.
+
+    Parameters
+    ----------
+    settings
+        The batch's (or a manifest row's) settings.
+
+    Returns
+    -------
+    str
+        A hex digest; a finished table with the same digest need not run again.
     """
+    from .. import __version__
 
-    extractor: dict = field(default_factory=dict)
-    post_encoder: str = "gap"
-    interpolation: str = "bilinear"
-    interpolate_missing: bool = False
-    flow_method: str = "dis"
-    max_side: int | None = 256
-    roi: tuple[int, int, int, int] | None = None
-    start: int | None = None
-    stop: int | None = None
-    points: str | None = None
-    points_format: str = "auto"
-    keypoints: str | None = None
-    individuals: str | None = None
-    min_confidence: float | None = None
-    max_gap: int | None = None
-
-    def __post_init__(self) -> None:
-        from ..model.extractor import load_config
-
-        load_config(None, **self.extractor)  # unknown or invalid fields: named now, not per video
-        if self.roi is not None:
-            object.__setattr__(self, "roi", tuple(int(v) for v in self.roi))
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> BatchSettings:
-        """Settings from a YAML file: extractor config fields at the top level (as
-        ``DynamicFeatureExtractor`` reads them) and the pipeline's options under ``extraction:``
-        (what the napari extraction dock saves), then ``overrides`` (``extractor`` fields merge).
-        """
-        from ..model.extractor import read_yaml_mapping
-
-        loaded = dict(read_yaml_mapping(path)) if path is not None else {}
-        options = loaded.pop("extraction", None) or {}
-        if not isinstance(options, dict):
-            raise BadInputError(f"Config field extraction must be a mapping ({path})")
-        extractor = _deep_merge(loaded, overrides.pop("extractor", None) or {})
-        return cls.from_dict({**options, **overrides, "extractor": extractor}, origin=str(path))
-
-    @classmethod
-    def from_dict(cls, values: dict, origin: str = "settings") -> BatchSettings:
-        """Settings from a mapping of field names; unknown names are an error naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise BadInputError(
-                f"Unknown extraction setting(s) {', '.join(unknown)} in {origin}; "
-                f"valid: {', '.join(sorted(names))}"
-            )
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        """The settings as plain data (YAML/JSON-able)."""
-        out = dataclasses.asdict(self)
-        out["roi"] = list(self.roi) if self.roi is not None else None
-        return out
-
-    def to_yaml(self, path: str | os.PathLike) -> Path:
-        """Write the settings as YAML that :meth:`from_yaml` and ``flow-features extract --config``
-        read (extractor fields at the top level, the rest under ``extraction:``), atomically.
-        """
-        import yaml
-
-        from ..io._atomic import atomic_write_path
-
-        data = self.to_dict()
-        doc = {**data.pop("extractor"), "extraction": data}
-        path = Path(path)
-        with atomic_write_path(path) as tmp:
-            tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        return path
-
-    def with_overrides(self, values: dict, origin: str) -> BatchSettings:
-        """A copy with ``values`` applied: setting names replace, extractor config fields merge
-        into ``extractor``; anything else is an error naming ``origin``.
-        """
-        from ..model.extractor import default_config
-
-        names = {f.name for f in dataclasses.fields(self)}
-        config_fields = set(default_config())
-        plain: dict = {}
-        extractor = dict(self.extractor)
-        for key, value in values.items():
-            if key in names and key != "extractor":
-                plain[key] = value
-            elif key in config_fields:
-                extractor[key] = value
-            else:
-                raise BadInputError(
-                    f"Unknown setting {key!r} in {origin}; use an extraction setting "
-                    f"({', '.join(sorted(names - {'extractor'}))}) or an extractor config field "
-                    f"({', '.join(sorted(config_fields))})"
-                )
-        return dataclasses.replace(self, extractor=extractor, **plain)
-
-    def digest(self) -> str:
-        """SHA-256 of everything that decides a video's rows: these settings with the extractor
-        config resolved against the defaults, the landmark file's size and modification time, and
-        the package version.
-        """
-        from .. import __version__
-        from ..model.extractor import load_config
-
-        data = self.to_dict()
-        data["extractor"] = load_config(None, **self.extractor)
-        if self.points is not None:
-            data["points_stat"] = _stat(self.points)
-        data["package_version"] = __version__
-        text = json.dumps(data, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    data = settings.to_dict()
+    data["extractor"] = settings.extractor.resolved().to_dict()
+    if settings.points is not None:
+        data["points_stat"] = _stat(settings.points)
+    data["package_version"] = __version__
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _stat(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -189,7 +91,8 @@ class Job:
 
     source: str
     output: str
-    settings: BatchSettings
+    #: Extraction settings; a flow job's ``OpticalFlowComputer`` arguments.
+    settings: ExtractionSettings | dict[str, Any]
     settings_hash: str
 
 
@@ -200,7 +103,9 @@ def _video_extensions() -> tuple[str, ...]:
 
 
 def expand_sources(sources: Iterable[str | os.PathLike]) -> list[Path]:
-    """Video paths from paths, glob patterns and folders (searched recursively for files with a
+    """List the videos that paths, glob patterns and folders name.
+
+    Video paths from paths, glob patterns and folders (searched recursively for files with a
     video extension), in a stable order, each once. A path that does not exist, a pattern that
     matches nothing or a folder with no video is an error naming it.
     """
@@ -244,7 +149,9 @@ def _videos_in(folder: Path, exts: tuple[str, ...]) -> list[Path]:
 
 
 def output_names(videos: Sequence[Path], suffix: str = ".parquet") -> list[str]:
-    """One ``.parquet`` name per video, from its file name; videos with the same name take as
+    """Name one output file per video.
+
+    One ``.parquet`` name per video, from its file name; videos with the same name take as
     many of their parent folders as tell them apart (``a__s1__trial.parquet``), then their
     extension. Deterministic: the same list always gives the same names.
     """
@@ -283,9 +190,11 @@ def _clashes(names: list[str]) -> set[str]:
 
 
 def read_manifest(
-    path: str | os.PathLike, settings: BatchSettings
-) -> list[tuple[Path, str | None, BatchSettings]]:
-    """Rows of a manifest CSV: ``video`` (required), optional ``points`` and ``output``, and any
+    path: str | os.PathLike, settings: ExtractionSettings
+) -> list[tuple[Path, str | None, ExtractionSettings]]:
+    """Read a manifest CSV's rows, each with its own settings.
+
+    Rows of a manifest CSV: ``video`` (required), optional ``points`` and ``output``, and any
     extraction setting or extractor config field as a per-row override (an empty cell keeps the
     batch's value). Relative paths are relative to the manifest's folder. Errors name the row
     (numbered as in a spreadsheet: the header is row 1).
@@ -349,10 +258,12 @@ def _cell(text: str) -> Any:
 def plan_jobs(
     sources: Sequence[str | os.PathLike] | None,
     output_dir: str | os.PathLike,
-    settings: BatchSettings,
+    settings: ExtractionSettings,
     manifest: str | os.PathLike | None = None,
 ) -> list[Job]:
-    """The jobs of a batch: sources expanded (or the manifest's rows), one output each in
+    """Plan a batch: one job per video, each with its output and settings hash.
+
+    The jobs of a batch: sources expanded (or the manifest's rows), one output each in
     ``output_dir`` (named by :func:`output_names` unless the manifest gives one). Two videos
     sent to the same output is an error naming both.
     """
@@ -366,7 +277,7 @@ def plan_jobs(
     names = output_names([r[0] for r in rows])
     jobs: list[Job] = []
     taken: dict[str, str] = {}
-    hashes: dict[int, str] = {}
+    hashes: dict[ExtractionSettings, str] = {}
     for (video, output, job_settings), name in zip(rows, names, strict=True):
         out = Path(output) if output else Path(name)
         out = out if out.is_absolute() else output_dir / out
@@ -374,8 +285,8 @@ def plan_jobs(
         if key in taken:
             raise BadInputError(f"{taken[key]} and {video} would both be written to {out}")
         taken[key] = str(video)
-        digest = hashes.get(id(job_settings)) or job_settings.digest()
-        hashes[id(job_settings)] = digest
+        digest = hashes.get(job_settings) or settings_digest(job_settings)
+        hashes[job_settings] = digest
         jobs.append(Job(str(video), str(out), job_settings, digest))
     return jobs
 
@@ -384,7 +295,9 @@ def plan_jobs(
 
 
 def table_batch_record(path: str | os.PathLike) -> dict | None:
-    """The batch record a finished table carries (settings hash, source size and mtime, rows),
+    """Read the batch record a finished table carries.
+
+    The batch record a finished table carries (settings hash, source size and mtime, rows),
     read from the Parquet footer only; ``None`` when the file is missing, unreadable or was not
     written by a batch.
     """
@@ -406,7 +319,9 @@ def table_batch_record(path: str | os.PathLike) -> dict | None:
 
 
 def is_done(job: Job) -> dict | None:
-    """The finished table's batch record when ``job``'s output exists with the same settings hash
+    """Return the table's batch record when the video need not run again, else None.
+
+    The finished table's batch record when ``job``'s output exists with the same settings hash
     and the same source size and modification time (so the video need not run again).
     """
     record = table_batch_record(job.output)
@@ -420,11 +335,12 @@ def is_done(job: Job) -> dict | None:
     return record
 
 
-_EXTRACTORS: dict[str, Any] = {}  # per process (one Dask worker): built once per extractor config
+#: Per process (one Dask worker): the extractor of the last configuration, built once.
+_EXTRACTORS: dict[ExtractorConfig, Any] = {}
 
 
-def _extractor_for(config: dict) -> Any:
-    key = json.dumps(config, sort_keys=True, default=str)
+def _extractor_for(config: ExtractorConfig) -> Any:
+    key = config  # immutable and hashable: equal configurations share one model
     if key not in _EXTRACTORS:
         from .._tf_env import import_tensorflow_quietly
         from ..model.extractor import DynamicFeatureExtractor
@@ -432,12 +348,14 @@ def _extractor_for(config: dict) -> Any:
         import_tensorflow_quietly()  # without the CPU-only start-up noise in every worker's log
 
         _EXTRACTORS.clear()  # one model at a time: a worker's memory holds one
-        _EXTRACTORS[key] = DynamicFeatureExtractor(None, **config)
+        _EXTRACTORS[key] = DynamicFeatureExtractor(config=config)
     return _EXTRACTORS[key]
 
 
 def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Extract one video to ``job.output`` (Parquet, written block by block and renamed into place
+    """Extract one video to its Parquet table.
+
+    Extract one video to ``job.output`` (Parquet, written block by block and renamed into place
     when complete, with a ``source`` column and the batch record in its metadata). Returns the
     index record; any error is raised.
     """
@@ -449,6 +367,8 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
 
     t0 = time.perf_counter()
     s = job.settings
+    if not isinstance(s, ExtractionSettings):
+        raise TypeError(f"An extraction job needs ExtractionSettings, not {type(s).__name__}")
     stat = _stat(job.source)
     if stat is None:
         raise BadInputError(f"Video not found: {job.source}")
@@ -489,7 +409,7 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
 
 def _record(job: Job, status: str, rows: int | None = None, seconds: float = 0.0,
             stat: tuple[int, int] | None = None, error: str = "") -> dict:  # fmt: skip
-    stat = stat if stat is not None else _stat(job.source) or (None, None)
+    size, mtime = stat if stat is not None else _stat(job.source) or (None, None)
     return {
         "source": job.source,
         "output": job.output,
@@ -497,8 +417,8 @@ def _record(job: Job, status: str, rows: int | None = None, seconds: float = 0.0
         "rows": rows,
         "seconds": round(float(seconds), 3),
         "settings_hash": job.settings_hash,
-        "source_size": stat[0],
-        "source_mtime_ns": stat[1],
+        "source_size": size,
+        "source_mtime_ns": mtime,
         "error": error,
     }
 
@@ -508,7 +428,9 @@ PROGRESS_TOPIC = "napari-flow-features-progress"
 
 
 def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None] | None:
-    """``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
+    """Make a progress callback that reports to the Dask client.
+
+    ``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
     seconds, and always the last step); ``None`` outside a Dask worker.
     """
     try:
@@ -531,7 +453,9 @@ def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None]
 
 
 def run_job(job: Job) -> dict:
-    """:func:`extract_video` as a Dask task: a video that cannot be extracted (bad input, a corrupt
+    """Run :func:`extract_video` as a Dask task that never raises.
+
+    :func:`extract_video` as a Dask task: a video that cannot be extracted (bad input, a corrupt
     file, any error of the pipeline) is a ``failed`` record with its message, not an exception, so
     the batch goes on; a dying worker process is left to Dask's retries.
     """
@@ -556,7 +480,9 @@ THREADS_PER_VIDEO = 4
 
 
 def local_cluster_shape(cores: int | None = None) -> tuple[int, int]:
-    """``(workers, cores per worker)`` of the default LocalCluster: one task at a time per worker
+    """Return the default LocalCluster's shape: workers and cores per worker.
+
+    ``(workers, cores per worker)`` of the default LocalCluster: one task at a time per worker
     process, each worker owning ``THREADS_PER_VIDEO`` cores (fewer on a smaller machine). TensorFlow
     and OpenVINO each start a thread per core they see; without a share per worker, n workers on
     n cores would run n² busy threads and lose throughput to switching.
@@ -574,7 +500,9 @@ def _cpus() -> list[int]:
 
 
 def local_client(workers: int | None = None, cores_per_worker: int | None = None) -> Any:
-    """A :class:`distributed.Client` on a new LocalCluster of worker processes shaped by
+    """Start a Dask client on a new LocalCluster sized for extraction.
+
+    A :class:`distributed.Client` on a new LocalCluster of worker processes shaped by
     :func:`local_cluster_shape` (one thread each). Close it (``client.close(); cluster.close()``
     via :func:`close_client`) when done.
     """
@@ -599,7 +527,9 @@ def local_client(workers: int | None = None, cores_per_worker: int | None = None
 
 
 def connect(scheduler: str | None = None, scheduler_file: str | None = None) -> Any:
-    """A client of an existing cluster: a scheduler ``ADDRESS`` (``tcp://host:8786``) or a
+    """Connect to an existing Dask cluster.
+
+    A client of an existing cluster: a scheduler ``ADDRESS`` (``tcp://host:8786``) or a
     scheduler file (``dask scheduler --scheduler-file``, dask-jobqueue, dask-mpi).
     """
     from distributed import Client
@@ -631,7 +561,7 @@ def close_client(client: Any) -> None:
 def extract_many(
     sources: Sequence[str | os.PathLike] | None,
     output_dir: str | os.PathLike,
-    settings: BatchSettings | dict | None = None,
+    settings: ExtractionSettings | dict | None = None,
     client: Any = None,
     force: bool = False,
     retries: int = 2,
@@ -640,7 +570,9 @@ def extract_many(
     log: Callable[[str], None] | None = None,
     video_progress: Callable[[dict], None] | None = None,
 ) -> pd.DataFrame:
-    """Extract every video of ``sources`` (paths, globs, folders; or ``manifest``, a CSV) to one
+    """Extract many videos to one Parquet table each, skipping those already done.
+
+    Extract every video of ``sources`` (paths, globs, folders; or ``manifest``, a CSV) to one
     Parquet table each in ``output_dir``; returns the index (also written to
     ``output_dir/_index/index.parquet`` and ``index.csv``, one row per video: ``source``, ``output``,
     ``status`` done/skipped/failed, ``rows``, ``seconds``, ``settings_hash``, ``source_size``,
@@ -658,9 +590,9 @@ def extract_many(
     from ..io._atomic import ensure_output_dir
 
     if settings is None:
-        settings = BatchSettings()
+        settings = ExtractionSettings()
     elif isinstance(settings, dict):
-        settings = BatchSettings.from_dict(settings)
+        settings = ExtractionSettings.from_dict(settings)
     output_dir = ensure_output_dir(output_dir)
     jobs = plan_jobs(sources, output_dir, settings, manifest)
     return _run_batch(jobs, output_dir, is_done, run_job, "extract", client, force, retries,
@@ -671,7 +603,9 @@ def _run_batch(jobs: list[Job], output_dir: Path, done: Callable[[Job], dict | N
                task: Callable[[Job], dict], name: str, client: Any, force: bool, retries: int,
                progress: Progress | None, log: Callable[[str], None] | None,
                video_progress: Callable[[dict], None] | None = None) -> pd.DataFrame:  # fmt: skip
-    """Skip what ``done`` says is done, run the rest as ``task`` on ``client`` (default: a new
+    """Run a batch's jobs on Dask, keeping the index.
+
+    Skip what ``done`` says is done, run the rest as ``task`` on ``client`` (default: a new
     LocalCluster), keep the index; shared by :func:`extract_many` and :func:`flow_many`.
     """
     from ..io._atomic import remove_stale_partials
@@ -743,14 +677,18 @@ def _run_on(client: Any, todo: list[Job], task: Callable[[Job], dict], name: str
 # -- flow for many videos -------------------------------------------------------------------------
 
 
-def _flow_computer(settings: dict) -> Any:
+def _flow_computer(settings: ExtractionSettings | dict[str, Any]) -> Any:
     from ..flow.compute import OpticalFlowComputer
 
+    if not isinstance(settings, dict):
+        raise TypeError(f"A flow job needs OpticalFlowComputer arguments, not {settings!r}")
     return OpticalFlowComputer(**settings)
 
 
 def _flow_done(job: Job) -> dict | None:
-    """The flow file's record when it is complete for this computer (the rule of
+    """Return the flow file's record when it need not be computed again, else None.
+
+    The flow file's record when it is complete for this computer (the rule of
     ``OpticalFlowComputer.is_complete``: same method, preset, parameters, size and frame count)
     and the video still has the size and modification time recorded beside it.
     """
@@ -783,7 +721,9 @@ def _read_stamp(output: str | os.PathLike) -> dict | None:
 
 
 def run_flow_job(job: Job) -> dict:
-    """Flow of one video as a Dask task (``.npy`` + sidecar, written atomically by
+    """Compute one video's flow as a Dask task that never raises.
+
+    Flow of one video as a Dask task (``.npy`` + sidecar, written atomically by
     :class:`~napari_flow_features.flow.compute.OpticalFlowComputer`), then a small stamp
     (``_<stem>.batch.json``: settings hash, the video's size and mtime) for the skip rule. A video
     that cannot be read is a ``failed`` record.
@@ -793,6 +733,8 @@ def run_flow_job(job: Job) -> dict:
     t0 = time.perf_counter()
     try:
         stat = _stat(job.source)
+        if stat is None:
+            raise BadInputError(f"Video not found: {job.source}")
         flow = _flow_computer(job.settings).compute(job.source, job.output)
         rows = int(flow.shape[0])
         del flow  # the memory map: nothing of the file stays open
@@ -815,7 +757,9 @@ def flow_many(
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Optical flow of every video of ``sources`` (paths, globs, folders) as ``<name>.npy`` in
+    """Compute the optical flow of many videos, skipping those already done.
+
+    Optical flow of every video of ``sources`` (paths, globs, folders) as ``<name>.npy`` in
     ``output_dir``, with :func:`extract_many`'s skip rule, keep-going and Dask behaviour; returns
     the index (also ``output_dir/_index/index.parquet`` and ``index.csv``; ``rows`` = flow fields).
     ``flow_settings``: :class:`~napari_flow_features.flow.compute.OpticalFlowComputer` arguments
@@ -837,7 +781,7 @@ def flow_many(
     ).hexdigest()
     output_dir = ensure_output_dir(output_dir)
     videos = expand_sources(sources)
-    jobs = [Job(str(v), str(output_dir / n), flow_settings, digest)  # type: ignore[arg-type]
+    jobs = [Job(str(v), str(output_dir / n), flow_settings, digest)
             for v, n in zip(videos, output_names(videos, ".npy"), strict=True)]  # fmt: skip
     return _run_batch(jobs, output_dir, _flow_done, run_flow_job, "flow", client, force, retries,
                       progress, log)  # fmt: skip

@@ -26,7 +26,7 @@ def gap_feature_table(
     extractor._check_flow(flow)
     n_frames = flow.shape[0] + 1
     windows = extractor.windows(n_frames)
-    batch = int(extractor.config["batch_size"])
+    batch = extractor.config.batch_size
     pooled: list[np.ndarray] = []
     for i in range(0, len(windows), batch):
         clips = np.stack([extractor.preprocess_window(flow, w) for w in windows[i : i + batch]])
@@ -34,7 +34,7 @@ def gap_feature_table(
         if progress is not None:
             progress(min(i + batch, len(windows)), len(windows))
     t_steps = pooled[0].shape[0]
-    length = extractor.config["clip_length"]
+    length = extractor.config.clip_length
     assign = assign_frames([w.start for w in windows], n_frames, length, t_steps)
     rows = np.stack(
         [interpolate_time(pooled[k], tau) for k, tau in zip(assign.window, assign.tau, strict=True)]

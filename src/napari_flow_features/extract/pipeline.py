@@ -533,7 +533,7 @@ def extract_features(
         source, post_encoder, points, interpolation, interpolate_missing,
         start, stop, roi, max_side, flow_method,
     )  # fmt: skip
-    cfg = extractor.config
+    cfg = extractor.effective_config  # stream, channels, end point of the model that runs
     stream = cfg.get("stream") or "flow"
     if run.kind == "flow":
         if stream != "flow":
@@ -697,7 +697,7 @@ def _stream(
     from ..model.extractor import CHUNK_MARGIN
     from ..model.i3d import ENDPOINT_STRIDES
 
-    cfg = extractor.config
+    cfg = extractor.effective_config  # stream, channels, end point of the model that runs
     stream = cfg.get("stream") or "flow"
     streams = getattr(extractor, "streams", {stream: extractor})
     sel, n = run.sel, run.sel.n_frames

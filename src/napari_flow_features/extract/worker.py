@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -40,8 +39,16 @@ class WorkerError(Exception):
     """A job failed inside the worker; the message is the child's error text."""
 
 
-def _config_key(config: dict) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
+def _config_key(config: Any) -> Any:
+    """The warm-model cache key of a job's extractor config (a mapping of fields or an
+    ``ExtractorConfig``): the validated, immutable config itself, so equal configurations (one
+    spelled out in full, one sparse) share one model.
+    """
+    from ..config import ExtractorConfig
+
+    if isinstance(config, ExtractorConfig):
+        return config
+    return ExtractorConfig.from_dict(config, "the job's extractor settings")
 
 
 def _forward_warnings(replies: Any) -> None:
@@ -77,7 +84,7 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
     replies.put(("status", "model process ready"))
     flow_cache = os.path.join(root, "flow-cache")
     os.makedirs(flow_cache, exist_ok=True)
-    warm: OrderedDict[str, Any] = OrderedDict()
+    warm: OrderedDict[Any, Any] = OrderedDict()
     while True:
         job = requests.get()
         if job is None:
@@ -92,8 +99,8 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
             if was_warm:
                 warm.move_to_end(key)
             else:
-                replies.put(("status", _building_text(job["extractor"])))
-                warm[key] = DynamicFeatureExtractor(**job["extractor"])
+                replies.put(("status", _building_text(key)))
+                warm[key] = DynamicFeatureExtractor(config=key)
                 while len(warm) > WARM_MODELS:
                     warm.popitem(last=False)
             replies.put(("status", "running"))
@@ -132,17 +139,14 @@ def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
             tempfile.tempdir = None
 
 
-def _building_text(config: dict) -> str:
-    weights = config.get("weights") or {}
-    from ..model.extractor import DEFAULT_WEIGHTS_ENV
-
-    default = os.environ.get(DEFAULT_WEIGHTS_ENV) or "pretrained"  # what the child will build
-    source = weights.get("source", default) if isinstance(weights, dict) else str(weights)
+def _building_text(config: Any) -> str:
+    """What the child is doing while it builds the extractor of ``config`` (an ExtractorConfig)."""
     what = {"random": "building the model (random weights)",
             "pretrained": "loading DeepMind's pretrained weights (downloaded on first use)",
             "deepmind": "loading the DeepMind checkpoint",
-            "registry": "loading the model from the registry"}.get(source, "building the model")  # fmt: skip
-    return f"{what}, end point {config.get('endpoint', 'Mixed_5c')}"
+            "registry": "loading the model from the registry"}.get(config.weights.source,
+                                                                   "building the model")  # fmt: skip
+    return f"{what}, end point {config.endpoint}"
 
 
 class ModelWorker:

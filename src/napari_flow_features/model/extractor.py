@@ -1,276 +1,224 @@
 """``DynamicFeatureExtractor``: the I3D encoder configured from YAML, with I3D preprocessing.
 
-The configuration's fields are listed, with their meaning, in ``default_config.yaml`` beside this
-file and in docs/model.md.
+Its configuration is an immutable :class:`~napari_flow_features.config.ExtractorConfig` (fields
+listed in ``default_config.yaml`` beside this file and in docs/configuration.md). What the run
+derives from it (the resolved stream and input channels, quantisation on for DeepMind weights,
+a registry model's own end point) lives in attributes of the extractor, never in the config.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import (
+    CHUNK_MARGIN,
+    DEFAULT_WEIGHTS_ENV,
+    FUSIONS,
+    STREAM_CHANNELS,
+    STREAMS,
+    WEIGHT_SOURCES,
+    WINDOWINGS,
+    ExtractorConfig,
+    read_yaml_mapping,
+)
 from ..errors import BadInputError
 from ..flow.sequences import FlowWindow, frame_windows, preprocess_flow_inplace, window_data
 
-#: Per-frame schemes: fully convolutional chunks (default) or the seed's sliding windows.
-WINDOWINGS = ("chunked", "sliding")
-#: I3D streams (docs/streams.md) and their input channels; two-stream runs both encoders.
-STREAMS = ("flow", "rgb", "two-stream")
-STREAM_CHANNELS = {"flow": 2, "rgb": 3}
-FUSIONS = ("concat", "average")
-#: pretrained: DeepMind's flow_imagenet / rgb_imagenet, fetched and cached on first use.
-WEIGHT_SOURCES = ("pretrained", "random", "deepmind", "registry")
-#: Frames recomputed on each side of a chunk: the measured reach of a change through Mixed_5c is
-#: ±48 frames, and with 48-frame margins chunked inference equals one pass exactly (DESIGN.md).
-CHUNK_MARGIN = 48
-
-
-#: Set to ``random`` (or ``pretrained``) to change the default weights, e.g. on an offline CI
-#: machine or in tests; a configuration that names its weights is not affected.
-DEFAULT_WEIGHTS_ENV = "NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS"
+__all__ = [
+    "CHUNK_MARGIN",
+    "DEFAULT_WEIGHTS_ENV",
+    "FUSIONS",
+    "STREAMS",
+    "STREAM_CHANNELS",
+    "WEIGHT_SOURCES",
+    "WINDOWINGS",
+    "DynamicFeatureExtractor",
+    "default_config",
+    "load_config",
+    "random_weights_marks",
+    "read_yaml_mapping",
+]
 
 
 def default_config() -> dict[str, Any]:
-    """The shipped default configuration (a fresh copy); ``weights.source`` is ``pretrained``
-    unless ``$NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS`` says otherwise.
+    """Return the shipped default configuration as plain data (a fresh copy).
+
+    ``weights.source`` is ``pretrained`` unless ``$NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS`` says
+    otherwise.
+
+    Returns
+    -------
+    dict
+        Every field of :class:`~napari_flow_features.config.ExtractorConfig` with its default.
     """
-    import yaml
-
-    text = resources.files(__package__).joinpath("default_config.yaml").read_text()
-    config = yaml.safe_load(text)
-    chosen = os.environ.get(DEFAULT_WEIGHTS_ENV)
-    if chosen:
-        if chosen not in ("pretrained", "random"):
-            raise BadInputError(
-                f"{DEFAULT_WEIGHTS_ENV} must be pretrained or random, not {chosen!r}"
-            )
-        config["weights"]["source"] = chosen
-    return config
+    return ExtractorConfig().to_dict()
 
 
-def read_yaml_mapping(path: str | os.PathLike) -> dict:
-    """The mapping of fields in a YAML settings file, or a named error."""
-    import yaml
+def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> ExtractorConfig:
+    """Read defaults, then a YAML file's fields, then keyword overrides, resolved for a run.
 
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"Config file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise BadInputError(f"Config file is not valid YAML ({exc}): {path}") from exc
-    if not isinstance(loaded, dict):
-        raise BadInputError(f"Config file must hold a mapping of fields: {path}")
-    return loaded
+    Parameters
+    ----------
+    path
+        A YAML file (only the fields it sets), or None.
+    **overrides
+        Fields that replace the file's; unknown names are errors.
 
-
-def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
-    """Defaults, then the fields of a YAML file, then keyword overrides; unknown keys are errors."""
-    config = default_config()
-    layers: list[tuple[str, dict]] = []
-    if path is not None:
-        layers.append((str(path), read_yaml_mapping(path)))
-    layers.append(("keyword arguments", overrides))
-    for origin, values in layers:
-        _merge(config, values, origin)
-    _validate(config)
-    return config
-
-
-def _merge(config: dict, values: dict, origin: str, prefix: str = "") -> None:
-    for key, value in values.items():
-        if key not in config:
-            valid = ", ".join(sorted(config))
-            raise BadInputError(f"Unknown config field {prefix}{key!r} in {origin}; valid: {valid}")
-        if isinstance(config[key], dict):
-            if not isinstance(value, dict):
-                raise BadInputError(f"Config field {prefix}{key} must be a mapping ({origin})")
-            _merge(config[key], value, origin, f"{prefix}{key}.")
-        else:
-            config[key] = value
-
-
-def _resolve_stream(config: dict) -> None:
-    """Fill ``stream`` and ``in_channels`` from each other; a contradiction names both."""
-    stream, channels = config["stream"], config["in_channels"]
-    if stream is not None and stream not in STREAMS:
-        raise BadInputError(f"stream must be one of {', '.join(STREAMS)}, not {stream!r}")
-    if stream is None:
-        by_channels = {v: k for k, v in STREAM_CHANNELS.items()}
-        if channels is not None and channels not in by_channels:
-            raise BadInputError(f"in_channels must be 2 (flow) or 3 (RGB), not {channels!r}")
-        stream = by_channels.get(channels, "flow")
-    want = STREAM_CHANNELS.get(stream, 2)  # two-stream: the flow encoder's
-    if channels is not None and channels != want:
-        raise BadInputError(
-            f"The config asks for the {stream} stream ({want} input channels) but in_channels is "
-            f"{channels} ({'RGB' if channels == 3 else 'optical flow' if channels == 2 else '?'})"
-        )
-    config["stream"], config["in_channels"] = stream, want
-    if config["fusion"] not in FUSIONS:
-        raise BadInputError(f"fusion must be concat or average, not {config['fusion']!r}")
-
-
-def _validate(config: dict) -> None:
-    from .i3d import ENDPOINTS
-
-    _resolve_stream(config)
-    for key in ("clip_length", "stride", "batch_size", "in_channels"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise BadInputError(
-                f"Config field {key} must be a whole number ≥ 1, got {config[key]!r}"
-            )
-    if config["endpoint"] not in ENDPOINTS:
-        raise BadInputError(
-            f"Unknown end point {config['endpoint']!r}; choose one of {', '.join(ENDPOINTS)}"
-        )
-    from .runtime import RUNTIMES, check_precision
-
-    check_precision(config["precision"])
-    if config["runtime"] not in RUNTIMES:
-        raise BadInputError(
-            f"runtime must be one of {', '.join(RUNTIMES)}, not {config['runtime']!r}"
-        )
-    if config["windowing"] not in WINDOWINGS:
-        raise BadInputError(
-            f"windowing must be one of {', '.join(WINDOWINGS)}, not {config['windowing']!r}"
-        )
-    chunk = config["chunk_length"]
-    if not isinstance(chunk, int) or chunk % 8 or chunk < 2 * CHUNK_MARGIN + 8:
-        raise BadInputError(
-            f"chunk_length must be a multiple of 8 and at least {2 * CHUNK_MARGIN + 8}, got {chunk!r}"
-        )
-    if config["resize"] is not None and (
-        not isinstance(config["resize"], int) or config["resize"] < 8
-    ):
-        raise BadInputError(f"resize must be null or a size ≥ 8 px, got {config['resize']!r}")
-    if not float(config["flow_bound"]) > 0:
-        raise BadInputError(f"flow_bound must be positive, got {config['flow_bound']!r}")
-    source = config["weights"]["source"]
-    if source not in WEIGHT_SOURCES:
-        raise BadInputError(
-            f"weights.source must be one of {', '.join(WEIGHT_SOURCES)}, not {source!r}"
-        )
-    if source == "deepmind" and not config["weights"]["checkpoint"]:
-        raise BadInputError("weights.source is deepmind but weights.checkpoint is not set")
-    if config["stream"] == "two-stream":
-        if source == "deepmind" and not config["weights"]["rgb_checkpoint"]:
-            raise BadInputError(
-                "two-stream with weights.source deepmind needs weights.checkpoint (flow) and "
-                "weights.rgb_checkpoint (RGB)"
-            )
-        if source == "registry":
-            raise BadInputError(
-                "Registry models are single-stream: two-stream takes DeepMind or random weights"
-            )
-    if source == "registry" and not (
-        config["weights"]["registry_dir"] and config["weights"]["model_name"]
-    ):
-        raise BadInputError(
-            "weights.source is registry: set weights.registry_dir and weights.model_name"
-        )
+    Returns
+    -------
+    ExtractorConfig
+        The configuration with ``stream`` and ``in_channels`` filled in
+        (:meth:`~napari_flow_features.config.ExtractorConfig.resolved`).
+    """
+    return ExtractorConfig.from_yaml(path, **overrides).resolved()
 
 
 class DynamicFeatureExtractor:
     """I3D flow encoder with its preprocessing, configured from YAML.
 
+    ``config`` is the immutable :class:`~napari_flow_features.config.ExtractorConfig` it was
+    given (a run never changes it); ``effective_config``, ``stream``, ``in_channels``,
+    ``endpoint`` and ``quantize`` are what it derived (docs/configuration.md).
+
+    Examples
+    --------
     >>> extractor = DynamicFeatureExtractor(endpoint="Mixed_4f", clip_length=16)  # doctest: +SKIP
-    >>> windows = extractor.preprocess_flow_sequence(flow)        # [N, L, H, W, 2]
-    >>> maps = extractor.extract_features(windows)                 # [N, T', H', W', C]
+    >>> extractor = DynamicFeatureExtractor("extract.yaml")                       # doctest: +SKIP
+    >>> extractor = DynamicFeatureExtractor(config=ExtractorConfig())             # doctest: +SKIP
+    >>> windows = extractor.preprocess_flow_sequence(flow)  # [N, L, H, W, 2]     # doctest: +SKIP
+    >>> maps = extractor.extract_features(windows)          # [N, T', H', W', C]  # doctest: +SKIP
     """
 
-    def __init__(self, config_path: str | os.PathLike | None = None, **overrides: Any) -> None:
-        self.config = load_config(config_path, **overrides)
-        cfg = self.config
-        self.streams: dict[str, DynamicFeatureExtractor] = {cfg["stream"]: self}
-        if cfg["stream"] == "two-stream":
+    def __init__(
+        self,
+        config_path: str | os.PathLike | None = None,
+        *,
+        config: ExtractorConfig | dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> None:
+        """Build the encoder: weights loaded, quantisation decided.
+
+        Parameters
+        ----------
+        config_path
+            A YAML file with the fields to set (the defaults fill the rest).
+        config
+            A ready configuration (an :class:`~napari_flow_features.config.ExtractorConfig`
+            or a mapping of its fields), instead of ``config_path``.
+        **overrides
+            Fields that replace the file's or ``config``'s (``weights`` merges).
+        """
+        if config is not None and config_path is not None:
+            raise BadInputError("Give config_path or config, not both")
+        if config is None:
+            cfg = ExtractorConfig.from_yaml(config_path, **overrides)
+        else:
+            if not isinstance(config, ExtractorConfig):
+                config = ExtractorConfig.from_dict(config, "config")
+            cfg = config.replace(**overrides) if overrides else config
+        #: The configuration as given: immutable, never changed by a run.
+        self.config: ExtractorConfig = cfg
+        #: What runs: ``config`` with stream and input channels resolved and, for a registry
+        #: model, the loaded model's end point (a new object; ``config`` is untouched).
+        self.effective_config: ExtractorConfig = cfg.resolved()
+        self.streams: dict[str, DynamicFeatureExtractor] = {self.stream: self}
+        from .runtime import check_precision
+
+        check_precision(cfg.precision)  # bfloat16 needs a CPU that has it
+        if self.stream == "two-stream":
             self._init_two_stream()
             return
         import keras
 
         from .i3d import build_i3d
 
-        if cfg["weights"]["source"] == "random":
-            keras.utils.set_random_seed(int(cfg["weights"]["seed"]))
+        weights = cfg.weights
+        if weights.source == "random":
+            keras.utils.set_random_seed(int(weights.seed))
         self.model = build_i3d(
-            in_channels=cfg["in_channels"],
-            endpoint=cfg["endpoint"],
-            num_classes=cfg["num_classes"],
-            precision=cfg["precision"],
+            in_channels=self.in_channels,
+            endpoint=cfg.endpoint,
+            num_classes=cfg.num_classes,
+            precision=cfg.precision,
         )
-        self.checkpoint_report = None
+        self.checkpoint_report: Any = None
         self.registry_version: str | None = None
-        if cfg["weights"]["source"] == "registry":
-            from .registry import ModelSerializer
-
-            w = cfg["weights"]
-            if w["version"]:
-                model, meta, version = ModelSerializer.load_model(
-                    os.path.expanduser(str(w["registry_dir"])), w["model_name"], str(w["version"])
-                )
-            else:
-                model, meta, version = ModelSerializer.load_latest_model(
-                    os.path.expanduser(str(w["registry_dir"])), w["model_name"]
-                )
-            channels = int(model.inputs[0].shape[-1])
-            model_stream = meta.get("stream") or {2: "flow", 3: "rgb"}.get(channels, "?")
-            if channels != cfg["in_channels"] or model_stream != cfg["stream"]:
-                raise BadInputError(
-                    f"Registry model {w['model_name']} {version} is a {model_stream} model: it takes "
-                    f"{channels} input channels, the config says {cfg['in_channels']} (the "
-                    f"{cfg['stream']} stream)"
-                )
-            self.model = model
-            self.registry_version = version
-            self.registry_metadata = meta
-            # Run metadata and feature-map strides follow the model that was loaded, not the
-            # config's default end point (a Mixed_3c model is not labelled Mixed_5c).
-            from .i3d import ENDPOINTS
-
-            loaded = meta.get("endpoint")
-            if loaded not in ENDPOINTS:  # a classifier: its encoder's end point
-                loaded = (meta.get("extractor_config") or {}).get("endpoint")
-            self.config_endpoint = cfg["endpoint"]
-            if loaded in ENDPOINTS:
-                cfg["endpoint"] = loaded
+        if weights.source == "registry":
+            self._load_registry_model()
         self.pretrained: str | None = None
-        if cfg["weights"]["source"] == "pretrained":
+        if weights.source == "pretrained":
             from .weights import PRETRAINED, pretrained_checkpoint, terminal_progress
 
-            self.pretrained = PRETRAINED[cfg["stream"]]
+            self.pretrained = PRETRAINED[self.stream]
             self.checkpoint_prefix = str(
                 pretrained_checkpoint(self.pretrained, terminal_progress())
             )
-        elif cfg["weights"]["source"] == "deepmind":
-            self.checkpoint_prefix = os.path.expanduser(str(cfg["weights"]["checkpoint"]))
-        if cfg["weights"]["source"] in ("deepmind", "pretrained"):
+        elif weights.source == "deepmind":
+            self.checkpoint_prefix = os.path.expanduser(str(weights.checkpoint))
+        if weights.source in ("deepmind", "pretrained"):
             from .checkpoint import load_deepmind_checkpoint
 
             self.checkpoint_report = load_deepmind_checkpoint(self.model, self.checkpoint_prefix)
+        #: Whether flow is quantised to 256 levels: ``config.quantize``, else on for DeepMind's.
         self.quantize = (
-            bool(cfg["quantize"])
-            if cfg["quantize"] is not None
-            else cfg["weights"]["source"] in ("deepmind", "pretrained")
+            bool(cfg.quantize)
+            if cfg.quantize is not None
+            else weights.source in ("deepmind", "pretrained")
         )
-        self._call = None
+        self._call: Any = None
+
+    def _load_registry_model(self) -> None:
+        """Load the registry model the config names; its own end point becomes the effective one."""
+        from .i3d import ENDPOINTS
+        from .registry import ModelSerializer
+
+        w = self.config.weights
+        base = os.path.expanduser(str(w.registry_dir))
+        if w.version:
+            model, meta, version = ModelSerializer.load_model(
+                base, str(w.model_name), str(w.version)
+            )
+        else:
+            model, meta, version = ModelSerializer.load_latest_model(base, str(w.model_name))
+        channels = int(model.inputs[0].shape[-1])
+        model_stream = meta.get("stream") or {2: "flow", 3: "rgb"}.get(channels, "?")
+        if channels != self.in_channels or model_stream != self.stream:
+            raise BadInputError(
+                f"Registry model {w.model_name} {version} is a {model_stream} model: it takes "
+                f"{channels} input channels, the config says {self.in_channels} (the "
+                f"{self.stream} stream)"
+            )
+        self.model = model
+        self.registry_version = version
+        self.registry_metadata = meta
+        # Run metadata and feature-map strides follow the model that was loaded, not the
+        # config's default end point (a Mixed_3c model is not labelled Mixed_5c).
+        loaded = meta.get("endpoint")
+        if loaded not in ENDPOINTS:  # a classifier: its encoder's end point
+            loaded = (meta.get("extractor_config") or {}).get("endpoint")
+        self.config_endpoint = self.config.endpoint
+        if loaded in ENDPOINTS:
+            self.effective_config = self.effective_config.replace(endpoint=loaded)
 
     def _init_two_stream(self) -> None:
-        """Two encoders, flow and RGB, each a single-stream extractor of the same configuration
+        """Build two encoders, flow and RGB, each a single-stream extractor.
+
+        Two encoders, flow and RGB, each a single-stream extractor of the same configuration
         (same seed for random weights; ``weights.rgb_checkpoint`` for the RGB one).
         """
         cfg = self.config
         for stream in ("flow", "rgb"):
-            sub = copy.deepcopy(cfg)
-            sub["stream"], sub["in_channels"] = stream, STREAM_CHANNELS[stream]
-            if stream == "rgb":
-                sub["weights"]["checkpoint"] = cfg["weights"]["rgb_checkpoint"]
-            sub["weights"]["rgb_checkpoint"] = None
-            self.streams[stream] = DynamicFeatureExtractor(**sub)
+            checkpoint = cfg.weights.rgb_checkpoint if stream == "rgb" else cfg.weights.checkpoint
+            sub = cfg.replace(
+                stream=stream,
+                in_channels=STREAM_CHANNELS[stream],
+                weights=cfg.weights.replace(checkpoint=checkpoint, rgb_checkpoint=None),
+            )
+            self.streams[stream] = DynamicFeatureExtractor(config=sub)
         del self.streams["two-stream"]
         flow = self.streams["flow"]
         self.model = flow.model
@@ -281,18 +229,28 @@ class DynamicFeatureExtractor:
 
     @property
     def stream(self) -> str:
-        """``flow``, ``rgb`` or ``two-stream``."""
-        return self.config["stream"]
+        """``flow``, ``rgb`` or ``two-stream`` (``config.stream``, or what ``in_channels`` says)."""
+        return self.effective_config.resolved_stream
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the (first) encoder: 2 for flow and two-stream, 3 for RGB."""
+        return self.effective_config.resolved_in_channels
+
+    @property
+    def endpoint(self) -> str:
+        """The end point of the model that runs (a registry model's own, else the config's)."""
+        return self.effective_config.endpoint
 
     # -- preprocessing -------------------------------------------------------------------------
     def windows(self, n_frames: int) -> list[FlowWindow]:
         """The windows (DESIGN.md) over a video of ``n_frames`` frames."""
-        return frame_windows(n_frames, self.config["clip_length"], self.config["stride"])
+        return frame_windows(n_frames, self.config.clip_length, self.config.stride)
 
     def preprocess_window(self, flow: Any, window: FlowWindow) -> np.ndarray:
         """One window's flow, resized if configured, clipped, quantised if configured, scaled."""
         data = self._resize(window_data(flow, window))  # a fresh float32 array: edit in place
-        return preprocess_flow_inplace(data, float(self.config["flow_bound"]), self.quantize)
+        return preprocess_flow_inplace(data, self.config.flow_bound, self.quantize)
 
     def preprocess_flow_sequence(self, flow: Any) -> np.ndarray:
         """All windows of a ``(T-1, H, W, 2)`` flow sequence as ``[N, L, H', W', 2]`` float32."""
@@ -304,7 +262,7 @@ class DynamicFeatureExtractor:
         """(H', W') the encoder sees for frames of ``height`` × ``width``."""
         from ..flow.compute import resized_shape
 
-        return resized_shape((height, width), self.config["resize"])
+        return resized_shape((height, width), self.config.resize)
 
     def _resize(self, data: np.ndarray) -> np.ndarray:
         h, w = data.shape[1:3]
@@ -321,7 +279,9 @@ class DynamicFeatureExtractor:
         return out
 
     def resize_frames(self, frames: np.ndarray) -> np.ndarray:
-        """``(k, H, W, 3)`` frames resized by the same rule as flow (``resize``: longest side, area
+        """Resize frames by the same rule as flow.
+
+        ``(k, H, W, 3)`` frames resized by the same rule as flow (``resize``: longest side, area
         interpolation); values are unchanged.
         """
         h, w = frames.shape[1:3]
@@ -336,14 +296,14 @@ class DynamicFeatureExtractor:
         shape = tuple(flow.shape)
         if len(shape) != 4 or shape[-1] != 2:
             raise BadInputError(f"Flow must be (T-1, H, W, 2); got shape {shape}")
-        if self.config["stream"] != "flow":
+        if self.stream != "flow":
             raise BadInputError(
-                f"The {self.config['stream']} model takes {self.input_channels} input channels "
+                f"The {self.stream} model takes {self.input_channels} input channels "
                 "but optical flow has 2: give the video, or use a flow model"
             )
-        if self.config["in_channels"] != 2:
+        if self.in_channels != 2:
             raise BadInputError(
-                f"The model takes {self.config['in_channels']} input channels but optical flow has 2"
+                f"The model takes {self.in_channels} input channels but optical flow has 2"
             )
 
     # -- inference -----------------------------------------------------------------------------
@@ -359,17 +319,17 @@ class DynamicFeatureExtractor:
                 f"The {self.stream} model takes {self.input_channels} input channels; clips have "
                 f"{arr.shape[-1]}"
             )
-        batch = int(batch_size or self.config["batch_size"])
+        batch = int(batch_size or self.config.batch_size)
         outputs = [self.encode(arr[i : i + batch]) for i in range(0, len(arr), batch)]
         return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
     @property
     def encoder(self) -> Any:
-        """The compiled inference runtime (``config["runtime"]``), made on first use."""
+        """The compiled inference runtime (``config.runtime``), made on first use."""
         if self._call is None:
             from .runtime import make_encoder
 
-            self._call = make_encoder(self.model, self.config["runtime"], self.config["precision"])
+            self._call = make_encoder(self.model, self.config.runtime, self.config.precision)
         return self._call
 
     @property
@@ -378,7 +338,9 @@ class DynamicFeatureExtractor:
         return sum(STREAM_CHANNELS[s] for s in self.streams)
 
     def encode_streams(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Each stream's output for clips ``[B, L, H, W, ch]`` (two-stream: flow channels 0–1, RGB
+        """Run each stream's encoder on its channels of the clips.
+
+        Each stream's output for clips ``[B, L, H, W, ch]`` (two-stream: flow channels 0–1, RGB
         2–4), ``{"flow": ..., "rgb": ...}``.
         """
         if self.stream != "two-stream":
@@ -393,21 +355,25 @@ class DynamicFeatureExtractor:
         if len(parts) == 1:
             return next(iter(parts.values()))
         flow, rgb = parts["flow"], parts["rgb"]
-        if self.config["fusion"] == "average":
+        if self.config.fusion == "average":
             return (flow + rgb) * np.float32(0.5)
         return np.concatenate([flow, rgb], axis=-1)
 
     def column_names(self, channels: int) -> list[str]:
-        """Feature column names for ``channels`` output channels (DESIGN.md: two-stream concatenated
+        """Name the feature columns of an output with ``channels`` channels.
+
+        Feature column names for ``channels`` output channels (DESIGN.md: two-stream concatenated
         is ``flow_f0000…``, ``rgb_f0000…``).
         """
-        if self.stream == "two-stream" and self.config["fusion"] == "concat":
+        if self.stream == "two-stream" and self.config.fusion == "concat":
             half = channels // 2
             return [f"flow_f{c:04d}" for c in range(half)] + [f"rgb_f{c:04d}" for c in range(half)]
         return [f"f{c:04d}" for c in range(channels)]
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
-        """One encoder call ``[B, L, H, W, ch] → [B, T', H', W', C]`` on the inference runtime
+        """Run one encoder call on the inference runtime.
+
+        One encoder call ``[B, L, H, W, ch] → [B, T', H', W', C]`` on the inference runtime
         (two-stream: both encoders, fused by ``fusion``).
         """
         if self.stream == "two-stream":
@@ -423,34 +389,36 @@ class DynamicFeatureExtractor:
         if self.stream == "two-stream":
             raise BadInputError("Save each stream of a two-stream extractor on its own")
         meta = {
-            "endpoint": self.config["endpoint"],
+            "endpoint": self.endpoint,
             "stream": self.stream,
             "preprocessing": {
-                "flow_bound": self.config["flow_bound"],
+                "flow_bound": self.config.flow_bound,
                 "quantize": self.quantize,
-                "resize": self.config["resize"],
-                "clip_length": self.config["clip_length"],
-                "stride": self.config["stride"],
+                "resize": self.config.resize,
+                "clip_length": self.config.clip_length,
+                "stride": self.config.stride,
             },
             "extractor_config": self.describe(),
             **(metadata or {}),
         }
-        name = (metadata or {}).get("model_name", f"i3d-{self.stream}-{self.config['endpoint']}")
+        name = (metadata or {}).get("model_name", f"i3d-{self.stream}-{self.endpoint}")
         return ModelSerializer(self.model, name).save_model(base_dir, meta, version)
 
     def describe(self) -> dict[str, Any]:
-        """Run metadata: the configuration plus what was actually loaded (end point, channels,
+        """Describe the run for metadata: the configuration and what was loaded.
+
+        Run metadata: the configuration plus what was actually loaded (end point, channels,
         registry version and SHA-256 of the model file) and derived facts (quantise, strides).
         """
         from .i3d import ENDPOINT_STRIDES, endpoint_channels
 
         if self.stream == "two-stream":
             parts = {s: e.describe() for s, e in self.streams.items()}
-            meta = copy.deepcopy(self.config)
+            meta = self.effective_config.to_dict()
             meta["quantize_effective"] = self.quantize
             meta["registry_version"] = None
             channels = [parts[s]["channels"] for s in ("flow", "rgb")]
-            meta["channels"] = channels[0] if self.config["fusion"] == "average" else sum(channels)
+            meta["channels"] = channels[0] if self.config.fusion == "average" else sum(channels)
             meta["endpoint_strides"] = parts["flow"]["endpoint_strides"]
             if "runtime_used" in parts["flow"]:
                 meta["runtime_used"] = parts["flow"]["runtime_used"]
@@ -459,14 +427,14 @@ class DynamicFeatureExtractor:
                 meta.update(random_weights_marks())
             meta["loaded_model"] = {
                 "source": flow_model["source"],
-                "endpoint": self.config["endpoint"],
+                "endpoint": self.endpoint,
                 "channels": meta["channels"],
                 "flow": flow_model,
                 "rgb": rgb_model,
             }
             return meta
-        meta = copy.deepcopy(self.config)
-        endpoint = self.config["endpoint"]
+        meta = self.effective_config.to_dict()
+        endpoint = self.endpoint
         meta["quantize_effective"] = self.quantize
         if self._call is not None:
             meta["runtime_used"] = self._call.name
@@ -482,8 +450,8 @@ class DynamicFeatureExtractor:
             meta["channels"] = int(encoder.outputs[0].shape[-1])
             meta["loaded_model"] = {
                 "source": "registry",
-                "registry_dir": str(self.config["weights"]["registry_dir"]),
-                "model_name": registry.get("model_name", self.config["weights"]["model_name"]),
+                "registry_dir": str(self.config.weights.registry_dir),
+                "model_name": registry.get("model_name", self.config.weights.model_name),
                 "version": self.registry_version,
                 "endpoint": endpoint,
                 "channels": meta["channels"],
@@ -508,7 +476,7 @@ class DynamicFeatureExtractor:
         else:
             meta["loaded_model"] = {
                 "source": "random",
-                "seed": self.config["weights"]["seed"],
+                "seed": self.config.weights.seed,
                 "endpoint": endpoint,
                 "channels": meta["channels"],
             }

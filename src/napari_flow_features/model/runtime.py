@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from ..config import RUNTIMES
 from ..errors import BadInputError
 
-RUNTIMES = ("auto", "tensorflow", "openvino")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: Compiled input shapes kept per model (chunked extraction needs one or two).
 _SHAPES_KEPT = 4
@@ -41,7 +41,7 @@ _SHAPES_KEPT = 4
 @lru_cache(maxsize=1)
 def cpu_info() -> dict[str, Any]:
     """The CPU's model name and feature flags (``/proc/cpuinfo`` on Linux; empty flags elsewhere)."""
-    name, flags = platform.processor() or platform.machine(), []
+    name, flags = platform.processor() or platform.machine(), list[str]()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -121,6 +121,7 @@ class TensorFlowEncoder:
         self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Encode clips ``[B, L, H, W, C]`` → feature maps, float32."""
         import tensorflow as tf
 
         out = self._call(tf.convert_to_tensor(batch, tf.float32))
@@ -206,6 +207,7 @@ class OpenVINOEncoder:
                     raise
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Encode clips ``[B, L, H, W, C]`` → feature maps, float32 (compiled per shape)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         compiled = self.compiled_for(batch.shape)
         return np.asarray(compiled(batch)[0], dtype=np.float32)

@@ -193,7 +193,7 @@ class ExtractWidget(Container):
                                tooltip="flow: motion; rgb: appearance, no optical flow (fast); "
                                        "two-stream: both (docs/streams.md)")  # fmt: skip
         self.flow_method = ComboBox(label="flow method", choices=list(METHODS), value="dis")
-        from ..model.extractor import DEFAULT_WEIGHTS_ENV
+        from ..config import DEFAULT_WEIGHTS_ENV
 
         self.weights = ComboBox(
             label="model",
@@ -373,30 +373,32 @@ class ExtractWidget(Container):
         return cfg
 
     def batch_settings(self) -> Any:
-        """The form as batch settings (:class:`~napari_flow_features.extract.batch.BatchSettings`):
-        what ``flow-features extract --config`` needs to give every video of a study the rows this
+        """The form as :class:`~napari_flow_features.config.ExtractionSettings`: what
+        ``flow-features extract --config`` needs to give every video of a study the rows this
         dock gives the open one. Landmarks are per video (a manifest's ``points`` column).
         """
-        from ..extract.batch import BatchSettings
+        from ..config import ExtractionSettings, ExtractorConfig
 
-        return BatchSettings(
-            extractor=self.extractor_config(),
+        return ExtractionSettings(
+            extractor=ExtractorConfig.from_dict(self.extractor_config(), "the extraction dock"),
             post_encoder=POST_ENCODER_CHOICES[self.post_encoder.value],
             interpolation=INTERPOLATION_CHOICES[self.interpolation.value],
             flow_method=self.flow_method.value,
-            max_side=None,  # the dock runs at the video's own size
+            max_side=int(self.max_side.value) or None,  # 0: the video's own size
             min_confidence=float(self.min_confidence.value) or None,
             max_gap=int(self.max_gap.value) or None,
         )
 
     def save_settings(self, path: str) -> Any:
-        """Write :meth:`batch_settings` as YAML to ``path`` (atomically); returns the path."""
+        """Write :meth:`batch_settings` as YAML to ``path`` (``ExtractionSettings.to_yaml``,
+        atomic); returns the path.
+        """
         return self.batch_settings().to_yaml(path)
 
     def _ask_settings_file(self, *_: Any) -> None:
         from qtpy.QtWidgets import QFileDialog
 
-        path, _ = QFileDialog.getSaveFileName(
+        path, _filter = QFileDialog.getSaveFileName(
             self.native, "Save extraction settings", "extract.yaml", "YAML (*.yaml *.yml)"
         )
         if path:
