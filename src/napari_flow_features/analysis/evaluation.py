@@ -340,6 +340,12 @@ class FeatureExtractorEvaluator:
         _, counts = np.unique(y, return_counts=True)
         out = {"chance_accuracy": float(counts.max() / len(y))}
         splits = blocked_splits(len(y), self.n_splits, gap, groups)
+        if not splits:  # every block's gap swallowed its training rows
+            raise BadInputError(
+                f"Too few labelled rows ({len(y)}) to cross-validate in {self.n_splits} blocks with "
+                f"{gap} rows left out on each side of a test block: give more frames, several "
+                "videos as groups, or a smaller gap (FeatureExtractorEvaluator(gap=...))"
+            )
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         knn = make_pipeline(StandardScaler(), KNeighborsClassifier(self.k_neighbors))
         pred_probe = np.full(len(y), -1)
