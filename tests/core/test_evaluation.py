@@ -184,6 +184,10 @@ def test_bad_input_is_named():
         ev.evaluate(np.full((5, 3), np.nan))
     with pytest.raises(BadInputError, match="'label' column"):
         ev.evaluate(np.zeros((4, 2)), labels=pd.DataFrame({"frame": [0]}))
+    # 24 frames in 3 blocks with 16 frames left out on each side: no block keeps training rows.
+    x = np.random.default_rng(0).normal(size=(24, 4))
+    with pytest.raises(BadInputError, match=r"Too few labelled rows \(24\).*smaller gap"):
+        FeatureExtractorEvaluator(n_splits=3, gap=16).evaluate(x, labels=[0, 1] * 12)
 
 
 def test_report_for_a_multi_landmark_table(tmp_path):

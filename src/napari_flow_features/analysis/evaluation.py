@@ -57,8 +57,26 @@ class FeatureData:
 
 
 def feature_matrix(features: Any) -> tuple[np.ndarray, pd.DataFrame]:
-    """``(n, C)`` features and the row keys (``frame`` and, if the table names landmarks, their
-    label as ``landmark``).
+    """The feature values and the keys of their rows.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame or array_like
+        A feature table (DESIGN.md columns ``frame``, landmark identity, ``f0000`` …) or a
+        ``(frames, channels)`` array.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        ``(n, C)`` float64 features.
+    keys : pandas.DataFrame
+        ``frame`` (row numbers for an array) and, when the table names landmarks, their label as
+        ``landmark``.
+
+    Raises
+    ------
+    BadInputError
+        For a table without feature columns or an array that is not 2-D.
     """
     if isinstance(features, pd.DataFrame):
         from ..io.landmark_key import landmark_ids, landmark_key
@@ -84,9 +102,25 @@ def feature_matrix(features: Any) -> tuple[np.ndarray, pd.DataFrame]:
 
 
 def labels_per_row(labels: Any, keys: pd.DataFrame) -> np.ndarray:
-    """One label per row: a sequence as long as the table, or a table of per-frame labels
-    (``frame``, ``label``) or per-clip labels (``start_frame``, ``end_frame`` inclusive, ``label``).
-    Frames without a label get None.
+    """One label per feature row.
+
+    Parameters
+    ----------
+    labels : sequence or pandas.DataFrame
+        A sequence as long as the table; or a table of per-frame labels (``frame``, ``label``) or
+        of per-clip labels (``start_frame``, ``end_frame`` inclusive, ``label``).
+    keys : pandas.DataFrame
+        The row keys of :func:`feature_matrix` (its ``frame`` column is used).
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of one label per row; None where a frame has no label.
+
+    Raises
+    ------
+    BadInputError
+        For a sequence of the wrong length or a labels table without the columns it needs.
     """
     if not isinstance(labels, pd.DataFrame):
         out = np.asarray(labels, dtype=object)
@@ -112,7 +146,27 @@ def labels_per_row(labels: Any, keys: pd.DataFrame) -> np.ndarray:
 
 
 def prepare(features: Any, labels: Any = None, groups: Any = None) -> FeatureData:
-    """Features, labels and groups aligned row by row, NaN rows dropped, time-sorted per sequence."""
+    """Features, labels and groups aligned row by row, NaN rows dropped, time-sorted per sequence.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame or array_like
+        As for :func:`feature_matrix`.
+    labels : sequence or pandas.DataFrame, optional
+        As for :func:`labels_per_row`.
+    groups : sequence, optional
+        One value per row (e.g. the video); rows of different groups are different sequences.
+
+    Returns
+    -------
+    FeatureData
+        The rows in time order within each sequence, and how many were dropped.
+
+    Raises
+    ------
+    BadInputError
+        When fewer than 2 rows have finite features, or ``groups`` has the wrong length.
+    """
     x, keys = feature_matrix(features)
     n = len(x)
     lab = None if labels is None else labels_per_row(labels, keys)
@@ -154,7 +208,18 @@ def _lagged_pairs(sequences: np.ndarray, lag: int) -> np.ndarray:
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of row i of ``a`` with row i of ``b`` (0 where a row is all zeros)."""
+    """Cosine similarity of row i of ``a`` with row i of ``b`` (0 where a row is all zeros).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        ``(n, C)`` matrices.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` cosines.
+    """
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(a)), where=norms > 0)
 
@@ -162,21 +227,64 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def consecutive_cosines(
     x: np.ndarray, sequences: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(i, cos)``: rows i whose next row is in the same sequence, and their cosine with it."""
+    """Cosine of each row with the next row of the same sequence.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, C)`` features in time order within sequences.
+    sequences : numpy.ndarray, optional
+        ``(n,)`` sequence id per row; default: one sequence.
+
+    Returns
+    -------
+    i : numpy.ndarray
+        Rows whose next row is in the same sequence.
+    cos : numpy.ndarray
+        Their cosine with that next row.
+    """
     seq = np.zeros(len(x), int) if sequences is None else sequences
     i = _consecutive_pairs(seq)
     return i, row_cosines(x[i], x[i + 1])
 
 
 def temporal_smoothness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
-    """Mean cosine similarity of each row with the next (zero rows count as dissimilar)."""
+    """Mean cosine similarity of each row with the next (zero rows count as dissimilar).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, C)`` features in time order within sequences.
+    sequences : numpy.ndarray, optional
+        ``(n,)`` sequence id per row; pairs never cross sequences.
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``; 1 when nothing changes; NaN without pairs.
+    """
     i, cos = consecutive_cosines(x, sequences)
     return float(cos.mean()) if len(i) else float("nan")
 
 
 def autocorrelation(x: np.ndarray, lag: int = 1, sequences: np.ndarray | None = None) -> float:
-    """Pearson correlation of each channel with itself ``lag`` rows later, averaged over channels
-    that vary (pairs only within a sequence).
+    """Pearson correlation of each channel with itself ``lag`` rows later, averaged over channels.
+
+    Channels that do not vary are left out; pairs never cross sequences.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, C)`` features in time order within sequences.
+    lag : int
+        Rows between the two values of a pair (at least 1).
+    sequences : numpy.ndarray, optional
+        ``(n,)`` sequence id per row.
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``; NaN with fewer than 2 pairs or no varying channel.
     """
     if lag < 1:
         raise BadInputError(f"lag must be at least 1, got {lag}")
@@ -192,8 +300,21 @@ def autocorrelation(x: np.ndarray, lag: int = 1, sequences: np.ndarray | None = 
 
 
 def roughness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
-    """Mean over channels of ``mean((x[t+1] - x[t])²) / (2 var(x))``: about 1 for white noise, near
-    0 for a slowly varying signal (a von Neumann ratio).
+    """Mean over channels of ``mean((x[t+1] - x[t])²) / (2 var(x))`` (a von Neumann ratio).
+
+    About 1 for white noise, near 0 for a slowly varying signal.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, C)`` features in time order within sequences.
+    sequences : numpy.ndarray, optional
+        ``(n,)`` sequence id per row; steps never cross sequences.
+
+    Returns
+    -------
+    float
+        The ratio; NaN without steps or varying channels.
     """
     seq = np.zeros(len(x), int) if sequences is None else sequences
     i = _consecutive_pairs(seq)
@@ -207,8 +328,26 @@ def roughness(x: np.ndarray, sequences: np.ndarray | None = None) -> float:
 
 # -- stability ---------------------------------------------------------------------------------
 def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
-    """Linear centred kernel alignment of two ``(n, C)`` matrices with the same rows (Kornblith et
-    al. 2019): ``‖BᵀA‖²_F / (‖AᵀA‖_F ‖BᵀB‖_F)`` after centring the columns.
+    """Linear centred kernel alignment of two matrices with the same rows (Kornblith et al. 2019).
+
+    ``‖BᵀA‖²_F / (‖AᵀA‖_F ‖BᵀB‖_F)`` after centring the columns; the channel counts may differ.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        ``(n, C)`` matrix.
+    b : numpy.ndarray
+        ``(n, C')`` matrix, row i matching row i of ``a``.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``: 1 when equal up to rotation and isotropic scale; NaN for constant input.
+
+    Raises
+    ------
+    BadInputError
+        When the row counts differ.
     """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
@@ -221,7 +360,23 @@ def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mean_row_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean cosine similarity of row i of ``a`` with row i of ``b`` (same channels)."""
+    """Mean cosine similarity of row i of ``a`` with row i of ``b`` (same channels).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        ``(n, C)`` matrices of the same shape.
+
+    Returns
+    -------
+    float
+        The mean cosine.
+
+    Raises
+    ------
+    BadInputError
+        When the shapes differ.
+    """
     if a.shape != b.shape:
         raise BadInputError(f"Tables differ in shape: {a.shape} vs {b.shape}")
     return float(row_cosines(a, b).mean())
@@ -244,7 +399,20 @@ def _matched_rows(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
 
 # -- discriminability --------------------------------------------------------------------------
 def fisher_ratio(x: np.ndarray, labels: np.ndarray) -> float:
-    """``tr(S_B) / tr(S_W)``: between-class scatter over within-class scatter."""
+    """``tr(S_B) / tr(S_W)``: between-class scatter over within-class scatter.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, C)`` features.
+    labels : numpy.ndarray
+        ``(n,)`` class per row.
+
+    Returns
+    -------
+    float
+        The ratio; infinite when every class is a single point.
+    """
     mu = x.mean(axis=0)
     between = within = 0.0
     for value in pd.unique(labels):
@@ -258,8 +426,26 @@ def fisher_ratio(x: np.ndarray, labels: np.ndarray) -> float:
 def blocked_splits(
     n: int, n_splits: int = 5, gap: int = 0, groups: np.ndarray | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Train/test index pairs: whole groups (two or more) per fold, else contiguous blocks with
-    ``gap`` rows on each side of the test block left out of training.
+    """Train/test index pairs that keep neighbouring frames on one side of a split.
+
+    With two or more groups, folds are whole groups (``GroupKFold``); otherwise contiguous blocks,
+    with ``gap`` rows on each side of the test block left out of training.
+
+    Parameters
+    ----------
+    n : int
+        Rows.
+    n_splits : int
+        Folds (fewer when there are fewer groups or rows).
+    gap : int
+        Rows left out of training on each side of a test block.
+    groups : numpy.ndarray, optional
+        ``(n,)`` group per row.
+
+    Returns
+    -------
+    list of tuple of numpy.ndarray
+        ``(train, test)`` row indices; folds whose training set would be empty are left out.
     """
     if groups is not None and len(pd.unique(groups)) >= 2:
         from sklearn.model_selection import GroupKFold
@@ -280,8 +466,28 @@ def blocked_splits(
 class FeatureExtractorEvaluator:
     """Metrics of a feature table: consistency, stability against another table, discriminability.
 
-    ``n_splits`` folds; ``gap`` frames dropped from training on each side of a test block (None:
-    the table's clip length, else 16); ``lag`` for the autocorrelation; ``k_neighbors`` for kNN.
+    Parameters
+    ----------
+    n_splits : int
+        Cross-validation folds.
+    gap : int, optional
+        Frames left out of training on each side of a test block; None: the table's clip length
+        (``attrs["clip_length"]``), else 16.
+    lag : int
+        Lag of the autocorrelation, in rows.
+    k_neighbors : int
+        Neighbours of the kNN classifier.
+
+    Attributes
+    ----------
+    last_predictions : pandas.DataFrame or None
+        ``frame``, ``label``, ``predicted`` of the linear probe in the last evaluation with labels.
+
+    Examples
+    --------
+    >>> metrics = FeatureExtractorEvaluator().evaluate(table, labels=labels)  # doctest: +SKIP
+    >>> metrics.set_index("metric").loc["probe_accuracy", "value"]  # doctest: +SKIP
+    0.93
     """
 
     def __init__(
@@ -298,7 +504,18 @@ class FeatureExtractorEvaluator:
         self.last_predictions: pd.DataFrame | None = None  #: probe predictions of the last run
 
     def consistency(self, data: FeatureData) -> dict[str, float]:
-        """Temporal smoothness, lag-k autocorrelation, roughness."""
+        """Temporal smoothness, lag-k autocorrelation, roughness.
+
+        Parameters
+        ----------
+        data : FeatureData
+            Rows from :func:`prepare`.
+
+        Returns
+        -------
+        dict of str to float
+            ``temporal_smoothness``, ``autocorrelation``, ``roughness``.
+        """
         return {
             "temporal_smoothness": temporal_smoothness(data.x, data.sequences),
             "autocorrelation": autocorrelation(data.x, self.lag, data.sequences),
@@ -306,8 +523,25 @@ class FeatureExtractorEvaluator:
         }
 
     def stability(self, features: Any, other: Any) -> dict[str, float]:
-        """Linear CKA and mean row cosine between two feature tables of the same video (windows
-        shifted, another flow method, another model), matched on frame and landmark.
+        """Linear CKA and mean row cosine between two feature tables of the same video.
+
+        For example windows shifted, another flow method or another model; rows are matched on
+        frame and landmark.
+
+        Parameters
+        ----------
+        features, other : pandas.DataFrame or array_like
+            The two tables (or ``(frames, channels)`` arrays).
+
+        Returns
+        -------
+        dict of str to float
+            ``cka`` and ``mean_cosine`` (NaN when the channel counts differ).
+
+        Raises
+        ------
+        BadInputError
+            When the tables share fewer than 2 rows with finite features.
         """
         a, b = _matched_rows(features, other)
         if a.shape[1] != b.shape[1]:
@@ -315,7 +549,27 @@ class FeatureExtractorEvaluator:
         return {"cka": linear_cka(a, b), "mean_cosine": mean_row_cosine(a, b)}
 
     def discriminability(self, data: FeatureData, gap: int = 16) -> dict[str, float]:
-        """Cross-validated linear probe and kNN, and cluster-separation indices of the labels."""
+        """Cross-validated linear probe and kNN, and cluster-separation indices of the labels.
+
+        Parameters
+        ----------
+        data : FeatureData
+            Rows from :func:`prepare`, with labels.
+        gap : int
+            Rows left out of training on each side of a test block (see :func:`blocked_splits`).
+
+        Returns
+        -------
+        dict of str to float
+            ``chance_accuracy``, ``probe_accuracy``, ``probe_macro_f1``, ``knn_accuracy``,
+            ``fisher_ratio`` and, when the rows allow, ``silhouette``, ``calinski_harabasz``,
+            ``davies_bouldin``.
+
+        Raises
+        ------
+        BadInputError
+            With fewer than two labels, or too few rows for the splits and their gap.
+        """
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import (
             accuracy_score,
@@ -328,6 +582,8 @@ class FeatureExtractorEvaluator:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
+        if data.labels is None:
+            raise BadInputError("Discriminability needs labels")
         labelled = np.array([v is not None and v == v for v in data.labels])  # v == v: not NaN
         x = data.x[labelled]
         frames = data.frames[labelled]
@@ -340,6 +596,12 @@ class FeatureExtractorEvaluator:
         _, counts = np.unique(y, return_counts=True)
         out = {"chance_accuracy": float(counts.max() / len(y))}
         splits = blocked_splits(len(y), self.n_splits, gap, groups)
+        if not splits:  # every block's gap swallowed its training rows
+            raise BadInputError(
+                f"Too few labelled rows ({len(y)}) to cross-validate in {self.n_splits} blocks with "
+                f"{gap} rows left out on each side of a test block: give more frames, several "
+                "videos as groups, or a smaller gap (FeatureExtractorEvaluator(gap=...))"
+            )
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         knn = make_pipeline(StandardScaler(), KNeighborsClassifier(self.k_neighbors))
         pred_probe = np.full(len(y), -1)
@@ -370,9 +632,28 @@ class FeatureExtractorEvaluator:
     def evaluate(
         self, features: Any, labels: Any = None, groups: Any = None, other: Any = None
     ) -> pd.DataFrame:
-        """A tidy table (``metric``, ``family``, ``value``, ``description``): data counts,
-        consistency, stability against ``other`` (another table of the same video) when given, and
+        """Every metric that applies, as a tidy table.
+
+        Data counts and consistency always; stability against ``other`` when given;
         discriminability when ``labels`` are given.
+
+        Parameters
+        ----------
+        features : pandas.DataFrame or array_like
+            A feature table or a ``(frames, channels)`` array; rows with NaN features (missing
+            landmarks) are dropped and counted.
+        labels : sequence or pandas.DataFrame, optional
+            Per-row labels, or a table of per-frame or per-clip labels (see
+            :func:`labels_per_row`).
+        groups : sequence, optional
+            One value per row (e.g. the video); with two or more, folds are whole groups.
+        other : pandas.DataFrame or array_like, optional
+            Another table of the same video, for the stability metrics.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``metric``, ``family``, ``value``, ``description``; ``attrs`` hold the settings.
         """
         data = prepare(features, labels, groups)
         values: dict[str, float] = {

@@ -47,9 +47,29 @@ def evaluation_figures(
     evaluator: FeatureExtractorEvaluator,
     groups: Any = None,
 ) -> dict[str, Path]:
-    """Principal components over time (label runs shaded), PCA scatter by label, consecutive-frame
-    similarity, and the linear probe's confusion matrix; returns the files by title. Time-series
-    figures show the first group (video) and the first landmark; the metrics use all rows.
+    """The report's figures, written into ``out``.
+
+    Principal components over time (label runs shaded), consecutive-frame similarity, and with
+    labels a PCA scatter by label and the linear probe's confusion matrix. Time-series figures
+    show the first group (video) and the first landmark; the metrics use all rows.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        The feature table.
+    labels : sequence or pandas.DataFrame or None
+        As for :meth:`FeatureExtractorEvaluator.evaluate`.
+    out : pathlib.Path
+        An existing folder.
+    evaluator : FeatureExtractorEvaluator
+        The evaluator that produced the metrics (its probe predictions make the confusion matrix).
+    groups : sequence, optional
+        One value per row (e.g. the video).
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        The files by figure title.
     """
     figures: dict[str, Path] = {}
     vis = FeatureVisualization()
@@ -132,8 +152,37 @@ def write_evaluation_report(
     evaluator: FeatureExtractorEvaluator | None = None,
     title: str = "Feature evaluation",
 ) -> dict[str, Path]:
-    """Evaluate ``features`` and write ``metrics.json``, ``report.md``, ``report.html`` and the
-    figures into ``output_dir``; returns the paths by kind.
+    """Evaluate ``features`` and write the metrics as JSON, Markdown and HTML with their figures.
+
+    Every file is written atomically. A run with random weights says so at the top of the report.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        A feature table (its ``attrs`` describe the run in the report).
+    output_dir : str or os.PathLike
+        Created if missing; receives ``metrics.json``, ``report.md``, ``report.html`` and PNGs.
+    labels : sequence or pandas.DataFrame, optional
+        Per-row labels, or a table of per-frame or per-clip labels.
+    groups : sequence, optional
+        One value per row (e.g. the video): folds are whole groups.
+    other : pandas.DataFrame, optional
+        Another table of the same video, for the stability metrics.
+    evaluator : FeatureExtractorEvaluator, optional
+        Its settings (splits, gap, lag, k); default ``FeatureExtractorEvaluator()``.
+    title : str
+        The report's heading.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``json``, ``markdown``, ``html`` and ``figure: <title>`` for each figure.
+
+    Examples
+    --------
+    >>> paths = write_evaluation_report(table, "report", labels=labels)  # doctest: +SKIP
+    >>> paths["html"]  # doctest: +SKIP
+    PosixPath('report/report.html')
     """
     from ..io._atomic import atomic_write_path, ensure_output_dir
     from ..io.tables import jsonable_metadata
@@ -182,7 +231,18 @@ RANDOM_WEIGHTS_WARNING = (
 
 
 def random_weights(run: dict) -> bool:
-    """Whether the run's metadata says the encoder had random weights."""
+    """Whether the run's metadata says the encoder had random weights.
+
+    Parameters
+    ----------
+    run : dict
+        A table's or run's metadata.
+
+    Returns
+    -------
+    bool
+        True when ``random_weights`` is set or ``weights`` (or ``weights.source``) is ``random``.
+    """
     if run.get("random_weights"):  # set by the extractor (any stream)
         return True
     weights = run.get("weights")
@@ -197,7 +257,26 @@ def validation_scheme(
     groups: Any,
     metrics: pd.DataFrame,
 ) -> str:
-    """How the metrics were computed, in words: the folds, the gap, the lag, the classifiers."""
+    """How the metrics were computed, in words: the folds, the gap, the lag, the classifiers.
+
+    Parameters
+    ----------
+    evaluator : FeatureExtractorEvaluator
+        The evaluator used.
+    features : pandas.DataFrame or array_like
+        The features evaluated (their ``attrs["clip_length"]`` is the default gap).
+    labels : sequence or pandas.DataFrame or None
+        The labels, if any.
+    groups : sequence or None
+        The groups, if any.
+    metrics : pandas.DataFrame
+        The evaluator's tidy table.
+
+    Returns
+    -------
+    str
+        A paragraph for the report.
+    """
     lag = f"Autocorrelation at a lag of {evaluator.lag} frame{'s' if evaluator.lag != 1 else ''}"
     if labels is None:
         return f"{lag}; no labels, so no cross-validation."

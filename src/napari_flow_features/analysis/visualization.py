@@ -22,17 +22,33 @@ def _figure(width: float, height: float) -> Any:
     """A Figure bound to the Agg canvas: no pyplot, no GUI backend, no window."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-    fig = Figure(figsize=(width, height), layout="constrained")
     # A margin round the edge: constrained layout's default (3 pt) lets labels touch the border,
     # and a GIF frame's y-label lost its first pixel column.
-    fig.get_layout_engine().set(w_pad=0.08, h_pad=0.08)
+    layout = ConstrainedLayoutEngine(w_pad=0.08, h_pad=0.08)
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save atomically (format from the suffix: png, svg, pdf)."""
+    """Save a figure atomically (format from the suffix: png, svg, pdf).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    path : str or os.PathLike
+        Where to write it; nothing appears there unless the save completes.
+    dpi : int
+        Resolution of raster formats.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     from ..io._atomic import atomic_write_path
 
     path = Path(path)
@@ -42,7 +58,18 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
 
 
 def figure_rgb(fig: Any) -> np.ndarray:
-    """The rendered figure as an ``(h, w, 3)`` uint8 image."""
+    """The rendered figure as an image.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        A figure on the Agg canvas.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w, 3)`` uint8 RGB.
+    """
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
@@ -70,11 +97,30 @@ def _as_table(features: Any) -> tuple[np.ndarray, np.ndarray] | None:
 class FeatureVisualization:
     """Figures of a model's activations at one layer, and of feature tables.
 
-    ``model`` is the Keras encoder (``extractor.model``; only :meth:`get_intermediate_activations`
-    needs it); ``layer_name`` an end point (``Mixed_3c``) or any Keras layer name of the model;
-    ``clip_length`` converts activation time steps to frames. ``frame_shape`` ``(H, W)``, the
-    frame size fed to the network, puts spatial axes in its pixels; without it an end point's
-    nominal stride (``Mixed_4f``: 16 px per cell) does, and other layers stay in cells.
+    The five temporal views of the seed: :meth:`visualize_temporal_feature_evolution`,
+    :meth:`create_feature_activation_heatmap`, :meth:`visualize_3d_feature_activation`,
+    :meth:`create_feature_evolution_animation` and :meth:`create_comparative_temporal_view`; and
+    :meth:`visualize_layer_activations`, a grid of channels at one time step. Figures are built
+    on matplotlib's Agg canvas (no pyplot, no window), returned, and saved when given a path.
+
+    Parameters
+    ----------
+    model : keras.Model, optional
+        The Keras encoder (``extractor.model``); only :meth:`get_intermediate_activations` needs
+        it.
+    layer_name : str
+        An end point (``Mixed_3c``) or any Keras layer name of the model.
+    clip_length : int
+        Frames per clip, to put activation time steps on a frame axis.
+    frame_shape : tuple of int, optional
+        ``(H, W)`` of the frames fed to the network: spatial axes in its pixels. Without it an end
+        point's nominal stride (``Mixed_4f``: 16 px per cell) does, and other layers stay in cells.
+
+    Examples
+    --------
+    >>> viz = FeatureVisualization(model=extractor.model, layer_name="Mixed_3c")  # doctest: +SKIP
+    >>> acts = viz.get_intermediate_activations(extractor.preprocess_flow_sequence(flow))  # doctest: +SKIP
+    >>> viz.visualize_temporal_feature_evolution(acts, [0, 10], save_path="evolution.png")  # doctest: +SKIP
     """
 
     def __init__(
@@ -83,7 +129,7 @@ class FeatureVisualization:
         layer_name: str = "Mixed_3c",
         clip_length: int = 16,
         frame_shape: tuple[int, int] | None = None,
-    ):
+    ) -> None:
         self.model = model
         self.layer_name = layer_name
         self.clip_length = int(clip_length)
@@ -92,7 +138,13 @@ class FeatureVisualization:
 
     # -- activations ---------------------------------------------------------------------------
     def valid_layer_names(self) -> list[str]:
-        """End points of the model, in network order (any Keras layer name also works)."""
+        """End points of the model, in network order (any Keras layer name also works).
+
+        Returns
+        -------
+        list of str
+            The I3D end points present in ``model``.
+        """
         from ..model.i3d import ENDPOINTS
 
         names = {layer.name for layer in self.model.layers}
@@ -111,8 +163,23 @@ class FeatureVisualization:
         )
 
     def get_intermediate_activations(self, preprocessed: np.ndarray) -> np.ndarray:
-        """Activations ``[N, T', H', W', C]`` float32 at ``layer_name`` for preprocessed clips
-        ``[N, L, H, W, 2]`` (``extractor.preprocess_flow_sequence``).
+        """The activations at ``layer_name`` for preprocessed clips.
+
+        Parameters
+        ----------
+        preprocessed : numpy.ndarray
+            ``[N, L, H, W, C]`` clips, e.g. from ``extractor.preprocess_flow_sequence(flow)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[N, T', H', W', C']`` float32.
+
+        Raises
+        ------
+        BadInputError
+            Without a model, for a layer the model does not have (the message lists the valid
+            end points), or clips that are not 5-D.
         """
         import keras
         import tensorflow as tf
@@ -140,13 +207,36 @@ class FeatureVisualization:
         return acts
 
     def step_frames(self, t_steps: int) -> np.ndarray:
-        """Frame (within the clip) at the centre of each activation time step."""
+        """Frame (within the clip) at the centre of each activation time step.
+
+        Parameters
+        ----------
+        t_steps : int
+            Time steps T' of the activations.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(k + 0.5) · L / T' − 0.5`` for each step k.
+        """
         per = self.clip_length / t_steps
         return (np.arange(t_steps) + 0.5) * per - 0.5
 
     def spatial_extent(self, map_hw: tuple[int, int]) -> tuple[tuple, str]:
-        """``(imshow extent, unit)`` for a ``(H', W')`` map: pixel edges of the frame the cells
-        cover (unit ``px``), or cell edges (``cell``) when the pixel size is unknown.
+        """Where a ``(H', W')`` map lies, for ``imshow``.
+
+        Parameters
+        ----------
+        map_hw : tuple of int
+            ``(H', W')`` cells.
+
+        Returns
+        -------
+        extent : tuple of float
+            ``(left, right, bottom, top)``: pixel edges of the frame the cells cover, or cell
+            edges when the pixel size is unknown.
+        unit : str
+            ``"px"`` or ``"cell"``.
         """
         from ..model.i3d import ENDPOINT_STRIDES
 
@@ -186,6 +276,8 @@ class FeatureVisualization:
         self, data: Any, features: list[int], sample: int
     ) -> tuple[np.ndarray, np.ndarray, str]:
         """(x in frames, (len(x), len(features)) values, x label) of a table or activations."""
+        if not features:
+            raise BadInputError("Choose at least one feature to plot")
         table = _as_table(data)
         if table is not None:
             frames, values = table
@@ -208,7 +300,32 @@ class FeatureVisualization:
         max_channels: int = 16,
         sample: int = 0,
     ) -> Any:
-        """A grid of the first ``max_channels`` channel maps at time step ``frame_idx``."""
+        """A grid of the first ``max_channels`` channel maps at one time step, on one colour scale.
+
+        Parameters
+        ----------
+        activations : array_like
+            ``[N, T', H', W', C]`` (from :meth:`get_intermediate_activations`) or
+            ``[T', H', W', C]``.
+        frame_idx : int
+            The activation time step.
+        save_path : str or os.PathLike, optional
+            Save the figure there (format from the suffix: png, svg, pdf), atomically.
+        max_channels : int
+            Channels drawn (the first ones).
+        sample : int
+            Which clip of ``[N, T', H', W', C]`` activations to draw.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure (on the Agg canvas; nothing opens a window).
+
+        Raises
+        ------
+        BadInputError
+            For a channel or clip that does not exist, or input of the wrong shape.
+        """
         acts = self._clip(activations, sample)
         if not 0 <= frame_idx < len(acts):
             raise BadInputError(f"frame_idx {frame_idx} out of range: {len(acts)} time steps")
@@ -239,7 +356,30 @@ class FeatureVisualization:
         save_path: str | os.PathLike | None = None,
         sample: int = 0,
     ) -> Any:
-        """Each chosen feature's spatially averaged activation (or table value) over time."""
+        """Each chosen feature's spatially averaged activation (or table value) over time.
+
+        Parameters
+        ----------
+        activations : array_like or pandas.DataFrame
+            ``[N, T', H', W', C]`` or ``[T', H', W', C]`` activations (spatially averaged), or a
+            feature table / ``(frames, channels)`` array (its values over frames).
+        feature_indices : list of int
+            Channels to plot, one line each.
+        save_path : str or os.PathLike, optional
+            Save the figure there (format from the suffix: png, svg, pdf), atomically.
+        sample : int
+            Which clip of ``[N, T', H', W', C]`` activations to draw.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure (on the Agg canvas; nothing opens a window).
+
+        Raises
+        ------
+        BadInputError
+            For a channel or clip that does not exist, or input of the wrong shape.
+        """
         x, values, xlabel = self._series(activations, list(feature_indices), sample)
         fig = _figure(8, 3.6)
         ax = fig.add_subplot()
@@ -259,18 +399,41 @@ class FeatureVisualization:
         save_path: str | os.PathLike | None = None,
         sample: int = 0,
     ) -> Any:
-        """Where a feature fires: its map at every time step, on one colour scale. For a feature
-        table: the chosen feature and its neighbours (channels × frames).
+        """Where a feature fires: its map at every time step, on one colour scale.
+
+        For a feature table: the chosen feature and its neighbouring channels over frames.
+
+        Parameters
+        ----------
+        activations : array_like or pandas.DataFrame
+            ``[N, T', H', W', C]`` or ``[T', H', W', C]`` activations (spatially averaged), or a
+            feature table / ``(frames, channels)`` array (its values over frames).
+        feature_idx : int
+            The channel.
+        save_path : str or os.PathLike, optional
+            Save the figure there (format from the suffix: png, svg, pdf), atomically.
+        sample : int
+            Which clip of ``[N, T', H', W', C]`` activations to draw.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure (on the Agg canvas; nothing opens a window).
+
+        Raises
+        ------
+        BadInputError
+            For a channel or clip that does not exist, or input of the wrong shape.
         """
         table = _as_table(activations)
         if table is not None:
             frames, values = table
             c = self._check_feature(feature_idx, values.shape[1])
-            lo, hi = max(0, c - 8), min(values.shape[1], c + 9)
+            c_lo, c_hi = max(0, c - 8), min(values.shape[1], c + 9)
             fig = _figure(8, 3.6)
             ax = fig.add_subplot()
-            image = ax.imshow(values[:, lo:hi].T, aspect="auto", cmap="inferno", origin="lower",
-                              extent=(frames[0] - 0.5, frames[-1] + 0.5, lo - 0.5, hi - 0.5))  # fmt: skip
+            image = ax.imshow(values[:, c_lo:c_hi].T, aspect="auto", cmap="inferno", origin="lower",
+                              extent=(frames[0] - 0.5, frames[-1] + 0.5, c_lo - 0.5, c_hi - 0.5))  # fmt: skip
             ax.axhline(c, color="cyan", lw=0.8, ls="--")
             ax.set_xlabel("frame")
             ax.set_ylabel("feature (channel)")
@@ -299,8 +462,29 @@ class FeatureVisualization:
         save_path: str | os.PathLike | None = None,
         sample: int = 0,
     ) -> Any:
-        """A 3-D scatter over (x, y, time): every feature-map cell, coloured and sized by the
-        feature's activation.
+        """A 3-D scatter over (x, y, time) of every feature-map cell, coloured and sized by activation.
+
+        Parameters
+        ----------
+        activations : array_like
+            ``[N, T', H', W', C]`` (from :meth:`get_intermediate_activations`) or
+            ``[T', H', W', C]``.
+        feature_idx : int
+            The channel.
+        save_path : str or os.PathLike, optional
+            Save the figure there (format from the suffix: png, svg, pdf), atomically.
+        sample : int
+            Which clip of ``[N, T', H', W', C]`` activations to draw.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure (on the Agg canvas; nothing opens a window).
+
+        Raises
+        ------
+        BadInputError
+            For a channel or clip that does not exist, or input of the wrong shape.
         """
         c, maps, frames = self._feature_maps(activations, feature_idx, sample)
         ys, xs, unit = self._cell_centres_px(maps.shape[1:3])
@@ -327,8 +511,31 @@ class FeatureVisualization:
         sample: int = 0,
         fps: float = 2.0,
     ) -> Path:
-        """An animated GIF of the feature's map through the time steps (one colour scale);
-        returns its path.
+        """An animated GIF of a feature's map through the time steps, on one colour scale.
+
+        Parameters
+        ----------
+        activations : array_like
+            ``[N, T', H', W', C]`` (from :meth:`get_intermediate_activations`) or
+            ``[T', H', W', C]``.
+        feature_idx : int
+            The channel.
+        save_path : str or os.PathLike
+            The GIF to write (atomically).
+        sample : int
+            Which clip of ``[N, T', H', W', C]`` activations to draw.
+        fps : float
+            Time steps per second of the animation.
+
+        Returns
+        -------
+        pathlib.Path
+            ``save_path``.
+
+        Raises
+        ------
+        BadInputError
+            For a channel or clip that does not exist, or input of the wrong shape.
         """
         import imageio.v3 as iio
 
@@ -361,9 +568,36 @@ class FeatureVisualization:
         sample: int = 0,
         n_thumbnails: int = 6,
     ) -> Any:
-        """The chosen features side by side over time (one panel each, shared time axis), under a
-        row of flow colour images at evenly spaced frames of the plotted span when
-        ``flow_sequence`` is given (for activations: the clip's own flow, from its first frame).
+        """The chosen features side by side over time: one panel each, a shared time axis.
+
+        With ``flow_sequence``, a row of flow colour images at evenly spaced frames of the plotted
+        span sits above them (for activations: the clip's own flow, from its first frame).
+
+        Parameters
+        ----------
+        activations : array_like or pandas.DataFrame
+            ``[N, T', H', W', C]`` or ``[T', H', W', C]`` activations (spatially averaged), or a
+            feature table / ``(frames, channels)`` array (its values over frames).
+        feature_indices : list of int
+            Channels, one panel each.
+        flow_sequence : array_like, optional
+            ``(T-1, H, W, 2)`` flow of the same video, for the thumbnails.
+        save_path : str or os.PathLike, optional
+            Save the figure there (format from the suffix: png, svg, pdf), atomically.
+        sample : int
+            Which clip of ``[N, T', H', W', C]`` activations to draw.
+        n_thumbnails : int
+            Flow images in the top row.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure (on the Agg canvas; nothing opens a window).
+
+        Raises
+        ------
+        BadInputError
+            For a channel or clip that does not exist, or input of the wrong shape.
         """
         from ..flow.colour import flow_to_colour, robust_max_magnitude
 
@@ -395,7 +629,7 @@ class FeatureVisualization:
             ax.grid(alpha=0.3)
             if j < n - 1:
                 ax.tick_params(labelbottom=False)
-        first.figure.axes[-1].set_xlabel(xlabel)
+        fig.axes[-1].set_xlabel(xlabel)  # the last feature's panel
         fig.suptitle(f"{self.layer_name}: features side by side over time")
         return self._done(fig, save_path)
 
@@ -404,7 +638,29 @@ class FeatureVisualization:
     def principal_components(
         features: Any, n_components: int = 3
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(frames, (n, k) scores, explained variance ratios) of a table's finite rows."""
+        """Principal components of a feature table's finite rows.
+
+        Parameters
+        ----------
+        features : pandas.DataFrame or array_like
+            A feature table or a ``(frames, channels)`` array.
+        n_components : int
+            Components wanted (fewer when the rows or channels are fewer).
+
+        Returns
+        -------
+        frames : numpy.ndarray
+            The frame of each row.
+        scores : numpy.ndarray
+            ``(n, k)`` float32 scores; NaN on rows with non-finite features.
+        ratios : numpy.ndarray
+            Explained variance ratio of each component.
+
+        Raises
+        ------
+        BadInputError
+            For activations instead of a table, or fewer than 2 finite rows.
+        """
         from sklearn.decomposition import PCA
 
         table = _as_table(features)

@@ -31,8 +31,34 @@ def preprocess_flow(
     """Clip flow to ``[-bound, bound]`` px, optionally quantise to 256 levels, scale to ``[-1, 1]``.
 
     Quantisation is DeepMind's: ``q = round((f + bound) / (2 bound) * 255)`` in 0..255, then
-    ``q / 255 * 2 - 1``. Returns a new float32 array. NaN or infinite flow is an error (it would
-    poison every feature of the clip) unless ``check_finite=False``.
+    ``q / 255 * 2 - 1``.
+
+    Parameters
+    ----------
+    flow : array_like
+        Optical flow in pixels per frame, ``(..., 2)`` with ``[..., 0]`` = dx and ``[..., 1]`` = dy.
+    bound : float
+        Clipping bound in pixels per frame (DeepMind: 20).
+    quantize : bool
+        Quantise to 256 levels before scaling, as DeepMind's released flow was.
+    check_finite : bool
+        Refuse NaN or infinite flow (it would poison every feature of the clip).
+
+    Returns
+    -------
+    numpy.ndarray
+        A new float32 array of the same shape, in ``[-1, 1]``.
+
+    Raises
+    ------
+    BadInputError
+        For a non-positive ``bound``, a last axis that is not 2, or non-finite values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> preprocess_flow(np.array([[-30.0, 10.0]]))
+    array([[-1. ,  0.5]], dtype=float32)
     """
     return preprocess_flow_inplace(np.array(flow, dtype=np.float32), bound, quantize, check_finite)
 
@@ -40,7 +66,20 @@ def preprocess_flow(
 def preprocess_flow_inplace(
     arr: np.ndarray, bound: float = 20.0, quantize: bool = False, check_finite: bool = True
 ) -> np.ndarray:
-    """:func:`preprocess_flow` overwriting a float32 array (no copies of a large clip)."""
+    """:func:`preprocess_flow` overwriting a float32 array (no copies of a large clip).
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        Float32 flow ``(..., 2)``; overwritten.
+    bound, quantize, check_finite
+        As for :func:`preprocess_flow`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``arr`` itself.
+    """
     if bound <= 0:
         raise BadInputError(f"bound must be positive, got {bound}")
     if arr.dtype != np.float32:
@@ -63,7 +102,22 @@ def preprocess_flow_inplace(
 
 
 def window_starts(n_frames: int, length: int = 16, stride: int = 8) -> list[int]:
-    """First frame of each window: 0, S, 2S, … with the last window aligned to the end."""
+    """First frame of each window: 0, S, 2S, … with the last window aligned to the end.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in the video (T).
+    length : int
+        Window length L in frames.
+    stride : int
+        Frames between window starts S.
+
+    Returns
+    -------
+    list of int
+        The window starts; ``[0]`` when the video is no longer than one window.
+    """
     if length < 1 or stride < 1:
         raise BadInputError(f"clip length and stride must be at least 1; got {length}, {stride}")
     if n_frames < 1:
@@ -91,6 +145,7 @@ class FlowWindow:
     padded: np.ndarray
 
     def to_dict(self) -> dict:
+        """The window as JSON-ready values (for the index written beside saved sequences)."""
         return {
             "source": self.source,
             "index": self.index,
@@ -103,7 +158,24 @@ class FlowWindow:
 def frame_windows(
     n_frames: int, length: int = 16, stride: int = 8, source: str = "", n_flow: int | None = None
 ) -> list[FlowWindow]:
-    """Windows over a video of ``n_frames`` frames whose flow has ``n_flow`` (default T-1) fields."""
+    """Windows over a video of ``n_frames`` frames whose flow has ``n_flow`` (default T-1) fields.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in the video (T).
+    length, stride : int
+        Window length L and stride S in frames.
+    source : str
+        Recorded in each window (the flow file).
+    n_flow : int, optional
+        Flow fields available; positions at or past it are padded copies.
+
+    Returns
+    -------
+    list of FlowWindow
+        One per start of :func:`window_starts`.
+    """
     n_flow = n_frames - 1 if n_flow is None else n_flow
     out = []
     for k, s in enumerate(window_starts(n_frames, length, stride)):
@@ -115,7 +187,20 @@ def frame_windows(
 
 
 def window_data(flow: Any, window: FlowWindow) -> np.ndarray:
-    """The ``(L, H, W, 2)`` raw flow of a window (edge-padded by repeating the last flow field)."""
+    """The ``(L, H, W, 2)`` raw flow of a window (edge-padded by repeating the last flow field).
+
+    Parameters
+    ----------
+    flow : array_like
+        A ``(T-1, H, W, 2)`` flow sequence (a memory map or lazy array is read only where needed).
+    window : FlowWindow
+        The window to read.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new float32 array ``(L, H, W, 2)``.
+    """
     n_flow = flow.shape[0]
     idx = np.minimum(window.frames, n_flow - 1)
     lo, hi = int(idx.min()), int(idx.max()) + 1
@@ -129,8 +214,25 @@ def _natural_key(p: Path) -> list:
 
 
 def find_flow_files(flow_dir: str | os.PathLike) -> list[Path]:
-    """Flow sequences in a folder: ``.npy``/``.npz`` files and sub-folders holding ``.flo`` files
-    (window files written by :meth:`OpticalFlowSequenceLoader.save_sequences` are skipped).
+    """Flow sequences in a folder, in natural order (``2`` before ``10``).
+
+    Window files written by :meth:`OpticalFlowSequenceLoader.save_sequences` are skipped; a folder
+    that itself holds ``.flo`` files is one sequence.
+
+    Parameters
+    ----------
+    flow_dir : str or os.PathLike
+        The folder.
+
+    Returns
+    -------
+    list of pathlib.Path
+        ``.npy``/``.npz`` files and sub-folders holding ``.flo`` files.
+
+    Raises
+    ------
+    BadInputError
+        When the folder is missing or holds no flow.
     """
     flow_dir = Path(flow_dir)
     if not flow_dir.is_dir():
@@ -166,17 +268,31 @@ def _open_sequence(path: Path) -> Any:
 class OpticalFlowSequenceLoader:
     """Lazily yield preprocessed I3D windows from the flow files in a folder.
 
+    Iterating yields ``(FlowWindow, data)`` with ``data`` of shape ``(L, H, W, 2)`` float32,
+    reading only the flow fields each window covers.
+
     Parameters
     ----------
-    flow_dir
+    flow_dir : str, os.PathLike or sequence of them
         A folder of ``.npy``/``.npz`` flow sequences and/or sub-folders of ``.flo`` files, or a list
         of such paths.
-    sequence_length, stride
-        Window length L and stride S in frames.
-    bound, quantize
-        Preprocessing (see :func:`preprocess_flow`); ``preprocess=False`` yields raw flow.
+    sequence_length : int
+        Window length L in frames.
+    stride : int
+        Frames between window starts S (the last window is aligned to the end).
+    bound : float
+        Clipping bound of the preprocessing (see :func:`preprocess_flow`).
+    quantize : bool
+        Quantise to 256 levels as DeepMind did.
+    preprocess : bool
+        ``False`` yields the raw flow in pixels.
 
-    Iterating yields ``(FlowWindow, data)`` with ``data`` of shape ``(L, H, W, 2)`` float32.
+    Examples
+    --------
+    >>> loader = OpticalFlowSequenceLoader("flows", sequence_length=16, stride=8)  # doctest: +SKIP
+    >>> batch = loader.create_sequence_batch(loader.files, batch_size=8)  # doctest: +SKIP
+    >>> batch.shape  # doctest: +SKIP
+    (8, 16, 240, 320, 2)
     """
 
     def __init__(
@@ -188,7 +304,10 @@ class OpticalFlowSequenceLoader:
         quantize: bool = False,
         preprocess: bool = True,
     ) -> None:
+        #: The folder given (None for a list of files): relative names are looked up in it.
+        self.flow_dir: Path | None = None
         if isinstance(flow_dir, (str, os.PathLike)):
+            self.flow_dir = Path(flow_dir)
             self.files = find_flow_files(flow_dir)
         else:
             self.files = [Path(p) for p in flow_dir]
@@ -202,12 +321,35 @@ class OpticalFlowSequenceLoader:
         self.preprocess = bool(preprocess)
 
     def windows(self, path: str | os.PathLike) -> list[FlowWindow]:
-        """The windows of one flow file (the video had one frame more than the flow)."""
+        """The windows of one flow file (the video had one frame more than the flow).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A flow sequence.
+
+        Returns
+        -------
+        list of FlowWindow
+            Its windows, in order.
+        """
         flow = _open_sequence(Path(path))
         return frame_windows(flow.shape[0] + 1, self.sequence_length, self.stride, str(path))
 
     def iter_file(self, path: str | os.PathLike) -> Iterator[tuple[FlowWindow, np.ndarray]]:
-        """Windows of one file, reading only the flow each window covers."""
+        """Windows of one file, reading only the flow each window covers.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A flow sequence.
+
+        Yields
+        ------
+        tuple of (FlowWindow, numpy.ndarray)
+            Each window and its ``(L, H, W, 2)`` float32 data (preprocessed unless
+            ``preprocess=False``).
+        """
         flow = _open_sequence(Path(path))
         for window in frame_windows(
             flow.shape[0] + 1, self.sequence_length, self.stride, str(path)
@@ -218,19 +360,43 @@ class OpticalFlowSequenceLoader:
             yield window, data
 
     def __iter__(self) -> Iterator[tuple[FlowWindow, np.ndarray]]:
-        for path in self.files:
+        return self._iter_files(self.files)
+
+    def _iter_files(self, files: Sequence[Path]) -> Iterator[tuple[FlowWindow, np.ndarray]]:
+        for path in files:
             yield from self.iter_file(path)
 
     def __len__(self) -> int:
         return sum(len(self.windows(p)) for p in self.files)
 
-    def iter_batches(self, batch_size: int = 8) -> Iterator[tuple[np.ndarray, list[FlowWindow]]]:
-        """``([B, L, H, W, 2] float32, windows)`` batches; all files must share H and W."""
+    def iter_batches(
+        self, batch_size: int = 8, flow_files: Sequence[str | os.PathLike] | None = None
+    ) -> Iterator[tuple[np.ndarray, list[FlowWindow]]]:
+        """Batches of consecutive windows, across files in order; all files must share H and W.
+
+        Parameters
+        ----------
+        batch_size : int
+            Windows per batch (the last batch may hold fewer).
+        flow_files : sequence of str or os.PathLike, optional
+            The files to read (see :meth:`create_sequence_batch`); default: :attr:`files`.
+
+        Yields
+        ------
+        tuple of (numpy.ndarray, list of FlowWindow)
+            A ``[B, L, H, W, 2]`` float32 batch and the window of each of its clips.
+
+        Raises
+        ------
+        BadInputError
+            For a ``batch_size`` below 1 or files of different frame sizes.
+        """
         if batch_size < 1:
             raise BadInputError(f"batch_size must be at least 1, got {batch_size}")
+        files = self.files if flow_files is None else self._resolve(flow_files)
         batch: list[np.ndarray] = []
         infos: list[FlowWindow] = []
-        for window, data in self:
+        for window, data in self._iter_files(files):
             if batch and data.shape != batch[0].shape:
                 raise BadInputError(
                     f"Cannot batch flow of different sizes: {window.source} is {data.shape[1:3]}, "
@@ -244,9 +410,73 @@ class OpticalFlowSequenceLoader:
         if batch:
             yield np.stack(batch), infos
 
+    def _resolve(self, flow_files: Sequence[str | os.PathLike]) -> list[Path]:
+        """Paths as given, or, for a relative name that does not exist, inside :attr:`flow_dir`."""
+        if isinstance(flow_files, (str, os.PathLike)):
+            flow_files = [flow_files]  # one file, not the characters of its name
+        paths = []
+        for name in flow_files:
+            path = Path(name)
+            if not path.exists() and not path.is_absolute() and self.flow_dir is not None:
+                inside = self.flow_dir / path
+                path = inside if inside.exists() else path
+            paths.append(path)
+        if not paths:
+            raise BadInputError("No flow files given")
+        return paths
+
+    def create_sequence_batch(
+        self, flow_files: Sequence[str | os.PathLike] | None = None, batch_size: int = 8
+    ) -> np.ndarray:
+        """The first ``batch_size`` windows of ``flow_files`` as one ``[B, L, H, W, 2]`` batch.
+
+        Windows follow DESIGN.md with this loader's length, stride and preprocessing: the windows
+        of the first file in order, then those of the next, until ``batch_size`` are taken.
+
+        Parameters
+        ----------
+        flow_files : sequence of str or os.PathLike, optional
+            Flow sequences (``.npy``, ``.npz``, folders of ``.flo``); a relative name that does not
+            exist as given is looked up in the loader's folder. Default: all of :attr:`files`.
+        batch_size : int
+            Windows in the batch; fewer when the files hold fewer.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[B, L, H, W, 2]`` float32, preprocessed to ``[-1, 1]`` unless ``preprocess=False``.
+
+        Raises
+        ------
+        BadInputError
+            For a missing or unreadable file, files of different frame sizes, or a
+            ``batch_size`` below 1.
+
+        Examples
+        --------
+        >>> loader = OpticalFlowSequenceLoader("flows", sequence_length=16, stride=8)  # doctest: +SKIP
+        >>> loader.create_sequence_batch(["a.npy", "b.npy"], batch_size=8).shape  # doctest: +SKIP
+        (8, 16, 240, 320, 2)
+        """
+        for batch, _ in self.iter_batches(batch_size, flow_files):
+            return batch
+        raise BadInputError("The flow files hold no windows")
+
     def save_sequences(self, output_dir: str | os.PathLike) -> list[Path]:
-        """Write each file's windows as ``<stem>_sequences.npy`` ``[N, L, H, W, 2]`` (streamed, atomic)
-        with ``<stem>_sequences.json`` listing every window's start, frames and padding.
+        """Write each file's windows as ``<stem>_sequences.npy`` ``[N, L, H, W, 2]``.
+
+        Written streamed and atomically, with ``<stem>_sequences.json`` listing every window's
+        start, frames and padding and the preprocessing used.
+
+        Parameters
+        ----------
+        output_dir : str or os.PathLike
+            Created if missing.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The ``.npy`` files written, one per flow file.
         """
         from ..io._atomic import atomic_write_path
         from ..io.npy_stream import NpyWriter
@@ -290,8 +520,27 @@ def create_sequence_batch(
     bound: float = 20.0,
     quantize: bool = False,
 ) -> np.ndarray:
-    """The first ``batch_size`` preprocessed windows of ``flow_files`` as ``[B, L, H, W, 2]`` float32."""
+    """The first ``batch_size`` preprocessed windows of ``flow_files`` as ``[B, L, H, W, 2]`` float32.
+
+    The function form of :meth:`OpticalFlowSequenceLoader.create_sequence_batch`.
+
+    Parameters
+    ----------
+    flow_files : sequence of str or os.PathLike
+        Flow sequences (``.npy``, ``.npz``, folders of ``.flo``).
+    batch_size : int
+        Windows in the batch; fewer when the files hold fewer.
+    sequence_length, stride : int
+        Window length L and stride S in frames.
+    bound, quantize
+        Preprocessing, as for :func:`preprocess_flow`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[B, L, H, W, 2]`` float32 in ``[-1, 1]``.
+    """
+    if isinstance(flow_files, (str, os.PathLike)):
+        flow_files = [flow_files]
     loader = OpticalFlowSequenceLoader(list(flow_files), sequence_length, stride, bound, quantize)
-    for batch, _ in loader.iter_batches(batch_size):
-        return batch
-    raise BadInputError("The flow files hold no windows")
+    return loader.create_sequence_batch(batch_size=batch_size)
