@@ -8,6 +8,8 @@ once, in ``__init__.pyi``, which editors and type checkers read too.
 Optical flow
     :class:`OpticalFlowComputer`, :func:`compute_flow`, :func:`preprocess_flow`,
     :class:`OpticalFlowSequenceLoader`, :func:`create_sequence_batch`.
+Configuration (immutable, validated; docs/configuration.md)
+    :class:`ExtractorConfig`, :class:`WeightsConfig`, :class:`ExtractionSettings`.
 Encoder and model registry
     :class:`DynamicFeatureExtractor`, :class:`ModelSerializer`.
 Extraction

@@ -5,6 +5,7 @@
 from .analysis.evaluation import FeatureExtractorEvaluator
 from .analysis.report import write_evaluation_report
 from .analysis.visualization import FeatureVisualization
+from .config import ExtractionSettings, ExtractorConfig, WeightsConfig
 from .errors import BadInputError, CancelledError, CorruptFileError
 from .extract.batch import extract_many
 from .extract.pipeline import FeatureResult, extract_features, extract_frame
@@ -26,12 +27,15 @@ __all__ = [
     "CancelledError",
     "CorruptFileError",
     "DynamicFeatureExtractor",
+    "ExtractionSettings",
+    "ExtractorConfig",
     "FeatureExtractorEvaluator",
     "FeatureResult",
     "FeatureVisualization",
     "ModelSerializer",
     "OpticalFlowComputer",
     "OpticalFlowSequenceLoader",
+    "WeightsConfig",
     "__version__",
     "assign_frames",
     "compute_flow",

@@ -265,9 +265,9 @@ def demo_figures_and_report(
 
     values = table[feature_columns(table)].to_numpy()
     busiest = np.argsort(np.nan_to_num(values.std(axis=0)))[::-1][:3].tolist()  # most varying
-    vis = FeatureVisualization(layer_name=marked_layer_name(extractor.config["endpoint"],
+    vis = FeatureVisualization(layer_name=marked_layer_name(extractor.endpoint,
                                                             extractor.describe()),
-                               clip_length=extractor.config["clip_length"])  # fmt: skip
+                               clip_length=extractor.config.clip_length)  # fmt: skip
     fig_dir = Path(out) / "figures"
     logger.info("writing figures into %s", fig_dir)
     figures = write_figures(vis, table, ("evolution", "heatmap", "comparative"), busiest,

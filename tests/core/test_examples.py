@@ -20,6 +20,7 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import pytest
+from test_example_read_feature_table import check_read_feature_table
 
 from napari_flow_features import ModelSerializer, open_video, read_flow, read_table
 
@@ -112,6 +113,7 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "extract_gap_features": check_extract_gap_features,
     "landmark_features": check_landmark_features,
     "compare_flow_methods": check_compare_flow_methods,
+    "read_feature_table": check_read_feature_table,
 }
 
 

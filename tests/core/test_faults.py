@@ -126,9 +126,9 @@ def write_streamed_parquet(folder: Path, url: str) -> None:
 
 
 def write_report_json(folder: Path, url: str) -> None:
-    from napari_flow_features.cli import _write_json
+    from napari_flow_features.io.json_files import write_json
 
-    _write_json(folder / "report.json", {"values": [0.125] * 50_000})
+    write_json(folder / "report.json", {"values": [0.125] * 50_000})
 
 
 WRITERS = {

@@ -152,3 +152,22 @@ def test_loader_errors(tmp_path):
     np.save(tmp_path / "one.npy", np.zeros((4, 5, 2), np.float32))
     with pytest.raises(BadInputError, match="one field"):
         list(OpticalFlowSequenceLoader(tmp_path))
+
+
+def test_configuration_names_beside_the_seeds(tmp_path):
+    """clip_length/flow_bound (docs/configuration.md) and the seed's sequence_length/bound agree."""
+    flow = np.random.default_rng(0).normal(0, 15, (20, 6, 8, 2)).astype(np.float32)
+    np.save(tmp_path / "a.npy", flow)
+    seed = OpticalFlowSequenceLoader(tmp_path, sequence_length=8, stride=4, bound=10.0)
+    named = OpticalFlowSequenceLoader(tmp_path, clip_length=8, stride=4, flow_bound=10.0)
+    assert (named.sequence_length, named.bound) == (seed.sequence_length, seed.bound) == (8, 10.0)
+    np.testing.assert_array_equal(
+        named.create_sequence_batch(batch_size=3), seed.create_sequence_batch(batch_size=3)
+    )
+    np.testing.assert_array_equal(
+        preprocess_flow(flow, flow_bound=10.0), preprocess_flow(flow, 10.0)
+    )
+    with pytest.raises(BadInputError, match="disagree"):
+        OpticalFlowSequenceLoader(tmp_path, sequence_length=8, clip_length=12)
+    with pytest.raises(BadInputError, match="disagree"):
+        preprocess_flow(flow, bound=5.0, flow_bound=10.0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_flow_features.errors import BadInputError
-from napari_flow_features.io.video import VideoArray, write_video
+from napari_flow_features.io.video import VideoArray, open_video, write_video
 
 
 def sequential_decode(path: str) -> list[np.ndarray]:
@@ -117,8 +117,13 @@ def test_rgb_video_and_forced_modes(tmp_path):
     video = VideoArray(path)
     assert video.color == "rgb" and video.shape == (6, 32, 48, 3)
     assert abs(int(video[2][5, 30, 0]) - 200) <= 4 and video[2][5, 30, 2] < 10
-    grey = VideoArray(path, color="grey")
-    assert grey.shape == (6, 32, 48)
+    grey = VideoArray(path, color="grey")  # the seed's spelling, an alias of colour=
+    assert grey.shape == (6, 32, 48) and grey.colour == grey.color == "grey"
+    assert open_video(path, colour="grey").shape == (6, 32, 48)
+    with pytest.raises(BadInputError, match="disagree"):
+        open_video(path, colour="rgb", color="grey")
+    with pytest.raises(BadInputError, match="colour must be"):
+        open_video(path, colour="sepia")
 
 
 def test_metadata_and_pickle(bframe_video):

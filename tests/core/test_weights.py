@@ -301,7 +301,7 @@ def test_pretrained_weights_by_default_fetched_once(server, pretrained_default, 
 
 
 def test_offline_without_a_cached_copy_says_what_to_do(pretrained_default, monkeypatch, capsys):
-    from napari_flow_features.cli import _demo_extractor
+    from napari_flow_features.demo import demo_extractor as _demo_extractor
     from napari_flow_features.model.extractor import DynamicFeatureExtractor
     from napari_flow_features.model.weights import WeightsUnavailableError
 
@@ -337,7 +337,7 @@ def test_offline_without_a_cached_copy_says_what_to_do(pretrained_default, monke
 def test_random_weights_are_marked_in_tables_and_figure_names(tmp_path, capsys):
     from conftest import moving_pattern
 
-    from napari_flow_features.cli import marked_layer_name
+    from napari_flow_features.analysis.figures import marked_layer_name
     from napari_flow_features.io.tables import read_table
     from napari_flow_features.io.video import write_video
 

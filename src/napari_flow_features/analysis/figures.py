@@ -137,11 +137,11 @@ def first_clip_figures(
 
     window = extractor.windows(flow.shape[0] + 1)[0]
     maps = extractor.encode(np.stack([extractor.preprocess_window(flow, window)]))
-    vis = FeatureVisualization(layer_name=marked_layer_name(extractor.config["endpoint"],
+    vis = FeatureVisualization(layer_name=marked_layer_name(extractor.endpoint,
                                                             extractor.describe()),
-                               clip_length=extractor.config["clip_length"])  # fmt: skip
+                               clip_length=extractor.config.clip_length)  # fmt: skip
     features = [c for c in features if c < maps.shape[-1]] or [0]
-    clip_flow = flow[window.start : window.start + extractor.config["clip_length"]]
+    clip_flow = flow[window.start : window.start + extractor.config.clip_length]
     return write_figures(vis, maps, FIGURE_KINDS, features, out / stem, clip_flow, stem=stem)
 
 

@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from .. import __version__
 from . import demo, evaluate, extract, flow, model, sample, sequences, visualize, weights
@@ -123,21 +122,3 @@ def entry() -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
-
-
-# Names other modules' tests imported from the former cli.py, now in the library.
-_MOVED = {
-    "_demo_extractor": ("napari_flow_features.demo", "demo_extractor"),
-    "marked_layer_name": ("napari_flow_features.analysis.figures", "marked_layer_name"),
-    "_write_json": ("napari_flow_features.io.json_files", "write_json"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved from the former ``cli.py`` into the library, imported when first used."""
-    if name in _MOVED:
-        import importlib
-
-        module, attribute = _MOVED[name]
-        return getattr(importlib.import_module(module), attribute)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

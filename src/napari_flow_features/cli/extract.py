@@ -127,14 +127,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--windowing", choices=("chunked", "sliding"),
                    help="chunked (default, seamless) or the seed's sliding windows")  # fmt: skip
     p.add_argument("--chunk-length", type=int, help="frames per encoder pass in chunked mode")
-    p.add_argument("--config", help="extractor YAML config (see docs/model.md)")
+    p.add_argument("--config", help="settings YAML file (see docs/configuration.md)")
     p.add_argument("--endpoint", help="encoder end point (e.g. Mixed_4f)")
     p.add_argument("--clip-length", type=POSITIVE_INT, help="frames per clip (sliding windowing)")
     p.add_argument("--stride", type=POSITIVE_INT, help="frames between clips (sliding windowing)")
     p.add_argument("--weights", choices=("pretrained", "random"),
                    help="pretrained (default: DeepMind's flow_imagenet / rgb_imagenet, downloaded "
                         "and cached on first use) or random (every output is marked)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed for random weights")
+    # None, not 0: a seed from --config must not be overridden by an option nobody gave.
+    p.add_argument("--seed", type=int, default=None, help="seed for random weights (default 0)")
     p.add_argument("--checkpoint", help="DeepMind checkpoint prefix (weights fetch prints it); "
                    "the flow one for two-stream")  # fmt: skip
     p.add_argument("--rgb-checkpoint", help="two-stream: the RGB checkpoint prefix")
@@ -179,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _weights_of(args: argparse.Namespace) -> dict[str, Any]:
     """The extractor's ``weights`` setting the options ask for."""
-    weights: dict[str, Any] = {"seed": args.seed}
+    weights: dict[str, Any] = {} if args.seed is None else {"seed": args.seed}
     if args.weights:
         weights["source"] = args.weights
     if args.checkpoint:

@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
             help="feature tables folder" if mode == "test" else "model registry folder",
         )  # fmt: skip
         m.add_argument("--data-dir", help="class folders of flow .npy files, or a file,label CSV")
-        m.add_argument("--config", help="extractor YAML config (see docs/model.md)")
+        m.add_argument("--config", help="extractor YAML config (see docs/configuration.md)")
         m.add_argument("--model-name", default="i3d-flow", help="name in the registry")
         m.add_argument("--endpoint", help="encoder end point (overrides the config)")
         m.add_argument("--clip-length", type=POSITIVE_INT,

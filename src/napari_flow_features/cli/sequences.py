@@ -33,13 +33,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_flow_options(compute)
     for m in (load, compute):
         m.add_argument("--output-dir", required=True)
+        # One name per concept (docs/configuration.md): the seed's spellings stay as aliases.
         m.add_argument(
-            "--sequence-length", type=POSITIVE_INT, default=16, help="frames per window (16)"
-        )
+            "--clip-length", "--sequence-length", dest="sequence_length", type=POSITIVE_INT,
+            default=16, help="frames per window (16)",
+        )  # fmt: skip
         m.add_argument("--stride", type=POSITIVE_INT, default=8, help="frames between windows (8)")
         m.add_argument(
-            "--bound", type=POSITIVE_FLOAT, default=20.0, help="clip flow to ±bound px (20)"
-        )
+            "--flow-bound", "--bound", dest="bound", type=POSITIVE_FLOAT, default=20.0,
+            help="clip flow to ±flow-bound px (20)",
+        )  # fmt: skip
         m.add_argument(
             "--quantize", action="store_true", help="quantise to 256 levels like DeepMind"
         )

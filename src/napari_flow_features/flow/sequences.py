@@ -26,7 +26,12 @@ from ..errors import BadInputError
 
 
 def preprocess_flow(
-    flow: np.ndarray, bound: float = 20.0, quantize: bool = False, check_finite: bool = True
+    flow: np.ndarray,
+    bound: float = 20.0,
+    quantize: bool = False,
+    check_finite: bool = True,
+    *,
+    flow_bound: float | None = None,
 ) -> np.ndarray:
     """Clip flow to ``[-bound, bound]`` px, optionally quantise to 256 levels, scale to ``[-1, 1]``.
 
@@ -43,6 +48,8 @@ def preprocess_flow(
         Quantise to 256 levels before scaling, as DeepMind's released flow was.
     check_finite : bool
         Refuse NaN or infinite flow (it would poison every feature of the clip).
+    flow_bound : float, optional
+        ``bound`` under the configuration's name (``flow_bound``, docs/configuration.md).
 
     Returns
     -------
@@ -60,7 +67,17 @@ def preprocess_flow(
     >>> preprocess_flow(np.array([[-30.0, 10.0]]))
     array([[-1. ,  0.5]], dtype=float32)
     """
+    bound = _one_of("bound", bound, 20.0, "flow_bound", flow_bound)
     return preprocess_flow_inplace(np.array(flow, dtype=np.float32), bound, quantize, check_finite)
+
+
+def _one_of(seed_name: str, seed_value: Any, default: Any, name: str, value: Any) -> Any:
+    """A setting given under its configuration name or the seed's (not both, differently)."""
+    if value is None:
+        return seed_value
+    if seed_value != default and seed_value != value:
+        raise BadInputError(f"{seed_name}={seed_value!r} and {name}={value!r} disagree: give one")
+    return value
 
 
 def preprocess_flow_inplace(
@@ -277,15 +294,19 @@ class OpticalFlowSequenceLoader:
         A folder of ``.npy``/``.npz`` flow sequences and/or sub-folders of ``.flo`` files, or a list
         of such paths.
     sequence_length : int
-        Window length L in frames.
+        Window length L in frames (the seed's name; ``clip_length=`` is the same).
     stride : int
         Frames between window starts S (the last window is aligned to the end).
     bound : float
-        Clipping bound of the preprocessing (see :func:`preprocess_flow`).
+        Clipping bound of the preprocessing (see :func:`preprocess_flow`; ``flow_bound=`` is the
+        same).
     quantize : bool
         Quantise to 256 levels as DeepMind did.
     preprocess : bool
         ``False`` yields the raw flow in pixels.
+    clip_length, flow_bound : optional
+        ``sequence_length`` and ``bound`` under the configuration's names
+        (docs/configuration.md).
 
     Examples
     --------
@@ -303,7 +324,14 @@ class OpticalFlowSequenceLoader:
         bound: float = 20.0,
         quantize: bool = False,
         preprocess: bool = True,
+        *,
+        clip_length: int | None = None,
+        flow_bound: float | None = None,
     ) -> None:
+        sequence_length = _one_of(
+            "sequence_length", sequence_length, 16, "clip_length", clip_length
+        )
+        bound = _one_of("bound", bound, 20.0, "flow_bound", flow_bound)
         #: The folder given (None for a list of files): relative names are looked up in it.
         self.flow_dir: Path | None = None
         if isinstance(flow_dir, (str, os.PathLike)):

@@ -40,8 +40,9 @@ class VideoArray(LazyArray):
     ----------
     path : str or os.PathLike
         Video file readable by FFmpeg.
-    color : {"auto", "rgb", "grey"}, default "auto"
-        ``"auto"``: grey when the first frame has no colour.
+    colour : {"auto", "rgb", "grey"}, default "auto"
+        ``"auto"``: grey when the first frame has no colour. ``color=`` (the seed's spelling) is
+        accepted as an alias.
     cache_frames : int, default 64
         Number of decoded frames kept (least recently used are dropped).
     forward_decode_limit : int, default 48
@@ -51,8 +52,8 @@ class VideoArray(LazyArray):
     ----------
     path : pathlib.Path
         The video file.
-    color : str
-        ``"grey"`` or ``"rgb"``, as chosen.
+    colour : str
+        ``"grey"`` or ``"rgb"``, as chosen (``color`` is the same, the seed's spelling).
     fps : float
         Frames per second the container declares (NaN when it declares none).
     codec : str
@@ -64,19 +65,20 @@ class VideoArray(LazyArray):
     ------
     BadInputError
         The file is missing, empty, a folder, not a video, has no video stream, is truncated, or
-        its first frame cannot be decoded; or ``color`` is not one of the three modes.
+        its first frame cannot be decoded; or ``colour`` is not one of the three modes.
     """
 
     def __init__(
         self,
         path: str | os.PathLike,
-        color: ColorMode = "auto",
+        colour: ColorMode = "auto",
         cache_frames: int = 64,
         forward_decode_limit: int = 48,
+        *,
+        color: ColorMode | None = None,
     ) -> None:
         self.path = Path(path)
-        if color not in ("auto", "rgb", "grey"):
-            raise BadInputError(f"color must be 'auto', 'rgb' or 'grey', not {color!r}")
+        colour = _colour_alias(colour, color)
         self._cache_size = max(1, int(cache_frames))
         self._forward_limit = max(0, int(forward_decode_limit))
         self._lock = threading.RLock()
@@ -93,10 +95,10 @@ class VideoArray(LazyArray):
         self._open_container()
         self._format = "raw"  # the first frame comes back undecoded to pick the colour mode
         raw = self._decode_at(0)
-        if color == "auto":
-            color = "grey" if _raw_looks_grey(raw) else "rgb"
-        self.color: str = color
-        self._format = "gray" if color == "grey" else "rgb24"
+        if colour == "auto":
+            colour = "grey" if _raw_looks_grey(raw) else "rgb"
+        self.colour: str = colour
+        self._format = "gray" if colour == "grey" else "rgb24"
         first = self._convert(raw)
         self._frame_shape = first.shape
 
@@ -314,8 +316,13 @@ class VideoArray(LazyArray):
         """Bytes the whole video takes decoded (napari's memory estimates)."""
         return self.size
 
+    @property
+    def color(self) -> str:
+        """The seed's spelling of :attr:`colour`."""
+        return self.colour
+
     def __repr__(self) -> str:
-        return f"VideoArray({str(self.path)!r}, shape={self.shape}, color={self.color!r}, fps={self.fps:.3g})"
+        return f"VideoArray({str(self.path)!r}, shape={self.shape}, colour={self.colour!r}, fps={self.fps:.3g})"
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
@@ -355,7 +362,7 @@ class VideoArray(LazyArray):
 
     def __reduce__(self) -> tuple[type[VideoArray], tuple[str, str, int, int]]:
         # Reopen by path in another process (the decoder cannot be pickled).
-        return (VideoArray, (str(self.path), self.color, self._cache_size, self._forward_limit))
+        return (VideoArray, (str(self.path), self.colour, self._cache_size, self._forward_limit))
 
     # -- frame access ----------------------------------------------------------------------------
     def frame(self, index: int) -> np.ndarray:
@@ -558,15 +565,19 @@ def _looks_grey(rgb: np.ndarray) -> bool:
     return int(np.abs(r - g).max()) <= 2 and int(np.abs(g - b).max()) <= 2
 
 
-def open_video(path: str | os.PathLike, color: ColorMode = "auto") -> VideoArray:
+def open_video(
+    path: str | os.PathLike, colour: ColorMode = "auto", *, color: ColorMode | None = None
+) -> VideoArray:
     """Open a video lazily.
 
     Parameters
     ----------
     path : str or os.PathLike
         Video file readable by FFmpeg.
-    color : {"auto", "rgb", "grey"}, default "auto"
+    colour : {"auto", "rgb", "grey"}, default "auto"
         ``"auto"``: grey when the first frame has no colour.
+    color : {"auto", "rgb", "grey"}, optional
+        The seed's spelling of ``colour`` (an alias; give one of the two).
 
     Returns
     -------
@@ -578,7 +589,18 @@ def open_video(path: str | os.PathLike, color: ColorMode = "auto") -> VideoArray
     BadInputError
         The file is unusable (the message names it and why).
     """
-    return VideoArray(path, color=color)
+    return VideoArray(path, colour=_colour_alias(colour, color))
+
+
+def _colour_alias(colour: ColorMode, color: ColorMode | None) -> ColorMode:
+    """``colour``, or the seed's ``color`` alias when only that was given; checked."""
+    if color is not None:
+        if colour != "auto" and colour != color:
+            raise BadInputError(f"colour={colour!r} and color={color!r} disagree: give one")
+        colour = color
+    if colour not in ("auto", "rgb", "grey"):
+        raise BadInputError(f"colour must be 'auto', 'rgb' or 'grey', not {colour!r}")
+    return colour
 
 
 def write_video(

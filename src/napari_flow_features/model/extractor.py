@@ -381,9 +381,30 @@ class DynamicFeatureExtractor:
         return self.encoder(batch)
 
     def save_model_with_serializer(
-        self, base_dir: str | os.PathLike, metadata: dict | None = None, version: str | None = None
+        self,
+        base_dir: str | os.PathLike,
+        metadata: dict | None = None,
+        version: str | None = None,
+        format: str = "keras",
     ) -> Path:
-        """Save this extractor's model as a new registry version, with its configuration."""
+        """Save this extractor's model as a new registry version, with its configuration.
+
+        Parameters
+        ----------
+        base_dir : str or PathLike
+            The registry folder.
+        metadata : dict, optional
+            Extra metadata (``model_name`` names the model; default ``i3d-<stream>-<end point>``).
+        version : str, optional
+            The version name (default: a UTC timestamp).
+        format : {"keras", "h5", "savedmodel"}
+            The registry file format (see :class:`~napari_flow_features.model.registry.ModelSerializer`).
+
+        Returns
+        -------
+        Path
+            The new version's folder.
+        """
         from .registry import ModelSerializer
 
         if self.stream == "two-stream":
@@ -402,7 +423,7 @@ class DynamicFeatureExtractor:
             **(metadata or {}),
         }
         name = (metadata or {}).get("model_name", f"i3d-{self.stream}-{self.endpoint}")
-        return ModelSerializer(self.model, name).save_model(base_dir, meta, version)
+        return ModelSerializer(self.model, name).save_model(base_dir, meta, version, format=format)
 
     def describe(self) -> dict[str, Any]:
         """Describe the run for metadata: the configuration and what was loaded.

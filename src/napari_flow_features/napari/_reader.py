@@ -89,7 +89,7 @@ def read_video_layer(path: str) -> list[LayerData]:
     }
     kwargs = {
         "name": Path(path).stem,
-        "rgb": video.color == "rgb",
+        "rgb": video.colour == "rgb",
         "contrast_limits": [0, 255],
         "metadata": meta,
     }
