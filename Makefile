@@ -6,7 +6,7 @@ QT_SYSTEM_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ra
 	libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 \
 	libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
 
-.PHONY: demo test test-core test-napari install install-test system-deps lint bench clean screenshots \
+.PHONY: demo test test-core test-napari install install-test system-deps lint bench clean screenshots docs docs-serve release-check \
 	docs docs-serve release-check
 
 $(PY):
@@ -43,10 +43,13 @@ system-deps:
 		echo "  sudo apt-get install $(QT_SYSTEM_PACKAGES)"; exit 1; \
 	fi
 
+# Lint (ruff, incl. numpydoc docstrings) and types (mypy, configured in pyproject.toml) first.
 # TensorFlow and a napari canvas must not share a process: two pytest runs, both must pass; then
 # the documentation site and the release check (wheel and sdist installed into a fresh venv).
 test: system-deps install-test
-	$(PY) -m ruff check src tests benchmarks docs examples
+	$(PY) -m ruff check src tests benchmarks docs examples conftest.py
+	$(PY) -m ruff format --check src tests benchmarks examples docs/_scripts
+	$(PY) -m mypy
 	@status=0; \
 	$(PY) -m pytest tests/core || status=1; \
 	$(PY) -m pytest tests/napari || status=1; \
@@ -61,8 +64,9 @@ test-napari: system-deps install-test
 	$(PY) -m pytest tests/napari
 
 lint: install-test
-	$(PY) -m ruff check src tests benchmarks docs examples
+	$(PY) -m ruff check src tests benchmarks docs examples conftest.py
 	$(PY) -m ruff format --check src tests benchmarks examples docs/_scripts
+	$(PY) -m mypy
 
 # The documentation site into site/ (mkdocs-material, API reference from the docstrings, examples
 # gallery from examples/*.py). --strict: a broken link, a missing anchor or a docstring the API

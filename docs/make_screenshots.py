@@ -76,7 +76,7 @@ def make_screenshots(out_dir: str | Path, timeout_s: float = 300.0) -> list[Path
     from qtpy.QtWidgets import QApplication
 
     import napari
-    from napari_flow_features.napari import _extract_widget
+    from napari_flow_features.napari._qt import extract_widget as _extract_widget
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

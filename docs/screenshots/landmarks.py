@@ -18,7 +18,7 @@ from movement.io import load_poses, save_poses
 from qtpy.QtWidgets import QApplication
 
 import napari
-from napari_flow_features.napari._extract_widget import ExtractWidget
+from napari_flow_features.napari._qt.extract_widget import ExtractWidget
 from napari_flow_features.sample import make_whisker_sample
 
 OUT = Path(__file__).resolve().parents[1] / "images"

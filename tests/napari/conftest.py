@@ -38,7 +38,7 @@ def pytest_sessionfinish(session, exitstatus):
 def close_worker():
     """The model worker process a test module started goes with the module."""
     yield
-    from napari_flow_features.napari import _extract_widget
+    from napari_flow_features.napari._qt import extract_widget as _extract_widget
 
     if _extract_widget._WORKER is not None:
         _extract_widget._WORKER.close()

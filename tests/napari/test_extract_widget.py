@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from napari_flow_features.errors import CancelledError
-from napari_flow_features.napari import _extract_widget
-from napari_flow_features.napari._extract_widget import ExtractWidget
+from napari_flow_features.napari._qt import extract_widget as _extract_widget
+from napari_flow_features.napari._qt.extract_widget import ExtractWidget
 
 PLUGIN = "napari-flow-features"
 
@@ -143,7 +143,7 @@ def test_cancel_and_a_killed_worker_keep_the_viewer_usable(make_napari_viewer, q
 
 
 def test_none_gives_an_activation_volume_whose_mean_is_gap(make_napari_viewer, qtbot, errors):
-    from napari_flow_features.napari._plots_widget import FeaturePlotsWidget
+    from napari_flow_features.napari._qt.plots_widget import FeaturePlotsWidget
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample(PLUGIN, "whisker")

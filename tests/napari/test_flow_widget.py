@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_flow_features.napari import _flow_widget
-from napari_flow_features.napari._flow_widget import FlowWidget
+from napari_flow_features.napari._qt import flow_widget as _flow_widget
+from napari_flow_features.napari._qt.flow_widget import FlowWidget
 
 PLUGIN = "napari-flow-features"
 

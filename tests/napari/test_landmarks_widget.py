@@ -9,9 +9,9 @@ from movement.io import load_poses, save_poses
 from movement.napari.convert import ds_to_napari_layers
 
 from napari_flow_features.extract.landmarks import landmarks_from_points
-from napari_flow_features.napari import _extract_widget
-from napari_flow_features.napari._extract_widget import ExtractWidget, points_table
-from napari_flow_features.napari._plots_widget import layer_series
+from napari_flow_features.napari._qt import extract_widget as _extract_widget
+from napari_flow_features.napari._qt.extract_widget import ExtractWidget, points_table
+from napari_flow_features.napari._qt.plots_widget import layer_series
 from napari_flow_features.sample import make_whisker_sample
 
 PLUGIN = "napari-flow-features"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from napari_flow_features.io.tables import read_table
-from napari_flow_features.napari import _extract_widget
+from napari_flow_features.napari._qt import extract_widget as _extract_widget
 from napari_flow_features.napari._results import in_view
 
 PLUGIN = "napari-flow-features"

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.backend_bases import MouseEvent
 
-from napari_flow_features.napari import _plots_widget
-from napari_flow_features.napari._plots_widget import FeaturePlotsWidget
+from napari_flow_features.napari._qt import plots_widget as _plots_widget
+from napari_flow_features.napari._qt.plots_widget import FeaturePlotsWidget
 
 PLUGIN = "napari-flow-features"
 
@@ -139,7 +139,7 @@ def test_toolbar_icons_follow_the_theme(make_napari_viewer):
     """Light icons on napari's dark theme, dark icons on the light one (opaque pixels' mean)."""
     from qtpy.QtGui import QImage
 
-    from napari_flow_features.napari._plots_widget import FeaturePlotsWidget
+    from napari_flow_features.napari._qt.plots_widget import FeaturePlotsWidget
 
     def icon_brightness(widget) -> float:
         action = next(a for a in widget.toolbar.actions() if not a.icon().isNull())

@@ -179,7 +179,7 @@ def test_video_opens_without_a_reader_choice_once_preferred(make_napari_viewer, 
     from napari.plugins import _npe2
     from napari.settings import get_settings
 
-    from napari_flow_features.napari._extract_widget import job_source
+    from napari_flow_features.napari._qt.extract_widget import job_source
 
     viewer = make_napari_viewer()
     # napari's own reader claims videos too (and napari-video, which movement's [poses] extra

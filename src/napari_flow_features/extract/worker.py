@@ -40,8 +40,9 @@ class WorkerError(Exception):
 
 
 def _config_key(config: Any) -> Any:
-    """The warm-model cache key of a job's extractor config (a mapping of fields or an
-    ``ExtractorConfig``): the validated, immutable config itself, so equal configurations (one
+    """The warm-model cache key of a job's extractor config.
+
+    The config is a mapping of fields or an ``ExtractorConfig``; the key is the validated, immutable config itself, so equal configurations (one
     spelled out in full, one sparse) share one model.
     """
     from ..config import ExtractorConfig
@@ -187,7 +188,9 @@ class ModelWorker:
         return self._root
 
     def start(self) -> None:
-        """Start the child now (it imports TensorFlow in the background), so the first job does
+        """Start the child now, so the first job does not wait for TensorFlow.
+
+        Start the child now (it imports TensorFlow in the background), so the first job does
         not wait for it. Returns at once; a running child is kept.
         """
         with self._lock:
@@ -226,7 +229,9 @@ class ModelWorker:
         status: Callable[[str], None] | None = None,
         flow_progress: Callable[[int, int], None] | None = None,
     ) -> dict:
-        """Run one job and return the child's reply (``table``, ``metadata``, ``maps_path``,
+        """Run one job and return the child's reply.
+
+        Run one job and return the child's reply (``table``, ``metadata``, ``maps_path``,
         ``heatmap``, ``warm``). ``progress(done, total)`` counts frames encoded,
         ``flow_progress(done, total)`` flow fields computed, ``status(text)`` hears the phases;
         the child's warnings are issued again here (``warnings.warn``).
@@ -254,7 +259,9 @@ class ModelWorker:
     def iter_run(
         self, job: dict, cancel: threading.Event | Callable[[], bool] | None = None
     ) -> Generator[tuple, None, dict]:
-        """Generator form of :meth:`run`: yields ``(done, total)`` frames encoded,
+        """Run one job as a generator of its events.
+
+        Generator form of :meth:`run`: yields ``(done, total)`` frames encoded,
         ``("flow", done, total)`` flow fields computed, ``("status", text)`` for the phases and
         ``("warning", text)`` for the child's warnings; returns the
         reply. Closing it before the end kills the child (its late replies must not reach the
@@ -270,6 +277,7 @@ class ModelWorker:
             self._ensure_child()
             self._cancel.clear()
             self._jobs += 1
+            assert self._root is not None  # _ensure_child made the temporary folder
             job_dir = os.path.join(self._root, f"job-{self._jobs}")
             self._requests.put({**job, "job_id": self._jobs})
             cancel_sent_at: float | None = None
@@ -329,7 +337,9 @@ class ModelWorker:
                     shutil.rmtree(job_dir, ignore_errors=True)
 
     def release(self, maps_path: str | os.PathLike) -> None:
-        """Remove a finished job's kept files (the folder of ``maps_path`` inside
+        """Remove a finished job's kept files.
+
+        Remove a finished job's kept files (the folder of ``maps_path`` inside
         :attr:`temp_root`); a path elsewhere is left alone.
         """
         if self._root is None or not _inside(maps_path, self._root):
@@ -338,7 +348,9 @@ class ModelWorker:
         shutil.rmtree(os.path.join(self._root, relative.split(os.sep)[0]), ignore_errors=True)
 
     def _terminate(self) -> None:
-        """Kill the child and abandon its queues: a job still in the request pipe would otherwise
+        """Kill the child and abandon its queues.
+
+        Kill the child and abandon its queues: a job still in the request pipe would otherwise
         keep the queue's feeder thread (and so Python's exit) waiting forever.
         """
         for q in (self._requests, self._replies):
@@ -381,7 +393,9 @@ def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
 
 @contextlib.contextmanager
 def _child_environment() -> Generator[None, None, None]:
-    """The environment the child starts with: TensorFlow's CUDA probing silenced on a machine
+    """The environment the child starts with.
+
+    The environment the child starts with: TensorFlow's CUDA probing silenced on a machine
     without an NVIDIA device (the variable must be set before TensorFlow loads in the child).
     """
     from .._tf_env import has_nvidia_device

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -26,8 +27,8 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from . import _axes, _session
-from ._scroll import make_scrollable
+from .. import _axes, _session
+from .scroll import make_scrollable
 
 if TYPE_CHECKING:
     import napari
@@ -50,7 +51,7 @@ def model_worker() -> Any:
     """The napari session's model worker process (started on first use, kept warm)."""
     global _WORKER
     if _WORKER is None:
-        from ..extract.worker import ModelWorker
+        from ...extract.worker import ModelWorker
 
         _WORKER = ModelWorker()
     return _WORKER
@@ -66,7 +67,7 @@ def _close_worker() -> None:
 
 def source_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
     """Video layers (as the flow widget lists them) and flow-sequence layers of the viewer."""
-    from ._flow_widget import video_layer_choices
+    from .flow_widget import video_layer_choices
 
     flows = [
         (layer.name, layer)
@@ -83,7 +84,7 @@ def job_source(layer: Any) -> Any:
     A video layer another reader opened (frames decoded in memory) goes by its file's path when
     the file is a video of the layer's shape, so the frames are not pickled to the worker.
     """
-    from ..io.video import VIDEO_EXTENSIONS, VideoArray
+    from ...io.video import VIDEO_EXTENSIONS, VideoArray
 
     if layer.metadata.get("source_type") == "flow":
         flow = layer.metadata["flow"]
@@ -102,18 +103,20 @@ def job_source(layer: Any) -> Any:
 
 
 def points_table(layer: Any) -> Any:
-    """A Points layer as a landmark table in data coordinates: ``frame, x, y``, the identity
+    """A Points layer as a landmark table in data coordinates.
+
+    A Points layer as a landmark table in data coordinates: ``frame, x, y``, the identity
     columns the one landmark rule knows (ours, napari-deeplabcut's, movement's) and the
     confidence; the tracked video's length (``attrs["n_frames"]``) when the layer came from a
     tracks file.
     """
     import pandas as pd
 
-    from ..io.landmark_key import confidence_column, landmark_key
+    from ...io.landmark_key import confidence_column, landmark_key
 
     data = np.asarray(layer.data, dtype=float)
     if data.ndim != 2 or data.shape[1] != 3:
-        from ..errors import BadInputError
+        from ...errors import BadInputError
 
         raise BadInputError(
             f"Points layer {layer.name!r} has {data.shape[1]}-D points; a video needs (t, y, x)"
@@ -132,7 +135,9 @@ def points_table(layer: Any) -> Any:
 
 
 def source_geometry(layer: Any) -> tuple[int, tuple[int, int] | None]:
-    """Frames of the video a source layer shows (a flow sequence has one field fewer) and its
+    """Frames and size of the video a source layer shows.
+
+    Frames of the video a source layer shows (a flow sequence has one field fewer) and its
     (H, W) in video pixels (None for flow, which may be resized).
     """
     if layer.metadata.get("source_type") == "flow":
@@ -142,7 +147,9 @@ def source_geometry(layer: Any) -> tuple[int, tuple[int, int] | None]:
 
 
 def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
-    """A long landmark table (``read_tracks``) as Points data ``(t, y, x)``, features
+    """A long landmark table as Points layer data.
+
+    A long landmark table (``read_tracks``) as Points data ``(t, y, x)``, features
     (``individual``, ``keypoint``, ``confidence``) and metadata; positions the tracker lost are
     left out (the layer's metadata keeps the tracked video's length).
     """
@@ -161,7 +168,9 @@ STREAM_CHOICES = ("flow", "rgb", "two-stream")
 
 
 def roi_from_shapes(shapes: Any, video: Any) -> tuple[int, int, int, int]:
-    """The first shape of a Shapes layer as a region ``(x, y, w, h)`` in the video layer's data
+    """The first shape of a Shapes layer as a region of the video.
+
+    The first shape of a Shapes layer as a region ``(x, y, w, h)`` in the video layer's data
     pixels (through both layers' transforms), clipped to the frame.
     """
     if len(shapes.data) == 0:
@@ -185,7 +194,7 @@ class ExtractWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
-        from ..flow.compute import METHODS
+        from ...flow.compute import METHODS
 
         self._viewer = napari_viewer
         self.source = ComboBox(label="source", choices=lambda _: source_layer_choices(self._viewer))
@@ -193,7 +202,7 @@ class ExtractWidget(Container):
                                tooltip="flow: motion; rgb: appearance, no optical flow (fast); "
                                        "two-stream: both (docs/streams.md)")  # fmt: skip
         self.flow_method = ComboBox(label="flow method", choices=list(METHODS), value="dis")
-        from ..config import DEFAULT_WEIGHTS_ENV
+        from ...config import DEFAULT_WEIGHTS_ENV
 
         self.weights = ComboBox(
             label="model",
@@ -204,9 +213,15 @@ class ExtractWidget(Container):
             "first use; random weights are marked in every result",
         )  # fmt: skip
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.checkpoint = FileEdit(label="checkpoint (.index)", mode="r", filter="*.index")
-        self.rgb_checkpoint = FileEdit(label="RGB checkpoint (.index)", mode="r", filter="*.index")
-        self.registry_dir = FileEdit(label="registry folder", mode="d")
+        self.checkpoint = FileEdit(
+            label="checkpoint (.index)", mode=FileDialogMode.EXISTING_FILE, filter="*.index"
+        )
+        self.rgb_checkpoint = FileEdit(
+            label="RGB checkpoint (.index)", mode=FileDialogMode.EXISTING_FILE, filter="*.index"
+        )
+        self.registry_dir = FileEdit(
+            label="registry folder", mode=FileDialogMode.EXISTING_DIRECTORY
+        )
         self.model_name = LineEdit(label="model name", value="i3d-flow")
         self.version = LineEdit(label="version (empty: newest)", value="")
         self.endpoint = ComboBox(
@@ -239,8 +254,9 @@ class ExtractWidget(Container):
         self.roi = ComboBox(label="region", choices=lambda _: self._roi_choices(),
                             tooltip="a Shapes layer's first rectangle: only that part of the "
                                     "frame is read, flowed and encoded")  # fmt: skip
-        self.keep_flow = FileEdit(label="keep flow (.npy, optional)", mode="w", filter="*.npy",
-                                  value="")  # fmt: skip
+        self.keep_flow = FileEdit(label="keep flow (.npy, optional)",
+                                  mode=FileDialogMode.OPTIONAL_FILE, filter="*.npy",
+                                  value=None)  # fmt: skip
         self.heatmap = ComboBox(label="heatmap", choices=list(HEATMAP_CHOICES))
         self.channel = SpinBox(label="channel", value=0, min=0, max=4095)
         self.predict = CheckBox(
@@ -336,9 +352,10 @@ class ExtractWidget(Container):
         for w in (self.registry_dir, self.model_name, self.version):
             w.visible = kind == "registry"
         point = self.post_encoder.value == "Spatial Point Extraction"
-        for w in (self.points, self.interpolation, self.load_tracks_button, self.min_confidence,
-                  self.max_gap, self.fill_method, self.fill_button):  # fmt: skip
-            w.visible = point
+        for widget in (self.points, self.interpolation, self.load_tracks_button,
+                       self.min_confidence, self.max_gap, self.fill_method,
+                       self.fill_button):  # fmt: skip
+            widget.visible = point
         self.channel.visible = self.heatmap.value == "one channel"
         sliding = WINDOWING_CHOICES[self.windowing.value] == "sliding"
         self.clip_length.visible = self.stride.visible = sliding
@@ -373,11 +390,13 @@ class ExtractWidget(Container):
         return cfg
 
     def batch_settings(self) -> Any:
-        """The form as :class:`~napari_flow_features.config.ExtractionSettings`: what
+        """The form as extraction settings.
+
+        The form as :class:`~napari_flow_features.config.ExtractionSettings`: what
         ``flow-features extract --config`` needs to give every video of a study the rows this
         dock gives the open one. Landmarks are per video (a manifest's ``points`` column).
         """
-        from ..config import ExtractionSettings, ExtractorConfig
+        from ...config import ExtractionSettings, ExtractorConfig
 
         return ExtractionSettings(
             extractor=ExtractorConfig.from_dict(self.extractor_config(), "the extraction dock"),
@@ -390,7 +409,9 @@ class ExtractWidget(Container):
         )
 
     def save_settings(self, path: str) -> Any:
-        """Write :meth:`batch_settings` as YAML to ``path`` (``ExtractionSettings.to_yaml``,
+        """Write the form's settings as YAML.
+
+        Write :meth:`batch_settings` as YAML to ``path`` (``ExtractionSettings.to_yaml``,
         atomic); returns the path.
         """
         return self.batch_settings().to_yaml(path)
@@ -528,7 +549,7 @@ class ExtractWidget(Container):
         bar.update(done - bar.n)
 
     def _on_error(self, exc: Exception) -> None:
-        from ..errors import CancelledError
+        from ...errors import CancelledError
 
         if isinstance(exc, CancelledError):
             self.status.value = "cancelled"
@@ -547,13 +568,15 @@ class ExtractWidget(Container):
 
     # -- landmarks -----------------------------------------------------------------------------
     def landmarks(self, points_layer: Any, source_layer: Any) -> Any:
-        """The Points layer's landmarks for the source video, with the form's confidence and gap
+        """The Points layer's landmarks for the source video, checked.
+
+        The Points layer's landmarks for the source video, with the form's confidence and gap
         options, checked here (length, names, frame) so problems show before the worker starts;
         warnings (points outside the frame) become notifications.
         """
         import warnings
 
-        from ..extract.landmarks import landmarks_from_points
+        from ...extract.landmarks import landmarks_from_points
 
         n_frames, frame_hw = source_geometry(source_layer)
         with warnings.catch_warnings(record=True) as caught:
@@ -572,7 +595,7 @@ class ExtractWidget(Container):
     def _ask_tracks_file(self, *_: Any) -> None:
         from qtpy.QtWidgets import QFileDialog
 
-        path, _ = QFileDialog.getOpenFileName(
+        path, _filter = QFileDialog.getOpenFileName(
             self.native,
             "Load tracks",
             "",
@@ -585,13 +608,15 @@ class ExtractWidget(Container):
                 show_error(f"Load tracks: {exc}")
 
     def load_tracks(self, path: str, points_format: str = "auto") -> Any:
-        """Add a pose-tracker file (or our landmark table) as a Points layer with ``individual``,
+        """Add a pose-tracker file as a Points layer.
+
+        Add a pose-tracker file (or our landmark table) as a Points layer with ``individual``,
         ``keypoint``, ``confidence`` features, over the chosen source, and pick it for extraction.
         """
         from pathlib import Path
 
-        from ..extract.landmarks import read_landmark_file
-        from ..io.landmark_key import landmark_key
+        from ...extract.landmarks import read_landmark_file
+        from ...io.landmark_key import landmark_key
 
         table = read_landmark_file(path, points_format)
         table.attrs = {k: v for k, v in table.attrs.items()
@@ -612,7 +637,9 @@ class ExtractWidget(Container):
         return layer
 
     def fill_keyframes(self) -> Any:
-        """Fill the chosen Points layer's keyframes (per landmark) over the frames between them
+        """Fill the chosen Points layer's keyframes over the frames between them.
+
+        Fill the chosen Points layer's keyframes (per landmark) over the frames between them
         and add the result as a new Points layer to correct; along the flow, the flow of the
         keyframes' span is computed off the Qt thread (Cancel stops it). Returns the worker
         (flow) or the new layer (linear).
@@ -620,7 +647,7 @@ class ExtractWidget(Container):
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 
-        from ..extract.keyframes import fill_keyframe_table
+        from ...extract.keyframes import fill_keyframe_table
 
         source, keys = self.source.value, self.points.value
         try:
@@ -652,8 +679,8 @@ class ExtractWidget(Container):
 
         @thread_worker(ignore_errors=True)
         def work():
-            from ..errors import CancelledError
-            from ..flow.compute import OpticalFlowComputer
+            from ...errors import CancelledError
+            from ...flow.compute import OpticalFlowComputer
 
             fields = flow
             if chunks is not None:
@@ -684,14 +711,16 @@ class ExtractWidget(Container):
         return worker
 
     def _on_fill_error(self, exc: Exception) -> None:
-        from ..errors import CancelledError
+        from ...errors import CancelledError
 
         self.status.value = "cancelled" if isinstance(exc, CancelledError) else "failed"
         if not isinstance(exc, CancelledError):
             show_error(f"Fill between keyframes failed: {exc}")
 
     def _add_filled(self, table: Any, keys: Any) -> Any:
-        """The filled positions as the Points layer ``filled: <keyframes layer>`` (replaced on a
+        """Add the filled positions as a Points layer.
+
+        The filled positions as the Points layer ``filled: <keyframes layer>`` (replaced on a
         new fill), with the keyframes' identity columns and ``keyframe``.
         """
         name = f"filled: {keys.name}"
@@ -708,7 +737,7 @@ class ExtractWidget(Container):
     def _add_results(
         self, reply: dict, layer: Any, points_layer: Any, post: str, one: bool
     ) -> None:
-        from ._results import write_results
+        from .._results import write_results
 
         try:
             written = write_results(self._viewer, reply, layer, points_layer, post, one,
@@ -718,7 +747,7 @@ class ExtractWidget(Container):
             return
         self.status.value = f"done: {len(written)} layers updated"
         self.status.tooltip = "\n".join(written)
-        from ._convert import frame_predictions
+        from .._convert import frame_predictions
 
         found = frame_predictions(reply["table"])
         if found or not one:

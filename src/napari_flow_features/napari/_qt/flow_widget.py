@@ -17,9 +17,9 @@ from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from ..flow.compute import DIS_PRESETS, METHODS
-from . import _session
-from ._scroll import make_scrollable
+from ...flow.compute import DIS_PRESETS, METHODS
+from .. import _session
+from .scroll import make_scrollable
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -180,7 +180,7 @@ class FlowWidget(Container):
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 
-        from ..flow.compute import OpticalFlowComputer
+        from ...flow.compute import OpticalFlowComputer
 
         if self._worker is not None:
             show_info("Optical flow is already running; cancel it first.")
@@ -272,7 +272,7 @@ class FlowWidget(Container):
         self.status.value = text
 
     def _add_layers(self, layer: Any, flow: Any, spec: Any, output: Path) -> None:
-        from ._reader import flow_layer_data
+        from .._reader import flow_layer_data
 
         meta = {**spec.to_dict(), "path": str(output), "video_layer": layer.name}
         scale, translate = aligned_transform(layer, spec.scale_yx)

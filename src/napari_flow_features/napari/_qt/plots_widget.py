@@ -16,10 +16,10 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, SpinBox
 from napari.utils.notifications import show_error
 
-from ..io.landmark_key import landmark_ids, landmark_key
-from ..io.tables import feature_columns
-from . import _axes
-from ._scroll import make_scrollable
+from ...io.landmark_key import landmark_ids, landmark_key
+from ...io.tables import feature_columns
+from .. import _axes
+from .scroll import make_scrollable
 
 if TYPE_CHECKING:
     import napari
@@ -237,7 +237,7 @@ class FeaturePlotsWidget(Container):
     # -- drawing -------------------------------------------------------------------------------
     def replot(self, *_: Any) -> None:
         """Redraw the lines (source, choice or theme changed)."""
-        from ..analysis.visualization import FeatureVisualization
+        from ...analysis.visualization import FeatureVisualization
 
         background, text = self._colours()
         fig, ax = self.figure, self.axes
