@@ -115,26 +115,22 @@ def summarise(table: pd.DataFrame, settings: dict) -> str:
 
 def write_small_table(folder: Path) -> Path:
     """A small feature table through the API: synthetic whisker video, random weights."""
-    from napari_flow_features.extract.pipeline import extract_features
-    from napari_flow_features.io.tables import write_table
-    from napari_flow_features.io.video import write_video
-    from napari_flow_features.model.extractor import DynamicFeatureExtractor
-    from napari_flow_features.sample import make_whisker_sample
+    import napari_flow_features as nff
 
-    sample = make_whisker_sample(
+    sample = nff.make_whisker_sample(
         n_frames=24, height=64, width=64, length=44, thickness=3, landmark_radius=12, period=12
     )
     video = folder / "whisker.mp4"
-    write_video(video, sample.video, fps=sample.fps, crf=10)
+    nff.write_video(video, sample.video, fps=sample.fps, crf=10)
     config = folder / "config.yaml"
     config.write_text(
         "endpoint: Mixed_3c      # an early end point: small and quick\n"
         "weights:\n"
         "  source: random        # no download; every output says these features are untrained\n"
     )
-    extractor = DynamicFeatureExtractor(config_path=config)
-    result = extract_features(video, extractor, post_encoder="gap")
-    return write_table(result.table, folder / "whisker_gap.parquet")
+    extractor = nff.DynamicFeatureExtractor(config_path=config)
+    result = nff.extract_features(video, extractor, post_encoder="gap")
+    return nff.write_table(result.table, folder / "whisker_gap.parquet")
 
 
 def main(argv: list[str] | None = None) -> None:
