@@ -177,3 +177,33 @@ def test_video_jobs_report_flow_and_encoder_progress(worker, tmp_path):
     assert flow_seen and flow_seen[-1][0] == flow_seen[-1][1] >= 19
     assert [d for d, _ in flow_seen] == sorted(d for d, _ in flow_seen)
     assert encoded[-1] == (20, 20)
+
+
+def test_the_model_process_ends_with_a_killed_parent(tmp_path):
+    """SIGKILL of the process that owns the worker (napari killed, or OOM-killed) must not leave the
+    model process running: the child notices and ends, removing the temporary folder."""
+    import psutil
+
+    script = (
+        "import sys, time\n"
+        "from napari_flow_features.extract.worker import ModelWorker\n"
+        "w = ModelWorker()\n"
+        "w.start()\n"
+        "print(w.pid, w.temp_root, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env=env)  # fmt: skip
+    try:
+        child_pid, root = parent.stdout.readline().split()
+        child = psutil.Process(int(child_pid))
+        assert child.is_running() and os.path.isdir(root)
+        assert os.path.basename(root).startswith(".flow-features-worker.partial-")
+        parent.kill()
+        parent.wait(timeout=10)
+        _, alive = psutil.wait_procs([child], timeout=15)
+        assert alive == [], "the model process outlived its killed parent"
+        assert not os.path.exists(root)
+    finally:
+        parent.kill()

@@ -62,16 +62,45 @@ def _forward_warnings(replies: Any) -> None:
     warnings.showwarning = show
 
 
-def _child_main(requests: Any, replies: Any, cancel: Any, root: str) -> None:
+#: Stem of the worker's owner-tagged temporary folder in ``$TMPDIR`` (``io._atomic.make_work_dir``).
+WORKER_DIR_STEM = "flow-features-worker"
+
+
+def _exit_with_parent(parent_pid: int, root: str, poll: float = 0.5) -> None:
+    """End the child, and remove the parent's temporary folder, once the parent is gone.
+
+    A parent killed with SIGKILL (or by the out-of-memory killer) cannot stop its child; without
+    this the model process, holding TensorFlow and a model in memory, would outlive napari. A
+    child whose parent died is re-parented, so ``os.getppid()`` changes.
+    """
+    import os
+    import shutil
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent_pid:
+                shutil.rmtree(root, ignore_errors=True)
+                os._exit(0)
+
+    threading.Thread(target=watch, name="flow-features-parent-watch", daemon=True).start()
+
+
+def _child_main(
+    requests: Any, replies: Any, cancel: Any, root: str, parent_pid: int | None = None
+) -> None:
     """The child's loop: build or reuse an extractor, run the job, reply. Runs until ``None``.
 
     ``root`` (the parent's folder) holds ``flow-cache`` (the last video's flow, kept between jobs)
     and one ``job-N`` folder per job for the job's temporary files (the parent removes it).
     """
     import os
-    import tempfile
     from collections import OrderedDict
 
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid, root)
     _forward_warnings(replies)
     replies.put(("status", "importing TensorFlow"))
     from .._tf_env import import_tensorflow_quietly
@@ -204,11 +233,14 @@ class ModelWorker:
         self._requests = self._ctx.Queue()
         self._replies = self._ctx.Queue()
         self._cancel = self._ctx.Event()
-        # Owned here, so it goes with the child however the child ends (even killed).
-        self._root = tempfile.mkdtemp(prefix="flow-features-worker-")
+        # Owned here, so it goes with the child however the child ends (even killed); tagged with
+        # this process's pid and start time, so after a SIGKILL of both the next start removes it.
+        from ..io._atomic import make_work_dir
+
+        self._root = str(make_work_dir(stem=WORKER_DIR_STEM))
         proc = self._ctx.Process(
             target=_child_main,
-            args=(self._requests, self._replies, self._cancel, self._root),
+            args=(self._requests, self._replies, self._cancel, self._root, os.getpid()),
             name="flow-features-model-worker",
             daemon=True,
         )
