@@ -481,39 +481,6 @@ def warn_outside_frame(landmarks: Landmarks, frame_hw: tuple[int, int]) -> int:
 
 
 # -- command line --------------------------------------------------------------------------------
-def add_landmark_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the landmark options of ``extract`` (and any command that extracts at landmarks).
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        The command's parser; gets ``--points-format``, ``--keypoints``, ``--individuals``,
-        ``--min-confidence`` and ``--max-gap``.
-    """
-    from ..io.poses import POINTS_FORMATS
-
-    parser.add_argument(
-        "--points-format",
-        choices=POINTS_FORMATS,
-        default="auto",
-        help="format of --points (default: auto-detected from the file)",
-    )
-    parser.add_argument(
-        "--keypoints", help="comma-separated keypoints to use (default: all), e.g. snout,left_ear"
-    )
-    parser.add_argument("--individuals", help="comma-separated individuals to use (default: all)")
-    parser.add_argument(
-        "--min-confidence",
-        type=float,
-        help="points below this confidence/likelihood count as missing (default: keep all)",
-    )
-    parser.add_argument(
-        "--max-gap",
-        type=int,
-        help="fill gaps of at most this many missing frames linearly (default: no filling)",
-    )
-
-
 def landmarks_from_args(args: argparse.Namespace, source: Any = None) -> Landmarks | None:
     """Read the landmarks a command line asks for, checked before any flow or model work.
 
@@ -521,7 +488,7 @@ def landmarks_from_args(args: argparse.Namespace, source: Any = None) -> Landmar
     ----------
     args : argparse.Namespace
         Parsed arguments (``points``, ``post_encoder`` and the options of
-        :func:`add_landmark_arguments`).
+        :func:`napari_flow_features.cli.extract.add_landmark_arguments`).
     source : object, optional
         The video or flow the landmarks are checked against (default ``args.source``).
 
