@@ -1,4 +1,5 @@
-"""TensorFlow starts without CUDA probing noise on a machine with no GPU (the demo, the worker)."""
+"""TensorFlow starts without CUDA probing noise on a machine with no GPU (the demo, the worker,
+the command line)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,23 @@ def test_only_known_startup_lines_are_dropped():
         "E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)"
     )
     assert not BENIGN_STARTUP.search("ValueError: the flow has the wrong shape")
+
+
+@pytest.mark.skipif(has_nvidia_device(), reason="a GPU machine keeps every TensorFlow line")
+def test_extract_on_the_command_line_prints_no_cuda_noise(tmp_path):
+    from conftest import moving_pattern
+
+    from napari_flow_features.io.video import write_video
+
+    video = tmp_path / "clip.mp4"
+    write_video(video, moving_pattern(10, 32, 32), fps=25)
+    out = tmp_path / "f.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_flow_features.cli", "extract", str(video), "-o", str(out),
+         "--weights", "random", "--endpoint", "Conv3d_1a_7x7", "--runtime", "tensorflow"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.exists()
+    noise = [line for line in done.stderr.splitlines() if BENIGN_STARTUP.search(line)]
+    assert noise == []

@@ -465,8 +465,10 @@ def extractor_from(args: argparse.Namespace, **overrides: Any) -> Any:
     DynamicFeatureExtractor
         The built extractor.
     """
+    from .._tf_env import import_tensorflow_quietly
     from ..model.extractor import DynamicFeatureExtractor
 
+    import_tensorflow_quietly()  # without the CUDA probing lines on a machine with no GPU
     if getattr(args, "endpoint", None):
         overrides["endpoint"] = args.endpoint
     if getattr(args, "clip_length", None) is not None:
