@@ -77,7 +77,7 @@ def run_case(name: str, video: np.ndarray, args, workdir: Path) -> None:
     for _ in range(args.repeats):
         encode_s = 0.0
         start = time.perf_counter()
-        result = extract_features(flow_path, ext, args.post_encoder)
+        result = extract_features(flow_path, ext, post_encoder=args.post_encoder)
         runs.append((time.perf_counter() - start, encode_s))
         bare_s = 0.0
         for i in range(0, len(windows), batch):

@@ -44,9 +44,11 @@ def main() -> None:
             ext = DynamicFeatureExtractor(
                 stream=stream, endpoint=args.endpoint, weights={"source": "random"}
             )
-            extract_features(video, ext, "gap", max_side=256)  # warm-up: compile these shapes
+            extract_features(
+                video, ext, post_encoder="gap", max_side=256
+            )  # warm-up: compile these shapes
             tick = time.perf_counter()
-            result = extract_features(video, ext, "gap", max_side=256)
+            result = extract_features(video, ext, post_encoder="gap", max_side=256)
             elapsed = time.perf_counter() - tick
             n = result.metadata["n_frames"]
             print(f"{stream:<11} {n / elapsed:>9.1f} {elapsed:>8.1f} "

@@ -69,6 +69,13 @@ POST_ENCODERS = ("none", "gap", "point")
 INTERPOLATIONS = ("bilinear", "nearest")
 FLOW_METHODS = ("farneback", "dis", "tvl1", "tvl1-skimage")
 POINTS_FORMATS = ("auto", "table", "DeepLabCut", "SLEAP", "LightningPose", "NWB")
+#: ``max_side: auto`` resizes a video's frames to this longest side before flow and encoder; a flow
+#: file keeps the size it was computed at (it cannot be resized without changing its values).
+AUTO_MAX_SIDE = 256
+#: How kept flow is stored: float16, float32, or uint8 quantised as DeepMind did.
+KEEP_FLOW_DTYPES = ("float16", "float32", "uint8")
+#: Activation heatmaps reduce a feature map over channels by its mean or L2 norm (or one channel).
+HEATMAP_REDUCTIONS = ("mean", "l2")
 
 #: Set to ``random`` (or ``pretrained``) to change the default weights, e.g. on an offline CI
 #: machine or in tests; a configuration that names its weights is not affected.
@@ -655,7 +662,8 @@ class ExtractionSettings:
     flow_method
         ``farneback``, ``dis``, ``tvl1`` or ``tvl1-skimage``.
     max_side
-        Resize frames so the longest side is at most this (≥ 1 px), or null for the video's size.
+        Resize frames so the longest side is at most this (≥ 1 px); ``auto`` (the default): 256
+        px for a video, a flow file's own size; null: the video's size.
     roi
         ``(x, y, w, h)`` in video pixels, or null for the whole frame.
     start, stop
@@ -670,6 +678,32 @@ class ExtractionSettings:
         Points below this confidence count as missing (0 to 1), or null.
     max_gap
         Fill gaps of at most this many frames linearly (≥ 0), or null.
+    frames
+        Only the rows of these frames (what :func:`~napari_flow_features.extract_frame` asks
+        for: the run encodes just what they need), or null for every frame of the range.
+    heatmap
+        Also return each frame's activation map reduced over channels: ``mean``, ``l2`` or a
+        channel number; null for none.
+    predict
+        Add each window's top-5 Kinetics classes (a ``Logits`` end point with DeepMind weights).
+    maps_path
+        Post-encoder ``none``: where the feature maps ``.npy`` goes (null: the run's work folder).
+    keep_flow
+        Also write the computed flow to this ``.npy`` (a video source only), or null.
+    keep_flow_dtype
+        How kept flow is stored: ``float16``, ``float32`` or ``uint8`` (quantised like DeepMind).
+    flow_cache
+        A folder keeping the last video's flow, so a run on the same selection skips it; or null.
+    flow_workers
+        Threads computing flow (null: chosen for the method and the cores).
+
+    Notes
+    -----
+    The windowing options (``windowing``, ``chunk_length``, ``clip_length``, ``stride``,
+    ``batch_size``) live in :attr:`extractor`. A run resolves all of this against its source once
+    (:func:`~napari_flow_features.extract.plan.plan_run`): a default that does not apply to the
+    source is not applied (``max_side: auto`` leaves a flow file at its size), and an explicit
+    choice that cannot apply is an error naming it.
     """
 
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
@@ -677,7 +711,7 @@ class ExtractionSettings:
     interpolation: str = "bilinear"
     interpolate_missing: bool = False
     flow_method: str = "dis"
-    max_side: int | None = 256
+    max_side: int | str | None = "auto"
     roi: tuple[int, int, int, int] | None = None
     start: int | None = None
     stop: int | None = None
@@ -687,6 +721,14 @@ class ExtractionSettings:
     individuals: str | None = None
     min_confidence: float | None = None
     max_gap: int | None = None
+    frames: tuple[int, ...] | None = None
+    heatmap: str | int | None = None
+    predict: bool = False
+    maps_path: str | None = None
+    keep_flow: str | None = None
+    keep_flow_dtype: str = "float16"
+    flow_cache: str | None = None
+    flow_workers: int | None = None
 
     def __post_init__(self) -> None:
         extractor = self.extractor
@@ -697,7 +739,10 @@ class ExtractionSettings:
         _choice("interpolation", self.interpolation, INTERPOLATIONS)
         _flag("interpolate_missing", self.interpolate_missing)
         _choice("flow_method", self.flow_method, FLOW_METHODS)
-        _set(self, "max_side", _whole("max_side", self.max_side, 1, optional=True))
+        if isinstance(self.max_side, str) and self.max_side != "auto":
+            raise _fail("max_side", "auto, a whole number ≥ 1 or null", self.max_side)
+        if self.max_side != "auto":
+            _set(self, "max_side", _whole("max_side", self.max_side, 1, optional=True))
         _set(self, "roi", _roi(self.roi))
         _set(self, "start", _whole("start", self.start, 0, optional=True))
         _set(self, "stop", _whole("stop", self.stop, 1, optional=True))
@@ -715,6 +760,28 @@ class ExtractionSettings:
                 raise _fail("min_confidence", "between 0 and 1, or null", self.min_confidence)
             _set(self, "min_confidence", value)
         _set(self, "max_gap", _whole("max_gap", self.max_gap, 0, optional=True))
+        self._check_run_options()
+
+    def _check_run_options(self) -> None:
+        if self.frames is not None:
+            if isinstance(self.frames, (str, bytes)) or not hasattr(self.frames, "__iter__"):
+                raise _fail("frames", "a list of frame numbers or null", self.frames)
+            frames = tuple(sorted({_whole("frames", f, 0) for f in self.frames}))
+            if not frames:
+                raise _fail("frames", "at least one frame number, or null", self.frames)
+            _set(self, "frames", frames)
+        heat = self.heatmap
+        if heat is not None and heat not in HEATMAP_REDUCTIONS:
+            if isinstance(heat, str) and heat.strip().isdigit():
+                heat = int(heat)
+            if isinstance(heat, bool) or not isinstance(heat, numbers.Integral) or heat < 0:
+                raise _fail("heatmap", "mean, l2, a channel number or null", self.heatmap)
+            _set(self, "heatmap", int(heat))
+        _flag("predict", self.predict)
+        for name in ("maps_path", "keep_flow", "flow_cache"):
+            _set(self, name, _text(name, getattr(self, name)))
+        _choice("keep_flow_dtype", self.keep_flow_dtype, KEEP_FLOW_DTYPES)
+        _set(self, "flow_workers", _whole("flow_workers", self.flow_workers, 1, optional=True))
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -801,6 +868,7 @@ class ExtractionSettings:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["extractor"] = self.extractor.to_dict()
         out["roi"] = list(self.roi) if self.roi is not None else None
+        out["frames"] = list(self.frames) if self.frames is not None else None
         return out
 
     def to_yaml(self, path: str | os.PathLike) -> Path:

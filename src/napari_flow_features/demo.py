@@ -202,6 +202,7 @@ def extract_demo_features(
     import numpy as np
 
     from .extract.pipeline import extract_features
+    from .extract.plan import run_settings
     from .io._atomic import atomic_write_path
     from .io.tables import write_table
 
@@ -212,10 +213,10 @@ def extract_demo_features(
     for post, points in (("gap", None), ("point", sample["landmarks"])):
         logger.info("extracting I3D features (%s)", post)
         progress = progress_for(post) if progress_for is not None else None
-        result = extract_features(
-            flow_path, extractor, post, points=points,
-            heatmap="l2" if post == "point" else None, progress=progress,
-        )  # fmt: skip
+        settings = run_settings(extractor, None).replace(
+            post_encoder=post, heatmap="l2" if post == "point" else None
+        )
+        result = extract_features(flow_path, extractor, settings, points=points, progress=progress)
         result.table.attrs["source_video"] = sample["video"]
         written.append(write_table(result.table, feature_dir / f"whisker_{post}.parquet"))
         if result.heatmap is not None:

@@ -182,9 +182,11 @@ def test_extract_to_file_checks_the_output_and_leaves_nothing_on_failure(tiny_vi
 
     for name in ("f.parquet", "f.csv", "f.npz"):
         with pytest.raises(KeyboardInterrupt):
-            extract_to_file(str(tiny_video), extractor, tmp_path / name, "gap", progress=interrupt)
+            extract_to_file(
+                str(tiny_video), extractor, tmp_path / name, post_encoder="gap", progress=interrupt
+            )
     assert list(tmp_path.iterdir()) == []
-    done = extract_to_file(str(tiny_video), extractor, tmp_path / "f.csv", "none")
+    done = extract_to_file(str(tiny_video), extractor, tmp_path / "f.csv", post_encoder="none")
     assert done.rows == 6 and done.maps_path == tmp_path / "f_maps.npy"
     assert np.load(done.maps_path).shape == done.maps_shape
     assert done.metadata["post_encoder"] == "none"

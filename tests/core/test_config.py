@@ -260,7 +260,7 @@ def test_a_run_leaves_the_callers_config_as_it_was(tmp_path):
         DynamicFeatureExtractor(tmp_path / "x.yaml", config=config)
     extractor = DynamicFeatureExtractor(config=config)
     flow = np.random.default_rng(0).normal(0, 2, (11, 16, 16, 2)).astype(np.float32)
-    result = extract_features(flow, extractor, "gap")
+    result = extract_features(flow, extractor, post_encoder="gap")
     assert len(result.table) == 12
     assert extractor.config is config and config.to_dict() == before
     assert config.stream is None and config.quantize is None  # not filled in by the run

@@ -38,13 +38,13 @@ def blob_flow(n=11, h=96, w=128, cy=40, cx=40, dx=4.0):
 def test_gap_is_the_spatial_mean_of_the_none_maps(extractor, tmp_path, windowing, maps_shape):
     flow = np.random.default_rng(0).normal(0, 4, (15, 32, 48, 2)).astype(np.float32)
     none = extract_features(
-        flow, extractor, "none", maps_path=tmp_path / "maps.npy", windowing=windowing
+        flow, extractor, post_encoder="none", maps_path=tmp_path / "maps.npy", windowing=windowing
     )
     assert (tmp_path / "maps.npy").is_file() and none.feature_maps.shape == maps_shape
     # No partial file left; the maps' sidecar records their SHA-256.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.npy", "maps.npy.json"]
     assert list(none.table.columns) == ["frame", "window", "tau"] and len(none.table) == 16
-    g = extract_features(flow, extractor, "gap", windowing=windowing)
+    g = extract_features(flow, extractor, post_encoder="gap", windowing=windowing)
     assert len(g.table) == 16 and g.table.columns[0] == "frame"
     for t in (0, 7, 15):
         row = none.table.iloc[t]
@@ -59,10 +59,10 @@ def test_shifting_the_motion_by_32_px_moves_the_point_features(extractor):
     b = blob_flow(cx=72)  # the same motion, 32 px to the right (4 cells at stride 8)
     pts_a = np.array([[t, 40.0, 40.0] for t in range(12)])
     pts_b = np.array([[t, 40.0, 72.0] for t in range(12)])
-    fa = extract_features(a, extractor, "point", pts_a).table.iloc[:, 4:].to_numpy(float)
-    fb = extract_features(b, extractor, "point", pts_b).table.iloc[:, 4:].to_numpy(float)
+    fa = extract_features(a, extractor, post_encoder="point", pts_a).table.iloc[:, 4:].to_numpy(float)
+    fb = extract_features(b, extractor, post_encoder="point", pts_b).table.iloc[:, 4:].to_numpy(float)
     np.testing.assert_allclose(fa, fb, rtol=1e-4, atol=1e-6)
-    off = extract_features(a, extractor, "point", pts_b).table.iloc[:, 4:].to_numpy(float)
+    off = extract_features(a, extractor, post_encoder="point", pts_b).table.iloc[:, 4:].to_numpy(float)
     assert np.abs(fa - off).max() > 10 * np.abs(fa - fb).max()  # not just equal everywhere
 
 
@@ -70,13 +70,13 @@ def test_missing_outside_and_interpolated_landmarks(extractor):
     flow = blob_flow()
     pts = np.array([[0, 40, 40], [3, 40, 44], [4, 40, 400.0], [11, 40, 60]])  # 400: outside
     with pytest.warns(UserWarning, match="outside"):
-        res = extract_features(flow, extractor, "point", pts)
+        res = extract_features(flow, extractor, post_encoder="point", pts)
     table = res.table
     assert len(table) == 12
     nan_rows = table["f0000"].isna()
     assert nan_rows.sum() == 12 - 3  # frames with no point (8) + the outside one (1)
     assert res.metadata["missing_landmark_rows"] == 8 and res.metadata["outside_frame_rows"] == 1
-    filled = extract_features(flow, extractor, "point", pts[[0, 1, 3]], interpolate_missing=True)
+    filled = extract_features(flow, extractor, post_encoder="point", pts[[0, 1, 3]], interpolate_missing=True)
     assert filled.metadata["interpolated_landmark_positions"] == 12 - 3  # gaps between 0, 3, 11
     assert filled.table.loc[1, "x"] == pytest.approx(40 + 4 / 3)
     assert not filled.table["f0000"].isna().any()
@@ -89,7 +89,7 @@ def test_multi_landmark_rows_per_frame_and_landmark(extractor):
         "y": [40.0, 70.0] * 12, "x": [40.0, 100.0] * 12,
         "track_id": ["whisker", "nose"] * 12,
     })  # fmt: skip
-    table = extract_features(flow, extractor, "point", df).table
+    table = extract_features(flow, extractor, post_encoder="point", df).table
     assert len(table) == 24 and list(table.columns[:4]) == ["frame", "landmark", "x", "y"]
     assert table["landmark"].tolist()[:2] == ["whisker", "nose"]
     landmarks = landmarks_from_points(df, 12)
@@ -100,7 +100,7 @@ def test_single_frame_runs_only_its_window(extractor):
     from napari_flow_features.sample import make_whisker_sample
 
     video = make_whisker_sample(n_frames=20, height=64, width=96).video
-    full = extract_features(video, extractor, "gap", flow_method="dis")
+    full = extract_features(video, extractor, post_encoder="gap", flow_method="dis")
     one = extract_frame(video, extractor, frame=9, flow_method="dis")
     assert len(one.table) == 1 and one.metadata["n_windows"] == 1
     np.testing.assert_allclose(
@@ -115,36 +115,36 @@ def test_progress_and_cancel(extractor):
     flow = blob_flow(n=23)
     seen = []
     extract_features(
-        flow, extractor, "gap", progress=lambda d, t: seen.append((d, t)), windowing="sliding"
+        flow, extractor, post_encoder="gap", progress=lambda d, t: seen.append((d, t)), windowing="sliding"
     )
     # Frames done: 0, then after each batch of 2 windows (5 windows: 3 batches).
     assert seen[0] == (0, 24) and seen[-1] == (24, 24) and len(seen) == 4
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     with pytest.raises(CancelledError):
-        extract_features(flow, extractor, "gap", cancel=lambda: True)
+        extract_features(flow, extractor, post_encoder="gap", cancel=lambda: True)
 
 
 def test_bad_inputs(extractor):
     flow = blob_flow()
     with pytest.raises(BadInputError, match="empty"):
-        extract_features(flow, extractor, "point", np.zeros((0, 3)))
+        extract_features(flow, extractor, post_encoder="point", np.zeros((0, 3)))
     with pytest.raises(BadInputError, match="2-D points"):
-        extract_features(flow, extractor, "point", np.zeros((3, 2)))
+        extract_features(flow, extractor, post_encoder="point", np.zeros((3, 2)))
     with pytest.raises(BadInputError, match="needs landmarks"):
-        extract_features(flow, extractor, "point")
+        extract_features(flow, extractor, post_encoder="point")
     with pytest.raises(BadInputError, match="clip_length must be a whole number"):
-        extract_features(flow, extractor, "gap", clip_length=0)
+        extract_features(flow, extractor, post_encoder="gap", clip_length=0)
     with pytest.raises(BadInputError, match=r"\(H, W, 2\)"):
-        extract_features(np.zeros((5, 8, 8, 3), np.float32), extractor, "gap")
+        extract_features(np.zeros((5, 8, 8, 3), np.float32), extractor, post_encoder="gap")
     bad = flow.copy()
     bad[2, 3, 3, 1] = np.nan
     with pytest.raises(BadInputError, match="NaN"):
-        extract_features(bad, extractor, "gap")
+        extract_features(bad, extractor, post_encoder="gap")
     rgb = DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", in_channels=3)
     with pytest.raises(BadInputError, match="3 input channels"):
-        extract_features(flow, rgb, "gap")
+        extract_features(flow, rgb, post_encoder="gap")
     with pytest.raises(BadInputError, match="post_encoder"):
-        extract_features(flow, extractor, "max")
+        extract_features(flow, extractor, post_encoder="max")
 
 
 def test_extract_cli_on_the_sample(tmp_path, capsys):
@@ -168,19 +168,19 @@ def test_extract_cli_on_the_sample(tmp_path, capsys):
 
 def test_heatmap_reductions(extractor):
     flow = blob_flow()
-    res = extract_features(flow, extractor, "none", heatmap="mean")
+    res = extract_features(flow, extractor, post_encoder="none", heatmap="mean")
     assert res.heatmap.shape == (12, 12, 16)  # 96x128 frames, 8 px cells at Mixed_3c
     assert res.metadata["heatmap_cell_px"] == [8.0, 8.0]
     row = res.table.iloc[5]
     fmap = interpolate_time(np.asarray(res.feature_maps[int(row.window)]), row.tau)
     np.testing.assert_allclose(res.heatmap[5], fmap.mean(axis=-1), rtol=1e-5)
-    l2 = extract_features(flow, extractor, "gap", heatmap="l2", frames=[5]).heatmap
+    l2 = extract_features(flow, extractor, post_encoder="gap", heatmap="l2", frames=[5]).heatmap
     np.testing.assert_allclose(l2[5], np.linalg.norm(fmap, axis=-1), rtol=1e-4)
     assert np.isnan(l2[0]).all()  # frames not run stay NaN
-    ch = extract_features(flow, extractor, "gap", heatmap=7, frames=[5]).heatmap
+    ch = extract_features(flow, extractor, post_encoder="gap", heatmap=7, frames=[5]).heatmap
     np.testing.assert_allclose(ch[5], fmap[..., 7], rtol=1e-5)
     with pytest.raises(BadInputError, match="Channel 999"):
-        extract_features(flow, extractor, "gap", heatmap=999, frames=[5])
+        extract_features(flow, extractor, post_encoder="gap", heatmap=999, frames=[5])
 
 
 @pytest.mark.parametrize("windowing", ["sliding", "chunked"])
@@ -200,7 +200,7 @@ def test_known_weights_end_to_end_rows_are_hand_computed(windowing):
     flow = np.zeros((11, 16, 16, 2), np.float32)  # 12 frames; field f has dx = f px, dy = -1 px
     flow[..., 0] = np.arange(11)[:, None, None]
     flow[..., 1] = -1.0
-    table = extract_features(flow, ext, "gap", windowing=windowing).table
+    table = extract_features(flow, ext, post_encoder="gap", windowing=windowing).table
     scale = 1 / 20 / np.sqrt(1 + 1e-3)  # flow bound, then BatchNorm with variance 1
     # chunked: one pass over 12 frames padded to 16; step k also sits at frame 2k+1 and
     # tau = (t + 0.5) / 2 - 0.5 gives the same blends as the sliding windows below.
@@ -229,14 +229,14 @@ def test_landmarks_in_video_pixels_on_flow_computed_smaller(extractor, tmp_path)
     edge = np.array([[t, 90.0, 155.0] for t in range(10)])  # inside the video, outside 48 x 80
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "outside the frame" warning
-        res = extract_features(half, extractor, "point", edge)
+        res = extract_features(half, extractor, post_encoder="point", edge)
     assert res.metadata["flow_method"] == "dis" and res.metadata["outside_frame_rows"] == 0
     assert res.metadata["landmarks_scaled_to_flow"] == [0.5, 0.5]
     assert res.table["x"].tolist() == [155.0] * 10  # rows keep the video coordinates
     assert not res.table["f0000"].isna().any()
     # The same points on full-size flow need no scaling.
     assert (
-        "landmarks_scaled_to_flow" not in extract_features(full, extractor, "point", edge).metadata
+        "landmarks_scaled_to_flow" not in extract_features(full, extractor, post_encoder="point", edge).metadata
     )
 
 
@@ -248,9 +248,9 @@ def test_flow_cache_keeps_the_last_videos_flow(extractor, tmp_path):
     path = tmp_path / "v.mp4"
     write_video(path, np.stack([np.roll(texture, 2 * t, axis=1) for t in range(12)]), fps=10)
     cache = tmp_path / "cache"
-    first = extract_features(path, extractor, "gap", flow_method="dis", flow_cache=cache)
+    first = extract_features(path, extractor, post_encoder="gap", flow_method="dis", flow_cache=cache)
     assert first.metadata["flow_reused"] is False and len(list(cache.glob("*.npy"))) == 1
-    again = extract_features(path, extractor, "gap", flow_method="dis", flow_cache=cache)
+    again = extract_features(path, extractor, post_encoder="gap", flow_method="dis", flow_cache=cache)
     assert again.metadata["flow_reused"] is True
     np.testing.assert_array_equal(again.table.to_numpy(), first.table.to_numpy())
     frame = extract_frame(path, extractor, frame=5, flow_method="dis", flow_cache=cache)
@@ -258,15 +258,15 @@ def test_flow_cache_keeps_the_last_videos_flow(extractor, tmp_path):
     np.testing.assert_allclose(frame.table.iloc[0, 1:].to_numpy(float),
                                first.table.iloc[5, 1:].to_numpy(float), rtol=1e-5)  # fmt: skip
     # Another method is another key; the cache keeps one video's flow at a time.
-    other = extract_features(path, extractor, "gap", flow_method="farneback", flow_cache=cache)
+    other = extract_features(path, extractor, post_encoder="gap", flow_method="farneback", flow_cache=cache)
     assert other.metadata["flow_reused"] is False and len(list(cache.glob("*.npy"))) == 1
     # A changed file is a new key.
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    changed = extract_features(path, extractor, "gap", flow_method="farneback", flow_cache=cache)
+    changed = extract_features(path, extractor, post_encoder="gap", flow_method="farneback", flow_cache=cache)
     assert changed.metadata["flow_reused"] is False
     # An in-memory video is keyed by its content.
     video = np.stack([np.roll(texture, 2 * t, axis=1) for t in range(12)])
-    assert not extract_features(video, extractor, "gap", flow_cache=cache).metadata["flow_reused"]
-    assert extract_features(video, extractor, "gap", flow_cache=cache).metadata["flow_reused"]
+    assert not extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata["flow_reused"]
+    assert extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata["flow_reused"]
     video[3, 0, 0] ^= 1
-    assert not extract_features(video, extractor, "gap", flow_cache=cache).metadata["flow_reused"]
+    assert not extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata["flow_reused"]

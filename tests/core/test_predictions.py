@@ -60,7 +60,9 @@ def test_two_stream_predictions_are_the_softmax_of_summed_logits(checkpoints):
         runtime="tensorflow",
         weights={"source": "deepmind", "checkpoint": flow_ckpt, "rgb_checkpoint": rgb_ckpt},
     )  # fmt: skip
-    result = extract_features(video, ext, "gap", max_side=None, flow_method="dis", predict=True)
+    result = extract_features(
+        video, ext, post_encoder="gap", max_side=None, flow_method="dis", predict=True
+    )
     preds = result.metadata["predictions"]
     assert [p["start_frame"] for p in preds] == [0, 8]  # windows 0..15 and 8..23
 
@@ -90,10 +92,10 @@ def test_predict_needs_logits_and_deepmind_weights(checkpoints):
     video = moving_pattern(16, 224, 224)
     gap_model = DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", runtime="tensorflow")
     with pytest.raises(BadInputError, match="need the Logits end point, not Conv3d_1a_7x7"):
-        extract_features(video, gap_model, "gap", max_side=None, predict=True)
+        extract_features(video, gap_model, post_encoder="gap", max_side=None, predict=True)
     random_logits = DynamicFeatureExtractor(stream="rgb", endpoint="Logits", runtime="tensorflow")
     with pytest.raises(BadInputError, match="need DeepMind's weights; these are random"):
-        extract_features(video, random_logits, "gap", max_side=None, predict=True)
+        extract_features(video, random_logits, post_encoder="gap", max_side=None, predict=True)
 
 
 def test_extract_cli_predict_writes_labels(checkpoints, tmp_path, capsys):

@@ -44,8 +44,8 @@ def test_chunked_rows_equal_one_pass_over_the_whole_sequence():
     flow = smooth_flow(299)  # 300 frames: three chunks of 104 frames
     chunked = DynamicFeatureExtractor(endpoint="Mixed_4f", chunk_length=104, runtime="tensorflow")
     whole = DynamicFeatureExtractor(endpoint="Mixed_4f", chunk_length=304, runtime="tensorflow")
-    a = extract_features(flow, chunked, "gap")
-    b = extract_features(flow, whole, "gap")
+    a = extract_features(flow, chunked, post_encoder="gap")
+    b = extract_features(flow, whole, post_encoder="gap")
     assert len(a.metadata["chunks"]) > 2 and len(b.metadata["chunks"]) == 1
     fa, fb = (r.table.filter(like="f0").to_numpy() for r in (a, b))
     assert np.linalg.norm(fa - fb) / np.linalg.norm(fb) < 1e-5
@@ -57,7 +57,7 @@ def test_rows_do_not_jump_where_windows_hand_over():
     switch is larger than the largest change elsewhere, and each frame is encoded about once."""
     video = make_whisker_sample().video
     ext = DynamicFeatureExtractor(endpoint="Mixed_4f", runtime="tensorflow")
-    res = extract_features(video, ext, "gap")
+    res = extract_features(video, ext, post_encoder="gap")
     feats = res.table.filter(like="f0").to_numpy()
     step = np.linalg.norm(np.diff(feats, axis=0), axis=1)  # step[i]: frame i -> i + 1
     switches = np.arange(11, 95, 8)  # sliding L=16, S=8: frames 11|12, 19|20, ... change window
@@ -65,7 +65,7 @@ def test_rows_do_not_jump_where_windows_hand_over():
     assert step[switches].max() <= step[inside].max()
     assert res.metadata["windowing"] == "chunked"
     assert res.metadata["encoder_frames_per_output_frame"] <= 1.1
-    sliding = extract_features(video, ext, "gap", windowing="sliding")
+    sliding = extract_features(video, ext, post_encoder="gap", windowing="sliding")
     old = np.linalg.norm(np.diff(sliding.table.filter(like="f0").to_numpy(), axis=0), axis=1)
     assert old[switches].max() > old[np.setdiff1d(np.arange(len(old)), switches)].max()
     assert sliding.metadata["encoder_frames_per_output_frame"] >= 1.8  # 11 windows of 16
@@ -74,9 +74,9 @@ def test_rows_do_not_jump_where_windows_hand_over():
 def test_streaming_from_a_video_equals_flow_computed_first():
     video = make_whisker_sample().video[:40]
     ext = DynamicFeatureExtractor(endpoint="Mixed_3c", runtime="tensorflow", chunk_length=104)
-    streamed = extract_features(video, ext, "gap", flow_method="dis").table
+    streamed = extract_features(video, ext, post_encoder="gap", flow_method="dis").table
     flow = OpticalFlowComputer("dis").compute(video)
-    stored = extract_features(flow, ext, "gap").table
+    stored = extract_features(flow, ext, post_encoder="gap").table
     np.testing.assert_array_equal(
         streamed.filter(like="f0").to_numpy(), stored.filter(like="f0").to_numpy()
     )
@@ -87,11 +87,11 @@ def test_current_frame_runs_one_short_pass_and_only_its_flow():
     ext = DynamicFeatureExtractor(endpoint="Mixed_3c", runtime="tensorflow", chunk_length=128)
     fields = []
     one = extract_features(
-        video, ext, "gap", frames=[150], flow_progress=lambda d, t: fields.append(t)
+        video, ext, post_encoder="gap", frames=[150], flow_progress=lambda d, t: fields.append(t)
     )
     (chunk,) = one.metadata["chunks"]
     assert chunk[1] - chunk[0] <= 16 + 96 and fields[-1] <= 112
-    full = extract_features(video, ext, "gap")
+    full = extract_features(video, ext, post_encoder="gap")
     np.testing.assert_allclose(
         one.table.filter(like="f0").to_numpy()[0],
         full.table.filter(like="f0").to_numpy()[150],
@@ -106,24 +106,24 @@ def test_frame_range_roi_and_max_side():
     x0, y0 = 40, 60
     roi = (x0, y0, 160, 120)
     pts = np.array([[t, 120.0, 100.0] for t in range(96)])  # (t, y, x) in video pixels
-    res = extract_features(video, ext, "point", points=pts, start=10, stop=50, roi=roi)
+    res = extract_features(video, ext, post_encoder="point", points=pts, start=10, stop=50, roi=roi)
     assert list(res.table["frame"]) == list(range(10, 50))
     assert res.metadata["roi_xywh"] == list(roi) and res.metadata["work_shape"] == [120, 160]
     cropped = np.ascontiguousarray(video[10:50, y0 : y0 + 120, x0 : x0 + 160])
     shifted = np.array([[t, 120.0 - y0, 100.0 - x0] for t in range(40)])
-    ref = extract_features(cropped, ext, "point", points=shifted)
+    ref = extract_features(cropped, ext, post_encoder="point", points=shifted)
     np.testing.assert_allclose(
         res.table.filter(like="f0").to_numpy(), ref.table.filter(like="f0").to_numpy(), atol=1e-6
     )
     assert res.table["x"].iloc[0] == 100.0  # rows keep video coordinates
-    small = extract_features(video, ext, "gap", max_side=160)
+    small = extract_features(video, ext, post_encoder="gap", max_side=160)
     assert small.metadata["work_shape"] == [120, 160]
     with pytest.raises(BadInputError, match="not inside"):
         select_frames(96, (240, 320), roi=(300, 0, 64, 64))
     with pytest.raises(BadInputError, match="stop frame"):
-        extract_features(video, ext, "gap", start=50, stop=20)
+        extract_features(video, ext, post_encoder="gap", start=50, stop=20)
     with pytest.raises(BadInputError, match="roi and max_side apply"):
-        extract_features(np.zeros((5, 8, 8, 2), np.float32), ext, "gap", max_side=64)
+        extract_features(np.zeros((5, 8, 8, 2), np.float32), ext, post_encoder="gap", max_side=64)
 
 
 # uint8: half a quantisation step of 40/255 px
@@ -132,7 +132,7 @@ def test_keep_flow_is_written_and_readable(tmp_path, dtype, tol):
     video = make_whisker_sample().video[:30]
     ext = DynamicFeatureExtractor(endpoint="Conv3d_2b_1x1", runtime="tensorflow")
     out = tmp_path / "kept.npy"
-    res = extract_features(video, ext, "gap", keep_flow=out, keep_flow_dtype=dtype)
+    res = extract_features(video, ext, post_encoder="gap", keep_flow=out, keep_flow_dtype=dtype)
     assert res.metadata["kept_flow"] == str(out)
     stored = np.load(out, allow_pickle=False)
     assert stored.dtype == np.dtype(dtype) and stored.shape == (29, 240, 320, 2)
@@ -158,7 +158,7 @@ def test_cancel_in_the_middle_leaves_no_files(tmp_path, monkeypatch):
 
     with pytest.raises(CancelledError):
         extract_features(
-            video, ext, "none", maps_path=out / "maps.npy", keep_flow=out / "f.npy",
+            video, ext, post_encoder="none", maps_path=out / "maps.npy", keep_flow=out / "f.npy",
             progress=progress, cancel=stop,
         )  # fmt: skip
     assert list(out.iterdir()) == []  # no maps, no flow, no partial file
@@ -243,7 +243,7 @@ def test_kept_flow_maps_and_flow_cache_are_checked_on_reading(tmp_path, monkeypa
     video = make_whisker_sample(n_frames=12, height=32, width=48).video
     ext = DynamicFeatureExtractor(endpoint="Conv3d_2b_1x1", runtime="tensorflow")
     maps, kept, cache = tmp_path / "maps.npy", tmp_path / "kept.npy", tmp_path / "cache"
-    first = extract_features(video, ext, "none", maps_path=maps, keep_flow=kept,
+    first = extract_features(video, ext, post_encoder="none", maps_path=maps, keep_flow=kept,
                              keep_flow_dtype="float32", flow_cache=cache)  # fmt: skip
     # The dead run's work folder went, this run's too (TensorFlow's autograph files may stay).
     assert not [p for p in scratch.iterdir() if p.name.startswith(".flow-features")]
@@ -259,11 +259,11 @@ def test_kept_flow_maps_and_flow_cache_are_checked_on_reading(tmp_path, monkeypa
             read(path)
     # A changed cache entry is not used: the flow is computed again and the entry rewritten.
     _flip_byte(entry)
-    again = extract_features(video, ext, "gap", flow_cache=cache)
+    again = extract_features(video, ext, post_encoder="gap", flow_cache=cache)
     assert again.metadata["flow_reused"] is False
     assert _recorded_hash(entry) == sha256_file(entry)
     np.testing.assert_array_equal(np.load(entry), flow)
-    reused = extract_features(video, ext, "gap", flow_cache=cache)
+    reused = extract_features(video, ext, post_encoder="gap", flow_cache=cache)
     assert reused.metadata["flow_reused"] is True
     np.testing.assert_array_equal(reused.table.to_numpy(), again.table.to_numpy())
     assert not any(p.name.startswith(".") for p in tmp_path.rglob("*")), dead

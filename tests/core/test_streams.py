@@ -46,7 +46,11 @@ def test_rgb_rows_are_the_encoder_over_the_scaled_frames(streams):
     video = colour_video(16)
     seen = []
     result = extract_features(
-        video, streams["rgb"], "gap", max_side=None, flow_progress=lambda d, t: seen.append(d)
+        video,
+        streams["rgb"],
+        post_encoder="gap",
+        max_side=None,
+        flow_progress=lambda d, t: seen.append(d),
     )
     assert seen == [] and result.metadata["flow_method"] is None  # no optical flow at all
     assert result.metadata["stream"] == "rgb" and result.metadata["padded_frames"] == []
@@ -72,7 +76,7 @@ def test_two_stream_columns_equal_the_single_stream_runs(streams, windowing):
     for s, ext in streams.items():
         counts: list[int] = []
         runs[s] = extract_features(
-            video, ext, "point", points=points, max_side=None, windowing=windowing,
+            video, ext, post_encoder="point", points=points, max_side=None, windowing=windowing,
             clip_length=8, stride=4, flow_progress=lambda d, t, c=counts: c.append(t),
         ).table  # fmt: skip
         fields[s] = counts
@@ -91,8 +95,11 @@ def test_two_stream_columns_equal_the_single_stream_runs(streams, windowing):
 def test_two_stream_average_and_heatmap(streams):
     video = colour_video(16)
     avg = DynamicFeatureExtractor(stream="two-stream", fusion="average", **SMALL)
-    table = extract_features(video, avg, "gap", max_side=None).table
-    single = {s: extract_features(video, streams[s], "gap", max_side=None).table for s in streams}
+    table = extract_features(video, avg, post_encoder="gap", max_side=None).table
+    single = {
+        s: extract_features(video, streams[s], post_encoder="gap", max_side=None).table
+        for s in streams
+    }
     assert feature_columns(table)[:2] == ["f0000", "f0001"] and len(feature_columns(table)) == 256
     expected = (
         single["flow"].filter(like="f0").to_numpy() + single["rgb"].filter(like="f0").to_numpy()
@@ -107,7 +114,7 @@ def test_stream_mismatches_are_clear_errors(streams, tmp_path):
     flow = np.zeros((9, 32, 48, 2), np.float32)
     for s in ("rgb", "two-stream"):
         with pytest.raises(BadInputError, match=f"The {s} stream .* needs the video.s frames"):
-            extract_features(flow, streams[s], "gap")
+            extract_features(flow, streams[s], post_encoder="gap")
     with pytest.raises(
         BadInputError, match=r"rgb stream \(3 input channels\) but in_channels is 2"
     ):
@@ -119,7 +126,9 @@ def test_stream_mismatches_are_clear_errors(streams, tmp_path):
     with pytest.raises(BadInputError, match="rgb_checkpoint"):
         load_config(stream="two-stream", weights={"source": "deepmind", "checkpoint": "x"})
     with pytest.raises(BadInputError, match="keep_flow keeps optical flow"):
-        extract_features(colour_video(16), streams["rgb"], "gap", keep_flow=tmp_path / "f.npy")
+        extract_features(
+            colour_video(16), streams["rgb"], post_encoder="gap", keep_flow=tmp_path / "f.npy"
+        )
     # The registry knows a model's stream: a flow model asked for as RGB names both.
     small = DynamicFeatureExtractor(endpoint="Conv3d_1a_7x7", runtime="tensorflow")
     small.save_model_with_serializer(tmp_path / "reg", {"model_name": "m"})
@@ -136,7 +145,7 @@ def test_stream_mismatches_are_clear_errors(streams, tmp_path):
         )
     logits = DynamicFeatureExtractor(stream="rgb", endpoint="Logits", runtime="tensorflow")
     with pytest.raises(BadInputError, match="at least 193 px"):
-        extract_features(colour_video(16), logits, "gap", max_side=None)
+        extract_features(colour_video(16), logits, post_encoder="gap", max_side=None)
 
 
 def test_extract_cli_two_stream(tmp_path, capsys):
@@ -158,9 +167,9 @@ def test_extract_cli_two_stream(tmp_path, capsys):
 
 def test_two_stream_reuses_the_flow_cache(streams, tmp_path):
     video = colour_video(20)
-    first = extract_features(video, streams["two-stream"], "gap", max_side=None,
+    first = extract_features(video, streams["two-stream"], post_encoder="gap", max_side=None,
                              flow_cache=tmp_path / "cache")  # fmt: skip
-    again = extract_features(video, streams["two-stream"], "gap", max_side=None,
+    again = extract_features(video, streams["two-stream"], post_encoder="gap", max_side=None,
                              flow_cache=tmp_path / "cache")  # fmt: skip
     assert first.metadata.get("flow_cached") and again.metadata["flow_reused"]
     cols = feature_columns(first.table)

@@ -36,7 +36,7 @@ def test_result_matches_in_process_and_model_stays_warm(worker):
     seen = []
     reply = worker.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}},
                        progress=lambda d, t: seen.append((d, t)))  # fmt: skip
-    local = extract_features(flow(), DynamicFeatureExtractor(**CONFIG), "gap").table
+    local = extract_features(flow(), DynamicFeatureExtractor(**CONFIG), post_encoder="gap").table
     np.testing.assert_allclose(reply["table"].iloc[:, 1:].to_numpy(float),
                                local.iloc[:, 1:].to_numpy(float), rtol=1e-5, atol=1e-6)  # fmt: skip
     assert seen[-1] == (24, 24) and not reply["warm"]  # frames encoded

@@ -476,6 +476,52 @@ def extractor_from(args: argparse.Namespace, **overrides: Any) -> Any:
     return DynamicFeatureExtractor(args.config, **overrides)
 
 
+def extractor_for(config: Any) -> Any:
+    """The :class:`DynamicFeatureExtractor` of a run's encoder configuration, TensorFlow quiet.
+
+    Parameters
+    ----------
+    config : ExtractorConfig
+        The settings' ``extractor``.
+
+    Returns
+    -------
+    DynamicFeatureExtractor
+        The built extractor.
+    """
+    from .._tf_env import import_tensorflow_quietly
+    from ..model.extractor import DynamicFeatureExtractor
+
+    import_tensorflow_quietly()  # without the CUDA probing lines on a machine with no GPU
+    return DynamicFeatureExtractor(config=config)
+
+
+def max_side_option(text: str) -> int | str | None:
+    """``--max-side``: ``auto``, 0 (the video's size) or a longest side in pixels.
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    int, str or None
+        ``"auto"``, None for 0, or the number.
+    """
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--max-side takes auto, 0 (the video's size) or pixels, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--max-side must be at least 0, got {value}")
+    return value or None
+
+
 def output_folder(path: str) -> Path:
     """An ``--output-dir`` that is not a file (it may not exist yet).
 

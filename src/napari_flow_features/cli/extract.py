@@ -9,23 +9,30 @@ One source with ``-o FILE`` runs the single-video form
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
 from ._cluster import add_cluster_arguments, run_on_cluster
-from ._common import POINTS_FORMATS, POSITIVE_INT, console, defaults_of, extractor_from, parse_roi
+from ._common import (
+    POINTS_FORMATS,
+    POSITIVE_INT,
+    console,
+    defaults_of,
+    extractor_for,
+    max_side_option,
+    parse_roi,
+)
 
 logger = logging.getLogger(__name__)
 
 # Command-line options that are batch settings, and the extractor config fields they set.
 _OPTIONS = ("post_encoder", "interpolation", "interpolate_missing", "flow_method", "max_side",
             "start", "stop", "points_format", "keypoints", "individuals", "min_confidence",
-            "max_gap")  # fmt: skip
-_CONFIG_OPTIONS = ("endpoint", "clip_length", "stride", "runtime", "windowing", "chunk_length")
+            "max_gap", "points", "keep_flow", "keep_flow_dtype", "flow_cache", "predict")  # fmt: skip
+_CONFIG_OPTIONS = ("endpoint", "clip_length", "stride", "runtime", "windowing", "chunk_length",
+                   "stream", "fusion")  # fmt: skip
 _SINGLE_ONLY = ("output", "keep_flow", "flow_cache", "points")
 
 
@@ -110,9 +117,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--flow-method", default="dis",
                    choices=("dis", "farneback", "tvl1", "tvl1-skimage"),
                    help="flow method for a video source (DIS: fastest, see docs/performance.md)")  # fmt: skip
-    p.add_argument("--max-side", type=int, default=256,
-                   help="resize frames so the longest side is at most this before flow and encoder "
-                        "(0.25x the pixels of 640x480 at 256; give a large value to keep the size)")  # fmt: skip
+    p.add_argument("--max-side", type=max_side_option, default="auto",
+                   help="resize frames so the longest side is at most this before flow and encoder; "
+                        "auto: 256 px for a video (0.25x the pixels of 640x480), a flow file's own "
+                        "size; 0: the video's size")  # fmt: skip
     p.add_argument("--roi", help="x,y,w,h: only this region of the frame (video pixels)")
     p.add_argument("--start", type=int, help="first frame (default 0)")
     p.add_argument("--stop", type=int, help="frame after the last (default: the video's end)")
@@ -174,96 +182,82 @@ def run(args: argparse.Namespace) -> int:
     if not args.output:
         raise BadInputError("Give -o FILE for one source, or --output-dir DIR for a batch")
     args.source = args.sources[0]
-    with settings_file_for_one_video(args, args.extract_defaults):  # the dock's saved settings
-        return run_single(args)
+    return run_single(args, args.extract_defaults)
 
 
-def _weights_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The extractor's ``weights`` setting the options ask for."""
-    weights: dict[str, Any] = {} if args.seed is None else {"seed": args.seed}
+def _weights_of(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any] | None:
+    """The extractor's ``weights`` setting the options ask for (None: none given)."""
+    if args.checkpoint:
+        return {"source": "deepmind", "checkpoint": args.checkpoint,
+                "rgb_checkpoint": args.rgb_checkpoint}  # fmt: skip
+    if args.registry_dir:
+        return {"source": "registry", "registry_dir": args.registry_dir,
+                "model_name": args.model_name, "version": args.version}  # fmt: skip
+    weights: dict[str, Any] = {}
+    if _given(args, defaults, "seed"):
+        weights = {"source": "random", "seed": args.seed}
     if args.weights:
         weights["source"] = args.weights
-    if args.checkpoint:
-        weights = {"source": "deepmind", "checkpoint": args.checkpoint,
-                   "rgb_checkpoint": args.rgb_checkpoint}  # fmt: skip
-    elif args.registry_dir:
-        weights = {"source": "registry", "registry_dir": args.registry_dir,
-                   "model_name": args.model_name, "version": args.version}  # fmt: skip
-    return weights
+    return weights or None
 
 
-def run_single(args: argparse.Namespace) -> int:
+def run_single(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     """Features of ``args.source`` into ``args.output``, every input checked before any work.
+
+    The settings are built as for a batch (:func:`settings_from_args`: ``--config``, then every
+    option given); the source, its selection and its landmarks are checked before the model is
+    built.
 
     Parameters
     ----------
     args : argparse.Namespace
         The parsed command line, with ``source`` set.
+    defaults : dict
+        The parser's defaults.
 
     Returns
     -------
     int
         The exit status (0).
     """
-    from ..extract.landmarks import landmarks_from_args
-    from ..extract.pipeline import _prepare
+    from ..extract.plan import plan_source
     from ..extract.to_file import check_output_path, extract_to_file
 
-    # Every input is read and checked before the model is built or any flow computed.
     output = check_output_path(args.output)
-    for name in ("max_side", "stride", "clip_length", "chunk_length"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    roi = parse_roi(args.roi)
-    keep_flow = Path(args.keep_flow) if args.keep_flow else None
-    points = landmarks_from_args(args)  # read and checked against the video
-    _prepare(
-        args.source, args.post_encoder, points, args.interpolation,
-        args.interpolate_missing, args.start, args.stop, roi, args.max_side, args.flow_method,
-    )  # fmt: skip
-    overrides: dict[str, Any] = {"weights": _weights_of(args)}
-    for name in ("stride", "runtime", "windowing", "chunk_length", "stream", "fusion"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    if args.predict and not args.endpoint:
-        overrides["endpoint"] = "Logits"  # the Kinetics classifier's output
+    settings = settings_from_args(args, defaults)
+    checked = plan_source(args.source, settings)  # read and checked before the model is built
     console.status("building the I3D model ...")
-    extractor = extractor_from(args, **overrides)
+    extractor = extractor_for(settings.extractor)
     flow_bar = console.bar("optical flow", "field")
     bar = console.bar("I3D features", "frame")
     try:
         done = extract_to_file(
-            args.source, extractor, output, args.post_encoder, points=points,
-            interpolation=args.interpolation, flow_method=args.flow_method,
-            interpolate_missing=args.interpolate_missing, progress=bar, flow_progress=flow_bar,
-            start=args.start, stop=args.stop, roi=roi, max_side=args.max_side,
-            keep_flow=keep_flow, keep_flow_dtype=args.keep_flow_dtype, flow_cache=args.flow_cache,
-            status=lambda text: console.status(f"  {text}"), predict=args.predict,
+            args.source, extractor, output, settings, points=checked.landmarks, progress=bar,
+            flow_progress=flow_bar, status=lambda text: console.status(f"  {text}"),
         )  # fmt: skip
     finally:
         flow_bar.close()
         bar.close()
-    _print_single(args, done, keep_flow)
+    _print_single(args, done, settings)
     return 0
 
 
-def _print_single(args: argparse.Namespace, done: Any, keep_flow: Path | None) -> None:
+def _print_single(args: argparse.Namespace, done: Any, settings: Any) -> None:
     meta = done.metadata
     if meta.get("random_weights"):
         console.warning(f"WARNING: {meta['weights_note']}")
-    console.result(f"wrote {done.output}: {done.rows} rows, post-encoder {args.post_encoder}, end "
+    console.result(f"wrote {done.output}: {done.rows} rows, post-encoder {settings.post_encoder}, end "
                    f"point {meta['endpoint']}, {meta['windowing']} ({meta['n_windows']} encoder "
                    f"passes, {meta['encoder_frames_per_output_frame']:.2f} per frame), runtime "
                    f"{meta.get('runtime_used', '?')}, {meta['frames_per_second']} frames/s")  # fmt: skip
     if done.maps_path is not None:
         console.result(f"feature maps: {done.maps_path} {done.maps_shape}")
-    if keep_flow is not None:
-        console.result(f"flow kept: {keep_flow} ({args.keep_flow_dtype})")
+    if settings.keep_flow is not None:
+        console.result(f"flow kept: {settings.keep_flow} ({settings.keep_flow_dtype})")
     for pred in meta.get("predictions", [])[:3]:
         best = ", ".join(f"{n} {p:.2f}" for n, p in zip(pred["labels"], pred["probs"], strict=True))
         console.result(f"Kinetics, window at frame {pred['start_frame']}: {best}")
-    if args.post_encoder == "point":
+    if settings.post_encoder == "point":
         console.result(f"landmark rows without a point: {meta['missing_landmark_rows']}; outside "
                        f"the frame: {meta['outside_frame_rows']}; positions interpolated: "
                        f"{meta['interpolated_landmark_positions']}")  # fmt: skip
@@ -295,7 +289,11 @@ def _given(args: argparse.Namespace, parser_defaults: dict[str, Any], name: str)
 
 
 def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> Any:
-    """Batch settings: the ``--config`` YAML, then every option given with a non-default value.
+    """The run's settings: the ``--config`` YAML, then every option given with a non-default value.
+
+    The single-video form and the batch build their settings here, the same way: a settings file
+    saved by the napari dock (``extraction:`` section) or a plain extractor config, then the
+    options the command line gives.
 
     Parameters
     ----------
@@ -306,11 +304,11 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
 
     Returns
     -------
-    BatchSettings
-        The extractor fields and its ``extraction:`` section of the YAML, overridden by the
+    ExtractionSettings
+        The extractor fields and the ``extraction:`` section of the YAML, overridden by the
         options.
     """
-    from ..extract.batch import BatchSettings
+    from ..config import ExtractionSettings
 
     options = {name: getattr(args, name) for name in _OPTIONS if _given(args, defaults, name)}
     if args.roi is not None:
@@ -318,66 +316,12 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
     extractor: dict[str, Any] = {
         n: getattr(args, n) for n in _CONFIG_OPTIONS if _given(args, defaults, n)
     }
-    if args.checkpoint:
-        extractor["weights"] = {"source": "deepmind", "checkpoint": args.checkpoint}
-    elif args.registry_dir:
-        extractor["weights"] = {"source": "registry", "registry_dir": args.registry_dir,
-                                "model_name": args.model_name, "version": args.version}  # fmt: skip
-    elif _given(args, defaults, "seed"):
-        extractor["weights"] = {"source": "random", "seed": args.seed}
-    return BatchSettings.from_yaml(args.config, extractor=extractor, **options)
-
-
-@contextlib.contextmanager
-def settings_file_for_one_video(
-    args: argparse.Namespace, defaults: dict[str, Any]
-) -> Iterator[None]:
-    """Let the single-video form read a settings file with an ``extraction:`` section.
-
-    That is what the extraction dock saves: its options fill the command-line options left at
-    their defaults, and ``args.config`` points, for the run, at a temporary copy holding only the
-    extractor fields.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed command line (changed for the duration of the context).
-    defaults : dict
-        The parser's defaults.
-
-    Yields
-    ------
-    None
-        While ``args`` holds the file's settings.
-    """
-    import tempfile
-
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(Path(args.config).read_text()) if args.config else None
-    except (OSError, yaml.YAMLError):
-        loaded = None  # the usual config reading names the problem
-    if not isinstance(loaded, dict) or "extraction" not in loaded:
-        yield
-        return
-    from ..extract.batch import BatchSettings
-
-    settings = BatchSettings.from_yaml(args.config)  # checked whole, errors name the file
-    for name, value in settings.to_dict().items():
-        if name == "extractor" or _given(args, defaults, name) or not hasattr(args, name):
-            continue
-        if name == "roi":
-            value = None if value is None else ",".join(str(v) for v in value)
-        setattr(args, name, value)
-    with tempfile.TemporaryDirectory(prefix="flow-features-config-") as folder:
-        path = Path(folder) / "extractor.yaml"
-        path.write_text(yaml.safe_dump(settings.extractor), encoding="utf-8")
-        original, args.config = args.config, str(path)
-        try:
-            yield
-        finally:
-            args.config = original
+    weights = _weights_of(args, defaults)
+    if weights is not None:
+        extractor["weights"] = weights
+    if args.predict and not args.endpoint:
+        extractor["endpoint"] = "Logits"  # the Kinetics classifier's output
+    return ExtractionSettings.from_yaml(args.config, extractor=extractor, **options)
 
 
 def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:

@@ -359,11 +359,9 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
     when complete, with a ``source`` column and the batch record in its metadata). Returns the
     index record; any error is raised.
     """
-    import argparse
-
     from ..io.table_stream import TableStreamWriter
-    from .landmarks import landmarks_from_args
-    from .pipeline import _prepare, extract_features
+    from .pipeline import extract_features
+    from .plan import plan_source
 
     t0 = time.perf_counter()
     s = job.settings
@@ -372,11 +370,9 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
     stat = _stat(job.source)
     if stat is None:
         raise BadInputError(f"Video not found: {job.source}")
-    args = argparse.Namespace(source=job.source, **{k: v for k, v in s.to_dict().items()
-                                                    if k != "extractor"})  # fmt: skip
-    points = landmarks_from_args(args)  # read and checked against the video before any work
-    _prepare(job.source, s.post_encoder, points, s.interpolation, s.interpolate_missing,
-             s.start, s.stop, s.roi, s.max_side, s.flow_method)  # a bad video fails in ms  # fmt: skip
+    # The source, its selection and its landmarks are checked before the model is built: a bad
+    # video fails in milliseconds.
+    checked = plan_source(job.source, s)
     extractor = _extractor_for(s.extractor)
     source_name = str(job.source)
 
@@ -388,11 +384,8 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
     writer = TableStreamWriter(job.output)
     try:
         result = extract_features(
-            job.source, extractor, s.post_encoder, points=points,
-            interpolation=s.interpolation, flow_method=s.flow_method,
-            interpolate_missing=s.interpolate_missing, start=s.start, stop=s.stop, roi=s.roi,
-            max_side=s.max_side, row_sink=sink, progress=progress,
-        )  # fmt: skip
+            job.source, extractor, s, points=checked.landmarks, row_sink=sink, progress=progress
+        )
         meta = dict(result.metadata)
         meta[BATCH_META_KEY] = {
             "settings_hash": job.settings_hash,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import ExtractionSettings
 from ..errors import BadInputError
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ def extract_to_file(
     source: Any,
     extractor: Any,
     output: str | os.PathLike[str],
-    post_encoder: str = "gap",
-    **options: Any,
+    settings: ExtractionSettings | None = None,
+    **kwargs: Any,
 ) -> FileExtraction:
     """Run :func:`~napari_flow_features.extract.pipeline.extract_features` into ``output``.
 
@@ -111,11 +112,11 @@ def extract_to_file(
         The encoder.
     output : str or PathLike
         The feature file (:func:`check_output_path`).
-    post_encoder : str
-        ``none``, ``gap`` or ``point``; ``none`` also writes the maps (:func:`maps_path_for`).
-    **options
-        Passed on to ``extract_features`` (points, interpolation, progress, flow_progress,
-        status, start, stop, roi, max_side, keep_flow, flow_cache, predict...).
+    settings : ExtractionSettings, optional
+        The run's settings; post-encoder ``none`` also writes the maps (:func:`maps_path_for`).
+    **kwargs
+        The hooks of ``extract_features`` (points, progress, flow_progress, status, cancel) and
+        option shortcuts (``post_encoder="none"``, ``start=10``...).
 
     Returns
     -------
@@ -128,14 +129,21 @@ def extract_to_file(
     from ..io.table_stream import TableStreamWriter
     from ..io.tables import feature_columns
     from .pipeline import extract_features
+    from .plan import run_settings
 
     output = check_output_path(output)
-    maps_path = maps_path_for(output, post_encoder)
+    hooks = {k: kwargs.pop(k) for k in list(kwargs) if k in _HOOKS}
+    settings = run_settings(extractor, settings)
+    if kwargs:
+        settings = settings.replace(**kwargs)
+    maps_path = maps_path_for(output, settings.post_encoder)
+    if maps_path is not None:
+        settings = settings.replace(maps_path=str(maps_path))
     sink = None if output.suffix.lower() == ".npz" else TableStreamWriter(output)
     try:
         result = extract_features(
-            source, extractor, post_encoder, maps_path=maps_path,
-            row_sink=sink.write if sink is not None else None, **options,
+            source, extractor, settings, row_sink=sink.write if sink is not None else None,
+            **hooks,
         )  # fmt: skip
         meta = result.metadata
         if sink is not None:
@@ -155,3 +163,7 @@ def extract_to_file(
     logger.info("wrote %s: %d rows", output, rows)
     maps_shape = tuple(result.feature_maps.shape) if maps_path is not None else None
     return FileExtraction(output, rows, meta, maps_path, maps_shape)
+
+
+#: Keywords of :func:`extract_to_file` that are hooks of the run, not settings.
+_HOOKS = ("points", "progress", "flow_progress", "status", "cancel")

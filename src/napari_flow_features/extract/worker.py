@@ -39,6 +39,31 @@ class WorkerError(Exception):
     """A job failed inside the worker; the message is the child's error text."""
 
 
+def job_settings(job: dict) -> Any:
+    """The run's :class:`~napari_flow_features.config.ExtractionSettings` of a worker job.
+
+    A job gives ``settings`` (``ExtractionSettings.to_dict()``, what the extraction dock sends) or,
+    the older form, ``extractor`` (config fields) and ``options`` (option shortcuts); ``points``
+    (in-memory landmarks) travel beside them, not in the settings.
+    """
+    from ..config import ExtractionSettings
+
+    if "settings" in job:
+        return ExtractionSettings.from_dict(job["settings"], "the job's settings")
+    options = {k: v for k, v in job.get("options", {}).items() if k != "points"}
+    settings = ExtractionSettings(extractor=_config_key(job.get("extractor") or {}))
+    return settings.replace(**options) if options else settings
+
+
+def _model_key(settings: Any) -> Any:
+    """The warm-model cache key: the encoder's fields that make the model (run fields at default)."""
+    from ..config import ExtractorConfig
+    from .plan import RUN_FIELDS
+
+    defaults = ExtractorConfig()
+    return settings.extractor.replace(**{k: getattr(defaults, k) for k in RUN_FIELDS})
+
+
 def _config_key(config: Any) -> Any:
     """The warm-model cache key of a job's extractor config.
 
@@ -124,7 +149,10 @@ def _child_main(
         os.makedirs(job_dir, exist_ok=True)
         tempfile.tempdir = job_dir
         try:
-            key = _config_key(job["extractor"])
+            settings = job_settings(job)
+            if settings.flow_cache is None:
+                settings = settings.replace(flow_cache=flow_cache)
+            key = _model_key(settings)
             was_warm = key in warm
             if was_warm:
                 warm.move_to_end(key)
@@ -137,13 +165,14 @@ def _child_main(
             result = extract_features(
                 job["source"],
                 warm[key],
+                settings,
+                points=job.get("points", job.get("options", {}).get("points")),
                 progress=lambda done, total: replies.put(("progress", done, total)),
                 # Flow is its own phase with its own bar: it runs ahead of the encoder.
                 flow_progress=lambda done, total: replies.put(("flow", done, total)),
                 # The pipeline's phases (flow, compiling, the time estimate) as status events.
                 status=lambda text: replies.put(("status", str(text))),
                 cancel=cancel.is_set,
-                **{"flow_cache": flow_cache, **job.get("options", {})},
             )
             maps = result.feature_maps
             replies.put(

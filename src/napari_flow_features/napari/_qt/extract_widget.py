@@ -163,6 +163,8 @@ def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
 
 #: Per-frame schemes (docs/performance.md): label → config value.
 WINDOWING_CHOICES = {"chunked (seamless)": "chunked", "sliding windows": "sliding"}
+#: The resize before flow and encoder: the command line's default, the video's size, or a side.
+RESIZE_CHOICES = {"auto": "auto", "full size": "full", "longest side (px)": "custom"}
 #: The extractor config's stream values (docs/streams.md).
 STREAM_CHOICES = ("flow", "rgb", "two-stream")
 
@@ -248,7 +250,11 @@ class ExtractWidget(Container):
                                tooltip="fill gaps of at most this many frames linearly")  # fmt: skip
         self.fill_method = ComboBox(label="fill keyframes", choices=list(FILL_CHOICES))
         self.fill_button = PushButton(text="Fill between keyframes")
-        self.max_side = SpinBox(label="max side (px, 0: full)", value=0, min=0, max=8192,
+        self.resize = ComboBox(label="resize", choices=list(RESIZE_CHOICES), value="auto",
+                               tooltip="auto: a video's longest side to 256 px before flow and "
+                                       "encoder (as the command line does; a flow file keeps its "
+                                       "size); full size; or a longest side of your own")  # fmt: skip
+        self.max_side = SpinBox(label="max side (px)", value=256, min=8, max=8192,
                                 tooltip="resize frames so the longest side is at most this before "
                                         "flow and encoder (faster; docs/performance.md)")  # fmt: skip
         self.roi = ComboBox(label="region", choices=lambda _: self._roi_choices(),
@@ -283,13 +289,13 @@ class ExtractWidget(Container):
             self.rgb_checkpoint, self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
             self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation,
             self.points, self.load_tracks_button, self.min_confidence, self.max_gap,
-            self.fill_method, self.fill_button, self.max_side, self.roi, self.keep_flow,
+            self.fill_method, self.fill_button, self.resize, self.max_side, self.roi, self.keep_flow,
             self.heatmap, self.channel, self.predict,
             self.replace, self.save_settings_button, self.run_frame, self.run_all,
             self.cancel_button, self.status, self.predictions,
         ])  # fmt: skip
         for widget in (self.source, self.stream, self.weights, self.post_encoder, self.heatmap,
-                       self.windowing):  # fmt: skip
+                       self.windowing, self.resize):  # fmt: skip
             widget.changed.connect(self._update_visibility)
         self.run_frame.changed.connect(lambda *_: self.run(current_frame=True))
         self.run_all.changed.connect(lambda *_: self.run(current_frame=False))
@@ -359,19 +365,20 @@ class ExtractWidget(Container):
         self.channel.visible = self.heatmap.value == "one channel"
         sliding = WINDOWING_CHOICES[self.windowing.value] == "sliding"
         self.clip_length.visible = self.stride.visible = sliding
+        self.max_side.visible = RESIZE_CHOICES[self.resize.value] == "custom"
 
     def extractor_config(self) -> dict:
         """The DynamicFeatureExtractor configuration the form describes."""
         cfg: dict[str, Any] = {
             "endpoint": self.endpoint.value,
-            "clip_length": int(self.clip_length.value),
-            "stride": int(self.stride.value),
             "windowing": WINDOWING_CHOICES[self.windowing.value],
             "runtime": self.runtime.value,
             "stream": self.stream.value,
         }
         if self.predict.value:  # the Kinetics classifier: Logits over sliding windows
             cfg["endpoint"], cfg["windowing"] = "Logits", "sliding"
+        if cfg["windowing"] == "sliding":  # the window options shape sliding windows only
+            cfg["clip_length"], cfg["stride"] = int(self.clip_length.value), int(self.stride.value)
         kind = self.weights.value
         if kind == "DeepMind pretrained":
             cfg["weights"] = {"source": "pretrained"}
@@ -403,10 +410,17 @@ class ExtractWidget(Container):
             post_encoder=POST_ENCODER_CHOICES[self.post_encoder.value],
             interpolation=INTERPOLATION_CHOICES[self.interpolation.value],
             flow_method=self.flow_method.value,
-            max_side=int(self.max_side.value) or None,  # 0: the video's own size
+            max_side=self.max_side_setting(),
             min_confidence=float(self.min_confidence.value) or None,
             max_gap=int(self.max_gap.value) or None,
         )
+
+    def max_side_setting(self) -> int | str | None:
+        """The ``max_side`` setting of the resize choice: ``auto``, None (full size) or pixels."""
+        choice = RESIZE_CHOICES[self.resize.value]
+        if choice == "custom":
+            return int(self.max_side.value)
+        return "auto" if choice == "auto" else None
 
     def save_settings(self, path: str) -> Any:
         """Write the form's settings as YAML.
@@ -430,6 +444,26 @@ class ExtractWidget(Container):
                 show_error(f"Save settings: {exc}")
 
     # -- running -------------------------------------------------------------------------------
+    def _job(self, layer: Any, points_layer: Any, current_frame: bool) -> dict:
+        """The model worker's job: the form's settings, the source, the layer's landmarks."""
+        heat = HEATMAP_CHOICES[self.heatmap.value]
+        changes: dict[str, Any] = {
+            "heatmap": int(self.channel.value) if heat == "channel" else heat
+        }
+        if self.roi.value is not None:
+            changes["roi"] = roi_from_shapes(self.roi.value, layer)
+        keep = str(self.keep_flow.value or "")
+        if keep not in ("", "."):
+            if current_frame:
+                raise ValueError("keep flow needs Run all frames (not one frame)")
+            changes["keep_flow"] = keep
+        changes["predict"] = bool(self.predict.value)
+        if current_frame:  # the frame on screen (not axis 0 behind a channel slider)
+            changes["frames"] = [_axes.current_frame(self._viewer, layer)]
+        settings = self.batch_settings().replace(**changes)
+        points = self.landmarks(points_layer, layer) if points_layer is not None else None
+        return {"settings": settings.to_dict(), "source": job_source(layer), "points": points}
+
     def run(self, current_frame: bool = False) -> Any:
         """Start a run on the layers selected now; returns the napari worker (tests wait on it)."""
         from napari.qt.threading import thread_worker
@@ -446,34 +480,7 @@ class ExtractWidget(Container):
                 raise ValueError("add a video or flow layer first")
             if post == "point" and points_layer is None:
                 raise ValueError("Spatial Point Extraction needs a Points layer with landmarks")
-            heat = HEATMAP_CHOICES[self.heatmap.value]
-            options: dict[str, Any] = {
-                "post_encoder": post,
-                "interpolation": INTERPOLATION_CHOICES[self.interpolation.value],
-                "flow_method": self.flow_method.value,
-                "heatmap": int(self.channel.value) if heat == "channel" else heat,
-            }
-            if points_layer is not None:
-                options["points"] = self.landmarks(points_layer, layer)
-            if self.max_side.value:
-                options["max_side"] = int(self.max_side.value)
-            if self.roi.value is not None:
-                options["roi"] = roi_from_shapes(self.roi.value, layer)
-            keep = str(self.keep_flow.value or "")
-            if keep not in ("", "."):
-                if current_frame:
-                    raise ValueError("keep flow needs Run all frames (not one frame)")
-                options["keep_flow"] = keep
-            if self.predict.value:
-                options["predict"] = True
-            frame = _axes.current_frame(self._viewer, layer)  # not axis 0 behind a channel slider
-            if current_frame:
-                options["frames"] = [frame]
-            job = {
-                "extractor": self.extractor_config(),
-                "source": job_source(layer),
-                "options": options,
-            }
+            job = self._job(layer, points_layer, current_frame)
         except Exception as exc:  # every input problem becomes a notification
             show_error(f"I3D feature extraction: {exc}")
             return None
@@ -498,9 +505,8 @@ class ExtractWidget(Container):
         self._worker = worker
         self.run_frame.enabled = self.run_all.enabled = False
         self.cancel_button.enabled = True
-        self.status.value = (
-            f"running on {'frame ' + str(frame) if current_frame else 'all frames'}…"
-        )
+        frames = job["settings"]["frames"]
+        self.status.value = f"running on {f'frame {frames[0]}' if frames else 'all frames'}…"
         worker.start()
         return worker
 

@@ -1,0 +1,655 @@
+"""The run's plan: one source and one settings object resolved once, checked before any work.
+
+:func:`plan_run` opens the source (no pixels decoded beyond the first frame), decides what applies
+to it and checks every choice: a default that does not apply to this source is not applied
+(``max_side: auto`` leaves a flow file at its size; ``windowing: chunked`` becomes ``sliding`` for
+an end point that pools a whole clip), and an explicit choice that cannot apply is an error naming
+it (``roi`` on a flow file, ``clip_length`` under chunked windowing). The plan is what the run's
+metadata records (:meth:`RunPlan.record`): every option that shaped the result and none that did
+not.
+
+Pure (no Qt, no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import AUTO_MAX_SIDE, CHUNK_MARGIN, ExtractionSettings, ExtractorConfig
+from ..errors import BadInputError
+from .landmarks import Landmarks, landmarks_from_points
+from .post_encoders import FrameAssignment, assign_frames
+from .streaming import (
+    FrameSelection,
+    Span,
+    padded_length,
+    plan_chunks,
+    select_frames,
+    step_positions,
+)
+
+#: Encoder fields that shape the run (how the encoder is applied), not the model itself: they are
+#: taken from the settings, whatever the extractor was built with.
+RUN_FIELDS = ("windowing", "chunk_length", "clip_length", "stride", "batch_size")
+#: End points that pool a whole clip: no per-step maps, so no chunked windowing.
+CLIP_POOLING_ENDPOINTS = ("Logits", "Predictions")
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """An opened source: a video (flow is computed) or a flow sequence.
+
+    Attributes
+    ----------
+    kind : str
+        ``video`` or ``flow``.
+    data : object
+        A lazy video (``(T, H, W[, 3])``) or a flow sequence ``(T-1, H, W, 2)``.
+    name : str
+        Its path or a description, for messages and metadata.
+    n_frames : int
+        Video frames (a flow sequence's fields + 1).
+    frame_hw : tuple of int
+        ``(H, W)`` of a frame (of a field for flow).
+    flow_info : dict
+        How the flow is made (method) or was made (a flow file's sidecar).
+    to_flow : tuple of float or None
+        ``(sy, sx)`` from video pixels to the flow's pixels, when a flow file's sidecar says it
+        was computed at another size than the video's.
+    """
+
+    kind: str
+    data: Any
+    name: str
+    n_frames: int
+    frame_hw: tuple[int, int]
+    flow_info: dict = field(default_factory=dict)
+    to_flow: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkSchedule:
+    """Chunked windowing: fully convolutional passes whose kept steps tile the needed ones.
+
+    Attributes
+    ----------
+    time_stride : int
+        Frames per feature-map step.
+    passes : tuple of Span
+        The encoder passes over the padded frames, in order.
+    first_step, last_step : int
+        The first and last feature-map step any wanted frame reads.
+    k0, k1, w1 : numpy.ndarray
+        Per wanted frame: the steps it interpolates between and the weight of ``k1``.
+    """
+
+    time_stride: int
+    passes: tuple[Span, ...]
+    first_step: int
+    last_step: int
+    k0: np.ndarray
+    k1: np.ndarray
+    w1: np.ndarray
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """Frames ``(lo, hi)`` each pass reads."""
+        return [(p.lo, p.hi) for p in self.passes]
+
+
+@dataclass(frozen=True, eq=False)
+class WindowSchedule:
+    """Sliding windowing: the seed's windows, of which only those that wanted frames take.
+
+    Attributes
+    ----------
+    length, stride, batch_size : int
+        Window length, frames between window starts, windows per encoder call.
+    starts : list of int
+        Every window's first frame.
+    assign : FrameAssignment
+        Which window each frame takes its row from.
+    needed : list of int
+        The windows that wanted frames take, in order.
+    """
+
+    length: int
+    stride: int
+    batch_size: int
+    starts: list[int]
+    assign: FrameAssignment
+    needed: list[int]
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """Frames ``(lo, hi)`` each needed window reads."""
+        return [(self.starts[k], self.starts[k] + self.length) for k in self.needed]
+
+
+@dataclass(frozen=True, eq=False)
+class RunPlan:
+    """Everything one run decided before any flow is computed.
+
+    Attributes
+    ----------
+    settings : ExtractionSettings
+        The settings the run was asked for.
+    source : Source
+        The opened source.
+    sel : FrameSelection
+        Frame range, region and the size flow and encoder see.
+    stream : str
+        ``flow``, ``rgb`` or ``two-stream``.
+    endpoint : str
+        The encoder's end point.
+    windowing : str
+        ``chunked`` or ``sliding`` (resolved for the end point).
+    schedule : ChunkSchedule or WindowSchedule
+        The encoder passes.
+    wanted : numpy.ndarray
+        Frames (relative to ``sel.start``) that get rows, in order.
+    landmarks : Landmarks or None
+        Point post-encoder: positions over the range, frame 0 = ``sel.start``.
+    max_side : int or None
+        The resize applied (``auto`` resolved).
+    notes : tuple of str
+        Defaults that did not apply to this source, said once.
+    """
+
+    settings: ExtractionSettings
+    source: Source
+    sel: FrameSelection
+    stream: str
+    endpoint: str
+    windowing: str
+    schedule: ChunkSchedule | WindowSchedule
+    wanted: np.ndarray
+    landmarks: Landmarks | None
+    max_side: int | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_entries(self) -> int:
+        """Encoder input entries: flow fields (``T - 1``), or frames for the RGB stream."""
+        return self.sel.n_frames - 1 if self.stream == "flow" else self.sel.n_frames
+
+    @property
+    def entry_range(self) -> tuple[int, int]:
+        """The entries ``lo .. hi - 1`` the passes read (past the last: edge padding)."""
+        spans = self.schedule.spans
+        lo = min(spans[0][0], self.n_entries - 1)
+        return lo, min(max(hi for _, hi in spans), self.n_entries)
+
+    def record(self) -> dict[str, Any]:
+        """The options that shaped the result, for the run's metadata.
+
+        Returns
+        -------
+        dict
+            Source, selection, stream, post-encoder, windowing and its parameters (only those of
+            the scheme used), landmarks' options; no option that did not apply.
+        """
+        s, sched = self.settings, self.schedule
+        out: dict[str, Any] = {
+            "source": self.source.name,
+            "source_kind": self.source.kind,
+            "post_encoder": s.post_encoder,
+            "interpolation": s.interpolation if s.post_encoder == "point" else None,
+            "n_frames": self.sel.n_frames,
+            "frame_shape": list(self.sel.work_hw),
+            **self.sel.describe(),
+            "max_side": self.max_side,
+            "stream": self.stream,
+            "windowing": self.windowing,
+            "n_windows": len(sched.spans),
+            "encoder_frames_per_output_frame": sum(hi - lo for lo, hi in sched.spans)
+            / max(1, len(self.wanted)),
+            # Frames whose flow entry is the edge-padded last field (RGB pads nothing).
+            "padded_frames": [] if self.stream == "rgb" else [self.sel.stop - 1],
+            "rows_frames": "all" if s.frames is None else [int(f) for f in s.frames],
+        }
+        if isinstance(sched, ChunkSchedule):
+            out.update(
+                chunk_length=self.settings.extractor.chunk_length,
+                chunk_margin=CHUNK_MARGIN,
+                chunks=[list(span) for span in sched.spans],
+                windows=[],
+            )
+        else:
+            out.update(
+                clip_length=sched.length,
+                stride=sched.stride,
+                batch_size=sched.batch_size,
+                windows=[int(k) for k in sched.needed],
+                chunks=[],
+            )
+        if self.landmarks is not None:
+            out.update(self.landmarks.metadata())
+            out["interpolate_missing"] = s.interpolate_missing
+            if self.landmarks.filled_at is not None:  # counted over the rows written
+                filled = self.landmarks.filled_at[:, self.wanted]
+                out["interpolated_landmark_positions"] = int(filled.sum())
+        if self.notes:
+            out["plan_notes"] = list(self.notes)
+        return out
+
+
+# -- the source --------------------------------------------------------------------------------
+def open_source(source: Any) -> Source:
+    """Open a video or flow source lazily and check its shape.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or array_like
+        A video file, a flow file (``.npy``, ``.npz``, ``.flo`` folder), a frame array (uint8
+        ``(T, H, W[, 3])``) or a flow array (float ``(T-1, H, W, 2)``).
+
+    Returns
+    -------
+    Source
+        The opened source.
+
+    Raises
+    ------
+    BadInputError
+        A source of no known kind, a video of fewer than 2 frames, or a flow of the wrong shape.
+    """
+    from ..io.flow_files import read_flow, validate_flow_array
+    from ..io.video import VIDEO_EXTENSIONS, VideoArray
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return _video_source(VideoArray(path), str(path))
+        flow, name = read_flow(path), str(path)
+    elif hasattr(source, "shape") and np.dtype(source.dtype).kind == "f":
+        flow, name = source, "flow array"
+    elif hasattr(source, "shape"):
+        if len(source.shape) not in (3, 4):
+            raise BadInputError(
+                f"A video must be (T, H, W) or (T, H, W, 3); got {tuple(source.shape)}"
+            )
+        return _video_source(source, str(getattr(source, "path", "video array")))
+    else:
+        raise BadInputError(f"Cannot extract features from {type(source).__name__}")
+    validate_flow_array(flow, name)
+    if flow.ndim != 4:
+        raise BadInputError(
+            f"Need a flow sequence (T-1, H, W, 2); got one field {flow.shape}: {name}"
+        )
+    frame_hw = (int(flow.shape[1]), int(flow.shape[2]))
+    info, video_hw = _flow_file_spec(source)
+    to_flow = None
+    # Landmarks are in video pixels; flow computed at another size (its sidecar says so) maps
+    # them by pixel centres: x_flow = (x + 0.5) * W_flow / W_video - 0.5.
+    if video_hw is not None and tuple(video_hw) != frame_hw:
+        to_flow = (frame_hw[0] / video_hw[0], frame_hw[1] / video_hw[1])
+        info["landmarks_scaled_to_flow"] = list(to_flow)
+    return Source("flow", flow, name, int(flow.shape[0]) + 1, frame_hw, info, to_flow)
+
+
+def _video_source(frames: Any, name: str) -> Source:
+    n_total = len(frames)
+    if n_total < 2:
+        raise BadInputError(f"Optical flow needs at least 2 frames; the video has {n_total}")
+    first = np.shape(frames[0])
+    return Source("video", frames, name, n_total, (int(first[0]), int(first[1])))
+
+
+def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
+    """Flow method and the video's (H, W) from a flow file's sidecar (``<file>.json``)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return {"flow_method": "given"}, None
+    try:
+        spec = json.loads(Path(str(source) + ".json").read_text())
+    except (OSError, ValueError):
+        return {"flow_method": "given"}, None
+    if not isinstance(spec, dict):
+        return {"flow_method": "given"}, None
+    info = {"flow_method": spec.get("flow_method") or "given"}
+    if spec.get("flow_preset"):
+        info["flow_preset"] = spec["flow_preset"]
+    if spec.get("source"):
+        info["flow_source_video"] = spec["source"]
+    return info, spec.get("video_shape")
+
+
+# -- the plan ----------------------------------------------------------------------------------
+def run_settings(extractor: Any, settings: ExtractionSettings | None) -> ExtractionSettings:
+    """The settings a run uses: ``settings``, or the extractor's own configuration's defaults.
+
+    Parameters
+    ----------
+    extractor : DynamicFeatureExtractor
+        The encoder that runs.
+    settings : ExtractionSettings or None
+        What was asked for.
+
+    Returns
+    -------
+    ExtractionSettings
+        Settings whose encoder fields describe ``extractor``.
+
+    Raises
+    ------
+    BadInputError
+        The settings describe another model than ``extractor`` (the differing fields are named).
+    """
+    built: ExtractorConfig | None = getattr(extractor, "config", None)
+    if settings is None:
+        return ExtractionSettings(extractor=built) if built is not None else ExtractionSettings()
+    if built is not None:
+        asked = settings.extractor
+        differ = [
+            f"{name} {getattr(asked, name)!r} (the extractor has {getattr(built, name)!r})"
+            for name in ExtractorConfig.field_names()
+            if name not in RUN_FIELDS and getattr(asked, name) != getattr(built, name)
+        ]
+        if differ:
+            raise BadInputError(
+                "The settings describe another model than the extractor: "
+                + "; ".join(differ)
+                + ". Build the extractor from the settings: "
+                "DynamicFeatureExtractor(config=settings.extractor)"
+            )
+    return settings
+
+
+@dataclass(frozen=True, eq=False)
+class SourcePlan:
+    """The part of a plan that needs no model: the source, its selection and its landmarks.
+
+    Made by :func:`plan_source` before a model is built, so a bad input fails in milliseconds.
+
+    Attributes
+    ----------
+    source : Source
+        The opened source.
+    sel : FrameSelection
+        Frame range, region and work size.
+    max_side : int or None
+        The resize applied.
+    notes : tuple of str
+        Defaults that did not apply.
+    wanted : numpy.ndarray
+        Frames (relative to ``sel.start``) that get rows.
+    landmarks : Landmarks or None
+        The landmarks over the whole source (the plan cuts them to the range).
+    """
+
+    source: Source
+    sel: FrameSelection
+    max_side: int | None
+    notes: tuple[str, ...]
+    wanted: np.ndarray
+    landmarks: Landmarks | None
+
+
+def plan_source(source: Any, settings: ExtractionSettings, points: Any = None) -> SourcePlan:
+    """Open the source and check the selection and the landmarks (no model needed).
+
+    Parameters
+    ----------
+    source : path or array_like
+        A video or a flow sequence (see :func:`open_source`).
+    settings : ExtractionSettings
+        The run's settings.
+    points : object, optional
+        Landmarks given in memory; else ``settings.points`` (a file) is read.
+
+    Returns
+    -------
+    SourcePlan
+        The checked source.
+
+    Raises
+    ------
+    BadInputError
+        Any choice that cannot apply to this source, named.
+    """
+    src = source if isinstance(source, Source) else open_source(source)
+    _windowing(settings.extractor, settings.extractor.endpoint)  # before any model is built
+    sel, max_side, notes = _selection(src, settings)
+    wanted = _wanted_frames(settings.frames, sel)
+    landmarks = _landmarks(settings, points, src)
+    _check_outputs(settings, src)
+    return SourcePlan(src, sel, max_side, notes, wanted, landmarks)
+
+
+def plan_run(
+    source: Any, extractor: Any, settings: ExtractionSettings, points: Any = None
+) -> RunPlan:
+    """Resolve ``settings`` against ``source`` and check every choice, before any work.
+
+    Parameters
+    ----------
+    source : path, array_like or SourcePlan
+        A video or a flow sequence (see :func:`open_source`), or its :func:`plan_source`.
+    extractor : DynamicFeatureExtractor
+        The encoder (its stream, channels and end point).
+    settings : ExtractionSettings
+        The run's settings (see :func:`run_settings`).
+    points : object, optional
+        Landmarks given in memory (a Points layer's data, a table, :class:`Landmarks`); else
+        ``settings.points`` (a file) is read.
+
+    Returns
+    -------
+    RunPlan
+        The plan.
+
+    Raises
+    ------
+    BadInputError
+        Any choice that cannot apply to this source, named.
+    """
+    checked = source if isinstance(source, SourcePlan) else plan_source(source, settings, points)
+    src, sel = checked.source, checked.sel
+    stream = _check_stream(src, extractor, settings)
+    endpoint = str(extractor.effective_config["endpoint"])
+    _check_endpoint(extractor, endpoint, sel, settings)
+    windowing, more = _windowing(settings.extractor, endpoint)
+    if windowing == "chunked":
+        schedule: ChunkSchedule | WindowSchedule = _chunk_schedule(
+            sel.n_frames, checked.wanted, endpoint, settings
+        )
+    else:
+        schedule = _window_schedule(sel.n_frames, checked.wanted, settings.extractor)
+    landmarks = None
+    if checked.landmarks is not None:
+        landmarks = checked.landmarks.frames(sel.start, sel.stop)
+    return RunPlan(
+        settings, src, sel, stream, endpoint, windowing, schedule, checked.wanted, landmarks,
+        checked.max_side, (*checked.notes, *more),
+    )  # fmt: skip
+
+
+def _selection(
+    src: Source, settings: ExtractionSettings
+) -> tuple[FrameSelection, int | None, tuple[str, ...]]:
+    """Frame range, region and resize; ``max_side: auto`` resolved for the source's kind."""
+    s = settings
+    if src.kind == "video":
+        max_side = AUTO_MAX_SIDE if s.max_side == "auto" else s.max_side
+        assert not isinstance(max_side, str)  # "auto" is the only text the settings allow
+        sel = select_frames(src.n_frames, src.frame_hw, s.start, s.stop, s.roi, max_side)
+        return sel, max_side, ()
+    if s.roi is not None:
+        raise BadInputError(
+            f"roi {list(s.roi)} applies when flow is computed from a video; {src.name} is a flow "
+            "sequence: compute its flow again from the video with that roi, or leave roi out"
+        )
+    h, w = src.frame_hw
+    if s.max_side not in ("auto", None) and s.max_side != max(h, w):
+        raise BadInputError(
+            f"max_side {s.max_side} applies when flow is computed from a video; {src.name} is "
+            f"flow at its own size ({w}x{h}): leave max_side at auto (or null), or compute the "
+            "flow again from the video at that size"
+        )
+    notes = ("max_side auto: a flow file keeps its own size",) if s.max_side == "auto" else ()
+    return select_frames(src.n_frames, src.frame_hw, s.start, s.stop), None, notes
+
+
+def _check_stream(src: Source, extractor: Any, settings: ExtractionSettings) -> str:
+    cfg = extractor.effective_config
+    stream = cfg.get("stream") or "flow"
+    if src.kind == "flow":
+        if stream != "flow":
+            channels = {"rgb": "3 input channels", "two-stream": "2 + 3 input channels"}[stream]
+            raise BadInputError(
+                f"The {stream} stream ({channels}) needs the video's frames, but {src.name} is "
+                "optical flow (2 channels): give the video, or use a flow model"
+            )
+        extractor._check_flow(src.data)
+    elif cfg["in_channels"] != 2 and stream == "flow":
+        raise BadInputError(
+            f"The model takes {cfg['in_channels']} input channels but optical flow has 2"
+        )
+    if settings.keep_flow is not None and stream == "rgb":
+        raise BadInputError("keep_flow keeps optical flow; the rgb stream computes none")
+    return str(stream)
+
+
+def _check_endpoint(
+    extractor: Any, endpoint: str, sel: FrameSelection, settings: ExtractionSettings
+) -> None:
+    if endpoint in CLIP_POOLING_ENDPOINTS:
+        h, w = extractor.resized_shape(*sel.work_hw)
+        if min(math.ceil(h / 32), math.ceil(w / 32)) < 7:
+            raise BadInputError(
+                f"The {endpoint} end point pools 7x7 Mixed_5c cells: frames must be at least "
+                f"193 px on each side (DeepMind used 224x224), these are {w}x{h}; raise max_side"
+            )
+    if settings.predict:
+        if endpoint != "Logits":
+            raise BadInputError(f"Kinetics predictions need the Logits end point, not {endpoint}")
+        source = extractor.effective_config["weights"]["source"]
+        if source not in ("deepmind", "pretrained"):
+            raise BadInputError(
+                f"Kinetics predictions need DeepMind's weights; these are {source} "
+                "(a random network's classes mean nothing)"
+            )
+
+
+def _windowing(config: ExtractorConfig, endpoint: str) -> tuple[str, tuple[str, ...]]:
+    """The scheme used, and the check that no option of the other scheme was changed."""
+    defaults = ExtractorConfig()
+    windowing = config.windowing
+    notes: tuple[str, ...] = ()
+    if windowing == "chunked" and endpoint in CLIP_POOLING_ENDPOINTS:
+        # The Logits head pools a whole clip: no per-step maps to chunk.
+        windowing = "sliding"
+        notes = (f"windowing sliding: the {endpoint} end point pools whole clips",)
+    other = ("clip_length", "stride", "batch_size") if windowing == "chunked" else ("chunk_length",)
+    changed = [n for n in other if getattr(config, n) != getattr(defaults, n)]
+    if changed:
+        values = ", ".join(f"{n} {getattr(config, n)}" for n in changed)
+        fix = "windowing: sliding" if windowing == "chunked" else "windowing: chunked"
+        raise BadInputError(
+            f"{values} shape{'s' if len(changed) == 1 else ''} {_other(windowing)} windowing, "
+            f"but this run is {windowing}: set {fix}, or leave "
+            f"{'it' if len(changed) == 1 else 'them'} at the default"
+        )
+    return windowing, notes
+
+
+def _other(windowing: str) -> str:
+    return "sliding" if windowing == "chunked" else "chunked"
+
+
+def _wanted_frames(frames: tuple[int, ...] | None, sel: FrameSelection) -> np.ndarray:
+    if frames is None:
+        return np.arange(sel.n_frames)
+    wanted = np.asarray(frames, int) - sel.start
+    if wanted.min() < 0 or wanted.max() >= sel.n_frames:
+        bad = [f for f in frames if not sel.start <= f < sel.stop]
+        raise BadInputError(
+            f"Frame {bad[0]} is out of range: the run covers frames {sel.start}..{sel.stop - 1}"
+        )
+    return wanted
+
+
+def _chunk_schedule(
+    n: int, wanted: np.ndarray, endpoint: str, settings: ExtractionSettings
+) -> ChunkSchedule:
+    from ..model.i3d import ENDPOINT_STRIDES
+
+    ts = ENDPOINT_STRIDES[endpoint][0]
+    n_steps = padded_length(n) // ts
+    k0, k1, w1 = step_positions(wanted, ts, n_steps)
+    need_lo, need_hi = int(k0.min()) * ts, (int(k1.max()) + 1) * ts
+    length = settings.extractor.chunk_length
+    if settings.frames is not None:  # a few frames: one short pass around them
+        length = min(length, need_hi - need_lo + 2 * CHUNK_MARGIN)
+        length = -(-length // 8) * 8
+    passes = plan_chunks(padded_length(n), need_lo, need_hi, length, CHUNK_MARGIN)
+    return ChunkSchedule(
+        ts, tuple(passes), need_lo // ts, int(k1.max()), k0, k1, w1
+    )  # fmt: skip
+
+
+def _window_schedule(n: int, wanted: np.ndarray, config: ExtractorConfig) -> WindowSchedule:
+    from ..flow.sequences import frame_windows
+
+    length, stride = config.clip_length, config.stride
+    starts = [w.start for w in frame_windows(n, length, stride)]
+    assign = assign_frames(starts, n, length, 1)
+    needed = sorted(set(assign.window[wanted].tolist()))
+    return WindowSchedule(length, stride, config.batch_size, starts, assign, needed)
+
+
+def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landmarks | None:
+    """The point post-encoder's landmarks for the source; an error where none can apply."""
+    given = points if points is not None else settings.points
+    if settings.post_encoder != "point":
+        if given is not None:
+            raise BadInputError(
+                f"Landmarks are used by the point post-encoder only (this run is "
+                f"{settings.post_encoder}): set post_encoder point, or leave the points out"
+            )
+        return None
+    if given is None:
+        raise BadInputError(
+            "Spatial Point Extraction needs landmarks: give a Points layer, a table or a file"
+        )
+    return landmarks_from_points(
+        given,
+        src.n_frames,
+        settings.interpolate_missing,
+        min_confidence=settings.min_confidence,
+        max_gap=settings.max_gap,
+        keypoints=settings.keypoints,
+        individuals=settings.individuals,
+        points_format=settings.points_format,
+    )
+
+
+def _check_outputs(settings: ExtractionSettings, src: Source) -> None:
+    if settings.keep_flow is not None:
+        keep = Path(settings.keep_flow)
+        if src.kind == "flow":
+            raise BadInputError(
+                f"keep_flow writes the flow computed from a video; {src.name} is flow already"
+            )
+        if settings.frames is not None:
+            raise BadInputError("keep_flow needs a run over all frames, not a frame subset")
+        if keep.suffix.lower() != ".npy":
+            raise BadInputError(f"keep_flow must be a .npy path, got {keep.name}")
+        if not keep.parent.is_dir():
+            raise BadInputError(f"keep_flow folder does not exist: {keep.parent}")
+    if settings.maps_path is not None:
+        maps = Path(settings.maps_path)
+        if settings.post_encoder != "none":
+            raise BadInputError(
+                f"maps_path is where the none post-encoder saves its maps; this run is "
+                f"{settings.post_encoder}: leave maps_path out"
+            )
+        if maps.suffix.lower() != ".npy":
+            raise BadInputError(f"Feature maps are saved as .npy, got {maps.name}")
