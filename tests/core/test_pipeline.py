@@ -59,10 +59,22 @@ def test_shifting_the_motion_by_32_px_moves_the_point_features(extractor):
     b = blob_flow(cx=72)  # the same motion, 32 px to the right (4 cells at stride 8)
     pts_a = np.array([[t, 40.0, 40.0] for t in range(12)])
     pts_b = np.array([[t, 40.0, 72.0] for t in range(12)])
-    fa = extract_features(a, extractor, post_encoder="point", pts_a).table.iloc[:, 4:].to_numpy(float)
-    fb = extract_features(b, extractor, post_encoder="point", pts_b).table.iloc[:, 4:].to_numpy(float)
+    fa = (
+        extract_features(a, extractor, post_encoder="point", points=pts_a)
+        .table.iloc[:, 4:]
+        .to_numpy(float)
+    )
+    fb = (
+        extract_features(b, extractor, post_encoder="point", points=pts_b)
+        .table.iloc[:, 4:]
+        .to_numpy(float)
+    )
     np.testing.assert_allclose(fa, fb, rtol=1e-4, atol=1e-6)
-    off = extract_features(a, extractor, post_encoder="point", pts_b).table.iloc[:, 4:].to_numpy(float)
+    off = (
+        extract_features(a, extractor, post_encoder="point", points=pts_b)
+        .table.iloc[:, 4:]
+        .to_numpy(float)
+    )
     assert np.abs(fa - off).max() > 10 * np.abs(fa - fb).max()  # not just equal everywhere
 
 
@@ -70,13 +82,15 @@ def test_missing_outside_and_interpolated_landmarks(extractor):
     flow = blob_flow()
     pts = np.array([[0, 40, 40], [3, 40, 44], [4, 40, 400.0], [11, 40, 60]])  # 400: outside
     with pytest.warns(UserWarning, match="outside"):
-        res = extract_features(flow, extractor, post_encoder="point", pts)
+        res = extract_features(flow, extractor, post_encoder="point", points=pts)
     table = res.table
     assert len(table) == 12
     nan_rows = table["f0000"].isna()
     assert nan_rows.sum() == 12 - 3  # frames with no point (8) + the outside one (1)
     assert res.metadata["missing_landmark_rows"] == 8 and res.metadata["outside_frame_rows"] == 1
-    filled = extract_features(flow, extractor, post_encoder="point", pts[[0, 1, 3]], interpolate_missing=True)
+    filled = extract_features(
+        flow, extractor, post_encoder="point", points=pts[[0, 1, 3]], interpolate_missing=True
+    )
     assert filled.metadata["interpolated_landmark_positions"] == 12 - 3  # gaps between 0, 3, 11
     assert filled.table.loc[1, "x"] == pytest.approx(40 + 4 / 3)
     assert not filled.table["f0000"].isna().any()
@@ -89,7 +103,7 @@ def test_multi_landmark_rows_per_frame_and_landmark(extractor):
         "y": [40.0, 70.0] * 12, "x": [40.0, 100.0] * 12,
         "track_id": ["whisker", "nose"] * 12,
     })  # fmt: skip
-    table = extract_features(flow, extractor, post_encoder="point", df).table
+    table = extract_features(flow, extractor, post_encoder="point", points=df).table
     assert len(table) == 24 and list(table.columns[:4]) == ["frame", "landmark", "x", "y"]
     assert table["landmark"].tolist()[:2] == ["whisker", "nose"]
     landmarks = landmarks_from_points(df, 12)
@@ -115,7 +129,11 @@ def test_progress_and_cancel(extractor):
     flow = blob_flow(n=23)
     seen = []
     extract_features(
-        flow, extractor, post_encoder="gap", progress=lambda d, t: seen.append((d, t)), windowing="sliding"
+        flow,
+        extractor,
+        post_encoder="gap",
+        progress=lambda d, t: seen.append((d, t)),
+        windowing="sliding",
     )
     # Frames done: 0, then after each batch of 2 windows (5 windows: 3 batches).
     assert seen[0] == (0, 24) and seen[-1] == (24, 24) and len(seen) == 4
@@ -127,9 +145,9 @@ def test_progress_and_cancel(extractor):
 def test_bad_inputs(extractor):
     flow = blob_flow()
     with pytest.raises(BadInputError, match="empty"):
-        extract_features(flow, extractor, post_encoder="point", np.zeros((0, 3)))
+        extract_features(flow, extractor, post_encoder="point", points=np.zeros((0, 3)))
     with pytest.raises(BadInputError, match="2-D points"):
-        extract_features(flow, extractor, post_encoder="point", np.zeros((3, 2)))
+        extract_features(flow, extractor, post_encoder="point", points=np.zeros((3, 2)))
     with pytest.raises(BadInputError, match="needs landmarks"):
         extract_features(flow, extractor, post_encoder="point")
     with pytest.raises(BadInputError, match="clip_length must be a whole number"):
@@ -154,9 +172,10 @@ def test_extract_cli_on_the_sample(tmp_path, capsys):
     assert main(["sample", "--output", str(tmp_path)]) == 0
     assert main(["extract", str(tmp_path / "whisker.mp4"), "--post-encoder", "point",
                  "--points", str(tmp_path / "whisker_landmarks.csv"), "--endpoint", "Mixed_3c",
-                 "--clip-length", "8", "--flow-method", "dis",
+                 "--windowing", "sliding", "--clip-length", "8", "--flow-method", "dis",
                  "-o", str(tmp_path / "f.parquet")]) == 0  # fmt: skip
     table = read_table(tmp_path / "f.parquet")
+    assert table.attrs["windowing"] == "sliding" and table.attrs["clip_length"] == 8
     assert len(table) == 96 and list(table.columns[:4]) == ["frame", "landmark", "x", "y"]
     assert table.shape[1] == 4 + 480 and not table["f0000"].isna().any()
     assert table.attrs["post_encoder"] == "point" and table.attrs["flow_method"] == "dis"
@@ -164,6 +183,11 @@ def test_extract_cli_on_the_sample(tmp_path, capsys):
     assert main(["extract", str(tmp_path / "whisker.mp4"), "--post-encoder", "point",
                  "-o", str(tmp_path / "g.csv")]) == 2  # fmt: skip
     assert "needs landmarks" in capsys.readouterr().err
+    # A window length under the (default) chunked windowing shapes nothing: named, not recorded.
+    assert main(["extract", str(tmp_path / "whisker.mp4"), "--clip-length", "32",
+                 "-o", str(tmp_path / "h.csv")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "clip_length 32" in err and "chunked" in err and not (tmp_path / "h.csv").exists()
 
 
 def test_heatmap_reductions(extractor):
@@ -229,14 +253,15 @@ def test_landmarks_in_video_pixels_on_flow_computed_smaller(extractor, tmp_path)
     edge = np.array([[t, 90.0, 155.0] for t in range(10)])  # inside the video, outside 48 x 80
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "outside the frame" warning
-        res = extract_features(half, extractor, post_encoder="point", edge)
+        res = extract_features(half, extractor, post_encoder="point", points=edge)
     assert res.metadata["flow_method"] == "dis" and res.metadata["outside_frame_rows"] == 0
     assert res.metadata["landmarks_scaled_to_flow"] == [0.5, 0.5]
     assert res.table["x"].tolist() == [155.0] * 10  # rows keep the video coordinates
     assert not res.table["f0000"].isna().any()
     # The same points on full-size flow need no scaling.
     assert (
-        "landmarks_scaled_to_flow" not in extract_features(full, extractor, post_encoder="point", edge).metadata
+        "landmarks_scaled_to_flow"
+        not in extract_features(full, extractor, post_encoder="point", points=edge).metadata
     )
 
 
@@ -248,9 +273,13 @@ def test_flow_cache_keeps_the_last_videos_flow(extractor, tmp_path):
     path = tmp_path / "v.mp4"
     write_video(path, np.stack([np.roll(texture, 2 * t, axis=1) for t in range(12)]), fps=10)
     cache = tmp_path / "cache"
-    first = extract_features(path, extractor, post_encoder="gap", flow_method="dis", flow_cache=cache)
+    first = extract_features(
+        path, extractor, post_encoder="gap", flow_method="dis", flow_cache=cache
+    )
     assert first.metadata["flow_reused"] is False and len(list(cache.glob("*.npy"))) == 1
-    again = extract_features(path, extractor, post_encoder="gap", flow_method="dis", flow_cache=cache)
+    again = extract_features(
+        path, extractor, post_encoder="gap", flow_method="dis", flow_cache=cache
+    )
     assert again.metadata["flow_reused"] is True
     np.testing.assert_array_equal(again.table.to_numpy(), first.table.to_numpy())
     frame = extract_frame(path, extractor, frame=5, flow_method="dis", flow_cache=cache)
@@ -258,15 +287,25 @@ def test_flow_cache_keeps_the_last_videos_flow(extractor, tmp_path):
     np.testing.assert_allclose(frame.table.iloc[0, 1:].to_numpy(float),
                                first.table.iloc[5, 1:].to_numpy(float), rtol=1e-5)  # fmt: skip
     # Another method is another key; the cache keeps one video's flow at a time.
-    other = extract_features(path, extractor, post_encoder="gap", flow_method="farneback", flow_cache=cache)
+    other = extract_features(
+        path, extractor, post_encoder="gap", flow_method="farneback", flow_cache=cache
+    )
     assert other.metadata["flow_reused"] is False and len(list(cache.glob("*.npy"))) == 1
     # A changed file is a new key.
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    changed = extract_features(path, extractor, post_encoder="gap", flow_method="farneback", flow_cache=cache)
+    changed = extract_features(
+        path, extractor, post_encoder="gap", flow_method="farneback", flow_cache=cache
+    )
     assert changed.metadata["flow_reused"] is False
     # An in-memory video is keyed by its content.
     video = np.stack([np.roll(texture, 2 * t, axis=1) for t in range(12)])
-    assert not extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata["flow_reused"]
-    assert extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata["flow_reused"]
+    assert not extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata[
+        "flow_reused"
+    ]
+    assert extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata[
+        "flow_reused"
+    ]
     video[3, 0, 0] ^= 1
-    assert not extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata["flow_reused"]
+    assert not extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata[
+        "flow_reused"
+    ]

@@ -309,6 +309,7 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
         options.
     """
     from ..config import ExtractionSettings
+    from ..extract.plan import check_asked_fields
 
     options = {name: getattr(args, name) for name in _OPTIONS if _given(args, defaults, name)}
     if args.roi is not None:
@@ -321,7 +322,9 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
         extractor["weights"] = weights
     if args.predict and not args.endpoint:
         extractor["endpoint"] = "Logits"  # the Kinetics classifier's output
-    return ExtractionSettings.from_yaml(args.config, extractor=extractor, **options)
+    settings = ExtractionSettings.from_yaml(args.config, extractor=extractor, **options)
+    check_asked_fields(settings.extractor, extractor)  # e.g. --clip-length under chunked
+    return settings
 
 
 def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:

@@ -415,7 +415,6 @@ def plan_source(source: Any, settings: ExtractionSettings, points: Any = None) -
         Any choice that cannot apply to this source, named.
     """
     src = source if isinstance(source, Source) else open_source(source)
-    _windowing(settings.extractor, settings.extractor.endpoint)  # before any model is built
     sel, max_side, notes = _selection(src, settings)
     wanted = _wanted_frames(settings.frames, sel)
     landmarks = _landmarks(settings, points, src)
@@ -539,25 +538,58 @@ def _check_endpoint(
 
 
 def _windowing(config: ExtractorConfig, endpoint: str) -> tuple[str, tuple[str, ...]]:
-    """The scheme used, and the check that no option of the other scheme was changed."""
-    defaults = ExtractorConfig()
+    """The scheme used; notes for defaults that do not apply and options it does not use."""
     windowing = config.windowing
-    notes: tuple[str, ...] = ()
+    notes: list[str] = []
     if windowing == "chunked" and endpoint in CLIP_POOLING_ENDPOINTS:
         # The Logits head pools a whole clip: no per-step maps to chunk.
         windowing = "sliding"
-        notes = (f"windowing sliding: the {endpoint} end point pools whole clips",)
+        notes.append(f"windowing sliding: the {endpoint} end point pools whole clips")
+    unused = _unused_fields(config, windowing)
+    if unused:
+        values = ", ".join(f"{n} {getattr(config, n)}" for n in unused)
+        notes.append(f"{values}: not used by {windowing} windowing (not recorded)")
+    return windowing, tuple(notes)
+
+
+def _unused_fields(config: ExtractorConfig, windowing: str) -> list[str]:
+    """The other scheme's fields that differ from their defaults."""
+    defaults = ExtractorConfig()
     other = ("clip_length", "stride", "batch_size") if windowing == "chunked" else ("chunk_length",)
-    changed = [n for n in other if getattr(config, n) != getattr(defaults, n)]
-    if changed:
-        values = ", ".join(f"{n} {getattr(config, n)}" for n in changed)
-        fix = "windowing: sliding" if windowing == "chunked" else "windowing: chunked"
+    return [n for n in other if getattr(config, n) != getattr(defaults, n)]
+
+
+def check_asked_fields(config: ExtractorConfig, asked: Any) -> None:
+    """Refuse windowing options asked for this run that the run's scheme does not use.
+
+    A configuration may carry the other scheme's options (they are then not used and not
+    recorded); an option asked for explicitly (a command-line flag, a keyword of
+    ``extract_features``) that cannot apply is an error naming it.
+
+    Parameters
+    ----------
+    config : ExtractorConfig
+        The run's encoder configuration.
+    asked : iterable of str
+        The field names given explicitly for this run.
+
+    Raises
+    ------
+    BadInputError
+        An asked field belongs to the scheme this run does not use.
+    """
+    windowing = config.windowing
+    if windowing == "chunked" and config.endpoint in CLIP_POOLING_ENDPOINTS:
+        windowing = "sliding"
+    bad = [n for n in _unused_fields(config, windowing) if n in set(asked)]
+    if bad:
+        values = ", ".join(f"{n} {getattr(config, n)}" for n in bad)
+        fix = "windowing sliding" if windowing == "chunked" else "windowing chunked"
         raise BadInputError(
-            f"{values} shape{'s' if len(changed) == 1 else ''} {_other(windowing)} windowing, "
-            f"but this run is {windowing}: set {fix}, or leave "
-            f"{'it' if len(changed) == 1 else 'them'} at the default"
+            f"{values} shape{'s' if len(bad) == 1 else ''} {_other(windowing)} windowing, but this "
+            f"run is {windowing}: ask for {fix} too, or leave {'it' if len(bad) == 1 else 'them'} "
+            "out"
         )
-    return windowing, notes
 
 
 def _other(windowing: str) -> str:
