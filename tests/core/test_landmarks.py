@@ -15,6 +15,11 @@ from napari_flow_features.cli import main
 from napari_flow_features.errors import BadInputError
 from napari_flow_features.extract.landmarks import (
     Landmarks,
+    apply_border,
+    border_margin,
+    border_message,
+    check_track_length,
+    classify_border,
     landmark_key,
     landmarks_from_points,
 )
@@ -163,10 +168,12 @@ def test_empty_and_all_missing_tracks_are_errors():
 
 def test_positions_outside_the_frame_warn_naming_the_landmark():
     table = pose_table(4, individuals=("m1",))
-    table.loc[3, "x"] = 70.0  # frame 1, left_ear
-    with pytest.warns(UserWarning, match=r"1 landmark positions lie outside the 64x48 frame "
-                      r"\(m1/left_ear; first: m1/left_ear at frame 1, x=70.0"):  # fmt: skip
-        landmarks_from_points(table, 4, frame_hw=(48, 64))
+    table.loc[3, "x"] = 90.0  # frame 1, left_ear: 26.5 px right of the 64-px frame's edge
+    with pytest.warns(UserWarning, match=r"1 landmark position lies more than 16.0 px \(half a "
+                      r"feature cell\) outside the 64x48 frame: their rows are NaN \(first: "
+                      r"frame 1, m1/left_ear, x=90.0, y=9.0\)"):  # fmt: skip
+        lm = landmarks_from_points(table, 4, frame_hw=(48, 64))
+    assert np.isnan(lm.xy[1, 1]).all() and lm.metadata()["outside_landmark_positions"] == 1
 
 
 def test_ready_landmarks_pass_through_only_for_their_video_length():
@@ -260,3 +267,192 @@ def test_saved_points_of_a_deeplabcut_layer_name_individual_and_keypoint_and_com
     np.testing.assert_array_equal(back_data, data)
     assert sorted(back.columns) == ["id", "label", "likelihood"]
     assert back["label"].tolist() == ["snout", "ear", "snout"]
+
+
+# -- issue 22: lengths, borders, masks, one identity, counts of the range -------------------------
+@pytest.mark.parametrize(
+    ("n_tracks", "n_video", "ok"),
+    [(3275, 3276, True), (3276, 3286, True), (3276, 3287, False), (99, 100, True),
+     (98, 100, False), (31, 30, False), (1801, 1800, True), (2330, 1800, False)],
+)  # fmt: skip
+def test_length_rule_tolerates_one_percent_and_at_most_ten_frames(n_tracks, n_video, ok):
+    if ok:
+        note = check_track_length(n_tracks, n_video)
+        assert f"{n_tracks} frames and the video {n_video}" in note
+    else:
+        with pytest.raises(BadInputError, match=rf"tracks have {n_tracks} frames but the video "
+                           rf"has {n_video}.*--accept-length-mismatch"):  # fmt: skip
+            check_track_length(n_tracks, n_video)
+        assert str(n_video) in check_track_length(n_tracks, n_video, allow_mismatch=True)
+    assert check_track_length(n_video, n_video) is None
+
+
+def test_tracks_a_frame_short_warn_and_their_missing_rows_are_nan_and_counted():
+    table = pose_table(199)  # 4 landmarks, one frame short of a 200-frame video
+    with pytest.warns(UserWarning, match=r"199 frames and the video 200: the video's last 1"):
+        lm = landmarks_from_points(table, 200)
+    assert lm.xy.shape == (4, 200, 2) and np.isnan(lm.xy[:, 199]).all()
+    np.testing.assert_array_equal(lm.xy[:, 198], [[208, 8], [213, 9], [208, 11], [213, 12]])
+    assert lm.beyond_tracks == 4 and lm.metadata()["rows_beyond_tracks"] == 4
+    assert lm.frames(0, 199).beyond_tracks == 0 and lm.frames(150, 200).beyond_tracks == 4
+    longer = pose_table(201)
+    with pytest.warns(UserWarning, match=r"tracks' last 1 frames lie after the video's end"):
+        lm = landmarks_from_points(longer, 200)
+    assert np.isfinite(lm.xy).all() and lm.beyond_tracks == 0
+    with pytest.raises(BadInputError, match="--accept-length-mismatch"):
+        landmarks_from_points(pose_table(20), 40)
+    with pytest.warns(UserWarning, match="last 20 frames"):
+        lm = landmarks_from_points(pose_table(20), 40, allow_length_mismatch=True)
+    assert lm.beyond_tracks == 4 * 20
+
+
+def test_layers_without_a_length_follow_the_same_rule_for_points_past_the_end():
+    # a napari-deeplabcut or movement layer knows no video length: only points past the end count
+    layer = pd.DataFrame({"frame": np.arange(101), "x": 5.0, "y": 5.0, "label": "snout",
+                          "id": ""})  # fmt: skip
+    with pytest.warns(UserWarning, match=r"101 frames and the video 100"):
+        lm = landmarks_from_points(layer, 100)
+    assert lm.ids == ["individual_0/snout"] and np.isfinite(lm.xy).all()
+    with pytest.raises(BadInputError, match=r"reach frame 100 \(51 points past the end\).*accept"):
+        landmarks_from_points(layer, 50)
+
+
+def border_by_hand(xy, h, w, margin):
+    """The border rule written out point by point (independent of classify_border)."""
+    out = xy.copy()
+    clamped = np.zeros(xy.shape[:2], bool)
+    outside = np.zeros(xy.shape[:2], bool)
+    for k in range(xy.shape[0]):
+        for t in range(xy.shape[1]):
+            x, y = xy[k, t]
+            if not (np.isfinite(x) and np.isfinite(y)):
+                continue
+            dx = max(-0.5 - x, x - (w - 0.5), 0.0)
+            dy = max(-0.5 - y, y - (h - 0.5), 0.0)
+            if max(dx, dy) > margin:
+                outside[k, t] = True
+                out[k, t] = np.nan
+            elif max(dx, dy) > 0:
+                clamped[k, t] = True
+                out[k, t] = (min(max(x, -0.5), w - 0.5), min(max(y, -0.5), h - 0.5))
+    return out, clamped, outside
+
+
+def test_border_points_within_half_a_cell_are_clamped_farther_ones_dropped():
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(-60, 700, (3, 50, 2))
+    xy[0, 4] = (639.6, -4.2)  # DeepLabCut's real case on a 640x480 frame: 3.7 px above the edge
+    xy[1, 7] = np.nan
+    margin = border_margin(640 / 256)  # a 640-px video resized to 256 for the encoder: 40 px
+    assert margin == 40.0 and border_margin(1.0) == 16.0
+    report = classify_border(xy, (480, 640), margin)
+    out, clamped, outside = border_by_hand(xy, 480, 640, margin)
+    np.testing.assert_array_equal(report.xy, out)
+    np.testing.assert_array_equal(report.clamped, clamped)
+    np.testing.assert_array_equal(report.outside, outside)
+    np.testing.assert_array_equal(report.xy[0, 4], (639.5, -0.5))
+    assert report.clamped[0, 4] and np.isnan(xy[1, 7]).all()  # xy itself is untouched
+    k, t = np.argwhere(outside)[0]
+    assert report.examples[0] == (k, t, xy[k, t, 0], xy[k, t, 1])
+    text = border_message(report, (480, 640), ["a", "b", "c"], margin)
+    assert text.startswith(f"{clamped.sum()} landmark positions lie up to ")
+    assert f"outside the 640x480 frame: clamped to its edge; {outside.sum()} lie farther " in text
+    assert f"(first: frame {t}, {'abc'[k]}, x={xy[k, t, 0]:.1f}, y={xy[k, t, 1]:.1f})" in text
+    lm = Landmarks(ids=["a", "b", "c"], xy=xy.copy())
+    cut, message = apply_border(lm, (480, 640), margin)
+    meta = cut.frames(10, 50).metadata()
+    assert meta["clamped_landmark_positions"] == int(clamped[:, 10:].sum())
+    assert meta["outside_landmark_positions"] == int(outside[:, 10:].sum())
+    assert meta["landmark_warnings"] == [message]
+    inside = classify_border(np.array([[[0.0, 0.0], [639.5, 479.5]]]), (480, 640), 16.0)
+    assert border_message(inside, (480, 640), ["a"], 16.0) is None
+
+
+def test_a_selection_masked_whole_is_an_error_naming_the_best_confidence():
+    table = pose_table(10, individuals=("m1",))
+    table["confidence"] = np.linspace(0.1, 0.85, len(table))
+    best = table.loc[table["keypoint"] == "snout", "confidence"].max()
+    with pytest.raises(BadInputError, match=rf"min_confidence=0.9 .*best confidence found is "
+                       rf"{best:.4g}"):  # fmt: skip
+        landmarks_from_points(table, 10, keypoints="snout", min_confidence=0.9)
+    with pytest.raises(BadInputError, match=r"min_confidence=1.5 .*best confidence found is 0.85"):
+        landmarks_from_points(table, 10, min_confidence=1.5)
+    # a confidence exactly at the threshold is kept
+    at = landmarks_from_points(table, 10, keypoints="snout", min_confidence=best)
+    assert int(np.isfinite(at.xy[..., 0]).sum()) == 1 and at.masked == 9
+
+
+def test_the_trackers_confidence_is_kept_where_it_gave_no_position():
+    table = pose_table(6, individuals=("m1",))
+    lost = (table["frame"] == 2).to_numpy() & (table["keypoint"] == "snout").to_numpy()
+    table.loc[lost, ["x", "y", "confidence"]] = [np.nan, np.nan, 0.0]  # SLEAP: lost, score 0
+    half = (table["frame"] == 4).to_numpy() & (table["keypoint"] == "left_ear").to_numpy()
+    table.loc[half, "y"] = np.nan  # DeepLabCut: x given, y NaN
+    lm = landmarks_from_points(table, 6)
+    assert np.isnan(lm.xy[0, 2]).all() and lm.row_fields(0, 2)["confidence"] == 0.0
+    assert np.isnan(lm.xy[1, 4]).all()
+    assert lm.row_fields(1, 4)["confidence"] == table.loc[half, "confidence"].item()
+
+
+def test_one_identity_for_a_single_animal_whatever_the_route():
+    from napari_flow_features.io.landmark_key import landmark_ids
+
+    table = pose_table(5, individuals=("individual_0",))  # as read_tracks gives a single animal
+    dlc_layer = pd.DataFrame({"frame": table["frame"], "x": table["x"], "y": table["y"],
+                              "label": table["keypoint"], "id": "",
+                              "likelihood": table["confidence"]})  # fmt: skip
+    saved = dlc_layer.assign(id=np.nan)  # the same layer saved and read back: NaN individual
+    ids = [landmarks_from_points(t, 5, individuals="individual_0").ids
+           for t in (table, dlc_layer, saved)]  # fmt: skip
+    assert ids[0] == ids[1] == ids[2] == ["individual_0/snout", "individual_0/left_ear"]
+    assert landmark_ids(dlc_layer)[:2] == ["individual_0/snout", "individual_0/left_ear"]
+    lm = landmarks_from_points(dlc_layer, 5)
+    assert lm.keys == [("individual_0", "snout"), ("individual_0", "left_ear")]
+    # a named animal among unnamed points keeps the unnamed ones apart, as before
+    mixed = dlc_layer.assign(id=["m1"] * 2 + [""] * (len(dlc_layer) - 2))
+    assert landmarks_from_points(mixed, 5).ids == ["m1/snout", "m1/left_ear", "snout", "left_ear"]
+
+
+def test_rows_that_name_no_landmark_are_an_error_not_a_landmark_each():
+    table = pd.DataFrame({"frame": np.arange(380) % 190, "x": 5.0, "y": 6.0,
+                          "track_id": [np.nan] * 380})  # fmt: skip
+    with pytest.raises(BadInputError, match=r"380 of 380 points have no landmark "
+                       r"\(empty column 'track_id', first at row 0\)"):  # fmt: skip
+        landmarks_from_points(table, 190)
+    table.loc[:189, "track_id"] = 1
+    with pytest.raises(BadInputError, match=r"190 of 380 points have no landmark.*row 190"):
+        landmarks_from_points(table, 190)
+
+
+def test_counts_of_a_cut_describe_only_its_rows():
+    n = 400
+    table = pose_table(n, individuals=("m1",), seed=2)
+    table["confidence"] = 0.9
+    rng = np.random.default_rng(7)
+    low = rng.uniform(size=len(table)) < 0.1
+    table.loc[low, "confidence"] = 0.1
+    lm = landmarks_from_points(table, n, min_confidence=0.5, max_gap=3)
+    cut = lm.frames(200, 320)
+    rows = table.iloc[2 * 200 : 2 * 320]
+    assert cut.xy.shape == (2, 120, 2)
+    assert cut.masked == int((rows["confidence"] < 0.5).sum())
+    # independently: a masked position in the cut is filled when its gap (in the whole track) is
+    # at most 3 frames long and has known positions on both sides
+    filled = 0
+    for kp in KEYPOINTS:
+        bad = table.loc[table["keypoint"] == kp, "confidence"].to_numpy() < 0.5
+        t = 0
+        while t < n:
+            if not bad[t]:
+                t += 1
+                continue
+            end = t
+            while end < n and bad[end]:
+                end += 1
+            if t > 0 and end < n and end - t <= 3:
+                filled += sum(1 for f in range(t, end) if 200 <= f < 320)
+            t = end
+    assert cut.filled == filled and cut.filled < lm.filled
+    meta = cut.metadata()
+    assert meta["low_confidence_positions"] == cut.masked
+    assert meta["interpolated_landmark_positions"] == filled

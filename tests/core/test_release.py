@@ -36,6 +36,7 @@ COMES_WITH = {
     "movement": "the [poses] extra",
     "h5py": "the [poses] extra (movement); only imported when present",
     "loguru": "the [poses] extra (movement); only imported when present",
+    "sleap_io": "the [poses] extra (.slp projects; movement installs it too)",
     "psutil": "optional: only asked where /proc is missing",
 }
 

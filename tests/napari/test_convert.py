@@ -123,3 +123,17 @@ def test_frame_predictions_text():
                           "top2_prob": [0.125, 0.0625, 0.0625]})  # fmt: skip
     assert _convert.frame_predictions(table) == {0: "a 0.50, c 0.12", 1: "b 0.25, d 0.06"}
     assert _convert.frame_predictions(pd.DataFrame({"frame": [0], "f0000": [1.0]})) == {}
+
+
+def test_run_features_land_on_a_single_animal_napari_deeplabcut_layer():
+    # The CLI and movement name a single-animal DeepLabCut file's animal individual_0; the same
+    # file opened by napari-deeplabcut has an empty ``id``: both are one landmark per body part.
+    data = np.array([[0, 5.0, 6.0], [0, 7.0, 8.0], [1, 5.5, 6.5], [1, 7.5, 8.5]])
+    feats = pd.DataFrame({"label": ["snout", "ear"] * 2, "id": [""] * 4,
+                          "likelihood": [0.9, 0.8, 0.7, 0.6]})  # fmt: skip
+    table = pd.DataFrame({"frame": [0, 0, 1, 1], "individual": ["individual_0"] * 4,
+                          "keypoint": ["snout", "ear", "ear", "snout"], "x": 0.0, "y": 0.0,
+                          "f0000": [1.0, 2.0, 3.0, 4.0]})  # fmt: skip
+    out = _convert.point_features(data, feats, table, keep_old=False)
+    assert out["f0000"].tolist() == [1.0, 2.0, 4.0, 3.0]
+    assert out["id"].tolist() == [""] * 4  # the layer's own columns are left as they are

@@ -95,7 +95,10 @@ def test_positions_outside_the_frame_become_a_notification(make_napari_viewer, n
     points = viewer.add_points(np.array([[0, 10.0, 10.0], [1, 10.0, 500.0]]), name="clicks")
     widget.landmarks(points, viewer.layers["whisker video"])
     assert len(notes["warning"]) == 1
-    assert "clicks: 1 landmark positions lie outside the 320x240 frame" in notes["warning"][0]
+    assert notes["warning"][0].startswith(
+        "clicks: 1 landmark position lies more than 16.0 px (half a feature cell) outside the "
+        "320x240 frame: their rows are NaN (first: frame 1"
+    )
 
 
 def test_fill_between_keyframes_linear_and_along_the_flow(make_napari_viewer, qtbot, notes):

@@ -57,12 +57,19 @@ def add_landmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-confidence",
         type=float,
-        help="points below this confidence/likelihood count as missing (default: keep all)",
+        help="points below this confidence/likelihood count as missing (default: keep all); "
+        "points a person placed (SLEAP user instances) are never masked",
     )
     parser.add_argument(
         "--max-gap",
         type=int,
         help="fill gaps of at most this many missing frames linearly (default: no filling)",
+    )
+    parser.add_argument(
+        "--accept-length-mismatch",
+        action="store_true",
+        help="use tracks whose length differs from the video's by more than 1%% of its frames "
+        "(or 10 frames): they start with the video; its frames after them get NaN rows",
     )
 
 

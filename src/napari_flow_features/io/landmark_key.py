@@ -4,7 +4,12 @@
 (napari-deeplabcut: ``id`` is the individual, empty in single-animal projects, ``label`` the body
 part), then one of ``landmark``, ``track_id``, ``label`` (ours). Everything that groups points by
 landmark (landmark extraction, the results on a Points layer, plots, saved tables) calls
-:func:`landmark_key`.
+:func:`landmark_key` and reads identities with :meth:`LandmarkKey.values`.
+
+One name per landmark, whatever the route: an unnamed individual (napari-deeplabcut's ``id`` of a
+single-animal project is ``""``; a saved table gives NaN) is :data:`SINGLE_INDIVIDUAL`, the name
+movement gives the one animal of a single-animal DeepLabCut file, so ``individual_0/snout`` is the
+same landmark from the command line, movement's layers and napari-deeplabcut's layers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+
+from ..errors import BadInputError
 
 # Which input columns name a landmark, first match wins, and the output columns they become.
 # movement's napari loader and pose files: individual + keypoint; napari-deeplabcut: ``id`` is the
@@ -28,6 +35,8 @@ _KEY_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 CONFIDENCE_COLUMNS = ("confidence", "likelihood")
 #: Columns that carry landmark identity in a feature table (the output side of every rule).
 IDENTITY_COLUMNS = ("individual", "keypoint", "landmark")
+#: The name of the one animal of a single-animal file or layer (movement's name for it).
+SINGLE_INDIVIDUAL = "individual_0"
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,48 @@ class LandmarkKey:
     source: tuple[str, ...]
     output: tuple[str, ...]
 
+    def identity(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Each row's identity, in the ``output`` columns, by the one naming rule.
+
+        An unnamed individual (``""``, NaN or None) is :data:`SINGLE_INDIVIDUAL` when no row of
+        the table names one (a single-animal file or layer), ``""`` otherwise.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame
+            Points with the ``source`` columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The ``output`` columns, one row per row of ``table`` (same index).
+
+        Raises
+        ------
+        BadInputError
+            A row has no value in an identity column other than the individual: it names no
+            landmark (each such row would otherwise become a landmark of its own).
+        """
+        out = pd.DataFrame(index=table.index)
+        for source, output in zip(self.source, self.output, strict=True):
+            column = table[source]
+            missing = column.isna().to_numpy()
+            if output == "individual":
+                names = column.astype(object).where(~missing, "").map(str)
+                unnamed = (names == "").to_numpy()
+                out[output] = names.where(~unnamed, SINGLE_INDIVIDUAL if unnamed.all() else "")
+                continue
+            if missing.any():
+                first = int(missing.argmax())
+                raise BadInputError(
+                    f"{int(missing.sum())} of {len(table)} points have no {output} (empty column "
+                    f"{source!r}, first at row {first}): name every landmark, or drop those rows"
+                )
+            out[output] = column.to_numpy()
+        return out
+
     def values(self, table: pd.DataFrame) -> list[tuple]:
-        """Each row's identity as a tuple in ``output`` order.
+        """Each row's identity as a tuple in ``output`` order (see :meth:`identity`).
 
         Parameters
         ----------
@@ -57,10 +106,16 @@ class LandmarkKey:
         -------
         list of tuple
             One identity per row (empty for an empty table).
+
+        Raises
+        ------
+        BadInputError
+            A row names no landmark (see :meth:`identity`).
         """
         if not len(table):
             return []
-        return list(zip(*(table[c].tolist() for c in self.source), strict=True))
+        ident = self.identity(table)
+        return list(zip(*(ident[c].tolist() for c in self.output), strict=True))
 
 
 def landmark_key(columns: Any) -> LandmarkKey | None:
