@@ -678,6 +678,9 @@ class ExtractionSettings:
         Points below this confidence count as missing (0 to 1), or null.
     max_gap
         Fill gaps of at most this many frames linearly (≥ 0), or null.
+    allow_length_mismatch
+        Accept tracks whose length differs from the video's by more than the tolerated 1 % (at
+        most 10 frames) at the end (docs/landmarks.md).
     frames
         Only the rows of these frames (what :func:`~napari_flow_features.extract_frame` asks
         for: the run encodes just what they need), or null for every frame of the range.
@@ -721,6 +724,7 @@ class ExtractionSettings:
     individuals: str | None = None
     min_confidence: float | None = None
     max_gap: int | None = None
+    allow_length_mismatch: bool = False
     frames: tuple[int, ...] | None = None
     heatmap: str | int | None = None
     predict: bool = False
@@ -760,6 +764,7 @@ class ExtractionSettings:
                 raise _fail("min_confidence", "between 0 and 1, or null", self.min_confidence)
             _set(self, "min_confidence", value)
         _set(self, "max_gap", _whole("max_gap", self.max_gap, 0, optional=True))
+        _flag("allow_length_mismatch", self.allow_length_mismatch)
         self._check_run_options()
 
     def _check_run_options(self) -> None:

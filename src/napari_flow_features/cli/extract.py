@@ -321,6 +321,8 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
     options = {name: getattr(args, name) for name in _OPTIONS if _given(args, defaults, name)}
     if args.roi is not None:
         options["roi"] = parse_roi(args.roi)
+    if getattr(args, "accept_length_mismatch", False):
+        options["allow_length_mismatch"] = True
     extractor: dict[str, Any] = {
         n: getattr(args, n) for n in _CONFIG_OPTIONS if _given(args, defaults, n)
     }

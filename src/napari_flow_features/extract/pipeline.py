@@ -133,6 +133,8 @@ def extract_features(
     hooks = Hooks(progress, flow_progress, status, cancel)
     for note in plan.notes:
         hooks.say(note)
+    for text in plan.warnings:  # known before the run: said once, before any work
+        warnings.warn(text, stacklevel=2)
     # Owner-tagged (pid and start time): a run killed with SIGKILL leaves a folder that the next
     # run removes, and a live run's folder is never removed by another.
     workdir = make_work_dir()
@@ -224,7 +226,9 @@ def _maps_writer(plan: RunPlan, workdir: Path, partials: list[Path]) -> MapsWrit
 
 
 def _warn_outside(sampler: RowSampler) -> None:
-    outside, (h, w) = sampler.outside, sampler.plan.sel.work_hw
+    # Positions the border rule dropped were said before the run; any other is a surprise.
+    outside = [o for o in sampler.outside if np.isfinite(o[2])]
+    (h, w) = sampler.plan.sel.work_hw
     if outside:
         warnings.warn(
             f"{len(outside)} landmark positions lie outside the {w}x{h} frame "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,8 @@ class RunPlan:
         The resize applied (``auto`` resolved).
     notes : tuple of str
         Defaults that did not apply to this source, said once.
+    warnings : tuple of str
+        What the user should know before the run (landmarks at the border), said once.
     """
 
     settings: ExtractionSettings
@@ -174,6 +176,7 @@ class RunPlan:
     landmarks: Landmarks | None
     max_side: int | None
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def n_entries(self) -> int:
@@ -461,12 +464,14 @@ def plan_run(
         )
     else:
         schedule = _window_schedule(sel.n_frames, checked.wanted, settings.extractor)
-    landmarks = None
+    landmarks, border = None, tuple[str, ...]()
     if checked.landmarks is not None:
-        landmarks = checked.landmarks.frames(sel.start, sel.stop)
+        landmarks, border = _border(
+            checked.landmarks.frames(sel.start, sel.stop), src, sel, endpoint
+        )
     return RunPlan(
         settings, src, sel, stream, endpoint, windowing, schedule, checked.wanted, landmarks,
-        checked.max_side, (*checked.notes, *more),
+        checked.max_side, (*checked.notes, *more), border,
     )  # fmt: skip
 
 
@@ -660,7 +665,32 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
         keypoints=settings.keypoints,
         individuals=settings.individuals,
         points_format=settings.points_format,
+        allow_length_mismatch=settings.allow_length_mismatch,
     )
+
+
+def _border(
+    landmarks: Landmarks, src: Source, sel: FrameSelection, endpoint: str
+) -> tuple[Landmarks, tuple[str, ...]]:
+    """Clamp landmarks within half a feature cell outside the region; farther ones are dropped.
+
+    Positions and the message are in video pixels; the margin is half the end point's cell, in
+    video pixels at the run's resize (docs/landmarks.md).
+    """
+    from ..model.i3d import ENDPOINT_STRIDES
+    from .landmarks import apply_border, border_margin
+
+    x0, y0, rw, rh = sel.roi
+    sy, sx = src.to_flow or (1.0, 1.0)  # flow at another size: the region in video pixels
+    region_hw = (round(rh / sy), round(rw / sx))
+    scale = max(region_hw[0] / sel.work_hw[0], region_hw[1] / sel.work_hw[1])
+    cell = ENDPOINT_STRIDES.get(endpoint, (1, 32))[1]
+    shifted = replace(landmarks, xy=landmarks.xy - np.array([x0, y0], float))
+    shifted, message = apply_border(shifted, region_hw, border_margin(scale, cell))
+    if message and sel.roi[:2] != (0, 0):
+        message += f" (positions relative to the region at x={x0}, y={y0})"
+    moved = replace(shifted, xy=shifted.xy + np.array([x0, y0], float))
+    return moved, (message,) if message else ()
 
 
 def _check_outputs(settings: ExtractionSettings, src: Source) -> None:

@@ -54,6 +54,7 @@ class RowSampler:
     def _points(self, t: int, frame: int, fmap: np.ndarray, labels: dict | None) -> None:
         landmarks, sel, to_flow = self.plan.landmarks, self.plan.sel, self.plan.source.to_flow
         assert landmarks is not None  # a point plan has them
+        dropped = getattr(landmarks, "outside_at", None)  # beyond the border rule's margin
         for k in range(len(landmarks.ids)):
             fields = landmarks.row_fields(k, t)
             x, y = float(landmarks.xy[k, t, 0]), float(landmarks.xy[k, t, 1])
@@ -62,7 +63,9 @@ class RowSampler:
                 vx, vy = (x + 0.5) * to_flow[1] - 0.5, (y + 0.5) * to_flow[0] - 0.5
             wx, wy = sel.to_work(np.asarray(vx), np.asarray(vy))
             fx, fy = float(wx), float(wy)
-            if np.isfinite(fx) and not inside_frame(fx, fy, sel.work_hw):
+            if (dropped is not None and dropped[k, t]) or (
+                np.isfinite(fx) and not inside_frame(fx, fy, sel.work_hw)
+            ):
                 self.outside.append((frame, landmarks.ids[k], x, y))
             feat = sample_point(fmap, fx, fy, sel.work_hw, self.interpolation)
             self.rows.add({"frame": frame, **fields, **(labels or {})}, feat)
