@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import moving_pattern
+from pinned_reference import at_time
 
 from napari_flow_features.errors import BadInputError
 from napari_flow_features.extract.pipeline import extract_features
@@ -92,10 +93,39 @@ def test_two_stream_columns_equal_the_single_stream_runs(streams, windowing):
     assert (both["frame"].to_numpy() == np.arange(20)).all()
 
 
-def test_two_stream_average_and_heatmap(streams):
-    video = colour_video(16)
+def frame_maps(video: np.ndarray, extractor, path) -> np.ndarray:
+    """Each frame's ``(H', W', C)`` map from the none post-encoder: its window's maps at ``tau``."""
+    table = extract_features(
+        video, extractor, post_encoder="none", max_side=None, maps_path=path
+    ).table
+    maps = np.load(path, allow_pickle=False)
+    return np.stack([
+        at_time(maps[int(w)], float(tau))
+        for w, tau in zip(table["window"], table["tau"], strict=True)
+    ])  # fmt: skip
+
+
+def test_two_stream_average_and_heatmap(streams, tmp_path):
+    """Average fusion is the mean of the streams; its heatmap is the fused map reduced over
+    channels, computed here from each stream's own maps (36x44 frames: 5x6 cells of 7.2x7.3 px)."""
+    video = colour_video(16, 36, 44)
     avg = DynamicFeatureExtractor(stream="two-stream", fusion="average", **SMALL)
-    table = extract_features(video, avg, post_encoder="gap", max_side=None).table
+    fused = sum(frame_maps(video, streams[s], tmp_path / f"{s}.npy") for s in ("flow", "rgb")) / 2
+    assert fused.shape == (16, 5, 6, 256)
+    reductions = {
+        "mean": fused.mean(axis=-1),
+        "l2": np.sqrt((fused**2).sum(axis=-1)),
+        7: fused[..., 7],
+    }
+    for how, expected in reductions.items():
+        result = extract_features(video, avg, post_encoder="gap", max_side=None, heatmap=how)
+        assert result.heatmap is not None and result.heatmap.shape == (16, 5, 6)
+        np.testing.assert_allclose(
+            result.heatmap, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max()
+        )
+        assert result.metadata["heatmap"] == str(how)
+        np.testing.assert_allclose(result.metadata["heatmap_cell_px"], [36 / 5, 44 / 6])
+    table = result.table
     single = {
         s: extract_features(video, streams[s], post_encoder="gap", max_side=None).table
         for s in streams
@@ -105,6 +135,9 @@ def test_two_stream_average_and_heatmap(streams):
         single["flow"].filter(like="f0").to_numpy() + single["rgb"].filter(like="f0").to_numpy()
     ) / 2
     np.testing.assert_allclose(table[feature_columns(table)].to_numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        table[feature_columns(table)].to_numpy(), fused.mean(axis=(1, 2)), rtol=1e-4, atol=1e-6
+    )
     meta = avg.describe()
     assert meta["channels"] == 256 and meta["loaded_model"]["rgb"]["source"] == "random"
     assert streams["two-stream"].describe()["channels"] == 512
