@@ -79,7 +79,10 @@ docs-serve: install-test
 	$(MKDOCS_ENV) $(VENV)/bin/mkdocs serve
 
 # Wheel and sdist (dist/), the wheel installed into a fresh venv (build/release-venv) with its
-# dependencies from pip's cache, then `pip check`, `npe2 validate --imports` and a smoke test there.
+# dependencies from pip's cache, then `pip check`, `npe2 validate --imports` and a smoke test there;
+# then napari-plugin-manager's own installer, headless, uninstalls it, installs it by name from a
+# local index on 127.0.0.1 and uninstalls it again, `npe2 list` checking each (about 40 s more);
+# and the release workflow and the conda-forge recipe are checked (docs/release.md).
 release-check: install-test
 	$(PY) tests/release/check_release.py --dist dist --venv build/release-venv
 

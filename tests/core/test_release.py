@@ -5,6 +5,8 @@ install and `npe2 validate` run in `make release-check` (tests/release/check_rel
 from __future__ import annotations
 
 import ast
+import hashlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -153,3 +155,211 @@ def test_napari_hub_metadata_follows_the_hub_format():
 )
 def test_sdist_includes_exist(entry):
     assert (ROOT / entry.lstrip("/")).exists(), entry
+
+
+# -- the release route: workflow, conda-forge recipe, local index (tests/release/) -------------
+
+sys.path.insert(0, str(ROOT / "tests" / "release"))
+import check_release  # noqa: E402 (from tests/release, put on the path just above)
+import release_files  # noqa: E402
+
+WORKFLOW = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+RECIPE = yaml.safe_load((ROOT / "packaging" / "conda-forge" / "recipe.yaml").read_text())
+
+
+def test_release_workflow_builds_checks_and_publishes_on_a_tag():
+    assert release_files.workflow_problems(WORKFLOW) == []
+    # What the checker accepts, read here directly: on `v*` tags, PyPI's trusted publishing.
+    assert WORKFLOW[True] == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads `on` as True
+    publish = WORKFLOW["jobs"]["publish"]
+    assert publish["permissions"] == {"id-token": "write"}
+    assert publish["environment"]["name"] == "pypi"
+    steps = [s.get("uses", "").split("@")[0] for s in publish["steps"]]
+    assert "pypa/gh-action-pypi-publish" in steps
+    build_runs = " ".join(s.get("run", "") for s in WORKFLOW["jobs"]["build"]["steps"])
+    assert "tests/release/check_release.py --dist dist --no-install --tag" in build_runs
+    assert "twine check --strict dist/*" in build_runs
+
+
+def _broken(change):
+    doc = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+    change(doc)
+    return " | ".join(release_files.workflow_problems(doc))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.__setitem__(True, {"push": {"branches": ["main"]}}), "tags only"),
+        (lambda d: d[True].__setitem__("pull_request", {}), "pushed tag only"),
+        (lambda d: d[True]["push"].__setitem__("tags", ["*"]), "must start with 'v'"),
+        (lambda d: d["jobs"]["publish"].pop("permissions"), "lacks 'permissions: id-token"),
+        (lambda d: d.__setitem__("permissions", {"id-token": "write"}), "top level"),
+        (lambda d: d["jobs"]["build"].__setitem__("permissions", {"id-token": "write"}), "without"),
+        (lambda d: d["jobs"]["publish"].pop("environment"), "not 'pypi'"),
+        (lambda d: d["jobs"]["publish"].__setitem__("needs", ["test"]), "does not need the build"),
+        (
+            lambda d: d["jobs"]["publish"]["steps"][-1]["with"].__setitem__("password", "x"),
+            "trusted publishing needs none",
+        ),
+        (
+            lambda d: d["jobs"]["publish"]["steps"][0]["with"].__setitem__("name", "other"),
+            "does not download the artifact",
+        ),
+        (
+            lambda d: d["jobs"]["build"]["steps"][-1]["with"].__setitem__("path", "wheels/"),
+            "uploads 'wheels/'",
+        ),
+        (lambda d: d["jobs"]["build"]["steps"].pop(3), "no job runs tests/release"),
+        (lambda d: d["jobs"]["publish"]["steps"].pop(), "0 jobs use"),
+        (lambda d: d["jobs"]["test"]["steps"][0].__setitem__("uses", "x/y"), "not pinned"),
+    ],
+)
+def test_release_workflow_checker_names_each_mistake(change, message):
+    assert message in _broken(change)
+
+
+# PyPI -> conda-forge names, written out here (not taken from release_files) so that the recipe is
+# checked against an independent reading of pyproject.toml.
+PIP_TO_CONDA = {
+    "napari": "napari-base",
+    "opencv-python-headless": "py-opencv",
+    "matplotlib": "matplotlib-base",
+    "lazy-loader": "lazy_loader",
+}
+
+
+def test_conda_recipe_requires_what_pyproject_does():
+    import napari_flow_features
+
+    context = RECIPE["context"]
+    assert context["version"] == napari_flow_features.__version__
+    assert context["name"] == PYPROJECT["project"]["name"]
+    run = {}
+    for entry in RECIPE["requirements"]["run"]:
+        name, _, bound = entry.replace("${{ python_min }}", context["python_min"]).partition(" ")
+        run[name] = bound.replace(" ", "")
+    expected = {"python": PYPROJECT["project"]["requires-python"]}
+    for requirement in PYPROJECT["project"]["dependencies"]:
+        name, bound = re.fullmatch(r"([A-Za-z0-9._-]+)(.*)", requirement).groups()
+        expected[PIP_TO_CONDA.get(_name(name), _name(name))] = bound
+    assert run == expected
+    assert "pyqt" not in run and "napari" not in run  # the Qt binding is the user's choice
+    assert RECIPE["build"]["noarch"] == "python"
+    scripts = [f"{k} = {v}" for k, v in PYPROJECT["project"]["scripts"].items()]
+    assert RECIPE["build"]["python"]["entry_points"] == scripts
+    imports = RECIPE["tests"][0]["python"]["imports"]
+    assert "napari_flow_features" in imports
+    assert "flow-features --help" in RECIPE["tests"][1]["script"]
+    assert RECIPE["about"]["license"] == PYPROJECT["project"]["license"]
+    assert release_files.recipe_problems(RECIPE, PYPROJECT["project"], context["version"]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r["requirements"]["run"].remove("tensorflow >=2.16"), "lack tensorflow >=2.16"),
+        (lambda r: r["requirements"]["run"].append("pyqt >=5"), "requires pyqt"),
+        (
+            lambda r: r["requirements"]["run"].__setitem__(
+                r["requirements"]["run"].index("numpy >=1.24"), "numpy >=2"
+            ),
+            "numpy >=2, pyproject",
+        ),
+        (lambda r: r["context"].__setitem__("version", "9.9.9"), "recipe version '9.9.9'"),
+        (lambda r: r["build"].pop("noarch"), "noarch"),
+        (lambda r: r["build"]["python"].__setitem__("entry_points", []), "entry points"),
+        (lambda r: r["source"].__setitem__("sha256", ""), "no sha256"),
+        (lambda r: r["tests"].pop(1), "do not run the console script"),
+    ],
+)
+def test_conda_recipe_checker_names_each_mistake(change, message):
+    recipe = yaml.safe_load((ROOT / "packaging" / "conda-forge" / "recipe.yaml").read_text())
+    change(recipe)
+    import napari_flow_features
+
+    version = napari_flow_features.__version__
+    problems = release_files.recipe_problems(recipe, PYPROJECT["project"], version)
+    assert any(message in p for p in problems), problems
+
+
+def test_recipe_sha256_must_be_the_sdists_at_a_release(tmp_path, capsys):
+    sdist = tmp_path / "napari_flow_features-1.2.3.tar.gz"
+    sdist.write_bytes(b"an sdist")
+    digest = hashlib.sha256(b"an sdist").hexdigest()
+    recipe = tmp_path / "recipe.yaml"
+    recorded = RECIPE["source"]["sha256"]
+    text = (ROOT / "packaging" / "conda-forge" / "recipe.yaml").read_text()
+    recipe.write_text(
+        text.replace(f'version: "{RECIPE["context"]["version"]}"', 'version: "1.2.3"')
+    )
+    changelog = tmp_path / "CHANGELOG.md"
+
+    def check(top: str, tag: str | None = None) -> list[str]:
+        changelog.write_text(f"# Changelog\n\n{top}\n")
+        failures = check_release.Failures()
+        check_release.check_release_files(sdist, "1.2.3", tag, failures, recipe, changelog)
+        return failures
+
+    assert check("## [1.2.3] - Unreleased") == []  # between releases: only told the value
+    assert f"sha256 to set at the release: {digest}" in capsys.readouterr().out
+    assert check("## [1.2.3] - 2026-12-06") == [
+        f"recipe.yaml: sha256 {recorded}, the sdist's is {digest} (a release)"
+    ]
+    recipe.write_text(recipe.read_text().replace(recorded, digest))
+    assert check("## [1.2.3] - 2026-12-06") == []
+    assert check("## [1.2.3] - 2026-12-06", tag="v1.2.4") == ["tag 'v1.2.4' is not 'v1.2.3'"]
+    assert check("## [1.2.3] - 2026-12-06", tag="v1.2.3") == []
+
+
+def test_changelog_released_reads_the_top_section(tmp_path):
+    changelog = tmp_path / "CHANGELOG.md"
+    changelog.write_text("# Changelog\n\n## [0.2.0] - Unreleased\n\n## [0.1.0] - 2026-01-02\n")
+    assert not release_files.changelog_released(changelog, "0.2.0")
+    assert not release_files.changelog_released(changelog, "0.1.0")  # not the top one
+    changelog.write_text("# Changelog\n\n## [0.2.0] - 2026-12-06\n")
+    assert release_files.changelog_released(changelog, "0.2.0")
+
+
+def _tiny_wheel(folder: Path, version: str) -> Path:
+    """A minimal valid wheel of napari-flow-features (metadata only), made by hand."""
+    import base64
+    import zipfile
+
+    info = f"napari_flow_features-{version}.dist-info"
+    files = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: napari-flow-features\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    wheel = folder / f"napari_flow_features-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return wheel
+
+
+def test_local_index_serves_the_wheel_to_pip_by_name(tmp_path):
+    import subprocess
+
+    wheel = _tiny_wheel(tmp_path, "7.8.9")
+    url, server, requested = check_release.serve_index(wheel, tmp_path / "index")
+    try:
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/simple/")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        env["PIP_CONFIG_FILE"] = os.devnull  # only this index, none of the machine's
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--index-url", url,
+             "--dest", str(tmp_path / "got"), "napari-flow-features"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "got" / wheel.name).read_bytes() == wheel.read_bytes()
+    assert f"/simple/napari-flow-features/{wheel.name}" in requested

@@ -11,6 +11,17 @@
 4. A fresh virtual environment gets the wheel and its dependencies (pip's cache and the configured
    index), ``pip check`` passes, ``npe2 validate`` passes, and ``smoke_installed.py`` runs there
    outside the source tree.
+5. The napari route in that environment: napari-plugin-manager and a Qt binding are added (a
+   user's napari environment), then napari-plugin-manager's own installer, headless
+   (``plugin_manager_job.py``), uninstalls the package, installs it *by name* from a PEP 503
+   index served on 127.0.0.1 that holds only the built wheel (the dependencies are already there),
+   and uninstalls it again; ``npe2 list`` in a new process (a napari restart) finds the plugin
+   after the install and not after the uninstalls.
+6. The release files that cannot run here: the GitHub workflow (``.github/workflows/release.yml``:
+   trigger, permissions, build and publish steps) and the conda-forge recipe draft
+   (``packaging/conda-forge/recipe.yaml``: version, run requirements, entry point, tests; at a
+   release, the sha256 of the built sdist); see ``release_files.py``. With ``--tag``, the tag must
+   be ``v`` + the version.
 
 Exit status 0 when every check passes; each failure is printed with what was expected.
 """
@@ -18,6 +29,10 @@ Exit status 0 when every check passes; each failure is printed with what was exp
 from __future__ import annotations
 
 import argparse
+import hashlib
+import html
+import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -26,7 +41,12 @@ import sys
 import tarfile
 import time
 import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
+
+import release_files
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -213,6 +233,121 @@ def fresh_install(wheel: Path, venv: Path, version: str, failures: Failures) -> 
     )
 
 
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Serves the index folder; records each path asked for instead of printing it."""
+
+    requested: list[str]
+
+    def log_message(self, format: str, *args: object) -> None:
+        self.requested.append(self.path)
+
+
+def serve_index(wheel: Path, root: Path) -> tuple[str, ThreadingHTTPServer, list[str]]:
+    """A PEP 503 simple index holding only ``wheel``, served on 127.0.0.1 (a free port).
+
+    Returns the index URL, the server (call ``shutdown()``) and the list of requested paths.
+    """
+    shutil.rmtree(root, ignore_errors=True)
+    project = root / "simple" / DIST_NAME
+    project.mkdir(parents=True)
+    shutil.copy2(wheel, project / wheel.name)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    page = '<!DOCTYPE html><html><body><a href="{0}">{1}</a></body></html>\n'
+    (project / "index.html").write_text(
+        page.format(f"{html.escape(wheel.name)}#sha256={digest}", html.escape(wheel.name))
+    )
+    (root / "simple" / "index.html").write_text(page.format(f"{DIST_NAME}/", DIST_NAME))
+    requested: list[str] = []
+    handler = type("Handler", (_QuietHandler,), {"requested": requested})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+    Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/simple/", server, requested
+
+
+def npe2_finds(venv: Path, env: dict[str, str]) -> dict[str, str]:
+    """Plugin name -> version as ``npe2 list`` in a new process (a napari restart) reports them."""
+    done = subprocess.run(
+        [str(venv / "bin" / "npe2"), "list", "--fields", "name,version", "--format", "json"],
+        env=env, cwd=venv, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {p["name"]: p["version"] for p in json.loads(done.stdout)}
+
+
+def plugin_manager_route(wheel: Path, venv: Path, version: str, failures: Failures) -> None:
+    """Uninstall, install by name from a local index, uninstall: napari-plugin-manager's installer.
+
+    The fresh environment gets what a user's napari environment has besides: napari-plugin-manager
+    and a Qt binding (the versions of this environment, so pip's cache serves them).
+    """
+    start = time.monotonic()
+    python = venv / "bin" / "python"
+    extras = []
+    for name in ("napari-plugin-manager", "PyQt6"):
+        try:
+            extras.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            extras.append(name)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-compile", *extras]
+    if run(pip).returncode != 0:
+        failures.append(f"could not add {extras} to the fresh environment")
+        return
+    url, server, requested = serve_index(wheel, venv.parent / "plugin-index")
+    # Only the local index: the dependencies are installed, and no other index can shadow it.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env |= {"PIP_INDEX_URL": url, "QT_QPA_PLATFORM": "offscreen"}
+    job = [str(python), str(Path(__file__).with_name("plugin_manager_job.py"))]
+    try:
+        steps = [("uninstall", []), ("install", ["--origin", url]), ("uninstall", [])]
+        for action, origin in steps:
+            step = time.monotonic()
+            code = run([*job, action, DIST_NAME, *origin], env=env, cwd=venv).returncode
+            found = npe2_finds(venv, env)
+            print(f"== plugin manager {action}: {time.monotonic() - step:.1f} s", flush=True)
+            failures.check(code == 0, f"napari-plugin-manager's {action} failed (exit {code})")
+            if action == "install":
+                failures.check(
+                    found.get(DIST_NAME) == version,
+                    f"after the install npe2 finds {DIST_NAME} {found.get(DIST_NAME)}",
+                )
+                fetched = f"/simple/{DIST_NAME}/{wheel.name}"
+                failures.check(fetched in requested, f"the local index served {requested}")
+            else:
+                failures.check(DIST_NAME not in found, f"npe2 still finds {DIST_NAME}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(f"== plugin manager route in {time.monotonic() - start:.0f} s", flush=True)
+
+
+def check_release_files(
+    sdist: Path,
+    version: str,
+    tag: str | None,
+    failures: Failures,
+    recipe_path: Path = release_files.RECIPE,
+    changelog: Path = ROOT / "CHANGELOG.md",
+) -> None:
+    """The release workflow, the conda-forge recipe and (given) the tag against this build."""
+    workflow = release_files.load_yaml(release_files.WORKFLOW)
+    for problem in release_files.workflow_problems(workflow):
+        failures.append(f"{release_files.WORKFLOW.name}: {problem}")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    recipe = release_files.load_yaml(recipe_path)
+    for problem in release_files.recipe_problems(recipe, project, version):
+        failures.append(f"{recipe_path.name}: {problem}")
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    recorded = (recipe.get("source") or {}).get("sha256") if isinstance(recipe, dict) else None
+    if release_files.changelog_released(changelog, version):
+        failures.check(
+            recorded == digest,
+            f"{recipe_path.name}: sha256 {recorded}, the sdist's is {digest} (a release)",
+        )
+    elif recorded != digest:
+        print(f"== {recipe_path.name}: sha256 to set at the release: {digest} (now {recorded})")
+    if tag is not None:
+        failures.check(tag == f"v{version}", f"tag {tag!r} is not 'v{version}'")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build, inspect, install and smoke-test; 0 when all passes."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -221,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "--venv", type=Path, default=ROOT / "build" / "release-venv", help="the fresh environment"
     )
     parser.add_argument("--no-install", action="store_true", help="build and inspect only")
+    parser.add_argument("--tag", help="the git tag being released (must be v + the version)")
     args = parser.parse_args(argv)
     args.dist, args.venv = args.dist.resolve(), args.venv.resolve()
     version = source_version()
@@ -229,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     sdist, wheel = build(args.dist)
     check_sdist(sdist, version, failures)
     check_wheel(wheel, version, failures)
+    check_release_files(sdist, version, args.tag, failures)
     if not args.no_install:
         fresh_install(wheel, args.venv, version, failures)
+        plugin_manager_route(wheel, args.venv, version, failures)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     verdict = "failed" if failures else "passed"
