@@ -255,7 +255,7 @@ def flow_then_extract(shifted):
     (shifted / "flo").mkdir()
     for i, field in enumerate(flow):
         write_flo(shifted / "flo" / f"{i:03d}.flo", field)
-    ok(flow_features("extract", "shift.mp4", "-o", "video.parquet", "--max-side", 4096,
+    ok(flow_features("extract", "shift.mp4", "-o", "video.parquet", "--max-side", 0,
                      "--flow-method", "farneback", *MODEL, cwd=shifted))  # fmt: skip
     return shifted
 
@@ -270,7 +270,6 @@ def check_same_features(folder: Path, output: str) -> None:
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21: max-side default refused for flow files")
 @pytest.mark.parametrize("source", ["flow.npy", "flow.npz", "flo"])
 def test_extract_from_flow_files_with_defaults(flow_then_extract, source):
     folder = flow_then_extract
@@ -280,9 +279,22 @@ def test_extract_from_flow_files_with_defaults(flow_then_extract, source):
 
 
 def test_extract_from_a_flow_file_without_resize_in_the_settings(flow_then_extract):
-    """Today's way round the refused default: ``extraction: {max_side: null}`` in a settings file."""
+    """A settings file that says no resize (``extraction: {max_side: null}``) works the same."""
     folder = flow_then_extract
     (folder / "no_resize.yaml").write_text("extraction:\n  max_side: null\n")
     ok(flow_features("extract", "flow.npy", "-o", "from_flow.parquet", "--config",
                      "no_resize.yaml", *MODEL, cwd=folder))  # fmt: skip
     check_same_features(folder, "from_flow.parquet")
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [(("--max-side", "64"), "max_side 64"), (("--roi", "0,0,16,16"), "roi [0, 0, 16, 16]")],
+)
+def test_a_choice_that_cannot_apply_to_a_flow_file_is_named(flow_then_extract, option, named):
+    """An explicit resize or region cannot apply to flow already computed: refused, named."""
+    folder = flow_then_extract
+    output = f"refused_{option[0][2:]}.parquet"
+    result = flow_features("extract", "flow.npy", "-o", output, *option, *MODEL, cwd=folder)
+    assert result.returncode == 2 and named in result.stderr and "flow" in result.stderr
+    assert not (folder / output).exists()
