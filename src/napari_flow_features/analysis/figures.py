@@ -315,7 +315,8 @@ def _map_title(meta: dict) -> str:
     counts = f"{meta.get('n_clusters', '?')} clusters"
     counts += f", {meta['noise_rows']} noise" if meta.get("noise_rows") else ""
     counts += f", {meta['missing_rows']} missing" if meta.get("missing_rows") else ""
-    return f"{method} · {str(meta.get('clusters', '')).replace('hdbscan', 'HDBSCAN')}: {counts}"
+    clusters = {"hdbscan": "HDBSCAN", "kmeans": "k-means"}.get(meta.get("clusters"), "")
+    return f"{method} · {clusters}: {counts}"
 
 
 def draw_behaviour_map(fig: Any, table: Any, text: str = "black") -> MapArtists:
