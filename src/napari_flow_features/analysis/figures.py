@@ -315,7 +315,7 @@ def _map_title(meta: dict) -> str:
     counts = f"{meta.get('n_clusters', '?')} clusters"
     counts += f", {meta['noise_rows']} noise" if meta.get("noise_rows") else ""
     counts += f", {meta['missing_rows']} missing" if meta.get("missing_rows") else ""
-    clusters = {"hdbscan": "HDBSCAN", "kmeans": "k-means"}.get(meta.get("clusters"), "")
+    clusters = {"hdbscan": "HDBSCAN", "kmeans": "k-means"}.get(str(meta.get("clusters")), "")
     return f"{method} · {clusters}: {counts}"
 
 
