@@ -6,7 +6,7 @@
 Needs a display (under CI: Xvfb, e.g. ``xvfb-run -a -s "-screen 0 1280x800x24" python ...``).
 It opens the sample, computes optical flow, runs a small I3D extraction at the landmark (through
 the model worker process, as a user would) and shoots: each dock widget, and the window with the
-results. PNGs are palette-quantised so the set stays a few hundred KB. ``make screenshots`` runs it.
+results, and the Feature plots dock's behaviour map of the extracted features. PNGs are palette-quantised so the set stays a few hundred KB. ``make screenshots`` runs it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ DOCKS = {
     "plots_widget.png": "Feature plots",
 }
 RESULTS = "results.png"
+MAP = "behaviour_map.png"
 WINDOW = (1280, 800)
 
 
@@ -116,6 +117,14 @@ def make_screenshots(out_dir: str | Path, timeout_s: float = 300.0) -> list[Path
             app.processEvents()
         for file, (_dock, widget) in widgets.items():
             written.append(_save(_grab_form(widget), out / file))
+        plots.map_clusters.value = "kmeans"
+        plots.map_k.value = 4
+        plots.mode.value = "behaviour map"
+        wait(lambda: plots.mapped() is not None and plots.status.value == "", "behaviour map")
+        viewer.dims.set_current_step(0, 60)
+        for _ in range(5):
+            app.processEvents()
+        written.append(_save(_grab_form(plots), out / MAP))
         viewer.window.remove_dock_widget(widgets["flow_widget.png"][0])  # room for the others
         viewer.layers.selection.active = features
         for _ in range(5):

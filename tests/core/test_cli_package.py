@@ -19,7 +19,7 @@ from napari_flow_features.sample import make_whisker_sample
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "napari_flow_features"
 COMMANDS = ("sample", "flow", "sequences", "weights", "model", "extract", "evaluate", "visualize",
-            "demo")  # fmt: skip
+            "map", "demo")  # fmt: skip
 
 
 def test_help_imports_neither_tensorflow_nor_numpy():
@@ -57,8 +57,10 @@ def test_python_dash_m_runs_the_command():
 
 def test_cli_choices_are_the_library_lists():
     """The choices the parser offers without importing the library are the library's own."""
+    from napari_flow_features.analysis import behaviour_map
     from napari_flow_features.analysis.figures import FIGURE_KINDS
     from napari_flow_features.cli import _common, visualize
+    from napari_flow_features.cli import map as map_command
     from napari_flow_features.flow.compute import DIS_PRESETS, METHODS
     from napari_flow_features.io.poses import POINTS_FORMATS
     from napari_flow_features.model.weights import CHECKPOINTS
@@ -68,6 +70,8 @@ def test_cli_choices_are_the_library_lists():
     assert _common.POINTS_FORMATS == POINTS_FORMATS
     assert _common.CHECKPOINTS == CHECKPOINTS
     assert visualize.FIGURE_KINDS == FIGURE_KINDS
+    assert map_command.METHODS == behaviour_map.METHODS
+    assert map_command.CLUSTERINGS == behaviour_map.CLUSTERINGS
 
 
 def _print_calls(path: Path) -> list[int]:

