@@ -129,6 +129,15 @@ def test_export_round_trip_and_refusals(flow_model, tmp_path):
         TorchEncoder(arrays, device="cpu")(x[..., :1])
 
 
+def test_the_generic_convolution_path_equals_the_onednn_one(flow_model, monkeypatch):
+    # The CPU takes oneDNN's convolution directly; a GPU (or a build without oneDNN) F.conv3d.
+    arrays = torch_i3d.keras_arrays(flow_model)
+    x = np.random.default_rng(12).uniform(-1, 1, (1, 8, 40, 56, 2)).astype(np.float32)
+    onednn = TorchEncoder(arrays, "Mixed_4f", device="cpu")(x)
+    monkeypatch.setattr(torch_i3d, "_MKLDNN", False)
+    assert rel_l2(TorchEncoder(arrays, "Mixed_4f", device="cpu")(x), onednn) <= 1e-5
+
+
 def test_an_export_runs_where_tensorflow_cannot_be_imported(flow_model, tmp_path):
     path = torch_i3d.export_torch_weights(flow_model, tmp_path / "flow.npz")
     x = np.random.default_rng(8).uniform(-1, 1, (1, 8, 40, 56, 2)).astype(np.float32)

