@@ -8,9 +8,9 @@ machine with TensorFlow (``export``); the GPU machine only reads those files (``
     python benchmarks/bench_gpu.py table  [--assets ...] [--shapes 16x224x224,64x192x256]
                                           [--repeats 5] [--cpu-repeats 2] [--batch 1]
     python benchmarks/bench_gpu.py all    # check, then table
-    python benchmarks/bench_gpu.py cpu [--shapes 16x112x112] [--repeats 5]   # needs TensorFlow
+    python benchmarks/bench_gpu.py cpu [--shapes 16x112x112] [--repeats 5] [--torch-threads N]
 
-``cpu`` times the three CPU runtimes on the same Keras weights (torch float32, OpenVINO, a
+``cpu`` (needs TensorFlow) times the three CPU runtimes on the same Keras weights (torch float32, OpenVINO, a
 ``tf.function``), interleaved call by call so machine load falls on all of them alike, and prints
 the median and best seconds per call and the ratios.
 
@@ -262,8 +262,15 @@ def main() -> int:
     parser.add_argument("--cpu-repeats", type=int, default=2, help="timed CPU calls (best kept)")
     parser.add_argument("--batch", type=int, default=1, help="clips per call")
     parser.add_argument("--json", type=Path, help="also write the table's rows here")
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch.set_num_threads (default: torch's)"
+    )
     args = parser.parse_args()
     import_package()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.what == "export":
         export(args.assets)
         return 0
