@@ -179,6 +179,8 @@ def test_auto_keeps_a_model_torch_cannot_run_on_the_cpu_runtimes(monkeypatch):
     monkeypatch.setattr(torch_runtime, "cuda_available", lambda: True)  # our probe, not torch's
     assert runtime.resolve_runtime("auto") == "torch"
     assert runtime.make_encoder(head, "auto").name == CPU_DEFAULT
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    assert runtime.make_encoder(head, "auto", "mixed_bfloat16").name == "tensorflow"
 
 
 def test_precision_below_float32_only_on_a_gpu(flow_model):

@@ -250,7 +250,8 @@ def make_encoder(
 
         if runtime == "torch" or _plain_i3d(model, keras_endpoint):
             return TorchEncoder(model, precision=precision)
-        runtime = "openvino" if "openvino" in installed_runtimes() else "tensorflow"
+        cpu = [r for r in installed_runtimes() if r != "torch"]
+        runtime = "tensorflow" if precision == "mixed_bfloat16" else cpu[0]
     check_precision(precision)
     if precision == "mixed_bfloat16" and runtime in ("auto", "tensorflow"):
         return TensorFlowEncoder(model)  # the bf16 Keras graph does not convert to OpenVINO
