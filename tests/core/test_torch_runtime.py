@@ -223,3 +223,19 @@ def test_gpu_half_precisions_run_close_to_float32(flow_model, precision, bound):
     half = TorchEncoder(arrays, device="cuda", precision=precision)(x)
     assert half.dtype == np.float32 and np.isfinite(half).all()
     assert rel_l2(half, full) <= bound
+
+
+def test_extract_says_which_runtime_and_device_ran(tmp_path, capsys):
+    from napari_flow_features.cli import main
+    from napari_flow_features.io.tables import read_table
+    from napari_flow_features.io.video import write_video
+    from napari_flow_features.sample import make_whisker_sample
+
+    video = tmp_path / "w.mp4"
+    write_video(video, make_whisker_sample(n_frames=8, height=48, width=64).video, crf=5)
+    out = tmp_path / "f.parquet"
+    assert main(["extract", str(video), "--weights", "random", "--endpoint", "Mixed_3b",
+                 "--runtime", "torch", "--post-encoder", "gap", "-o", str(out)]) == 0  # fmt: skip
+    assert "runtime torch on cpu," in capsys.readouterr().out
+    table = read_table(out)
+    assert (table.attrs["runtime_used"], table.attrs["runtime_device"]) == ("torch", "cpu")
