@@ -58,7 +58,7 @@ STREAMS = ("flow", "rgb", "two-stream")
 STREAM_CHANNELS = {"flow": 2, "rgb": 3}
 FUSIONS = ("concat", "average")
 PRECISIONS = ("float32", "mixed_bfloat16")
-RUNTIMES = ("auto", "tensorflow", "openvino")
+RUNTIMES = ("auto", "tensorflow", "openvino", "torch")
 #: pretrained: DeepMind's flow_imagenet / rgb_imagenet, fetched and cached on first use.
 WEIGHT_SOURCES = ("pretrained", "random", "deepmind", "registry")
 #: Frames recomputed on each side of a chunk: the measured reach of a change through Mixed_5c is
@@ -393,7 +393,7 @@ class ExtractorConfig(_MappingView):
         ``float32`` or ``mixed_bfloat16`` (refused when the extractor is built on a CPU without
         native bfloat16).
     runtime
-        ``auto``, ``tensorflow`` or ``openvino``.
+        ``auto``, ``tensorflow``, ``openvino`` or ``torch`` (docs/performance.md).
     batch_size
         Windows per encoder call in sliding mode (≥ 1).
     weights

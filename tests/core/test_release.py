@@ -41,6 +41,7 @@ COMES_WITH = {
     "sleap_io": "the [poses] extra (.slp projects; movement installs it too)",
     "psutil": "optional: only asked where /proc is missing",
     "umap": "the [umap] extra (umap-learn); only imported for --method umap",
+    "torch": "the [gpu] extra (runtime torch); only imported when asked for or a GPU is visible",
 }
 
 

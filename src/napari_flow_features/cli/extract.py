@@ -137,8 +137,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--flow-cache",
                    help="folder keeping the last video's flow (up to 2 GB) so the next run with "
                         "the same video, method and selection skips it")  # fmt: skip
-    p.add_argument("--runtime", choices=("auto", "tensorflow", "openvino"),
-                   help="inference runtime (default auto: OpenVINO when installed)")  # fmt: skip
+    p.add_argument("--runtime", choices=("auto", "tensorflow", "openvino", "torch"),
+                   help="inference runtime (default auto: PyTorch on a CUDA GPU when both are "
+                        "there, else OpenVINO when installed)")  # fmt: skip
     p.add_argument("--windowing", choices=("chunked", "sliding"),
                    help="chunked (default, seamless) or the seed's sliding windows")  # fmt: skip
     p.add_argument("--chunk-length", type=int, help="frames per encoder pass in chunked mode")
@@ -256,7 +257,8 @@ def _print_single(args: argparse.Namespace, done: Any, settings: Any) -> None:
     console.result(f"wrote {done.output}: {done.rows} rows, post-encoder {settings.post_encoder}, end "
                    f"point {meta['endpoint']}, {meta['windowing']} ({meta['n_windows']} encoder "
                    f"passes, {meta['encoder_frames_per_output_frame']:.2f} per frame), runtime "
-                   f"{meta.get('runtime_used', '?')}, {meta['frames_per_second']} frames/s")  # fmt: skip
+                   f"{meta.get('runtime_used', '?')} on {meta.get('runtime_device', '?')}, "
+                   f"{meta['frames_per_second']} frames/s")  # fmt: skip
     if done.maps_path is not None:
         console.result(f"feature maps: {done.maps_path} {done.maps_shape}")
     if settings.keep_flow is not None:

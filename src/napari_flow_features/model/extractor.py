@@ -443,6 +443,7 @@ class DynamicFeatureExtractor:
             meta["endpoint_strides"] = parts["flow"]["endpoint_strides"]
             if "runtime_used" in parts["flow"]:
                 meta["runtime_used"] = parts["flow"]["runtime_used"]
+                meta["runtime_device"] = parts["flow"]["runtime_device"]
             flow_model, rgb_model = parts["flow"]["loaded_model"], parts["rgb"]["loaded_model"]
             if "random" in (flow_model["source"], rgb_model["source"]):
                 meta.update(random_weights_marks())
@@ -459,6 +460,7 @@ class DynamicFeatureExtractor:
         meta["quantize_effective"] = self.quantize
         if self._call is not None:
             meta["runtime_used"] = self._call.name
+            meta["runtime_device"] = _device_of(self._call)
         meta["registry_version"] = self.registry_version
         meta["channels"] = endpoint_channels(endpoint)
         meta["endpoint_strides"] = list(ENDPOINT_STRIDES.get(endpoint, (None, None)))
@@ -515,3 +517,15 @@ RANDOM_WEIGHTS_NOTE = (
 def random_weights_marks() -> dict[str, Any]:
     """Metadata keys marking a run with random weights."""
     return {"random_weights": True, "weights_note": RANDOM_WEIGHTS_NOTE}
+
+
+def _device_of(encoder: Any) -> str:
+    """The device an encoder runs on: its own label (torch), else where TensorFlow computes."""
+    label = getattr(encoder, "device_label", None)
+    if label is not None:
+        return str(label)
+    if encoder.name == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu (TensorFlow)" if tf.config.list_logical_devices("GPU") else "cpu"
+    return "cpu"  # OpenVINO is compiled for the CPU

@@ -24,14 +24,18 @@ import platform
 import shutil
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import RUNTIMES
 from ..errors import BadInputError
+
+if TYPE_CHECKING:
+    from .torch_runtime import TorchEncoder
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: Compiled input shapes kept per model (chunked extraction needs one or two).
@@ -72,17 +76,33 @@ def check_precision(precision: str) -> None:
         )
 
 
-def installed_runtimes() -> list[str]:
-    """Runtimes importable here, fastest first."""
+def installed_runtimes(cuda_available: Callable[[], bool] | None = None) -> list[str]:
+    """Runtimes importable here, fastest first.
+
+    ``torch`` comes first when PyTorch sees a CUDA GPU (``cuda_available``, default
+    :func:`~.torch_runtime.cuda_available`, asked only when PyTorch is installed), last otherwise
+    (slower than both on the CPUs measured: docs/performance.md).
+    """
+    from . import torch_runtime
+
     found = ["openvino"] if importlib.util.find_spec("openvino") is not None else []
-    return [*found, "tensorflow"]
+    found.append("tensorflow")
+    if torch_runtime.torch_installed():
+        if (cuda_available or torch_runtime.cuda_available)():
+            found.insert(0, "torch")
+        else:
+            found.append("torch")
+    return found
 
 
-def resolve_runtime(name: str) -> str:
-    """``auto`` → the fastest installed runtime; an explicit name must be installed."""
+def resolve_runtime(name: str, cuda_available: Callable[[], bool] | None = None) -> str:
+    """``auto`` → the fastest installed runtime; an explicit name must be installed.
+
+    ``cuda_available`` (default: ask PyTorch) decides whether ``auto`` runs on a GPU.
+    """
     if name not in RUNTIMES:
         raise BadInputError(f"runtime must be one of {', '.join(RUNTIMES)}, not {name!r}")
-    installed = installed_runtimes()
+    installed = installed_runtimes(cuda_available)
     if name == "auto":
         return installed[0]
     if name not in installed:
@@ -218,8 +238,20 @@ def make_encoder(
     runtime: str = "auto",
     precision: str = "float32",
     cache_dir: str | os.PathLike | None = None,
-) -> TensorFlowEncoder | OpenVINOEncoder:
-    """An encoder callable ``clips [B, L, H, W, C] → maps`` on the chosen runtime."""
+) -> TensorFlowEncoder | OpenVINOEncoder | TorchEncoder:
+    """An encoder callable ``clips [B, L, H, W, C] → maps`` on the chosen runtime.
+
+    ``torch`` (explicit, or ``auto`` with a CUDA GPU) runs the Keras model's weights in PyTorch;
+    ``auto`` keeps to the CPU runtimes for a model that is not a plain I3D (a registry classifier).
+    """
+    if runtime in ("auto", "torch") and resolve_runtime(runtime) == "torch":
+        from .torch_i3d import keras_endpoint
+        from .torch_runtime import TorchEncoder
+
+        if runtime == "torch" or _plain_i3d(model, keras_endpoint):
+            return TorchEncoder(model, precision=precision)
+        cpu = [r for r in installed_runtimes() if r != "torch"]
+        runtime = "tensorflow" if precision == "mixed_bfloat16" else cpu[0]
     check_precision(precision)
     if precision == "mixed_bfloat16" and runtime in ("auto", "tensorflow"):
         return TensorFlowEncoder(model)  # the bf16 Keras graph does not convert to OpenVINO
@@ -231,3 +263,11 @@ def make_encoder(
     if name == "openvino":
         return OpenVINOEncoder(model, precision, cache_dir)
     return TensorFlowEncoder(model)
+
+
+def _plain_i3d(model: Any, keras_endpoint: Callable[[Any], str]) -> bool:
+    try:
+        keras_endpoint(model)
+    except BadInputError:
+        return False
+    return True

@@ -232,8 +232,9 @@ class ExtractWidget(Container):
         self.windowing = ComboBox(label="windowing", choices=list(WINDOWING_CHOICES),
                                   tooltip="chunked: seamless rows, each frame encoded about once; "
                                           "sliding: the seed's clip-length windows at stride")  # fmt: skip
-        self.runtime = ComboBox(label="runtime", choices=["auto", "openvino", "tensorflow"],
-                                tooltip="auto: OpenVINO when installed (docs/performance.md)")  # fmt: skip
+        self.runtime = ComboBox(label="runtime", choices=["auto", "openvino", "tensorflow", "torch"],
+                                tooltip="auto: PyTorch on a CUDA GPU when both are there, else "
+                                        "OpenVINO (docs/performance.md)")  # fmt: skip
         self.clip_length = SpinBox(label="clip length", value=16, min=1, max=256)
         self.stride = SpinBox(label="stride", value=8, min=1, max=256)
         self.post_encoder = ComboBox(
