@@ -40,12 +40,12 @@ import platform
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._cache_dirs import WORK_DIR_STEM, temp_root
 from ..errors import BadInputError, MismatchedMetadataError, OutOfSpaceError
 
 _PARTIAL_RE = re.compile(r"^\..*\.partial-(\d+)-(\d+)-([0-9a-f]{6})-[0-9a-f]{8}")
@@ -225,10 +225,6 @@ def remove_stale_partials(folder: str | os.PathLike, stem: str | None = None) ->
     return removed
 
 
-#: The stem of the work folders runs make in the temporary folder (``$TMPDIR``).
-WORK_DIR_STEM = "flow-features"
-
-
 def make_work_dir(parent: str | os.PathLike | None = None, stem: str = WORK_DIR_STEM) -> Path:
     """Create a private, owner-tagged work folder for one run, after removing dead runs' ones.
 
@@ -249,7 +245,7 @@ def make_work_dir(parent: str | os.PathLike | None = None, stem: str = WORK_DIR_
     Path
         The new, empty folder.
     """
-    parent = Path(parent if parent is not None else tempfile.gettempdir())
+    parent = Path(parent) if parent is not None else temp_root()
     remove_stale_partials(parent, stem)
     for _ in range(100):
         folder = temp_sibling(parent / stem)
