@@ -335,13 +335,14 @@ def settings_file_for_one_video(
     """Let the single-video form read a settings file with an ``extraction:`` section.
 
     That is what the extraction dock saves: its options fill the command-line options left at
-    their defaults, and ``args.config`` points, for the run, at a temporary copy holding only the
-    extractor fields.
+    their defaults. ``args.config`` keeps naming the file: the encoder reads its top-level fields
+    and leaves the ``extraction:`` section out (``ExtractorConfig.from_yaml``), so no copy is
+    written anywhere.
 
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line (changed for the duration of the context).
+        The parsed command line: options left at their defaults take the file's values.
     defaults : dict
         The parser's defaults.
 
@@ -350,8 +351,6 @@ def settings_file_for_one_video(
     None
         While ``args`` holds the file's settings.
     """
-    import tempfile
-
     import yaml
 
     try:
@@ -370,14 +369,7 @@ def settings_file_for_one_video(
         if name == "roi":
             value = None if value is None else ",".join(str(v) for v in value)
         setattr(args, name, value)
-    with tempfile.TemporaryDirectory(prefix="flow-features-config-") as folder:
-        path = Path(folder) / "extractor.yaml"
-        path.write_text(yaml.safe_dump(settings.extractor), encoding="utf-8")
-        original, args.config = args.config, str(path)
-        try:
-            yield
-        finally:
-            args.config = original
+    yield
 
 
 def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
