@@ -17,6 +17,16 @@ from napari_flow_features.io.video import write_video
 from napari_flow_features.sample import _texture, make_whisker_sample
 
 H, W = 96, 128
+#: OpenCV's TV-L1 runs where the ``tvl1`` extra (the contrib wheel) is installed; the test
+#: environment has the plain wheel only (one cv2, docs/flow.md), so there it is skipped, by name.
+OPENCV_TVL1 = pytest.param(
+    "tvl1",
+    marks=pytest.mark.skipif(
+        not hasattr(cv2, "optflow"),
+        reason="OpenCV's TV-L1 needs the tvl1 extra (opencv-contrib-python-headless)",
+    ),
+)
+METHODS = ["farneback", "dis", OPENCV_TVL1, "tvl1-skimage"]
 # Mean endpoint error bounds (px), set from measurement with ~2-3x headroom (see docs/flow.md).
 TRANSLATION_EPE = {"farneback": 0.08, "dis": 0.15, "tvl1": 0.2, "tvl1-skimage": 0.15}
 ROTATION_EPE = {"farneback": 0.15, "dis": 0.25, "tvl1": 0.25, "tvl1-skimage": 0.2}
@@ -61,7 +71,7 @@ def interior_epe(flow, gt, margin=12):
     return float(np.hypot(d[..., 0], d[..., 1]).mean())
 
 
-@pytest.mark.parametrize("method", ["farneback", "dis", "tvl1", "tvl1-skimage"])
+@pytest.mark.parametrize("method", METHODS)
 def test_translation_accuracy(method):
     video = translating_video()
     flow = OpticalFlowComputer(method, workers=1).compute(video)
@@ -71,7 +81,7 @@ def test_translation_accuracy(method):
     assert flow[..., 0].mean() > 1.0 and flow[..., 1].mean() < -0.4  # right is +dx, up is -dy
 
 
-@pytest.mark.parametrize("method", ["farneback", "dis", "tvl1", "tvl1-skimage"])
+@pytest.mark.parametrize("method", METHODS)
 def test_rotation_accuracy(method):
     video, gt = rotating_video()
     flow = OpticalFlowComputer(method, workers=1).compute(video)
@@ -237,7 +247,7 @@ def test_read_only_output_folder(tmp_path, monkeypatch):
 
 
 def test_tvl1_without_contrib_names_the_extra(monkeypatch):
-    monkeypatch.delattr(cv2, "optflow")
+    monkeypatch.delattr(cv2, "optflow", raising=False)  # also where contrib is not installed
     monkeypatch.setattr(compute_mod, "_THREAD_KERNELS", threading.local())
     with pytest.raises(BadInputError, match=r"napari-flow-features\[tvl1\]"):
         OpticalFlowComputer("tvl1")
