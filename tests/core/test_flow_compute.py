@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -228,22 +229,26 @@ def test_bad_inputs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]
 
 
-def test_read_only_output_folder(tmp_path, monkeypatch):
+def test_read_only_output_folder(tmp_path):
+    """A folder the process really cannot write to: by its permission bits for a user, and for
+    root (who ignores them, as CI runs) a file system mounted read-only. Nothing is written."""
+    from conftest import mounted_tmpfs
+
     video = translating_video()
     locked = tmp_path / "locked"
-    locked.mkdir()
     if os.geteuid() != 0:
+        locked.mkdir()
         locked.chmod(0o555)
-    else:  # root ignores permission bits: make the filesystem refuse the write instead
-
-        def refuse(*args, **kwargs):
-            raise PermissionError(13, "Permission denied")
-
-        monkeypatch.setattr(compute_mod, "NpyWriter", refuse)
-    with pytest.raises(BadInputError, match="read-only"):
-        OpticalFlowComputer("dis").compute(video, locked / "flow.npy")
+        context: contextlib.AbstractContextManager = contextlib.nullcontext(locked)
+    else:
+        context = mounted_tmpfs(locked, "1m", read_only=True)
+    with context:
+        with pytest.raises(OSError):
+            (locked / "probe").write_bytes(b"")  # the premise: a real refusal, root included
+        with pytest.raises(BadInputError, match="read-only"):
+            OpticalFlowComputer("dis").compute(video, locked / "flow.npy")
+        assert list(locked.iterdir()) == []
     locked.chmod(0o755)
-    assert list(locked.iterdir()) == []
 
 
 def test_tvl1_without_contrib_names_the_extra(monkeypatch):
