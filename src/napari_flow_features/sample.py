@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -176,7 +177,9 @@ def make_whisker_sample(
 def save_whisker_sample(
     output_dir: str | os.PathLike, sample: WhiskerSample | None = None
 ) -> dict[str, str]:
-    """Write the sample as a video, a landmark table and a ground-truth archive.
+    """Write the sample as a video, a landmark table and a ground-truth archive: all or none.
+
+    The files appear together; on any failure (a full disk, Ctrl-C) none of them is left.
 
     Parameters
     ----------
@@ -192,15 +195,29 @@ def save_whisker_sample(
         frame, landmark, x, y) and ``ground_truth`` (``whisker_ground_truth.npz``: flow, angles,
         swing direction, pivot).
     """
-    import pandas as pd
-
-    from .io._atomic import atomic_write_path, ensure_output_dir
-    from .io.tables import write_table
-    from .io.video import write_video
+    from .io._atomic import all_files_or_none, ensure_output_dir
 
     sample = sample or make_whisker_sample()
     out = ensure_output_dir(output_dir)
-    video_path = write_video(out / "whisker.mp4", sample.video, fps=sample.fps, crf=12)
+    names = {"video": "whisker.mp4", "landmarks": "whisker_landmarks.csv",
+             "ground_truth": "whisker_ground_truth.npz"}  # fmt: skip
+    # Written into a staging folder, then moved in together: a full disk leaves none of them.
+    with all_files_or_none(out) as staging:
+        _write_sample_files(sample, staging, names, out / names["video"])
+    return {role: str(out / name) for role, name in names.items()}
+
+
+def _write_sample_files(
+    sample: WhiskerSample, folder: Path, names: dict[str, str], video_path: Path
+) -> None:
+    """Write the sample's files into ``folder`` (the landmark table records ``video_path``)."""
+    import pandas as pd
+
+    from .io._atomic import atomic_write_path
+    from .io.tables import write_table
+    from .io.video import write_video
+
+    write_video(folder / names["video"], sample.video, fps=sample.fps, crf=12)
     table = pd.DataFrame(
         {
             "frame": sample.landmarks[:, 0].astype(int),
@@ -214,9 +231,8 @@ def save_whisker_sample(
         "frame_shape": list(sample.video.shape[1:]),
         "landmark_radius": sample.info["landmark_radius"],
     }
-    table_path = write_table(table, out / "whisker_landmarks.csv", meta)
-    gt_path = out / "whisker_ground_truth.npz"
-    with atomic_write_path(gt_path) as tmp:
+    write_table(table, folder / names["landmarks"], meta)
+    with atomic_write_path(folder / names["ground_truth"]) as tmp:
         np.savez_compressed(
             tmp,
             flow=sample.ground_truth_flow,
@@ -224,4 +240,3 @@ def save_whisker_sample(
             swing_direction=sample.swing_direction,
             pivot_yx=np.asarray(sample.pivot),
         )
-    return {"video": str(video_path), "landmarks": str(table_path), "ground_truth": str(gt_path)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -50,3 +51,27 @@ def long_video(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("video") / "long.mp4"
     write_video(path, frames, fps=30, gop=60)
     return str(path)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder, size: str = "200k", read_only: bool = False):
+    """A real small file system at ``folder`` (tmpfs), unmounted afterwards.
+
+    ``read_only``: remounted read-only after creation, so not even root can write to it. Skips the
+    test, with the reason, where mounting is not permitted (not root, no CAP_SYS_ADMIN).
+    """
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -146,3 +146,13 @@ def test_kinetics_labels_and_prediction():
     assert top[0][1] == pytest.approx(expected, rel=1e-4)
     with pytest.raises(BadInputError, match="Logits end point"):
         predict_kinetics(build_i3d(2, "Conv3d_1a_7x7"), np.zeros((4, 16, 16, 2), np.float32))
+
+
+@pytest.mark.parametrize("classes", [400, 600])
+def test_classifier_end_point_records_one_channel_per_class(classes):
+    """At Logits the metadata's channel count is the number of classes the features have (it
+    said Mixed_5c's 1024, which a table's reader now refuses as a contradiction)."""
+    ext = DynamicFeatureExtractor(endpoint="Logits", num_classes=classes, runtime="tensorflow")
+    maps = ext.encode(np.zeros((1, 16, 224, 224, 2), np.float32))
+    assert maps.shape[-1] == classes
+    assert ext.describe()["channels"] == classes == ext.describe()["loaded_model"]["channels"]

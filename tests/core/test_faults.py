@@ -383,16 +383,19 @@ def _group_gone(pgid: int, wait: float = 10.0) -> bool:
     return False
 
 
-# Exit codes: stopped mid-write (130 Ctrl-C, 143 SIGTERM, -9 SIGKILL), or the signal came as the run
-# was ending: 0, or, once main() had returned and restored the default handlers, death by it.
+# Exit codes of a run stopped mid-write: 130 after Ctrl-C, 143 after SIGTERM (or, should the signal
+# land after main() restored the default handlers, death by it, which a shell reports the same way);
+# -9 after SIGKILL. Never 0: the signal is sent while a write is in progress, before the last one.
 EXPECTED_EXIT = {
-    signal.SIGINT: (130, 0, -signal.SIGINT),
-    signal.SIGTERM: (143, 0, -signal.SIGTERM),
-    signal.SIGKILL: (-signal.SIGKILL, 0),
+    signal.SIGINT: (130, -signal.SIGINT),
+    signal.SIGTERM: (143, -signal.SIGTERM),
+    signal.SIGKILL: (-signal.SIGKILL,),
 }
 
 
 def _check_run(cmd, watch, check_complete, sig, attempts=4):
+    """Signal a run mid-write: the interrupted exit code, no traceback, every file at a final path
+    complete, and (unless SIGKILL, whose temporaries the next run removes) no temporary left."""
     for _ in range(attempts):  # a run may finish a write before the poll sees its temporary
         code, caught, pgid = _signal_mid_write(cmd, watch, sig)
         assert _group_gone(pgid), "a process of the run survived"
@@ -400,6 +403,8 @@ def _check_run(cmd, watch, check_complete, sig, attempts=4):
             assert code in EXPECTED_EXIT[sig], (code, _signal_mid_write.stderr)
             assert "Traceback" not in _signal_mid_write.stderr, _signal_mid_write.stderr
             check_complete(watch)
+            if sig != signal.SIGKILL:
+                assert _temporaries(watch) == [], "a partial output was left"
             return
         assert code == 0
     pytest.fail(f"no write was seen in progress in {attempts} runs of {cmd}")

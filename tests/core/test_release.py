@@ -35,6 +35,7 @@ IMPORT_NAMES = {
 COMES_WITH = {
     "keras": "tensorflow",  # TensorFlow >= 2.16 installs Keras 3, its tf.keras
     "napari_builtins": "napari",
+    "dask": "distributed",  # dask.config for the LocalCluster's scratch folder; same release
     "movement": "the [poses] extra",
     "h5py": "the [poses] extra (movement); only imported when present",
     "loguru": "the [poses] extra (movement); only imported when present",
@@ -365,3 +366,41 @@ def test_local_index_serves_the_wheel_to_pip_by_name(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "got" / wheel.name).read_bytes() == wheel.read_bytes()
     assert f"/simple/napari-flow-features/{wheel.name}" in requested
+
+
+#: The wheels that each install a ``cv2`` package (and overwrite each other's files).
+OPENCV_WHEELS = {
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "opencv-contrib-python-headless",
+}
+
+
+def _requirements_with(extra: str | None) -> set[str]:
+    """Distribution names a plain install (``extra`` None) or ``.[extra]`` asks for directly,
+    through the package's own extras (``napari-flow-features[docs]``) too."""
+    optional = PYPROJECT["project"]["optional-dependencies"]
+    names = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    todo, seen = [extra] if extra else [], set()
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        for req in optional[name]:
+            if _name(req) == "napari-flow-features":
+                inner = re.search(r"\[([^\]]+)\]", req)
+                assert inner is not None, req
+                todo += [e.strip() for e in inner.group(1).split(",") if e.strip() not in seen]
+            else:
+                names.add(_name(req))
+    return names
+
+
+@pytest.mark.parametrize("extra", [None, "all", "poses", "testing", "docs"])
+def test_one_opencv_wheel(extra):
+    """One ``cv2`` per environment: the plain headless wheel, which movement's video reader (the
+    ``poses`` extra) requires too; only the opt-in ``tvl1`` extra adds the contrib wheel on top."""
+    assert _requirements_with(extra) & OPENCV_WHEELS == {"opencv-python-headless"}
+    assert _requirements_with("tvl1") & OPENCV_WHEELS == OPENCV_WHEELS & {
+        "opencv-python-headless", "opencv-contrib-python-headless"
+    }  # fmt: skip

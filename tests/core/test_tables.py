@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_flow_features.errors import BadInputError
+from napari_flow_features.errors import BadInputError, MismatchedMetadataError
 from napari_flow_features.io import _atomic
 from napari_flow_features.io.tables import (
     points_to_table,
@@ -118,3 +118,81 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
 def test_missing_output_folder(tmp_path):
     with pytest.raises(BadInputError, match="does not exist"):
         write_table(feature_table(), tmp_path / "nope" / "t.csv")
+
+
+# -- sidecars a user or a tool edited (issue 21 fault probe) ---------------------------------------
+def _gap_table(tmp_path, channels=4):
+    """A Global Average Pooling table (no x, y) saved as CSV with the metadata a run records."""
+    values = np.arange(5, dtype=np.float32)[:, None] * np.arange(1, channels + 1)
+    df = pd.DataFrame(values, columns=[f"f{k:04d}" for k in range(channels)])
+    df.insert(0, "frame", np.arange(5))
+    meta = {"endpoint": "Mixed_5c", "channels": channels, "frame_shape": [41, 61],
+            "post_encoder": "gap", "stop_frame": 5, "landmark_key": None,
+            "loaded_model": {"source": "random", "endpoint": "Mixed_5c", "channels": channels}}  # fmt: skip
+    return write_table(df, tmp_path / "gap.csv", meta)
+
+
+def _edit_sidecar(path, **changes):
+    side = sidecar_path(path)
+    meta = json.loads(side.read_text())
+    meta.update(changes)
+    side.write_text(json.dumps(meta))
+
+
+def test_table_reader_names_a_null_frame_shape(tmp_path):
+    """A sidecar whose ``frame_shape`` is null: the napari reader raises an error naming the
+    field (it raised a TypeError), and reads the table once the field is back."""
+    from napari_flow_features.napari._reader import read_table_layer
+
+    path = _gap_table(tmp_path)
+    ((data, _kwargs, kind),) = read_table_layer(str(path))
+    assert kind == "points"
+    np.testing.assert_array_equal(data[:, 1:], np.tile([20.0, 30.0], (5, 1)))  # frame centre
+    _edit_sidecar(path, frame_shape=None)
+    with pytest.raises(BadInputError, match="'frame_shape' is null"):
+        read_table_layer(str(path))
+
+
+def test_table_reader_tolerates_or_names_every_null_field(tmp_path):
+    """Every field of a run's sidecar set to null in turn: the reader opens the table or raises a
+    :class:`BadInputError` (napari shows its message), never another exception."""
+    from napari_flow_features.napari._reader import read_table_layer
+
+    path = _gap_table(tmp_path)
+    original = json.loads(sidecar_path(path).read_text())
+    outcomes = {}
+    for key in original:
+        sidecar_path(path).write_text(json.dumps({**original, key: None}))
+        try:
+            read_table_layer(str(path))
+            outcomes[key] = "read"
+        except BadInputError:
+            outcomes[key] = "named"
+    assert outcomes["frame_shape"] == "named"
+    assert outcomes["channels"] == outcomes["endpoint"] == "read"  # unknown is not a contradiction
+
+
+def test_sidecar_channels_contradicting_the_table_is_an_error(tmp_path):
+    """A sidecar that says 1024 channels beside a table of 832 feature columns does not load
+    silently: the error names both numbers and the sidecar."""
+    path = _gap_table(tmp_path, channels=832)
+    assert read_table(path).attrs["channels"] == 832
+    _edit_sidecar(path, channels=1024)
+    with pytest.raises(MismatchedMetadataError, match=r"1024 channels.*832 feature columns.*gap"):
+        read_table(path)
+
+
+def test_sidecar_endpoint_contradicting_the_loaded_model_is_an_error(tmp_path):
+    path = _gap_table(tmp_path)
+    _edit_sidecar(path, endpoint="Mixed_4f")
+    with pytest.raises(MismatchedMetadataError, match=r"'Mixed_4f'.*'Mixed_5c'"):
+        read_table(path)
+
+
+def test_parquet_metadata_contradicting_the_table_is_an_error(tmp_path):
+    df = pd.DataFrame({"frame": [0, 1], "f0000": [1.0, 2.0], "f0001": [3.0, 4.0]})
+    path = write_table(df, tmp_path / "t.parquet", {"channels": 3})
+    with pytest.raises(MismatchedMetadataError, match=r"3 channels.*2 feature columns"):
+        read_table(path)
+    write_table(df, tmp_path / "t.parquet", {"channels": 2})
+    assert read_table(path).attrs["channels"] == 2

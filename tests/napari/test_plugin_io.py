@@ -194,3 +194,20 @@ def test_video_opens_without_a_reader_choice_once_preferred(make_napari_viewer, 
     (decoded,) = viewer.open(small_video, plugin="napari")
     assert isinstance(decoded.data, np.ndarray)
     assert job_source(decoded) == str(Path(small_video).resolve())
+
+
+def test_table_with_a_null_frame_shape_is_a_clear_error_in_napari(make_napari_viewer, tmp_path):
+    """A Global Average Pooling table whose sidecar has ``frame_shape: null`` (issue 21's fault
+    probe: a TypeError from the reader): napari reports the named problem, adds no layer and
+    keeps working; with the field set, the table opens at the frame centre."""
+    from napari_flow_features.io.tables import write_table
+
+    viewer = make_napari_viewer()
+    table = pd.DataFrame({"frame": [0, 1, 2], "f0000": [1.0, 2.0, 3.0]})
+    path = write_table(table, tmp_path / "gap.csv", {"frame_shape": None, "channels": 1})
+    with pytest.raises(Exception, match="'frame_shape' is null"):
+        viewer.open(str(path), plugin=PLUGIN)
+    assert len(viewer.layers) == 0
+    write_table(table, tmp_path / "gap.csv", {"frame_shape": [21, 41], "channels": 1})
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    np.testing.assert_array_equal(layer.data, [[0, 10, 20], [1, 10, 20], [2, 10, 20]])

@@ -21,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -496,10 +497,16 @@ def local_client(workers: int | None = None, cores_per_worker: int | None = None
     """Start a Dask client on a new LocalCluster sized for extraction.
 
     A :class:`distributed.Client` on a new LocalCluster of worker processes shaped by
-    :func:`local_cluster_shape` (one thread each). Close it (``client.close(); cluster.close()``
-    via :func:`close_client`) when done.
+    :func:`local_cluster_shape` (one thread each). The scheduler and the workers keep their
+    scratch space in an owner-tagged work folder in ``$TMPDIR`` (not Dask's shared
+    ``dask-scratch-space``), which :func:`close_client` removes; a killed run's folder is removed
+    by the next run. Close it with :func:`close_client` when done.
     """
+    import dask
     from distributed import Client, LocalCluster
+
+    from .._cache_dirs import DASK_DIR_STEM
+    from ..io._atomic import make_work_dir
 
     default_workers, default_cores = local_cluster_shape()
     workers = workers or default_workers
@@ -507,16 +514,33 @@ def local_client(workers: int | None = None, cores_per_worker: int | None = None
     env = {"OMP_NUM_THREADS": str(cores_per_worker),
            "TF_NUM_INTRAOP_THREADS": str(cores_per_worker),
            "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, env=env,
-        dashboard_address=":0", silence_logs=40,
-    )  # fmt: skip
-    client = Client(cluster)
-    if workers > 1:
-        from ._dask_plugins import CoreShare
+    scratch = make_work_dir(stem=DASK_DIR_STEM)
+    cluster = client = None
+    try:
+        # The scheduler reads the config, the workers the argument: neither writes elsewhere.
+        with dask.config.set({"temporary-directory": str(scratch)}):
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, env=env,
+                dashboard_address=":0", silence_logs=40, local_directory=str(scratch),
+            )  # fmt: skip
+        client = Client(cluster)
+        if workers > 1:
+            from ._dask_plugins import CoreShare
 
-        client.register_plugin(CoreShare(cores_per_worker))
+            client.register_plugin(CoreShare(cores_per_worker))
+    except BaseException:
+        for part in (client, cluster):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    _SCRATCH[id(client)] = scratch
     return client
+
+
+#: The scratch folder of each client :func:`local_client` started, removed by :func:`close_client`.
+_SCRATCH: dict[int, Path] = {}
 
 
 def connect(scheduler: str | None = None, scheduler_file: str | None = None) -> Any:
@@ -541,11 +565,19 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None) -> 
 
 
 def close_client(client: Any) -> None:
-    """Close ``client`` and, when it owns one, its LocalCluster (worker processes end)."""
+    """Close ``client`` and, when it owns one, its LocalCluster and scratch folder.
+
+    The worker processes end; the scratch folder :func:`local_client` made is removed.
+    """
     cluster = getattr(client, "cluster", None)
-    client.close()
-    if cluster is not None:
-        cluster.close()
+    scratch = _SCRATCH.pop(id(client), None)
+    try:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # -- the batch ------------------------------------------------------------------------------------

@@ -45,9 +45,9 @@ FARNEBACK_DEFAULTS = {
 }
 TVL1_EXTRA_HINT = (
     "Dual TV-L1 from OpenCV needs the OpenCV contrib modules: "
-    "pip install 'napari-flow-features[tvl1]' (if cv2.optflow is still missing, the plain and "
-    "contrib wheels overwrote each other: pip uninstall -y opencv-python-headless "
-    "opencv-contrib-python-headless && pip install opencv-contrib-python-headless). "
+    "pip install 'napari-flow-features[tvl1]' (if cv2.optflow is still missing, the plain "
+    "wheel was written over the contrib one: pip install --force-reinstall --no-deps "
+    "opencv-contrib-python-headless; docs/flow.md). "
     "method='tvl1-skimage' (scikit-image's TV-L1, similar speed) works without it."
 )
 

@@ -40,12 +40,12 @@ import platform
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._cache_dirs import STAGING_DIR_STEM, WORK_DIR_STEM, temp_root
 from ..errors import BadInputError, MismatchedMetadataError, OutOfSpaceError
 
 _PARTIAL_RE = re.compile(r"^\..*\.partial-(\d+)-(\d+)-([0-9a-f]{6})-[0-9a-f]{8}")
@@ -225,10 +225,6 @@ def remove_stale_partials(folder: str | os.PathLike, stem: str | None = None) ->
     return removed
 
 
-#: The stem of the work folders runs make in the temporary folder (``$TMPDIR``).
-WORK_DIR_STEM = "flow-features"
-
-
 def make_work_dir(parent: str | os.PathLike | None = None, stem: str = WORK_DIR_STEM) -> Path:
     """Create a private, owner-tagged work folder for one run, after removing dead runs' ones.
 
@@ -249,7 +245,7 @@ def make_work_dir(parent: str | os.PathLike | None = None, stem: str = WORK_DIR_
     Path
         The new, empty folder.
     """
-    parent = Path(parent if parent is not None else tempfile.gettempdir())
+    parent = Path(parent) if parent is not None else temp_root()
     remove_stale_partials(parent, stem)
     for _ in range(100):
         folder = temp_sibling(parent / stem)
@@ -547,6 +543,57 @@ def _raise_translated(exc: BaseException, final: Path) -> None:
     translated = _translate(exc, final)
     if translated is not exc:
         raise translated from exc
+
+
+@contextlib.contextmanager
+def all_files_or_none(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging folder whose files all appear in ``folder`` together, or none of them.
+
+    The staging folder is owner-tagged (:func:`make_work_dir`) inside ``folder`` (the same file
+    system, so moving a file is a rename). When the block ends without error every file in it is
+    moved into ``folder``; on any error (a full disk, Ctrl-C) the files already moved are removed,
+    and the staging folder always is, so ``folder`` holds all of the outputs or none.
+
+    Parameters
+    ----------
+    folder
+        The existing output folder.
+
+    Yields
+    ------
+    Path
+        The staging folder to write the outputs into (files only, under their final names).
+    """
+    folder = Path(folder)
+    staging = make_work_dir(folder, stem=STAGING_DIR_STEM)
+    moved: list[Path] = []
+    try:
+        yield staging
+        names = sorted(entry.name for entry in os.scandir(staging))
+        for name in names:
+            fsync_path(staging / name)
+        for name in names:
+            try:
+                os.replace(staging / name, folder / name)
+            except OSError as exc:  # a folder in the way, a name taken meanwhile
+                if is_out_of_space(exc):
+                    raise
+                raise BadInputError(
+                    f"Cannot put {name} in {folder} ({exc.strerror or exc}); none of the "
+                    f"{len(names)} files ({', '.join(names)}) was left there"
+                ) from exc
+            moved.append(folder / name)
+        fsync_dir(folder)
+    except BaseException as exc:
+        for path in moved:
+            _remove(path)
+        if isinstance(exc, OutOfSpaceError):  # name the output folder, not the staging one
+            message = exc.message.replace(str(staging), str(folder))
+            raise OutOfSpaceError(message, exc.errno or errno.ENOSPC) from exc
+        _raise_translated(exc, folder)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import BadInputError, CorruptFileError
+from ..errors import BadInputError, CorruptFileError, MismatchedMetadataError
 from ._atomic import atomic_write_path, verify_sidecar, write_with_sidecar
 
 TABLE_EXTENSIONS = (".csv", ".parquet")
@@ -223,8 +223,49 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             f"Not a feature or landmark table: no 'frame' column (columns: {list(df.columns)[:8]}): {path}"
         )
     check_numeric_columns(df, path, first_line=2 if suffix == ".csv" else None)
+    check_metadata_matches_table(df, meta, sidecar_path(path) if suffix == ".csv" else path)
     df.attrs = meta
     return df
+
+
+def check_metadata_matches_table(df: pd.DataFrame, meta: dict[str, Any], source: Any) -> None:
+    """Check that a table's metadata describes its columns and agrees with itself.
+
+    The channel count must equal the number of feature columns, and the end point and channel
+    count the metadata records for the run must be those of the model it records as loaded.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table as read.
+    meta : dict
+        Its metadata (checked by :func:`check_table_metadata`).
+    source : object
+        What the message names as the metadata's file.
+
+    Raises
+    ------
+    MismatchedMetadataError
+        The metadata contradicts the table or itself; the message names both values.
+    """
+    hint = "the table was edited or the metadata belongs to another table"
+    columns = feature_columns(df)
+    channels = meta.get("channels")
+    if _is_int(channels) and columns and len(columns) != channels:
+        raise MismatchedMetadataError(
+            f"Table metadata says {channels} channels but the table has {len(columns)} feature "
+            f"columns ({columns[0]} … {columns[-1]}): {hint}: {source}"
+        )
+    loaded = meta.get("loaded_model")
+    if not isinstance(loaded, dict):
+        return
+    for key in ("endpoint", "channels"):
+        ran, model = meta.get(key), loaded.get(key)
+        if ran is not None and model is not None and ran != model:
+            raise MismatchedMetadataError(
+                f"Table metadata contradicts itself: {key} is {ran!r} but the loaded model's "
+                f"{key} is {model!r}: {hint}: {source}"
+            )
 
 
 _NUMERIC_KEYS = ("x", "y", "confidence")
@@ -342,6 +383,8 @@ _META_TYPES: dict[str, tuple[str, Any]] = {
     ),
     "data_bytes": ("a whole number ≥ 0", lambda v: _is_int(v) and v >= 0),
     "data_file": ("a file name (text)", lambda v: isinstance(v, str)),
+    "channels": ("a whole number ≥ 1", lambda v: _is_int(v) and v >= 1),
+    "loaded_model": ("an object of fields", lambda v: isinstance(v, dict)),
 }
 
 
@@ -475,17 +518,19 @@ def table_to_points(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     Raises
     ------
     BadInputError
-        The table has neither ``x``/``y`` nor ``frame_shape``.
+        The table has neither ``x``/``y`` nor a ``frame_shape`` (missing or null).
     """
     if "x" in df.columns and "y" in df.columns:
         y, x = df["y"].to_numpy(float), df["x"].to_numpy(float)
-    elif "frame_shape" in df.attrs:
+    elif df.attrs.get("frame_shape") is not None:
         h, w = df.attrs["frame_shape"][:2]
         y, x = np.full(len(df), (h - 1) / 2.0), np.full(len(df), (w - 1) / 2.0)
     else:
+        given = "is null" if "frame_shape" in df.attrs else "is missing"
         raise BadInputError(
-            "Table has no 'x', 'y' columns and no 'frame_shape' in its metadata, so its rows "
-            "cannot be placed as points"
+            f"Table has no 'x', 'y' columns and its metadata's 'frame_shape' {given}, so its "
+            "rows cannot be placed as points (a Global Average Pooling table needs the frame "
+            "size to put each row at the frame centre)"
         )
     data = np.stack([df["frame"].to_numpy(float), y, x], axis=1)
     features = df.drop(columns=[c for c in ("frame", "x", "y") if c in df.columns]).reset_index(

@@ -202,9 +202,9 @@ class VideoArray(LazyArray):
         """Load the seek index from the disk cache (same path, size and mtime) or build it now."""
         if self._indexed:
             return
-        from ..model.weights import cache_dir
+        from .._cache_dirs import video_index_dir
 
-        cached = cache_dir() / "video-index" / f"{self._cache_key()}.npz"
+        cached = video_index_dir() / f"{self._cache_key()}.npz"
         try:
             with np.load(cached, allow_pickle=False) as data:
                 pts, keys, key_ts = data["pts"], data["key_index"], data["key_ts"]

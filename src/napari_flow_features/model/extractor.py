@@ -462,7 +462,9 @@ class DynamicFeatureExtractor:
             meta["runtime_used"] = self._call.name
             meta["runtime_device"] = _device_of(self._call)
         meta["registry_version"] = self.registry_version
-        meta["channels"] = endpoint_channels(endpoint)
+        # The classifier's end points give one value per class, not Mixed_5c's channels.
+        classes = endpoint in ("Logits", "Predictions")
+        meta["channels"] = self.config.num_classes if classes else endpoint_channels(endpoint)
         meta["endpoint_strides"] = list(ENDPOINT_STRIDES.get(endpoint, (None, None)))
         registry = getattr(self, "registry_metadata", None)
         if registry is not None:

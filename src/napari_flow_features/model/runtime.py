@@ -123,10 +123,17 @@ def weights_digest(model: Any) -> str:
 
 
 def runtime_cache_dir() -> Path:
-    """Compiled models live beside the weights cache, under ``runtimes/``."""
-    from .weights import cache_dir
+    """Compiled models live in the package's cache folder, under ``runtimes/``.
 
-    return cache_dir() / "runtimes"
+    Returns
+    -------
+    pathlib.Path
+        :func:`napari_flow_features._cache_dirs.runtime_cache_dir`, where every cache location is
+        kept.
+    """
+    from .._cache_dirs import runtime_cache_dir as location
+
+    return location()
 
 
 class TensorFlowEncoder:

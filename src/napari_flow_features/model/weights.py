@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .. import _cache_dirs
 from ..errors import BadInputError, OutOfSpaceError
 from ..io._atomic import (
     check_free_space,
@@ -39,8 +40,8 @@ CHECKPOINTS = ("flow_imagenet", "flow_scratch", "rgb_imagenet", "rgb_scratch", "
 FILES = ("checkpoint", "model.ckpt.index", "model.ckpt.data-00000-of-00001")
 DEFAULT_BASE_URL = "https://github.com/deepmind/kinetics-i3d/raw/master/data/checkpoints"
 URL_ENV = "NAPARI_FLOW_FEATURES_WEIGHTS_URL"
-CACHE_ENV = "NAPARI_FLOW_FEATURES_CACHE"
-APP_NAME = "napari-flow-features"
+CACHE_ENV = _cache_dirs.CACHE_ENV
+APP_NAME = _cache_dirs.APP_NAME
 #: The published checkpoint each stream loads by default (``weights.source: pretrained``).
 PRETRAINED = {"flow": "flow_imagenet", "rgb": "rgb_imagenet"}
 #: Download attempts after the first for a transfer that may succeed when tried again (a
@@ -93,7 +94,7 @@ Progress = Callable[[str, int, int | None], None]
 
 
 def cache_root() -> Path:
-    """The package's cache folder.
+    """The package's cache folder (:func:`napari_flow_features._cache_dirs.cache_root`).
 
     Returns
     -------
@@ -102,12 +103,7 @@ def cache_root() -> Path:
         ("napari-flow-features")`` (on Linux ``$XDG_CACHE_HOME/napari-flow-features``, by default
         ``~/.cache/napari-flow-features``).
     """
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+    return _cache_dirs.cache_root()
 
 
 def cache_dir() -> Path:
@@ -118,7 +114,7 @@ def cache_dir() -> Path:
     pathlib.Path
         The folder holding one sub-folder per checkpoint name (``checkpoints/<name>/model.ckpt.*``).
     """
-    return cache_root() / "checkpoints"
+    return _cache_dirs.weights_cache_dir()
 
 
 def _check_name(name: str) -> None:
