@@ -37,6 +37,7 @@ COMES_WITH = {
     "h5py": "the [poses] extra (movement); only imported when present",
     "loguru": "the [poses] extra (movement); only imported when present",
     "psutil": "optional: only asked where /proc is missing",
+    "nncf": "the [int8] extra; only imported for precision int8",
 }
 
 

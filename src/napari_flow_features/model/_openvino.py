@@ -57,9 +57,10 @@ def import_openvino() -> Any:
         The ``openvino`` package.
     """
     with telemetry_unimportable():
-        ov = importlib.import_module("openvino")
+        import openvino as ov
+
         with contextlib.suppress(ImportError):
-            importlib.import_module("openvino.tools.ovc")
+            import openvino.tools.ovc  # binds the converter's telemetry module now
     return ov
 
 
@@ -73,7 +74,8 @@ def import_nncf() -> Any:
     """
     import_openvino()
     with telemetry_unimportable():
-        return importlib.import_module("nncf")
+        import nncf
+    return nncf
 
 
 @contextlib.contextmanager
