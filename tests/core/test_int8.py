@@ -106,3 +106,17 @@ def test_int8_needs_calibration_clips_of_the_shape(model, tmp_path):
     encoder = runtime.OpenVINOEncoder(model, "int8", tmp_path)
     with pytest.raises(BadInputError, match="calibration clips of shape"):
         encoder.compiled_for((1, 16, 40, 56, 2))
+
+
+@needs_nncf
+def test_a_shape_met_again_keeps_its_first_calibration(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "_SHAPES_KEPT", 1)  # every new shape drops the last one
+    x, later = clips(0), clips(5)
+    encoder = runtime.OpenVINOEncoder(model, "int8", tmp_path)
+    encoder(x)
+    encoder(clips(1, (1, 16, 32, 32, 2)))  # another shape: x's compiled model is dropped
+    reference = runtime.OpenVINOEncoder(model, "int8", tmp_path)
+    reference(x)  # calibrated on x, from the cache
+    np.testing.assert_array_equal(encoder(later), reference(later))
+    first = encoder.describe()["int8_calibration"][0]
+    assert first["sha256"] == hashlib.sha256(x.tobytes()).hexdigest()

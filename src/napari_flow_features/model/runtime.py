@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import shutil
+import time
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -203,6 +204,7 @@ class OpenVINOEncoder:
         self.converted = False
         #: int8 only: per input shape, the calibration clips' SHA-256 and size.
         self.calibration: dict[tuple, dict[str, Any]] = {}
+        self._int8_entries: dict[tuple, Path] = {}
 
     def _key(self, shape: tuple, precision: str = "float32", extra: str = "") -> str:
         text = f"{self._digest}|{shape}|{precision}|openvino {self._version}{extra}"
@@ -263,7 +265,14 @@ class OpenVINOEncoder:
     def _int8_entry(
         self, shape: tuple, float_entry: Path, calibration: np.ndarray | None
     ) -> tuple[Path, Any]:
-        """The int8 cache entry for ``shape`` calibrated on ``calibration``, and its builder."""
+        """The int8 cache entry for ``shape`` calibrated on ``calibration``, and its builder.
+
+        A shape calibrated earlier in this encoder's life keeps its entry (a shape dropped from
+        memory and met again runs the same model, not one calibrated on the later clips).
+        """
+        known = self._int8_entries.get(shape)
+        if known is not None and (known / "model.xml").is_file():
+            return known, lambda: self._core.read_model(str(known / "model.xml"))
         if calibration is None or tuple(calibration.shape) != shape:
             raise BadInputError(
                 f"precision int8 needs calibration clips of shape {shape} (the first batch "
@@ -279,6 +288,7 @@ class OpenVINOEncoder:
             "nncf": _nncf_version(),
         }
         entry = self.cache_dir / self._key(shape, "int8", f"|{digest}|nncf {_nncf_version()}")
+        self._int8_entries[shape] = entry
 
         def build() -> Any:
             float_model = self._read_or_build(float_entry, lambda: self._convert(shape))
@@ -372,15 +382,22 @@ def quantize(ov_model: Any, clips: np.ndarray) -> Any:
 
     nncf = import_nncf()
     nncf.set_log_level(logging.WARNING)
-    logger.info("int8: quantising the encoder for input %s (NNCF)", tuple(clips.shape))
+    started = time.perf_counter()
     # NNCF draws progress bars on stdout (rich), which would mix into our tables and bars.
     with contextlib.redirect_stdout(io.StringIO()):
-        return nncf.quantize(
+        quantised = nncf.quantize(
             ov_model,
             nncf.Dataset([clips]),
             subset_size=1,
             preset=nncf.QuantizationPreset.PERFORMANCE,
         )
+    logger.info(
+        "int8: quantised the encoder for input %s in %.1f s (NNCF %s)",
+        tuple(clips.shape),
+        time.perf_counter() - started,
+        nncf.__version__,
+    )
+    return quantised
 
 
 def make_encoder(
