@@ -120,3 +120,23 @@ def test_a_shape_met_again_keeps_its_first_calibration(model, tmp_path, monkeypa
     np.testing.assert_array_equal(encoder(later), reference(later))
     first = encoder.describe()["int8_calibration"][0]
     assert first["sha256"] == hashlib.sha256(x.tobytes()).hexdigest()
+
+
+@needs_nncf
+def test_extract_command_writes_int8_into_the_table(tmp_path):
+    from conftest import moving_pattern
+
+    from napari_flow_features.cli import main
+    from napari_flow_features.io.tables import read_table
+    from napari_flow_features.io.video import write_video
+
+    video, config, out = tmp_path / "v.mp4", tmp_path / "int8.yaml", tmp_path / "f.parquet"
+    write_video(video, moving_pattern(20, 40, 56), fps=25)
+    config.write_text("precision: int8\nendpoint: Mixed_3b\n")
+    assert main(["extract", str(video), "--config", str(config), "-o", str(out)]) == 0
+    table = read_table(out)
+    assert len(table) == 20
+    meta = table.attrs
+    assert meta["precision"] == "int8" and meta["int8_note"].startswith("INT8")
+    (record,) = meta["int8_calibration"]
+    assert record["input_shape"][0] == 1 and len(record["sha256"]) == 64
