@@ -2,9 +2,11 @@
 
 Modes: eager, tf.function (the baseline), XLA, OpenVINO float32 (our ``runtime: openvino``, with its
 relative L2 against tf.function), and the bfloat16 variants only where the CPU has native bf16.
+Then, where NNCF is installed, ``precision: int8`` against OpenVINO float32 (see :func:`int8_rows`).
 
     python benchmarks/bench_encoder.py [--clips 16,64] [--sizes 224,112] [--repeats 3]
-                                       [--max-isa AVX2]
+                                       [--max-isa AVX2] [--no-int8] [--int8-clips 4]
+                                       [--flow FLOW.npy]
 
 ``--max-isa AVX2`` caps the instruction set both runtimes' oneDNN kernels may use
 (``ONEDNN_MAX_CPU_ISA``, which TensorFlow's oneDNN and OpenVINO's CPU plugin both read; and
@@ -21,9 +23,12 @@ avx512f (8 lanes with AVX2 only). The baseline for the ratios is tf.function flo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -91,6 +96,121 @@ def time_call(fn, x, repeats: int) -> float:
     return best
 
 
+def flow_clips(flow_path: str | None, n: int, length: int, size: int) -> tuple[np.ndarray, str]:
+    """``n`` encoder-ready flow clips ``[n, 1, length, size, size, 2]`` and where they came from.
+
+    From a flow file (``flow-features flow VIDEO -o flow.npy``): consecutive windows, resized to
+    ``size``² (displacements scaled), clipped to ±20 px and quantised like DeepMind's. Otherwise
+    smooth synthetic flow with noise (no video needed; its numbers are not a real video's).
+    """
+    from napari_flow_features.flow.sequences import preprocess_flow_inplace
+
+    if flow_path is None:
+        rng = np.random.default_rng(0)
+        t, y, x = np.meshgrid(*(np.linspace(0, 1, k) for k in (length, size, size)), indexing="ij")
+        out = []
+        for i in range(n):
+            field = np.stack([np.sin(6 * x + 3 * t + i), np.cos(5 * y - 2 * t + i)], axis=-1)
+            out.append(np.clip(field + rng.normal(0, 0.2, field.shape), -1, 1))
+        return np.asarray(out, np.float32)[:, None], "synthetic flow (smooth fields + noise)"
+    import cv2
+
+    flow = np.load(flow_path, mmap_mode="r")
+    if len(flow) < n * length:
+        raise SystemExit(f"{flow_path} has {len(flow)} fields; {n} clips of {length} need more")
+    h, w = flow.shape[1:3]
+    out = []
+    for i in range(n):
+        window = np.asarray(flow[i * length : (i + 1) * length], np.float32)
+        resized = np.stack(
+            [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in window]
+        )
+        resized[..., 0] *= size / w
+        resized[..., 1] *= size / h
+        out.append(preprocess_flow_inplace(resized, 20.0, quantize=True))
+    return np.asarray(out, np.float32)[:, None], f"{flow_path} ({n} windows from its start)"
+
+
+def real_or_random_weights(*models) -> str:
+    """Load DeepMind's flow_imagenet weights into ``models`` if they are in the cache."""
+    from napari_flow_features.model.checkpoint import load_deepmind_checkpoint
+    from napari_flow_features.model.weights import cache_dir
+
+    prefix = cache_dir() / "flow_imagenet" / "model.ckpt"
+    if not Path(f"{prefix}.index").is_file():
+        return "random"
+    for model in models:
+        load_deepmind_checkpoint(model, prefix)
+    return f"DeepMind flow_imagenet ({prefix})"
+
+
+def position_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the channel vectors at every (clip, t, y, x) position."""
+    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
+    return np.sum(a2 * b2, axis=1) / np.maximum(norms, 1e-12)
+
+
+def int8_rows(args: argparse.Namespace) -> None:
+    """int8 (NNCF, calibrated on the first clip) against OpenVINO float32: speed and error.
+
+    The first of ``--int8-clips`` clips calibrates (what a run does: its first clips); the error is
+    measured on the others (held out): relative L2 of the Mixed_5c maps, the median and 5th
+    percentile of the per-position cosine, and the top-1 agreement of the Logits end point.
+    """
+    import tempfile
+
+    from napari_flow_features.model.i3d import build_i3d
+    from napari_flow_features.model.runtime import OpenVINOEncoder
+
+    cache = tempfile.mkdtemp(prefix="bench-int8-")  # our cap applies; removed at the end
+    print(
+        f"\nint8 (NNCF post-training quantisation) against OpenVINO float32, {args.int8_clips} clips:"
+    )
+    print(f"{'clip':>10}{'end point':>11}{'f32 fr/s':>10}{'int8 fr/s':>10}{'speed-up':>9}"
+          f"{'rel L2':>8}{'cos med':>8}{'cos p5':>8}{'top-1 =':>8}")  # fmt: skip
+    weights = "random"
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            for length in (int(c) for c in args.clips.split(",")):
+                data, origin = flow_clips(args.flow, args.int8_clips, length, size)
+                shape = dict(clip_length=length, height=size, width=size)
+                # Logits pools 2×7×7 of Mixed_5c: it needs 224² and 16 frames.
+                ends = ("Mixed_5c", "Logits") if size >= 224 and length >= 16 else ("Mixed_5c",)
+                models = {e: build_i3d(2, e, **shape) for e in ends}
+                weights = real_or_random_weights(*models.values())
+                for endpoint, model in models.items():
+                    f32 = OpenVINOEncoder(model, cache_dir=cache)
+                    int8 = OpenVINOEncoder(model, "int8", cache_dir=cache)
+                    int8(data[0])  # calibrates on the first clip
+                    a = np.concatenate([f32(c) for c in data[1:]])
+                    b = np.concatenate([int8(c) for c in data[1:]])
+                    t32, t8 = (
+                        time_call(f32, data[1], args.repeats),
+                        time_call(int8, data[1], args.repeats),
+                    )
+                    rel = np.linalg.norm(b - a) / np.linalg.norm(a)
+                    if endpoint == "Logits":
+                        agree = np.mean(a.argmax(-1) == b.argmax(-1))
+                        cos = "-", "-"
+                    else:
+                        agree, cosines = "-", position_cosines(a, b)
+                        cos = f"{np.median(cosines):.3f}", f"{np.percentile(cosines, 5):.3f}"
+                    agree_text = agree if agree == "-" else f"{100 * agree:.0f}%"
+                    print(f"{f'{length}x{size}²':>10}{endpoint:>11}{length / t32:>10.1f}"
+                          f"{length / t8:>10.1f}{t32 / t8:>9.2f}{rel:>8.3f}{cos[0]:>8}{cos[1]:>8}"
+                          f"{agree_text:>8}")  # fmt: skip
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    print(f"clips: {origin}; weights: {weights}")
+    if weights == "random":
+        print(
+            "RANDOM WEIGHTS: these error numbers say nothing about int8's accuracy (an untrained "
+            "network's activations are not a trained one's); fetch the real weights "
+            "(flow-features weights fetch flow_imagenet) and give --flow from your video."
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", default="16,64", help="clip lengths")
@@ -100,6 +220,10 @@ def main() -> None:
     parser.add_argument(
         "--max-isa", help="cap oneDNN's instruction set in both runtimes, e.g. AVX2 (see above)"
     )
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
+    parser.add_argument("--only-int8", action="store_true", help="only the int8 rows")
+    parser.add_argument("--int8-clips", type=int, default=4, help="1 calibrates, the rest measure")
+    parser.add_argument("--flow", help="a flow .npy (flow-features flow) for the int8 clips")
     args = parser.parse_args()
     if args.max_isa:  # before TensorFlow or OpenVINO load oneDNN, which reads it once
         os.environ["ONEDNN_MAX_CPU_ISA"] = os.environ["OV_CPU_MAX_ISA"] = args.max_isa.upper()
@@ -136,7 +260,7 @@ def main() -> None:
         f"{'clip':>10}{'mode':>16}{'frames/s':>10}{'GFLOP/clip':>12}{'GFLOP/s':>9}{'% peak':>8}"
         f"{'% GEMM':>8}{'vs tf.fn':>9}{'rel L2':>10}"
     )
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",")) if not args.only_int8 else ():
         for length in (int(c) for c in args.clips.split(",")):
             x = tf.constant(
                 np.random.default_rng(0).uniform(-1, 1, (1, length, size, size, 2)), tf.float32
@@ -182,6 +306,8 @@ def main() -> None:
                     f"{f'{length}x{size}²':>10}{name:>16}{length / t:>10.1f}{flops / 1e9:>12.1f}"
                     f"{gflops:>9.1f}{pct:>8}{100 * gflops / gemm:>8.0f}{base / t:>9.2f}{err:>10}"
                 )
+    if not args.no_int8 and importlib.util.find_spec("nncf") is not None:
+        int8_rows(args)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ WINDOWINGS = ("chunked", "sliding")
 STREAMS = ("flow", "rgb", "two-stream")
 STREAM_CHANNELS = {"flow": 2, "rgb": 3}
 FUSIONS = ("concat", "average")
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16", "int8")
 RUNTIMES = ("auto", "tensorflow", "openvino", "torch")
 #: pretrained: DeepMind's flow_imagenet / rgb_imagenet, fetched and cached on first use.
 WEIGHT_SOURCES = ("pretrained", "random", "deepmind", "registry")
@@ -390,8 +390,8 @@ class ExtractorConfig(_MappingView):
     quantize
         Quantise flow to 256 levels like DeepMind; null: on with DeepMind weights.
     precision
-        ``float32`` or ``mixed_bfloat16`` (refused when the extractor is built on a CPU without
-        native bfloat16).
+        ``float32``, ``mixed_bfloat16`` (refused when the extractor is built on a CPU without
+        native bfloat16) or ``int8`` (OpenVINO + NNCF, calibrated on the run's first clips).
     runtime
         ``auto``, ``tensorflow``, ``openvino`` or ``torch`` (docs/performance.md).
     batch_size

@@ -19,7 +19,7 @@ from napari_flow_features.sample import make_whisker_sample
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "napari_flow_features"
 COMMANDS = ("sample", "flow", "sequences", "weights", "model", "extract", "evaluate", "visualize",
-            "map", "demo")  # fmt: skip
+            "map", "demo", "cache")  # fmt: skip
 
 
 def test_help_imports_neither_tensorflow_nor_numpy():

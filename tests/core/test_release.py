@@ -43,6 +43,7 @@ COMES_WITH = {
     "psutil": "optional: only asked where /proc is missing",
     "umap": "the [umap] extra (umap-learn); only imported for --method umap",
     "torch": "the [gpu] extra (runtime torch); only imported when asked for or a GPU is visible",
+    "nncf": "the [int8] extra; only imported for precision int8",
 }
 
 

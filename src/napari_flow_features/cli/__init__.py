@@ -1,8 +1,8 @@
 """The ``flow-features`` command line.
 
 One module per sub-command (``sample``, ``demo``, ``flow``, ``sequences``, ``weights``, ``model``,
-``extract``, ``evaluate``, ``visualize``, ``map``), each holding only its arguments and what it prints;
-the work is done by library functions the Python API and the napari widgets use too.
+``extract``, ``evaluate``, ``visualize``, ``map``, ``cache``), each holding only its arguments and
+what it prints; the work is done by library functions the Python API and the napari widgets use too.
 ``_common.py`` holds what they share: output and progress bars, logging (``-v``/``-q``), signal
 handling and exit codes (docs/cli.md). Importing this package and ``--help`` import neither
 TensorFlow nor NumPy.
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, evaluate, extract, flow, model, sample, sequences, visualize, weights
+from . import cache, demo, evaluate, extract, flow, model, sample, sequences, visualize, weights
 from . import map as map_command
 from ._common import (
     EXIT_CANCELLED,
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 #: The sub-commands in the order ``--help`` lists them.
 COMMANDS = (sample, flow, sequences, weights, model, extract, evaluate, visualize, map_command,
-            demo)  # fmt: skip
+            demo, cache)  # fmt: skip
 
 
 def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

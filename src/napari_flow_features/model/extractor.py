@@ -128,7 +128,7 @@ class DynamicFeatureExtractor:
         self.streams: dict[str, DynamicFeatureExtractor] = {self.stream: self}
         from .runtime import check_precision
 
-        check_precision(cfg.precision)  # bfloat16 needs a CPU that has it
+        check_precision(cfg.precision, cfg.runtime)  # bf16 needs a CPU with it, int8 NNCF
         if self.stream == "two-stream":
             self._init_two_stream()
             return
@@ -143,7 +143,8 @@ class DynamicFeatureExtractor:
             in_channels=self.in_channels,
             endpoint=cfg.endpoint,
             num_classes=cfg.num_classes,
-            precision=cfg.precision,
+            # int8 quantises the float32 model (model/runtime.py)
+            precision="float32" if cfg.precision == "int8" else cfg.precision,
         )
         self.checkpoint_report: Any = None
         self.registry_version: str | None = None
@@ -444,6 +445,9 @@ class DynamicFeatureExtractor:
             if "runtime_used" in parts["flow"]:
                 meta["runtime_used"] = parts["flow"]["runtime_used"]
                 meta["runtime_device"] = parts["flow"]["runtime_device"]
+            if "int8_calibration" in parts["flow"]:
+                meta["int8_calibration"] = {s: parts[s]["int8_calibration"] for s in parts}
+                meta["int8_note"] = parts["flow"]["int8_note"]
             flow_model, rgb_model = parts["flow"]["loaded_model"], parts["rgb"]["loaded_model"]
             if "random" in (flow_model["source"], rgb_model["source"]):
                 meta.update(random_weights_marks())
@@ -461,6 +465,7 @@ class DynamicFeatureExtractor:
         if self._call is not None:
             meta["runtime_used"] = self._call.name
             meta["runtime_device"] = _device_of(self._call)
+            meta.update(getattr(self._call, "describe", dict)())  # int8: its calibration
         meta["registry_version"] = self.registry_version
         # The classifier's end points give one value per class, not Mixed_5c's channels.
         classes = endpoint in ("Logits", "Predictions")
