@@ -74,7 +74,9 @@ def test_rows_do_not_jump_where_windows_hand_over():
 def test_streaming_from_a_video_equals_flow_computed_first():
     video = make_whisker_sample().video[:40]
     ext = DynamicFeatureExtractor(endpoint="Mixed_3c", runtime="tensorflow", chunk_length=104)
-    streamed = extract_features(video, ext, post_encoder="gap", flow_method="dis").table
+    streamed = extract_features(
+        video, ext, post_encoder="gap", flow_method="dis", max_side=None
+    ).table
     flow = OpticalFlowComputer("dis").compute(video)
     stored = extract_features(flow, ext, post_encoder="gap").table
     np.testing.assert_array_equal(
