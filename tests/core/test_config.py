@@ -48,7 +48,7 @@ def test_assignment_raises_and_equal_configs_hash_alike():
             setattr(obj, name, value)
     with pytest.raises(TypeError):
         config["endpoint"] = "Mixed_5c"  # type: ignore[index]  # the mapping view is read-only
-    assert config.endpoint == "Mixed_4f" and settings.max_side == 256
+    assert config.endpoint == "Mixed_4f" and settings.max_side == "auto"
     # Equal by value, whatever way they were made; usable as dict keys (the worker's model cache).
     same = ExtractorConfig.from_dict({"endpoint": "Mixed_4f", "weights": {"seed": 0}})
     assert same == config and hash(same) == hash(config) and same is not config
@@ -68,7 +68,7 @@ def test_changes_are_new_objects():
     assert (longer.clip_length, longer.weights.seed, longer.weights.source) == (32, 3, "random")
     settings = ExtractionSettings(extractor=config)
     other = settings.replace(max_side=None, endpoint="Mixed_3c")  # an encoder field merges in
-    assert (settings.max_side, settings.extractor.endpoint) == (256, "Mixed_5c")
+    assert (settings.max_side, settings.extractor.endpoint) == ("auto", "Mixed_5c")
     assert (other.max_side, other.extractor.endpoint, other.extractor.weights.seed) == (
         None, "Mixed_3c", 2)  # fmt: skip
     # dataclasses.replace validates too: no way round the checks.

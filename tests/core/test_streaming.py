@@ -122,9 +122,11 @@ def test_frame_range_roi_and_max_side():
     assert small.metadata["work_shape"] == [120, 160]
     with pytest.raises(BadInputError, match="not inside"):
         select_frames(96, (240, 320), roi=(300, 0, 64, 64))
-    with pytest.raises(BadInputError, match="stop frame"):
+    with pytest.raises(BadInputError, match="stop must be after start"):
         extract_features(video, ext, post_encoder="gap", start=50, stop=20)
-    with pytest.raises(BadInputError, match="roi and max_side apply"):
+    with pytest.raises(BadInputError, match="stop frame 200 must be after start 50 and at most 96"):
+        extract_features(video, ext, post_encoder="gap", start=50, stop=200)
+    with pytest.raises(BadInputError, match="max_side 64 applies when flow is computed"):
         extract_features(np.zeros((5, 8, 8, 2), np.float32), ext, post_encoder="gap", max_side=64)
 
 
@@ -134,7 +136,9 @@ def test_keep_flow_is_written_and_readable(tmp_path, dtype, tol):
     video = make_whisker_sample().video[:30]
     ext = DynamicFeatureExtractor(endpoint="Conv3d_2b_1x1", runtime="tensorflow")
     out = tmp_path / "kept.npy"
-    res = extract_features(video, ext, post_encoder="gap", keep_flow=out, keep_flow_dtype=dtype)
+    res = extract_features(
+        video, ext, post_encoder="gap", keep_flow=out, keep_flow_dtype=dtype, max_side=None
+    )
     assert res.metadata["kept_flow"] == str(out)
     stored = np.load(out, allow_pickle=False)
     assert stored.dtype == np.dtype(dtype) and stored.shape == (29, 240, 320, 2)

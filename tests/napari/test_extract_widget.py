@@ -203,7 +203,7 @@ def test_current_frame_behind_a_channel_slider(make_napari_viewer, qtbot, errors
     widget.source.value = video
     assert widget.run(current_frame=True) is not None
     wait(qtbot, widget)
-    assert jobs[0]["options"]["frames"] == [13] and widget.status.value == "cancelled"
+    assert jobs[0]["settings"]["frames"] == [13] and widget.status.value == "cancelled"
 
 
 def test_worker_warnings_become_notifications(make_napari_viewer, qtbot, errors, monkeypatch):
@@ -255,7 +255,12 @@ def test_save_settings_writes_the_yaml_extract_config_reads(make_napari_viewer, 
     assert (settings.post_encoder, settings.interpolation, settings.flow_method) == (
         "point", "nearest", "farneback")  # fmt: skip
     assert settings.min_confidence == 0.5 and settings.max_gap is None
-    assert settings.max_side is None  # the dock runs at the video's size; the batch must too
+    # The dock, the command line and the batch resize alike (issue 21: one default everywhere).
+    assert settings.max_side == "auto"
+    widget.resize.value = "full size"
+    assert widget.batch_settings().max_side is None
+    widget.resize.value, widget.max_side.value = "longest side (px)", 320
+    assert widget.batch_settings().max_side == 320
     assert "tensorflow" not in sys.modules
 
 
@@ -341,7 +346,7 @@ def test_region_and_max_side_runs_sit_over_the_video(make_napari_viewer, qtbot, 
                       shape_type="rectangle", name="box")  # fmt: skip
     widget.roi.value = viewer.layers["box"]
     assert _extract_widget.roi_from_shapes(viewer.layers["box"], video) == (60, 40, 161, 161)
-    widget.max_side.value = 96
+    widget.resize.value, widget.max_side.value = "longest side (px)", 96
     widget.heatmap.value = next(
         k for k, v in _extract_widget.HEATMAP_CHOICES.items() if v == "mean"
     )
