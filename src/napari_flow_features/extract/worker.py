@@ -66,13 +66,15 @@ def _config_key(config: Any) -> Any:
 def _forward_warnings(replies: Any, seen: set[str]) -> None:
     """Send the child's Python warnings to the parent, each text once per job (``seen``).
 
-    The text is the warning's message alone (with its category unless it is a plain
-    ``UserWarning``): napari shows it as a notification, the command line as ``warning: text``.
+    The text is the warning's message alone (with its category unless it is a ``UserWarning``):
+    napari shows it as a notification.
     """
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message) if category is UserWarning else f"{category.__name__}: {message}"
+        text = (
+            str(message) if issubclass(category, UserWarning) else f"{category.__name__}: {message}"
+        )
         if text not in seen:
             seen.add(text)
             replies.put(("warning", text))
