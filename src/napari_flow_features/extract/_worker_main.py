@@ -5,7 +5,7 @@ which re-imports the caller's ``__main__``: a napari script without an ``if __na
 "__main__":`` guard would open a second viewer in the child). It talks to its parent over one
 socket it inherits (``multiprocessing.connection`` framing: pickled messages):
 
-* parent → child: ``("job", job)``, ``("cancel",)``, ``("stop",)``;
+* parent → child: ``b"J"`` and a pickled job, ``b"cancel"``, ``b"stop"``;
 * child → parent: ``("status", text)``, ``("progress", done, total)``, ``("flow", done, total)``,
   ``("warning", text)``, ``("result", reply)``, ``("cancelled",)``, ``("error", text)``.
 
@@ -18,12 +18,16 @@ Run as ``python -c <bootstrap> PACKAGE_ROOT FD ROOT PARENT_PID`` (see ``worker._
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import shutil
 import sys
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
+
+#: The parent's messages: a job is ``JOB`` followed by the pickled job.
+JOB, CANCEL, STOP = b"J", b"cancel", b"stop"
 
 
 class _Replies:
@@ -39,27 +43,45 @@ class _Replies:
             self._conn.send(message)
 
 
+class _Requests:
+    """The job loop's side of the requests: ``get()`` blocks for the next job (None: stop).
+
+    Jobs are unpickled here, in the job loop's thread, not in the socket's reader thread: a job
+    holds NumPy arrays and tables, and unpickling them while the main thread imports TensorFlow
+    (and NumPy with it) would import NumPy from two threads at once.
+    """
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | None] = queue.Queue()
+
+    def get(self) -> Any:
+        """The next job (a dict), or None when the parent asked the worker to stop."""
+        data = self.queue.get()
+        return None if data is None else pickle.loads(data)
+
+
 def _read_requests(
-    conn: Connection, requests: queue.Queue, cancel: threading.Event, root: str
+    conn: Connection, requests: _Requests, cancel: threading.Event, root: str
 ) -> None:
     """Feed jobs to the job loop and set ``cancel``; end the process when the parent is gone.
 
-    A job clears the cancel flag: a cancel the parent sent for the previous job (after it had
-    already finished) must not stop the next one. The messages of one socket keep their order.
+    Messages are ``b"cancel"``, ``b"stop"`` or ``b"J"`` and a pickled job. A job clears the cancel
+    flag: a cancel the parent sent for the previous job (after it had already finished) must not
+    stop the next one. The messages of one socket keep their order.
     """
     while True:
         try:
-            message = conn.recv()
+            data = conn.recv_bytes()
         except (EOFError, OSError):  # the parent closed the socket or died
             shutil.rmtree(root, ignore_errors=True)
             os._exit(0)
-        if message[0] == "job":
-            cancel.clear()
-            requests.put(message[1])
-        elif message[0] == "cancel":
+        if data == CANCEL:
             cancel.set()
-        else:  # "stop": finish the loop after the current job
-            requests.put(None)
+        elif data == STOP:  # finish the loop after the current job
+            requests.queue.put(None)
+        else:
+            cancel.clear()
+            requests.queue.put(data[len(JOB) :])
 
 
 def main(argv: list[str]) -> None:
@@ -75,7 +97,7 @@ def main(argv: list[str]) -> None:
 
     fd, root, parent_pid = int(argv[0]), argv[1], int(argv[2])
     conn = Connection(fd)
-    requests: queue.Queue = queue.Queue()
+    requests = _Requests()
     cancel = threading.Event()
     reader = threading.Thread(target=_read_requests, args=(conn, requests, cancel, root),
                               name="flow-features-requests", daemon=True)  # fmt: skip

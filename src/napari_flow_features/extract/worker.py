@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CancelledError
+from ._worker_main import CANCEL, JOB, STOP
 
 #: Extractors kept warm in the child (least recently used are dropped).
 WARM_MODELS = 2
@@ -350,7 +351,7 @@ class ModelWorker:
             assert self._root is not None  # _ensure_child made the temporary folder
             job_dir = os.path.join(self._root, f"job-{self._jobs}")
             # Pickled here, so a job that cannot be sent fails alone (the warm child goes on).
-            message = pickle.dumps(("job", {**job, "job_id": self._jobs}), pickle.HIGHEST_PROTOCOL)
+            message = JOB + pickle.dumps({**job, "job_id": self._jobs}, pickle.HIGHEST_PROTOCOL)
             finished = keep_job_dir = False
             try:
                 self._send(message)
@@ -358,7 +359,7 @@ class ModelWorker:
                 while True:
                     # Cancel is checked on every pass: a stream of progress messages must not hide it.
                     if cancel_sent_at is None and is_cancelled():
-                        self._send(pickle.dumps(("cancel",)))
+                        self._send(CANCEL)
                         cancel_sent_at = time.monotonic()
                     elif (
                         cancel_sent_at is not None
@@ -462,7 +463,7 @@ class ModelWorker:
         with self._lock:
             if self._alive() and self._conn is not None:
                 try:
-                    self._conn.send(("stop",))
+                    self._conn.send_bytes(STOP)
                     self._proc.wait(self.cancel_grace)  # type: ignore[union-attr]
                 except (OSError, subprocess.TimeoutExpired):
                     pass
