@@ -280,3 +280,23 @@ def test_a_job_that_cannot_be_sent_fails_alone(worker):
         worker.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap",
                     "progress_hook": lambda: None}})  # fmt: skip
     assert worker.pid == pid
+
+
+def test_an_unguarded_script_runs_its_top_level_once(tmp_path):
+    """A script without an ``if __name__ == "__main__":`` guard: the worker must not re-run it (a
+    "spawn" child imports the caller's ``__main__`` again, and there starts a worker of its own)."""
+    script = tmp_path / "analysis.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from napari_flow_features.extract.worker import ModelWorker\n"
+        "print('TOP LEVEL', flush=True)\n"
+        "worker = ModelWorker()\n"
+        f"reply = worker.run({{'extractor': {CONFIG!r}, 'options': {{'post_encoder': 'gap'}},\n"
+        "                     'source': np.zeros((11, 32, 32, 2), np.float32)})\n"
+        "print('ROWS', len(reply['table']), flush=True)\n"
+        "worker.close()\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["TOP LEVEL", "ROWS 12"], done.stdout + done.stderr

@@ -212,6 +212,19 @@ class ModelWorker:
     into it (the none post-encoder's maps: :meth:`release` removes them); the whole folder goes when
     the child stops (close, crash, kill) and at interpreter exit.
 
+    The child is ``sys.executable`` running :mod:`._worker_main` (it never imports the caller's
+    ``__main__``); its stdout and stderr go to a log file (:attr:`log_path`).
+
+    Parameters
+    ----------
+    cancel_grace : float
+        Seconds a cancelled child has to stop before it is killed.
+    poll : float
+        Seconds between checks for cancel and a dead child while waiting for replies.
+    log_dir : str or PathLike, optional
+        Where the child's log files go; default :func:`worker_log_dir` (the last
+        :data:`KEPT_LOGS` are kept).
+
     >>> worker = ModelWorker()
     >>> reply = worker.run({"extractor": {"endpoint": "Mixed_4f"}, "source": "mouse.mp4",
     ...                     "options": {"post_encoder": "gap"}})  # doctest: +SKIP
@@ -545,11 +558,19 @@ def _new_log_path(folder: Path | None) -> Path:
     except OSError:
         folder = Path(tempfile.gettempdir()) / "napari-flow-features-worker-logs"
         folder.mkdir(parents=True, exist_ok=True)
-    logs = sorted(folder.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
+    logs = sorted(folder.glob("worker-*.log"), key=_mtime)
     for old in logs[: max(0, len(logs) - (KEPT_LOGS - 1))]:
         old.unlink(missing_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return folder / f"worker-{stamp}-{os.getpid()}-{next(_log_counter)}.log"
+
+
+def _mtime(path: Path) -> float:
+    """A file's modification time; 0 for one that went meanwhile (another worker's pruning)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _log_tail(path: Path | None, lines: int = QUOTED_LOG_LINES) -> list[str]:
