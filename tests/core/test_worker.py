@@ -207,3 +207,96 @@ def test_the_model_process_ends_with_a_killed_parent(tmp_path):
         assert not os.path.exists(root)
     finally:
         parent.kill()
+
+
+def test_a_child_killed_by_sigkill_names_the_signal_and_its_log(tmp_path):
+    """A child killed mid-job (as the out-of-memory killer does) is reported with the signal's
+    name, its likely cause and the log file, which exists and holds the child's output."""
+    with ModelWorker(log_dir=tmp_path / "logs") as w:
+        w.start()
+        pid = w.pid
+
+        def kill_soon(done, total):
+            os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(WorkerCrashedError) as caught:
+            w.run({"extractor": CONFIG, "source": flow(n=60), "options": {"post_encoder": "gap"}},
+                  progress=kill_soon)  # fmt: skip
+    message = str(caught.value)
+    assert "exit code -9" in message and "SIGKILL" in message and "out-of-memory" in message
+    logs = list((tmp_path / "logs").glob("worker-*.log"))
+    assert len(logs) == 1 and f"Its log: {logs[0]}" in message
+    assert f"by process {os.getpid()}" in logs[0].read_text()
+
+
+def test_a_child_that_cannot_import_tensorflow_says_so(tmp_path, monkeypatch):
+    """A broken TensorFlow install (here a package on PYTHONPATH whose import fails, as a missing
+    shared library makes it fail) is reported with the import error from the child's log, not as
+    a kill or a lack of memory."""
+    fake = tmp_path / "broken" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ImportError('libtensorflow_framework.so.2: cannot open shared object file')\n"
+    )
+    path = os.pathsep.join(p for p in (str(fake.parent), os.environ.get("PYTHONPATH")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
+    statuses: list[str] = []
+    with ModelWorker(log_dir=tmp_path / "logs") as w, pytest.raises(WorkerCrashedError) as caught:
+        w.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap"}},
+              status=statuses.append)  # fmt: skip
+    message = str(caught.value)
+    assert "exit code 1, ImportError: libtensorflow_framework.so.2" in message
+    assert "out of memory" not in message and "SIGKILL" not in message
+    (log,) = (tmp_path / "logs").glob("worker-*.log")
+    assert f"Its log: {log}" in message and "Traceback" in log.read_text()
+    assert "importing TensorFlow" in statuses  # it got as far as the import
+
+
+def test_worker_logs_are_bounded(tmp_path):
+    """Each child gets a new log; only the newest KEPT_LOGS stay."""
+    from napari_flow_features.extract import worker as worker_module
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(worker_module.KEPT_LOGS + 3):
+        old = logs / f"worker-old-{i}.log"
+        old.write_text("old")
+        os.utime(old, (1000 + i, 1000 + i))
+    with ModelWorker(log_dir=logs) as w:
+        w.start()
+        assert w.log_path is not None and w.log_path.parent == logs
+    kept = sorted(p.name for p in logs.glob("worker-*.log"))
+    assert len(kept) == worker_module.KEPT_LOGS and w.log_path.name in kept
+    assert "worker-old-0.log" not in kept and "worker-old-12.log" in kept  # the oldest went
+
+
+def test_a_job_that_cannot_be_sent_fails_alone(worker):
+    """An unpicklable job is refused in the caller; the warm child goes on."""
+    worker.start()
+    pid = worker.pid
+    import pickle
+
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError), match=r"(?i)pickle"):
+        worker.run({"extractor": CONFIG, "source": flow(), "options": {"post_encoder": "gap",
+                    "progress_hook": lambda: None}})  # fmt: skip
+    assert worker.pid == pid
+
+
+def test_an_unguarded_script_runs_its_top_level_once(tmp_path):
+    """A script without an ``if __name__ == "__main__":`` guard: the worker must not re-run it (a
+    "spawn" child imports the caller's ``__main__`` again, and there starts a worker of its own)."""
+    script = tmp_path / "analysis.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from napari_flow_features.extract.worker import ModelWorker\n"
+        "print('TOP LEVEL', flush=True)\n"
+        "worker = ModelWorker()\n"
+        f"reply = worker.run({{'extractor': {CONFIG!r}, 'options': {{'post_encoder': 'gap'}},\n"
+        "                     'source': np.zeros((11, 32, 32, 2), np.float32)})\n"
+        "print('ROWS', len(reply['table']), flush=True)\n"
+        "worker.close()\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["TOP LEVEL", "ROWS 12"], done.stdout + done.stderr

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, CancelledError
+from ._messages import BarAwareHandler, plain_warnings
+from ._messages import write_line as _write_stderr
 
 #: Exit statuses of ``flow-features`` (docs/cli.md).
 EXIT_OK = 0
@@ -87,16 +89,6 @@ class Console:
         return ProgressBar(self, desc, unit)
 
 
-def _write_stderr(text: str) -> None:
-    """Write a line to stderr, above any open tqdm bar."""
-    if "tqdm" in sys.modules:
-        from tqdm import tqdm
-
-        tqdm.write(text, file=sys.stderr)
-    else:
-        print(text, file=sys.stderr, flush=True)
-
-
 class ProgressBar:
     """A tqdm bar created on the first ``progress(done, total)`` call (the total is known then).
 
@@ -135,14 +127,6 @@ class ProgressBar:
 console = Console()
 
 
-class _StderrHandler(logging.StreamHandler):
-    """A handler writing to whatever ``sys.stderr`` is when a record arrives (pytest swaps it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)
-        super().emit(record)
-
-
 @contextmanager
 def configured_output(verbosity: int) -> Iterator[Console]:
     """Set the console and the package's logging for one command, and undo both afterwards.
@@ -159,7 +143,7 @@ def configured_output(verbosity: int) -> Iterator[Console]:
         The console the command prints through.
     """
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = _StderrHandler()
+    handler = BarAwareHandler()
     fmt = "%(message)s" if verbosity <= 0 else "%(levelname)s %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     logger = logging.getLogger(PACKAGE_LOGGER)
@@ -169,7 +153,8 @@ def configured_output(verbosity: int) -> Iterator[Console]:
     logger.propagate = False  # one copy of each record, whatever the root logger does
     previous_verbosity, console.verbosity = console.verbosity, verbosity
     try:
-        yield console
+        with plain_warnings():  # once each, as "warning: text", above the progress bars
+            yield console
     finally:
         console.verbosity = previous_verbosity
         logger.removeHandler(handler)

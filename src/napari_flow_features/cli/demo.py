@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     bars: list[Any] = []
 
     def progress_for(post: str) -> Any:
-        bars.append(console.bar(f"I3D features ({post})", "window"))
+        bars.append(console.bar(f"I3D features ({post})", "frame"))
         return bars[-1]
 
     try:
