@@ -209,6 +209,21 @@ def end_to_end(work: Path, args: argparse.Namespace, python: str) -> tuple:
     print(f"| this commit ({meta.get('runtime_used')}, {meta['windowing']}, {passes:.2f} passes) | "
           f"{ours['seconds']:.1f} | {fps:.2f} | {run_fps:.2f} | {flow_fps:.1f} | {enc_fps:.1f} | "
           f"{bound:.2f} | {run_fps / bound:.2f} | {ours['rss'] / 1e6:.0f} |")  # fmt: skip
+    # The same defaults with the fixed 256-frame chunks of earlier versions: passes per frame,
+    # encoder time and peak memory against chunk_length auto (sized to the memory budget).
+    fixed = run_measured(extract_cmd(python, video, work / "e2e_256.parquet",
+                                     ["--chunk-length", "256"]), env, tmp)  # fmt: skip
+    fmeta = read_table(work / "e2e_256.parquet").attrs
+    print(f"| chunk_length 256 ({fmeta['encoder_frames_per_output_frame']:.2f} passes, encoder "
+          f"{fmeta['encoder_seconds']:.1f} s vs {meta['encoder_seconds']:.1f} s auto) | "
+          f"{fixed['seconds']:.1f} | {n_frames / fixed['seconds']:.2f} | "
+          f"{n_frames / fmeta['seconds']:.2f} | | {n_frames / fmeta['encoder_seconds']:.1f} | | | "
+          f"{fixed['rss'] / 1e6:.0f} |")  # fmt: skip
+    print(
+        f"\nchunk_length auto: {meta['chunk_length']} frames, {passes:.3f} passes per frame "
+        f"(goal ≤ 1.15), peak RSS {ours['rss'] / 1e9:.2f} GB (goal < 4 GB); encoder time "
+        f"{fmeta['encoder_seconds'] / meta['encoder_seconds']:.2f}x less than 256-frame chunks"
+    )
     if args.baseline_commit:
         base_dir = work / "baseline"
         if not base_dir.exists():

@@ -367,7 +367,9 @@ class ExtractorConfig(_MappingView):
         ``chunked`` (fully convolutional chunks with 48-frame margins: seamless rows) or
         ``sliding`` (the seed's ``clip_length``-frame windows at ``stride``).
     chunk_length
-        Frames per encoder pass in chunked mode: a multiple of 8, at least 104.
+        Frames per encoder pass in chunked mode: ``auto`` (the default: as many as the chunk
+        memory budget allows, so margins are recomputed rarely: docs/performance.md), or a multiple
+        of 8, at least 104.
     clip_length
         Frames per clip (window length L) in sliding mode (≥ 1).
     stride
@@ -410,7 +412,7 @@ class ExtractorConfig(_MappingView):
     """
 
     windowing: str = "chunked"
-    chunk_length: int = 256
+    chunk_length: int | str = "auto"
     clip_length: int = 16
     stride: int = 8
     stream: str | None = None
@@ -436,14 +438,17 @@ class ExtractorConfig(_MappingView):
         _choice("windowing", self.windowing, WINDOWINGS)
         chunk = self.chunk_length
         lowest = 2 * CHUNK_MARGIN + 8
-        if (
+        if chunk == "auto":
+            pass
+        elif (
             isinstance(chunk, bool)
             or not isinstance(chunk, numbers.Integral)
             or chunk % 8
             or (chunk < lowest)
         ):
-            raise _fail("chunk_length", f"a multiple of 8 and at least {lowest}", chunk)
-        _set(self, "chunk_length", int(chunk))
+            raise _fail("chunk_length", f"auto, or a multiple of 8 and at least {lowest}", chunk)
+        else:
+            _set(self, "chunk_length", int(chunk))
         for name in ("clip_length", "stride", "num_classes", "batch_size"):
             _set(self, name, _whole(name, getattr(self, name), 1))
         _choice("stream", self.stream, STREAMS, optional=True)

@@ -38,6 +38,13 @@ from .streaming import (
 #: Encoder fields that shape the run (how the encoder is applied), not the model itself: they are
 #: taken from the settings, whatever the extractor was built with.
 RUN_FIELDS = ("windowing", "chunk_length", "clip_length", "stride", "batch_size")
+#: Encoder memory per input pixel of a chunk's frames (float32, flow, Mixed_5c): measured peak RSS
+#: growth of one pass at 1x736x192x256x2, TensorFlow 56 B (OpenVINO 29 B), rounded up.
+CHUNK_BYTES_PER_PIXEL = 64
+#: ``chunk_length: auto`` keeps a pass's encoder memory under this (and under half the memory
+#: available when the run starts). 2.5 GiB gives 848-frame chunks at 256x192: 1.13 passes a frame.
+CHUNK_MEMORY_ENV = "NAPARI_FLOW_FEATURES_CHUNK_MEMORY_MB"
+CHUNK_MEMORY_MB = 2560
 #: End points that pool a whole clip: no per-step maps, so no chunked windowing.
 CLIP_POOLING_ENDPOINTS = ("Logits", "Predictions")
 
@@ -220,7 +227,7 @@ class RunPlan:
         }
         if isinstance(sched, ChunkSchedule):
             out.update(
-                chunk_length=self.settings.extractor.chunk_length,
+                chunk_length=max(p.hi - p.lo for p in sched.passes),
                 chunk_margin=CHUNK_MARGIN,
                 chunks=[list(span) for span in sched.spans],
                 windows=[],
@@ -459,8 +466,10 @@ def plan_run(
     _check_endpoint(extractor, endpoint, sel, settings)
     windowing, more = _windowing(settings.extractor, endpoint)
     if windowing == "chunked":
+        length, note = chunk_length_for(extractor, sel, stream, settings.extractor.chunk_length)
+        more = (*more, note) if note else more
         schedule: ChunkSchedule | WindowSchedule = _chunk_schedule(
-            sel.n_frames, checked.wanted, endpoint, settings
+            sel.n_frames, checked.wanted, endpoint, settings, length
         )
     else:
         schedule = _window_schedule(sel.n_frames, checked.wanted, settings.extractor)
@@ -613,8 +622,53 @@ def _wanted_frames(frames: tuple[int, ...] | None, sel: FrameSelection) -> np.nd
     return wanted
 
 
+def chunk_length_for(
+    extractor: Any, sel: FrameSelection, stream: str, asked: int | str
+) -> tuple[int, str | None]:
+    """Frames per chunked pass: the asked number, or for ``auto`` what the memory budget allows.
+
+    Parameters
+    ----------
+    extractor : DynamicFeatureExtractor
+        Its input size (``resized_shape``).
+    sel : FrameSelection
+        The work size.
+    stream : str
+        ``two-stream`` runs two encoders over each chunk.
+    asked : int or str
+        ``chunk_length`` of the settings.
+
+    Returns
+    -------
+    length : int
+        A multiple of 8, at least ``2 * CHUNK_MARGIN + 8``.
+    note : str or None
+        How ``auto`` was resolved.
+    """
+    if asked != "auto":
+        return int(asked), None
+    h, w = extractor.resized_shape(*sel.work_hw)
+    per_frame = CHUNK_BYTES_PER_PIXEL * h * w * (2 if stream == "two-stream" else 1)
+    budget = chunk_memory_budget()
+    length = max(2 * CHUNK_MARGIN + 8, int(budget // per_frame) // 8 * 8)
+    return length, f"chunk_length auto: {length} frames ({budget / 2**20:.0f} MB for the encoder)"
+
+
+def chunk_memory_budget() -> int:
+    """Bytes a chunked pass may use: the setting (MB), at most half the memory available now."""
+    budget = int(os.environ.get(CHUNK_MEMORY_ENV, CHUNK_MEMORY_MB)) * 2**20
+    try:
+        with open("/proc/meminfo") as info:
+            fields = dict(line.split(":", 1) for line in info if ":" in line)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+        budget = min(budget, available // 2)
+    except (OSError, KeyError, ValueError):  # not Linux: the setting alone
+        pass
+    return budget
+
+
 def _chunk_schedule(
-    n: int, wanted: np.ndarray, endpoint: str, settings: ExtractionSettings
+    n: int, wanted: np.ndarray, endpoint: str, settings: ExtractionSettings, length: int
 ) -> ChunkSchedule:
     from ..model.i3d import ENDPOINT_STRIDES
 
@@ -622,7 +676,6 @@ def _chunk_schedule(
     n_steps = padded_length(n) // ts
     k0, k1, w1 = step_positions(wanted, ts, n_steps)
     need_lo, need_hi = int(k0.min()) * ts, (int(k1.max()) + 1) * ts
-    length = settings.extractor.chunk_length
     if settings.frames is not None:  # a few frames: one short pass around them
         length = min(length, need_hi - need_lo + 2 * CHUNK_MARGIN)
         length = -(-length // 8) * 8
