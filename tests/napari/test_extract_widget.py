@@ -67,11 +67,15 @@ def test_point_extraction_on_the_sample(make_napari_viewer, qtbot, errors):
         features.metadata["post_encoder"] == "point" and features.metadata["endpoint"] == "Mixed_3c"
     )
     points = viewer.layers["whisker base"]
-    assert points.features.shape == (96, 1 + 480) and np.isfinite(points.features["f0000"]).all()
+    assert points.features.shape == (96, 2 + 480) and np.isfinite(points.features["f0000"]).all()
+    assert points.features["frame"].tolist() == list(range(96))
+    # The dock resizes as the command line does (max_side auto: 320x240 -> 256x192): 8-px cells of
+    # the resized frame are 10 video pixels, and the heatmap still sits over the video.
+    assert features.metadata["max_side"] == 256 and features.metadata["work_shape"] == [192, 256]
     heat = viewer.layers["heatmap: whisker video"]
-    assert heat.data.shape == (96, 30, 40) and heat.blending == "additive"
-    np.testing.assert_allclose(heat.scale, [1, 8, 8])
-    np.testing.assert_allclose(heat.translate, [0, 3.5, 3.5])
+    assert heat.data.shape == (96, 24, 32) and heat.blending == "additive"
+    np.testing.assert_allclose(heat.scale, [1, 10, 10])
+    np.testing.assert_allclose(heat.translate, [0, 4.5, 4.5])
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
 
 
@@ -149,6 +153,7 @@ def test_none_gives_an_activation_volume_whose_mean_is_gap(make_napari_viewer, q
     viewer.open_sample(PLUGIN, "whisker")
     widget = ExtractWidget(viewer)
     small_run(widget)
+    widget.resize.value = "full size"  # 8-px cells of the video itself
     widget.post_encoder.value = "Global Average Pooling"
     assert widget.run(current_frame=False) is not None
     wait(qtbot, widget)
