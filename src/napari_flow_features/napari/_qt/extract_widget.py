@@ -127,7 +127,9 @@ def points_table(layer: Any) -> Any:
     feats = layer.features.reset_index(drop=True)
     key = landmark_key(feats)
     conf = confidence_column(feats)
-    for col in (*(key.source if key else ()), *((conf,) if conf else ())):
+    # Proofread (user-labelled) points keep their mark on the napari route too (issue 22).
+    marks = ("user_labelled",) if "user_labelled" in feats.columns else ()
+    for col in (*(key.source if key else ()), *((conf,) if conf else ()), *marks):
         table[col] = feats[col].to_numpy()
     if layer.metadata.get("tracks_n_frames") is not None:
         table.attrs["n_frames"] = int(layer.metadata["tracks_n_frames"])
