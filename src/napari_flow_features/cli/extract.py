@@ -32,7 +32,7 @@ _OPTIONS = ("post_encoder", "interpolation", "interpolate_missing", "flow_method
             "start", "stop", "points_format", "keypoints", "individuals", "min_confidence",
             "max_gap", "points", "keep_flow", "keep_flow_dtype", "flow_cache", "predict")  # fmt: skip
 _CONFIG_OPTIONS = ("endpoint", "clip_length", "stride", "runtime", "windowing", "chunk_length",
-                   "stream", "fusion")  # fmt: skip
+                   "stream", "fusion", "precision")  # fmt: skip
 _SINGLE_ONLY = ("output", "keep_flow", "flow_cache", "points")
 
 
@@ -140,6 +140,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=("auto", "tensorflow", "openvino", "torch"),
                    help="inference runtime (default auto: PyTorch on a CUDA GPU when both are "
                         "there, else OpenVINO when installed)")  # fmt: skip
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "int8"),
+                   help="encoder precision (default float32): mixed_bfloat16 on CPUs with native "
+                        "bf16; int8 (OpenVINO + NNCF, the [int8] extra) calibrated on this video's "
+                        "first chunk, marked in the table (docs/performance.md)")  # fmt: skip
     p.add_argument("--windowing", choices=("chunked", "sliding"),
                    help="chunked (default, seamless) or the seed's sliding windows")  # fmt: skip
     p.add_argument("--chunk-length", type=int, help="frames per encoder pass in chunked mode")
@@ -257,7 +261,8 @@ def _print_single(args: argparse.Namespace, done: Any, settings: Any) -> None:
     console.result(f"wrote {done.output}: {done.rows} rows, post-encoder {settings.post_encoder}, end "
                    f"point {meta['endpoint']}, {meta['windowing']} ({meta['n_windows']} encoder "
                    f"passes, {meta['encoder_frames_per_output_frame']:.2f} per frame), runtime "
-                   f"{meta.get('runtime_used', '?')} on {meta.get('runtime_device', '?')}, "
+                   f"{meta.get('runtime_used', '?')} on {meta.get('runtime_device', '?')}"
+                   f"{'' if meta.get('precision', 'float32') == 'float32' else ' in ' + meta['precision']}, "
                    f"{meta['frames_per_second']} frames/s")  # fmt: skip
     if done.maps_path is not None:
         console.result(f"feature maps: {done.maps_path} {done.maps_shape}")
