@@ -170,6 +170,8 @@ class RunPlan:
         Defaults that did not apply to this source, said once.
     warnings : tuple of str
         What the user should know before the run (landmarks at the border), said once.
+    flow_workers : int
+        Threads computing flow blocks (:func:`flow_workers_for`).
     """
 
     settings: ExtractionSettings
@@ -184,6 +186,7 @@ class RunPlan:
     max_side: int | None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    flow_workers: int = 1
 
     @property
     def n_entries(self) -> int:
@@ -225,6 +228,8 @@ class RunPlan:
             "padded_frames": [] if self.stream == "rgb" else [self.sel.stop - 1],
             "rows_frames": "all" if s.frames is None else [int(f) for f in s.frames],
         }
+        if self.source.kind == "video" and self.stream != "rgb":
+            out["flow_workers"] = self.flow_workers
         if isinstance(sched, ChunkSchedule):
             out.update(
                 chunk_length=max(p.hi - p.lo for p in sched.passes),
@@ -481,6 +486,7 @@ def plan_run(
     return RunPlan(
         settings, src, sel, stream, endpoint, windowing, schedule, checked.wanted, landmarks,
         checked.max_side, (*checked.notes, *more), border,
+        flow_workers_for(settings, src, stream, extractor),
     )  # fmt: skip
 
 
@@ -652,6 +658,50 @@ def chunk_length_for(
     budget = chunk_memory_budget()
     length = max(2 * CHUNK_MARGIN + 8, int(budget // per_frame) // 8 * 8)
     return length, f"chunk_length auto: {length} frames ({budget / 2**20:.0f} MB for the encoder)"
+
+
+def flow_workers_for(settings: ExtractionSettings, src: Source, stream: str, extractor: Any) -> int:
+    """Threads computing a video's flow blocks.
+
+    ``flow_workers`` when given (any method; kernels are per thread). Else: 2 for the pooled
+    methods (Farneback, scikit-image TV-L1) and 1 for DIS, which keeps pace with a CPU encoder;
+    with the encoder on a GPU, the cores less one (at most 8), so flow keeps the GPU fed.
+
+    Parameters
+    ----------
+    settings : ExtractionSettings
+        ``flow_workers`` and ``flow_method``.
+    src : Source
+        A flow file computes no flow.
+    stream : str
+        The RGB stream computes no flow.
+    extractor : DynamicFeatureExtractor
+        Whether its encoder runs on a GPU (its ``runtime_device``).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    if src.kind != "video" or stream == "rgb":
+        return 1
+    if settings.flow_workers is not None:
+        return settings.flow_workers
+    from ..flow.compute import _POOLED
+
+    cores = os.cpu_count() or 1
+    if _encoder_on_gpu(extractor):
+        return max(1, min(8, cores - 1))
+    return min(2, cores) if settings.flow_method in _POOLED else 1
+
+
+def _encoder_on_gpu(extractor: Any) -> bool:
+    try:
+        getattr(extractor, "encoder", None)  # made on first use; its device is known from then
+        device = str(extractor.describe().get("runtime_device", "cpu"))
+    except Exception:  # an extractor that cannot describe itself runs where it runs
+        return False
+    return device.startswith(("cuda", "gpu"))
 
 
 def chunk_memory_budget() -> int:
