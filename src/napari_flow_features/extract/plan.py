@@ -696,12 +696,13 @@ def flow_workers_for(settings: ExtractionSettings, src: Source, stream: str, ext
 
 
 def _encoder_on_gpu(extractor: Any) -> bool:
+    # The torch encoder knows its device; the others run on the CPU here (asking TensorFlow for
+    # GPUs would probe CUDA, with its start-up noise, on every run).
     try:
-        getattr(extractor, "encoder", None)  # made on first use; its device is known from then
-        device = str(extractor.describe().get("runtime_device", "cpu"))
-    except Exception:  # an extractor that cannot describe itself runs where it runs
+        label = getattr(extractor.encoder, "device_label", "cpu")
+    except Exception:  # an extractor without one encoder (two-stream) runs as it runs
         return False
-    return device.startswith(("cuda", "gpu"))
+    return str(label).startswith("cuda")
 
 
 def chunk_memory_budget() -> int:
