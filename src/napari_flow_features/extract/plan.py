@@ -718,6 +718,35 @@ def chunk_memory_budget() -> int:
     return budget
 
 
+def balanced_chunk_length(span: int, longest: int, margin: int = CHUNK_MARGIN) -> int:
+    """The shortest chunk length that covers ``span`` frames in as few passes as ``longest`` does.
+
+    Passes of ``longest`` frames keep ``longest - margin`` at the ends and ``longest - 2 margin``
+    between; the last one would read a whole chunk for the few frames left. Equal passes of the
+    balanced length read ``span + 2 margin (k - 1)`` frames for ``k`` passes (1.08 passes a frame
+    for 1,200 frames against 1.41), in less memory.
+
+    Parameters
+    ----------
+    span : int
+        Frames to cover (a multiple of 8).
+    longest : int
+        The longest pass allowed (a multiple of 8).
+    margin : int, default CHUNK_MARGIN
+        Frames recomputed on each side of a cut.
+
+    Returns
+    -------
+    int
+        A multiple of 8 between ``2 margin + 8`` and ``longest``.
+    """
+    if span <= longest:
+        return -(-span // 8) * 8
+    passes = -(-(span - 2 * margin) // (longest - 2 * margin))
+    length = -(-(span + 2 * margin * (passes - 1)) // passes)
+    return min(longest, max(2 * margin + 8, -(-length // 8) * 8))
+
+
 def _chunk_schedule(
     n: int, wanted: np.ndarray, endpoint: str, settings: ExtractionSettings, length: int
 ) -> ChunkSchedule:
@@ -730,6 +759,8 @@ def _chunk_schedule(
     if settings.frames is not None:  # a few frames: one short pass around them
         length = min(length, need_hi - need_lo + 2 * CHUNK_MARGIN)
         length = -(-length // 8) * 8
+    elif settings.extractor.chunk_length == "auto":
+        length = balanced_chunk_length(need_hi - need_lo, length)
     passes = plan_chunks(padded_length(n), need_lo, need_hi, length, CHUNK_MARGIN)
     return ChunkSchedule(
         ts, tuple(passes), need_lo // ts, int(k1.max()), k0, k1, w1
