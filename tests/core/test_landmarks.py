@@ -207,7 +207,7 @@ def test_points_without_the_point_post_encoder_is_an_error_before_any_model_work
     pd.DataFrame({"frame": [0], "x": [1.0], "y": [1.0]}).to_csv(csv, index=False)
     start = time.perf_counter()
     assert main(["extract", str(video), "--points", str(csv), "-o", str(tmp_path / "o.csv")]) == 2
-    assert "--points is only used by --post-encoder point" in capsys.readouterr().err
+    assert "used by the point post-encoder only (--post-encoder point)" in capsys.readouterr().err
     assert time.perf_counter() - start < 5  # no model was built
     assert not (tmp_path / "o.csv").exists()
 
@@ -222,8 +222,8 @@ def test_pose_file_on_the_command_line_gives_the_features_of_our_table(video, tm
     ds = load_poses.from_numpy(pos, conf, individual_names=["m1", "m2"], keypoint_names=KEYPOINTS)
     tracks = tmp_path / "clipDLC_resnet50.h5"
     save_poses.to_dlc_file(ds, tracks, split_individuals=False)
-    common = ["--post-encoder", "point", "--endpoint", "Mixed_3c", "--clip-length", "8",
-              "--stride", "4"]  # fmt: skip
+    common = ["--post-encoder", "point", "--endpoint", "Mixed_3c", "--windowing", "sliding",
+              "--clip-length", "8", "--stride", "4"]  # fmt: skip
     out = tmp_path / "pose.parquet"
     assert main(["extract", str(video), "--points", str(tracks), "--min-confidence", "0.3",
                  "--max-gap", "1", "-o", str(out), *common]) == 0  # fmt: skip

@@ -481,7 +481,7 @@ def extractor_for(config: Any) -> Any:
     return DynamicFeatureExtractor(config=config)
 
 
-def max_side_option(text: str) -> int | str | None:
+def max_side_option(text: str) -> int | str:
     """``--max-side``: ``auto``, 0 (the video's size) or a longest side in pixels.
 
     Parameters
@@ -491,8 +491,8 @@ def max_side_option(text: str) -> int | str | None:
 
     Returns
     -------
-    int, str or None
-        ``"auto"``, None for 0, or the number.
+    int or str
+        ``"auto"``, or the number (0: the video's own size).
     """
     if text.strip().lower() == "auto":
         return "auto"
@@ -504,7 +504,7 @@ def max_side_option(text: str) -> int | str | None:
         ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"--max-side must be at least 0, got {value}")
-    return value or None
+    return value
 
 
 def output_folder(path: str) -> Path:

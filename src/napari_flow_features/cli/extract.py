@@ -28,7 +28,7 @@ from ._common import (
 logger = logging.getLogger(__name__)
 
 # Command-line options that are batch settings, and the extractor config fields they set.
-_OPTIONS = ("post_encoder", "interpolation", "interpolate_missing", "flow_method", "max_side",
+_OPTIONS = ("post_encoder", "interpolation", "interpolate_missing", "flow_method",
             "start", "stop", "points_format", "keypoints", "individuals", "min_confidence",
             "max_gap", "points", "keep_flow", "keep_flow_dtype", "flow_cache", "predict")  # fmt: skip
 _CONFIG_OPTIONS = ("endpoint", "clip_length", "stride", "runtime", "windowing", "chunk_length",
@@ -124,7 +124,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--flow-method", default="dis",
                    choices=("dis", "farneback", "tvl1", "tvl1-skimage"),
                    help="flow method for a video source (DIS: fastest, see docs/performance.md)")  # fmt: skip
-    p.add_argument("--max-side", type=max_side_option, default="auto",
+    p.add_argument("--max-side", type=max_side_option, default=None,
                    help="resize frames so the longest side is at most this before flow and encoder; "
                         "auto: 256 px for a video (0.25x the pixels of 640x480), a flow file's own "
                         "size; 0: the video's size")  # fmt: skip
@@ -232,12 +232,13 @@ def run_single(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     int
         The exit status (0).
     """
-    from ..extract.plan import plan_source
+    from ..extract.plan import check_asked_options, plan_source
     from ..extract.to_file import check_output_path, extract_to_file
 
     output = check_output_path(args.output)
     settings = settings_from_args(args, defaults)
     checked = plan_source(args.source, settings)  # read and checked before the model is built
+    check_asked_options(settings, asked_options(args, defaults), checked.source.kind)
     console.status("building the I3D model ...")
     extractor = extractor_for(settings.extractor)
     flow_bar = console.bar("optical flow", "field")
@@ -328,6 +329,8 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
     options = {name: getattr(args, name) for name in _OPTIONS if _given(args, defaults, name)}
     if args.roi is not None:
         options["roi"] = parse_roi(args.roi)
+    if args.max_side is not None:  # given: auto, a side, or 0 for the video's own size
+        options["max_side"] = args.max_side or None
     if getattr(args, "accept_length_mismatch", False):
         options["allow_length_mismatch"] = True
     extractor: dict[str, Any] = {
@@ -341,6 +344,27 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
     settings = ExtractionSettings.from_yaml(args.config, extractor=extractor, **options)
     check_asked_fields(settings.extractor, extractor)  # e.g. --clip-length under chunked
     return settings
+
+
+def asked_options(args: argparse.Namespace, defaults: dict[str, Any]) -> set[str]:
+    """The options the command line gives (a flag with a value other than its default).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+    defaults : dict
+        The parser's defaults.
+
+    Returns
+    -------
+    set of str
+        Setting and encoder field names.
+    """
+    names = {n for n in (*_OPTIONS, *_CONFIG_OPTIONS) if _given(args, defaults, n)}
+    if getattr(args, "accept_length_mismatch", False):
+        names.add("allow_length_mismatch")
+    return names
 
 
 def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:

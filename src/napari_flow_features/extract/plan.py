@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..config import AUTO_MAX_SIDE, CHUNK_MARGIN, ExtractionSettings, ExtractorConfig
 from ..errors import BadInputError
-from .landmarks import Landmarks, landmarks_from_points
+from .landmarks import Landmarks, landmarks_from_points, video_name_note
 from .post_encoders import FrameAssignment, assign_frames
 from .streaming import (
     FrameSelection,
@@ -70,6 +71,8 @@ class Source:
     to_flow : tuple of float or None
         ``(sy, sx)`` from video pixels to the flow's pixels, when a flow file's sidecar says it
         was computed at another size than the video's.
+    path : str or None
+        The file, when the source is one.
     """
 
     kind: str
@@ -79,6 +82,22 @@ class Source:
     frame_hw: tuple[int, int]
     flow_info: dict = field(default_factory=dict)
     to_flow: tuple[float, float] | None = None
+    path: str | None = None
+
+    @property
+    def frame_offset(self) -> int:
+        """The video frame of the source's frame 0 (flow kept from a range starts later)."""
+        return int(self.flow_info.get("flow_start_frame", 0))
+
+    @property
+    def video_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of a frame in video pixels (a flow file's video, from its sidecar)."""
+        if self.to_flow is None:
+            return self.frame_hw
+        return (
+            round(self.frame_hw[0] / self.to_flow[0]),
+            round(self.frame_hw[1] / self.to_flow[1]),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,10 +232,11 @@ class RunPlan:
         out: dict[str, Any] = {
             "source": self.source.name,
             "source_kind": self.source.kind,
+            "source_first_frame": self.source.frame_offset,
             "post_encoder": s.post_encoder,
             "interpolation": s.interpolation if s.post_encoder == "point" else None,
             "n_frames": self.sel.n_frames,
-            "frame_shape": list(self.sel.work_hw),
+            "frame_shape": list(self.source.video_hw),
             **self.sel.describe(),
             "max_side": self.max_side,
             "stream": self.stream,
@@ -282,7 +302,7 @@ def open_source(source: Any) -> Source:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.suffix.lower() in VIDEO_EXTENSIONS:
-            return _video_source(VideoArray(path), str(path))
+            return replace(_video_source(VideoArray(path), str(path)), path=str(path))
         flow, name = read_flow(path), str(path)
     elif hasattr(source, "shape") and np.dtype(source.dtype).kind == "f":
         flow, name = source, "flow array"
@@ -307,7 +327,8 @@ def open_source(source: Any) -> Source:
     if video_hw is not None and tuple(video_hw) != frame_hw:
         to_flow = (frame_hw[0] / video_hw[0], frame_hw[1] / video_hw[1])
         info["landmarks_scaled_to_flow"] = list(to_flow)
-    return Source("flow", flow, name, int(flow.shape[0]) + 1, frame_hw, info, to_flow)
+    path_of = str(source) if isinstance(source, (str, os.PathLike)) else None
+    return Source("flow", flow, name, int(flow.shape[0]) + 1, frame_hw, info, to_flow, path_of)
 
 
 def _video_source(frames: Any, name: str) -> Source:
@@ -333,6 +354,12 @@ def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
         info["flow_preset"] = spec["flow_preset"]
     if spec.get("source"):
         info["flow_source_video"] = spec["source"]
+    # Flow kept from part of a video (--keep-flow with a range or region) says which part.
+    if isinstance(spec.get("start_frame"), int) and spec["start_frame"] > 0:
+        info["flow_start_frame"] = spec["start_frame"]
+    roi = spec.get("roi_xywh")
+    if isinstance(roi, list) and len(roi) == 4 and tuple(roi[:2]) != (0, 0):
+        info["flow_roi_xywh"] = roi
     return info, spec.get("video_shape")
 
 
@@ -612,6 +639,58 @@ def check_asked_fields(config: ExtractorConfig, asked: Any) -> None:
         )
 
 
+#: Options that shape only the point post-encoder's landmarks.
+POINT_OPTIONS = ("interpolation", "interpolate_missing", "min_confidence", "max_gap", "keypoints",
+                 "individuals", "points_format", "allow_length_mismatch")  # fmt: skip
+#: Options that shape only flow computed from a video.
+FLOW_OPTIONS = ("flow_method", "flow_cache", "flow_workers")
+
+
+def check_asked_options(settings: ExtractionSettings, asked: Any, source_kind: str) -> None:
+    """Refuse options asked for this run that cannot apply to it, naming them.
+
+    A settings file may carry options a run does not use (they are then not applied); an option
+    asked for explicitly (a command-line flag, a keyword of ``extract_features``) that cannot
+    apply is an error: the windowing options of the other scheme, landmark options without the
+    point post-encoder, ``keep_flow_dtype`` without ``keep_flow``, flow options when no flow is
+    computed (a flow file, the RGB stream).
+
+    Parameters
+    ----------
+    settings : ExtractionSettings
+        The run's settings.
+    asked : iterable of str
+        Option and encoder field names given explicitly for this run.
+    source_kind : str
+        ``video`` or ``flow``.
+
+    Raises
+    ------
+    BadInputError
+        The first option that cannot apply, named with what would make it apply.
+    """
+    asked = set(asked)
+    check_asked_fields(settings.extractor, asked)
+    post = settings.post_encoder
+    landmark = sorted(asked & set(POINT_OPTIONS))
+    if landmark and post != "point":
+        raise BadInputError(
+            f"{', '.join(landmark)} shape{'s' if len(landmark) == 1 else ''} the point "
+            f"post-encoder's landmarks, but this run is {post}: ask for post_encoder point, or "
+            f"leave {'it' if len(landmark) == 1 else 'them'} out"
+        )
+    if "keep_flow_dtype" in asked and settings.keep_flow is None:
+        raise BadInputError("keep_flow_dtype is how kept flow is stored: give keep_flow too")
+    stream = settings.extractor.resolved_stream
+    flow = sorted(asked & set(FLOW_OPTIONS))
+    if flow and (source_kind == "flow" or stream == "rgb"):
+        why = "the source is flow already" if source_kind == "flow" else "the rgb stream has none"
+        raise BadInputError(
+            f"{', '.join(flow)} shape{'s' if len(flow) == 1 else ''} flow computed from a "
+            f"video, but {why}: leave {'it' if len(flow) == 1 else 'them'} out"
+        )
+
+
 def _other(windowing: str) -> str:
     return "sliding" if windowing == "chunked" else "chunked"
 
@@ -783,15 +862,25 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
     if settings.post_encoder != "point":
         if given is not None:
             raise BadInputError(
-                f"Landmarks are used by the point post-encoder only (this run is "
-                f"{settings.post_encoder}): set post_encoder point, or leave the points out"
+                "Landmarks (points) are used by the point post-encoder only (--post-encoder "
+                f"point); this run is {settings.post_encoder}: ask for the point post-encoder, or "
+                "leave the points out"
             )
         return None
     if given is None:
         raise BadInputError(
             "Spatial Point Extraction needs landmarks: give a Points layer, a table or a file"
         )
-    return landmarks_from_points(
+    part = [f"frames from {src.frame_offset}"] if src.frame_offset else []
+    if "flow_roi_xywh" in src.flow_info:
+        part.append(f"the region {src.flow_info['flow_roi_xywh']}")
+    if part:
+        raise BadInputError(
+            f"{src.name} is flow kept from part of a video ({' and '.join(part)}), but landmarks "
+            "are in the whole video's frames and pixels: extract from the video with the same "
+            "start/stop/roi, or keep the flow of the whole video"
+        )
+    landmarks = landmarks_from_points(
         given,
         src.n_frames,
         settings.interpolate_missing,
@@ -802,6 +891,13 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
         points_format=settings.points_format,
         allow_length_mismatch=settings.allow_length_mismatch,
     )
+    # Tracks that name another video than this one (SLEAP files do): said, not refused.
+    video = src.flow_info.get("flow_source_video") if src.kind == "flow" else src.path
+    note = video_name_note(landmarks.options.get("video_file"), video)
+    if note:
+        warnings.warn(note, stacklevel=4)
+        landmarks.notes.append(note)
+    return landmarks
 
 
 def _border(
@@ -813,18 +909,31 @@ def _border(
     video pixels at the run's resize (docs/landmarks.md).
     """
     from ..model.i3d import ENDPOINT_STRIDES
-    from .landmarks import apply_border, border_margin
+    from .landmarks import border_margin, border_message, classify_border
 
     x0, y0, rw, rh = sel.roi
     sy, sx = src.to_flow or (1.0, 1.0)  # flow at another size: the region in video pixels
     region_hw = (round(rh / sy), round(rw / sx))
     scale = max(region_hw[0] / sel.work_hw[0], region_hw[1] / sel.work_hw[1])
-    cell = ENDPOINT_STRIDES.get(endpoint, (1, 32))[1]
-    shifted = replace(landmarks, xy=landmarks.xy - np.array([x0, y0], float))
-    shifted, message = apply_border(shifted, region_hw, border_margin(scale, cell))
-    if message and sel.roi[:2] != (0, 0):
-        message += f" (positions relative to the region at x={x0}, y={y0})"
-    moved = replace(shifted, xy=shifted.xy + np.array([x0, y0], float))
+    margin = border_margin(scale, ENDPOINT_STRIDES.get(endpoint, (1, 32))[1])
+    origin = np.array([x0, y0], float)
+    report = classify_border(landmarks.xy - origin, region_hw, margin)
+    # Said as the user sees it: video frame numbers and video pixels.
+    report = replace(
+        report,
+        examples=[(k, t + sel.start, x + x0, y + y0) for k, t, x, y in report.examples],
+    )
+    message = border_message(report, region_hw, landmarks.ids, margin)
+    if message and (x0, y0, rw, rh) != (0, 0, *src.frame_hw[::-1]):
+        h, w = region_hw
+        message = message.replace(
+            f"the {w}x{h} frame", f"the region x={x0}, y={y0}, {w}x{h} of the frame"
+        )
+    notes = [*landmarks.notes, message] if message else list(landmarks.notes)
+    moved = replace(
+        landmarks, xy=report.xy + origin, clamped_at=report.clamped, outside_at=report.outside,
+        notes=notes,
+    )  # fmt: skip
     return moved, (message,) if message else ()
 
 
