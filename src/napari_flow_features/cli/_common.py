@@ -6,7 +6,9 @@ Only the standard library is imported here, so ``flow-features --help`` stays fa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -271,6 +273,12 @@ def exit_code_for(exc: BaseException) -> int | None:
             return EXIT_TERMINATED
         console.error("flow-features: cancelled")
         return EXIT_CANCELLED
+    if isinstance(exc, BrokenPipeError):
+        # The reader went away (`flow-features cache info | head -1`): nothing more to say, and
+        # Python must not complain when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if isinstance(exc, (BadInputError, OSError)):
         console.error(f"flow-features: error: {exc}")
         return EXIT_BAD_INPUT

@@ -43,9 +43,10 @@ RUN_FIELDS = ("windowing", "chunk_length", "clip_length", "stride", "batch_size"
 #: growth of one pass at 1x736x192x256x2, TensorFlow 56 B (OpenVINO 29 B), rounded up.
 CHUNK_BYTES_PER_PIXEL = 64
 #: ``chunk_length: auto`` keeps a pass's encoder memory under this (and under half the memory
-#: available when the run starts). 2.5 GiB gives 848-frame chunks at 256x192: 1.13 passes a frame.
+#: available when the run starts). 2400 MB gives 800-frame chunks at 256x192: 1.14 passes a frame on
+#: long videos, and a peak RSS of about 3.7 GB for a 640x480 video (measured: 3.53 GB at 736, 3.88 at 848).
 CHUNK_MEMORY_ENV = "NAPARI_FLOW_FEATURES_CHUNK_MEMORY_MB"
-CHUNK_MEMORY_MB = 2560
+CHUNK_MEMORY_MB = 2400
 #: End points that pool a whole clip: no per-step maps, so no chunked windowing.
 CLIP_POOLING_ENDPOINTS = ("Logits", "Predictions")
 
