@@ -294,6 +294,7 @@ def test_combination(case, sources, tmp_path, tmp_path_factory, monkeypatch):
     assert meta["max_side"] == (None if flow_source else (256 if side == "auto" else side))
     roi = case["roi"] or (0, 0, W, H)
     assert meta["roi_xywh"] == list(roi)
+    assert meta["frame_shape"] == [H, W]  # the video's frame, whatever was run on it
     work_hw = (roi[3], roi[2])
     if side == 32:
         scale = 32 / max(work_hw)
