@@ -387,3 +387,17 @@ def test_single_video_form_reads_the_docks_settings_file(tmp_path, capsys):
     assert table.attrs["endpoint"] == "Mixed_3c"
     assert table["frame"].tolist() == list(range(4, 24))  # start from the file's extraction:
     assert "source" not in table.columns  # the single-video table is unchanged
+
+
+def test_a_machine_without_an_nvidia_driver_starts_plain_cpu_workers():
+    """One Dask worker per GPU comes from dask-cuda only where a driver is present; elsewhere the
+    LocalCluster of CPU workers, and neither dask-cuda nor torch is imported to decide."""
+    import sys
+
+    from napari_flow_features.extract.batch import _cuda_cluster_class
+    from napari_flow_features.model.torch_runtime import nvidia_driver_present
+
+    if nvidia_driver_present():
+        pytest.skip("this machine has an NVIDIA driver")
+    assert _cuda_cluster_class() is None
+    assert "dask_cuda" not in sys.modules

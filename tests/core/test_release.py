@@ -44,6 +44,7 @@ COMES_WITH = {
     "umap": "the [umap] extra (umap-learn); only imported for --method umap",
     "torch": "the [gpu] extra (runtime torch); only imported when asked for or a GPU is visible",
     "nncf": "the [int8] extra; only imported for precision int8",
+    "dask_cuda": "the [gpu] extra (dask-cuda); only imported where an NVIDIA driver is present",
 }
 
 

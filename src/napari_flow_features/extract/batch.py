@@ -493,6 +493,24 @@ def _cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def _cuda_cluster_class() -> Any:
+    """dask-cuda's ``LocalCUDACluster`` when it is installed and an NVIDIA GPU is visible, else None.
+
+    It starts one worker per GPU with ``CUDA_VISIBLE_DEVICES`` set to that GPU alone, so each
+    worker's torch encoder (``runtime: auto``) runs on its own GPU (docs/batch.md). Asked only
+    where a driver is present, so a CPU machine never imports dask-cuda or torch here.
+    """
+    import importlib.util
+
+    from ..model.torch_runtime import nvidia_driver_present
+
+    if not nvidia_driver_present() or importlib.util.find_spec("dask_cuda") is None:
+        return None
+    from dask_cuda import LocalCUDACluster
+
+    return LocalCUDACluster
+
+
 def local_client(workers: int | None = None, cores_per_worker: int | None = None) -> Any:
     """Start a Dask client on a new LocalCluster sized for extraction.
 
@@ -519,10 +537,16 @@ def local_client(workers: int | None = None, cores_per_worker: int | None = None
     try:
         # The scheduler reads the config, the workers the argument: neither writes elsewhere.
         with dask.config.set({"temporary-directory": str(scratch)}):
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, env=env,
-                dashboard_address=":0", silence_logs=40, local_directory=str(scratch),
-            )  # fmt: skip
+            cuda = _cuda_cluster_class()
+            if cuda is not None:  # one worker per GPU, each seeing only its own
+                cluster = cuda(threads_per_worker=1, dashboard_address=":0", silence_logs=40,
+                               local_directory=str(scratch))  # fmt: skip
+                workers = len(cluster.workers)
+            else:
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, env=env,
+                    dashboard_address=":0", silence_logs=40, local_directory=str(scratch),
+                )  # fmt: skip
         client = Client(cluster)
         if workers > 1:
             from ._dask_plugins import CoreShare
