@@ -181,9 +181,11 @@ def _make_kernel(
 
         return dis
     if method == "tvl1":
-        if not hasattr(cv2, "optflow"):
+        # cv2.optflow comes with the contrib wheel only (and only some stubs declare it).
+        optflow = getattr(cv2, "optflow", None)
+        if optflow is None:
             raise BadInputError(TVL1_EXTRA_HINT)
-        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**params)  # type: ignore[attr-defined]
+        tvl1 = optflow.DualTVL1OpticalFlow_create(**params)
         return lambda a, b: tvl1.calc(a, b, None)
     if method == "tvl1-skimage":
         from skimage.registration import optical_flow_tvl1
