@@ -178,11 +178,7 @@ def _run(
         if hooks.flow_progress is not None and plan.stream != "rgb":
             hooks.flow_progress(fields_done[0], fields_total)
 
-    hooks.say(
-        "computing optical flow and features"
-        if plan.stream != "rgb"
-        else "reading frames and features"
-    )
+    hooks.say(_phase(plan, raw.flow_info))
     hooks.report(0, len(plan.wanted))
     transform = make_transform(extractor, plan.stream, bound)
     try:
@@ -206,6 +202,17 @@ def _run(
     table = rows.table()
     table.attrs = meta
     return FeatureResult(table=table, feature_maps=maps_out, metadata=meta, heatmap=sampler.heat)
+
+
+def _phase(plan: RunPlan, flow_info: dict) -> str:
+    """What the run does now, in words: where its encoder input comes from."""
+    if plan.stream == "rgb":
+        return "reading frames and features"
+    if flow_info.get("flow_reused"):
+        return "reading the cached flow and computing features"
+    if plan.source.kind == "flow":
+        return "reading the flow and computing features"
+    return "computing optical flow and features"
 
 
 def _maps_writer(plan: RunPlan, workdir: Path, partials: list[Path]) -> MapsWriter | None:
