@@ -517,7 +517,8 @@ def _run_tasks(client: Any, jobs: list[TaskJob], todo: list[TaskJob], retries: i
     def heard(event: Any) -> None:
         info = event[1]
         if info.get("output") in running and progress is not None:
-            running[info["output"]] = int(info["done"])
+            # Events may arrive after their task's result: a count never goes back.
+            running[info["output"]] = max(running[info["output"]], int(info["done"]))
             progress(before + sum(running.values()), total)
 
     if progress is not None:
