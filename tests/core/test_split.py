@@ -227,3 +227,19 @@ def test_cli_task_frames_through_a_scheduler(tmp_path, two_workers, saved):
     whole = extract_features(video, _extractor_for(saved.extractor), saved).table
     assert _max_rel_l2(table, whole) <= 1e-6
     assert table.attrs["split"]["task_frames"] == 48
+
+
+def test_cli_refuses_what_it_cannot_split_before_any_work(tmp_path, capsys):
+    from napari_flow_features.cli import main
+
+    videos = [_video(tmp_path, 20, f"v{i}.mp4") for i in range(2)]
+    batch = ["extract", *videos, "--output-dir", str(tmp_path / "out"), "--task-frames", "8"]
+    assert main(batch) == 2
+    assert "--task-frames splits one video given with -o" in capsys.readouterr().err
+    single = ["extract", videos[0], "-o", str(tmp_path / "o.parquet"), "--keep-flow",
+              str(tmp_path / "f.npy")]  # fmt: skip
+    assert main([*single, "--workers", "2"]) == 2
+    assert "keep_flow" in capsys.readouterr().err
+    assert main([*single[:4], "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "--workers sizes a LocalCluster" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.parts")) and not (tmp_path / "out").exists()
