@@ -213,6 +213,21 @@ def test_on_two_workers_resumes_only_the_missing_task(tmp_path, two_workers, sav
     assert not parts_dir(out).exists() and kept  # joined, then removed
 
 
+def test_a_failing_task_is_named_and_the_finished_parts_stay(tmp_path, two_workers, saved):
+    video = _video(tmp_path, 100)
+    out = tmp_path / "out.parquet"
+    jobs = plan_split(video, out, saved, 32)
+    Path(jobs[1].part).mkdir(parents=True)  # task 1's part cannot be written: its name is taken
+    with pytest.raises(BadInputError, match=r"1 of 4 tasks failed.*task 1 \(frames 24\.\.47\)"):
+        extract_split(video, out, saved, 32, client=two_workers)
+    assert not out.exists()
+    assert [Path(j.part).is_file() for j in jobs] == [True, False, True, True]
+    Path(jobs[1].part).rmdir()
+    messages: list[str] = []
+    extract_split(video, out, saved, 32, client=two_workers, log=messages.append)
+    assert "3 done before, 1 to run" in messages[0] and len(read_table(out)) == 100
+
+
 def test_cli_task_frames_through_a_scheduler(tmp_path, two_workers, saved):
     video = _video(tmp_path, 120)
     out = tmp_path / "out.csv"
