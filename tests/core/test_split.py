@@ -145,6 +145,18 @@ def test_split_rows_equal_one_run(tmp_path, n, start, stop, task_frames, post):
     assert not parts_dir(out).exists()
 
 
+def test_split_into_an_npz(tmp_path):
+    video = _video(tmp_path, 100)
+    whole = extract_features(video, _extractor_for(SETTINGS.extractor), SETTINGS).table
+    out = tmp_path / "out.npz"
+    _, result = _split_in_process(video, out, SETTINGS, 32)
+    with np.load(out) as saved:
+        np.testing.assert_array_equal(saved["frame"], whole["frame"])
+        got, want = saved["features"].astype(np.float64), whole[feature_columns(whole)].to_numpy()
+    rel = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
+    assert result.rows == 100 and rel.max() <= 1e-6 and not parts_dir(out).exists()
+
+
 def test_tasks_without_their_margins_would_differ(tmp_path):
     """The equality above is not free: tasks cut at their own rows change the rows near cuts."""
     video = _video(tmp_path, 120)
