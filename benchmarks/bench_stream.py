@@ -232,7 +232,7 @@ def end_to_end(work: Path, args: argparse.Namespace, python: str) -> tuple:
         benv = {**env, "PYTHONPATH": str(base_dir / "src")}
         base = run_measured(extract_cmd(python, video, work / "base.parquet", []), benv, tmp)
         bfps = n_frames / base["seconds"]
-        print(f"| {args.baseline_commit} (its defaults: Farneback, full size, sliding) | "
+        print(f"| {args.baseline_commit} (its own defaults) | "
               f"{base['seconds']:.1f} | {bfps:.2f} | | | | | | {base['rss'] / 1e6:.0f} |")  # fmt: skip
         print(f"\nspeed-up end to end (wall, start-up included): {fps / bfps:.2f}x")
     return flow_fps, enc_fps, run_fps, bound

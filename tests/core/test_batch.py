@@ -277,7 +277,7 @@ def test_manifest_rows_overrides_and_errors_name_the_row(tmp_path, two_workers):
     assert index["status"].tolist() == ["done", "done"]
     assert Path(index["output"][0]).name == "a.parquet"
     first, second = (table_batch_record(p)["settings"] for p in index["output"])
-    assert first["extractor"]["endpoint"] == "Mixed_3c" and first["max_side"] == 256
+    assert first["extractor"]["endpoint"] == "Mixed_3c" and first["max_side"] == "auto"
     assert second["extractor"]["endpoint"] == "Mixed_3b" and second["max_side"] == 32
 
     manifest.write_text(f"path\n{videos[0]}\n")

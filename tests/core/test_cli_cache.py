@@ -19,12 +19,14 @@ MB = 2**20
 def home(tmp_path):
     """A home with weights, two runtimes, a video index, Keras's and OpenVINO's files."""
     home = tmp_path / "home"
-    root = home / ".cache" / "napari-flow-features" / "checkpoints"
+    cache = home / ".cache" / "napari-flow-features"
+    root = cache / "checkpoints"
     files = {
         root / "flow_imagenet" / "model.ckpt.data-00000-of-00001": 3 * MB,
-        root / "runtimes" / "a" / "model.bin": 2 * MB,
-        root / "runtimes" / "b" / "model.bin": 1 * MB,
-        root / "video-index" / "v.npz": MB // 2,
+        cache / "runtimes" / "a" / "model.bin": 2 * MB,
+        cache / "runtimes" / "b" / "model.bin": 1 * MB,
+        cache / "video-index" / "v.npz": MB // 2,
+        root / "runtimes" / "old" / "model.bin": MB // 4,  # where earlier versions kept them
         home / ".keras" / "keras.json": 10,
         home / "intel" / "openvino_telemetry": 1,
     }
@@ -53,16 +55,18 @@ def test_info_lists_every_location_with_its_size(home):
     out = cache_cmd(home, "info")
     got = sizes(out)
     assert got["weights"] == "3.0" and got["runtimes"] == "3.0" and got["video-index"] == "0.5"
-    assert got["total"] == "6.5"  # Keras's and OpenVINO's files are not counted as removable
+    assert got["legacy"] == "0.2"  # an earlier version's compiled models, listed to clear
+    assert got["total"] == "6.8"  # Keras's and OpenVINO's files are not counted as removable
     assert str(home / ".keras" / "keras.json") in out and str(home / "intel") in out
     assert "uninstall leaves" in out
 
 
 def test_clear_runtimes_removes_only_them(home):
     out = cache_cmd(home, "clear", "--runtimes")
-    root = home / ".cache" / "napari-flow-features" / "checkpoints"
-    assert f"removed {root / 'runtimes'} (3.0 MB)" in out
-    assert not (root / "runtimes").exists() and (root / "flow_imagenet").is_dir()
+    cache = home / ".cache" / "napari-flow-features"
+    assert f"removed {cache / 'runtimes'} (3.0 MB)" in out
+    assert f"removed {cache / 'checkpoints' / 'runtimes'} (0.2 MB)" in out  # the legacy folder
+    assert not (cache / "runtimes").exists() and (cache / "checkpoints" / "flow_imagenet").is_dir()
     assert "nothing to remove" in cache_cmd(home, "clear", "--runtimes")
 
 

@@ -298,3 +298,19 @@ def test_a_choice_that_cannot_apply_to_a_flow_file_is_named(flow_then_extract, o
     result = flow_features("extract", "flow.npy", "-o", output, *option, *MODEL, cwd=folder)
     assert result.returncode == 2 and named in result.stderr and "flow" in result.stderr
     assert not (folder / output).exists()
+
+
+def test_flow_kept_from_a_range_keeps_its_video_frame_numbers(flow_then_extract):
+    """Flow kept from frames 3..9 of a video: rows from it are numbered 3..9 (the video's frames),
+    and landmarks (in the whole video's frames and pixels) are refused for it, named."""
+    folder = flow_then_extract
+    ok(flow_features("extract", "shift.mp4", "-o", "part.parquet", "--start", 3, "--stop", 10,
+                     "--keep-flow", "part.npy", *MODEL, cwd=folder))  # fmt: skip
+    ok(flow_features("extract", "part.npy", "-o", "from_part.parquet", *MODEL, cwd=folder))
+    rows = pd.read_parquet(folder / "from_part.parquet")
+    assert rows["frame"].tolist() == list(range(3, 10))
+    pd.DataFrame({"frame": range(SHIFT_T), "x": 20.0, "y": 20.0}).to_csv(folder / "lm.csv",
+                                                                        index=False)  # fmt: skip
+    refused = flow_features("extract", "part.npy", "-o", "pts.parquet", "--post-encoder", "point",
+                            "--points", "lm.csv", *MODEL, cwd=folder)  # fmt: skip
+    assert refused.returncode == 2 and "flow kept from part of a video" in refused.stderr

@@ -44,6 +44,7 @@ PARAMETERS: dict[str, tuple] = {
     "runtime": ("tensorflow", "openvino"),
     "flow_cache": (False, True),
     "keep_flow": (False, True),
+    "flow_workers": (None, 2),
 }
 
 
@@ -205,6 +206,7 @@ def case_settings(case: dict, extractor, work: Path) -> tuple[ExtractionSettings
         changes["flow_cache"] = str(work / "cache")
     if case["keep_flow"]:
         changes["keep_flow"] = str(work / "kept.npy")
+    changes["flow_workers"] = case["flow_workers"]
     settings = ExtractionSettings(extractor=extractor.config).replace(**changes)
     which = {"point1": "single", "point2": "both"}.get(case["post"])
     return settings, which
@@ -230,16 +232,16 @@ def canonical_run(
     case: dict, sources: Sources, settings: ExtractionSettings, points, folder: Path
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
     """The same run from the in-memory source of the case's kind, TensorFlow, nothing kept."""
-    shaping = [
-        (k, v) for k, v in case.items() if k not in ("source", "runtime", "flow_cache", "keep_flow")
-    ]
+    ignored = ("source", "runtime", "flow_cache", "keep_flow", "flow_workers")
+    shaping = [(k, v) for k, v in case.items() if k not in ignored]
     key = (*shaping, ("flow source", case["source"] in FLOW_KINDS))
     if key not in _CANONICAL:
         source = sources.flow if case["source"] in FLOW_KINDS else sources.frames
         extractor = extractor_for(case["stream"], "tensorflow")
         run = {k: getattr(settings.extractor, k) for k in ("windowing", "clip_length", "stride")}
         plain = settings.replace(
-            flow_cache=None, keep_flow=None, extractor=extractor.config.replace(**run),
+            flow_cache=None, keep_flow=None, flow_workers=None,
+            extractor=extractor.config.replace(**run),
             maps_path=str(folder / f"maps{len(_CANONICAL)}.npy") if case["post"] == "none" else None,
         )  # fmt: skip
         result = extract_features(source, extractor, plain, points=points)
@@ -298,6 +300,8 @@ def test_combination(case, sources, tmp_path, tmp_path_factory, monkeypatch):
         work_hw = (round(work_hw[0] * scale), round(work_hw[1] * scale))
     assert tuple(meta["work_shape"]) == work_hw
     assert ("kept_flow" in meta) == case["keep_flow"]
+    computes_flow = not flow_source and case["stream"] == "flow"
+    assert meta.get("flow_workers") == ((case["flow_workers"] or 1) if computes_flow else None)
     if case["keep_flow"]:
         kept = np.load(work / "kept.npy", allow_pickle=False)
         assert kept.shape == (stop - start - 1, *work_hw, 2)

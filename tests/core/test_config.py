@@ -86,7 +86,7 @@ def test_changes_are_new_objects():
         ({"clip_length": 0}, r"clip_length must be a whole number ≥ 1, got 0"),
         ({"stride": True}, r"stride must be a whole number ≥ 1, got True"),
         ({"batch_size": 2.5}, r"batch_size must be a whole number"),
-        ({"chunk_length": 100}, r"chunk_length must be a multiple of 8 and at least 104"),
+        ({"chunk_length": 100}, r"chunk_length must be auto, or a multiple of 8 and at least 104"),
         ({"flow_bound": 0}, r"flow_bound must be a positive number"),
         ({"flow_bound": "20"}, r"flow_bound must be a number, got '20'"),
         ({"resize": 0}, r"resize must be a whole number ≥ 8 or null, got 0"),

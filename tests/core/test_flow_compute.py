@@ -281,3 +281,24 @@ def test_unguarded_script_with_farneback_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("run") == 1  # not re-executed in children
     assert "shape (5, 48, 64, 2) children 0" in done.stdout
+
+
+def test_dis_flow_of_a_pair_does_not_depend_on_what_was_computed_before():
+    """One DIS object's result depends on its earlier calls: the kernel makes one per pair, so a
+    frame's flow is the same in any chunk, thread or warm process (issue 21's equal rows)."""
+    from napari_flow_features.flow.compute import iter_flow_blocks
+
+    rng = np.random.default_rng(3)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (60, 80), np.uint8), (0, 0), 2)
+    frames = np.stack([np.roll(base, (t, 2 * t), (0, 1)) for t in range(12)])
+
+    def flow(workers, first=0):
+        blocks = ((f, frames[f : min(f + 5, 12)]) for f in range(first, 11, 4))
+        return np.concatenate(
+            [b for _, b in iter_flow_blocks(blocks, "dis", "medium", None, workers)]
+        )
+
+    once = flow(1)
+    np.testing.assert_array_equal(flow(1), once)  # the same thread's kernel, called again
+    np.testing.assert_array_equal(flow(2), once)  # other threads
+    np.testing.assert_array_equal(flow(1, first=4), once[4:])  # a later start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from movement.io import load_poses, save_poses
 from napari_flow_features.cli import main
 from napari_flow_features.errors import BadInputError
 from napari_flow_features.extract.landmarks import (
+    LandmarkOptions,
     Landmarks,
     apply_border,
     border_margin,
@@ -21,6 +23,7 @@ from napari_flow_features.extract.landmarks import (
     check_track_length,
     classify_border,
     landmark_key,
+    landmarks_from_args,
     landmarks_from_points,
 )
 from napari_flow_features.io.tables import read_table, write_table
@@ -204,7 +207,7 @@ def test_points_without_the_point_post_encoder_is_an_error_before_any_model_work
     pd.DataFrame({"frame": [0], "x": [1.0], "y": [1.0]}).to_csv(csv, index=False)
     start = time.perf_counter()
     assert main(["extract", str(video), "--points", str(csv), "-o", str(tmp_path / "o.csv")]) == 2
-    assert "--points is only used by --post-encoder point" in capsys.readouterr().err
+    assert "used by the point post-encoder only (--post-encoder point)" in capsys.readouterr().err
     assert time.perf_counter() - start < 5  # no model was built
     assert not (tmp_path / "o.csv").exists()
 
@@ -219,8 +222,8 @@ def test_pose_file_on_the_command_line_gives_the_features_of_our_table(video, tm
     ds = load_poses.from_numpy(pos, conf, individual_names=["m1", "m2"], keypoint_names=KEYPOINTS)
     tracks = tmp_path / "clipDLC_resnet50.h5"
     save_poses.to_dlc_file(ds, tracks, split_individuals=False)
-    common = ["--post-encoder", "point", "--endpoint", "Mixed_3c", "--clip-length", "8",
-              "--stride", "4"]  # fmt: skip
+    common = ["--post-encoder", "point", "--endpoint", "Mixed_3c", "--windowing", "sliding",
+              "--clip-length", "8", "--stride", "4"]  # fmt: skip
     out = tmp_path / "pose.parquet"
     assert main(["extract", str(video), "--points", str(tracks), "--min-confidence", "0.3",
                  "--max-gap", "1", "-o", str(out), *common]) == 0  # fmt: skip
@@ -456,3 +459,35 @@ def test_counts_of_a_cut_describe_only_its_rows():
     meta = cut.metadata()
     assert meta["low_confidence_positions"] == cut.masked
     assert meta["interpolated_landmark_positions"] == filled
+
+
+def test_command_line_landmark_options_are_the_keywords_of_the_api(tmp_path):
+    """The extract parser's landmark options give the landmarks the same keywords give."""
+    from napari_flow_features.cli import build_parser
+
+    table = pose_table(20)
+    table["confidence"] = 0.9
+    low = (table["keypoint"] == "snout") & table["frame"].isin([4, 5, 12])
+    table.loc[low, "confidence"] = 0.5  # exactly at the threshold: kept
+    table.loc[low & (table["frame"] == 12), "confidence"] = 0.49  # below: masked, then filled
+    points = tmp_path / "tracks.csv"
+    write_table(table, points)
+    flow = np.zeros((19, 8, 8, 2), np.float32)  # 20 frames' flow
+    argv = ["extract", "flow.npy", "--post-encoder", "point", "--points", str(points),
+            "--keypoints", " snout, left_ear", "--individuals", "m2", "--min-confidence", "0.5",
+            "--max-gap", "1"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    options = LandmarkOptions.from_args(args)
+    assert options == LandmarkOptions(
+        min_confidence=0.5, max_gap=1, keypoints=("snout", "left_ear"), individuals=("m2",)
+    )
+    assert LandmarkOptions.from_args(argparse.Namespace()) == LandmarkOptions()
+    from_cli = landmarks_from_args(args, source=flow)
+    from_api = landmarks_from_points(points, 20, min_confidence=0.5, max_gap=1,
+                                     keypoints=["snout", "left_ear"], individuals="m2")  # fmt: skip
+    assert from_cli.ids == from_api.ids == ["m2/snout", "m2/left_ear"]
+    assert from_cli.masked == from_api.masked == 1 and from_cli.filled == from_api.filled == 1
+    np.testing.assert_array_equal(from_cli.xy, from_api.xy)
+    # Filled at frame 12 between 11 and 13: snout of m2 is at x = 10 + t, y = 8 + 3.
+    np.testing.assert_allclose(from_cli.xy[0, 12], (22.0, 11.0))
+    assert from_cli.filled_at[0].nonzero()[0].tolist() == [12]

@@ -309,3 +309,28 @@ def test_flow_cache_keeps_the_last_videos_flow(extractor, tmp_path):
     assert not extract_features(video, extractor, post_encoder="gap", flow_cache=cache).metadata[
         "flow_reused"
     ]
+
+
+def test_npz_output_keeps_each_rows_landmark(extractor, tmp_path):
+    """A point table written as ``.npz`` keeps who each row is, where, and the run's metadata."""
+    import json
+
+    from napari_flow_features.extract.to_file import extract_to_file
+
+    flow = blob_flow()
+    t = np.arange(flow.shape[0] + 1)
+    points = pd.DataFrame({
+        "frame": np.r_[t, t], "x": np.r_[20.0 + t, 60.0 - t], "y": np.r_[30.0 + 0 * t, 40.0 + t],
+        "track_id": np.repeat([3, 7], len(t)),
+    })  # fmt: skip
+    extract_to_file(flow, extractor, tmp_path / "f.npz", post_encoder="point", points=points)
+    table = extract_features(flow, extractor, post_encoder="point", points=points).table
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as npz:
+        assert npz["landmark"].tolist() == table["landmark"].tolist()  # 3, 7 per frame
+        np.testing.assert_array_equal(npz["frame"], table["frame"])
+        np.testing.assert_array_equal(npz["x"], table["x"])
+        cols = [c for c in table.columns if c.startswith("f0")]
+        assert npz["feature_names"].tolist() == cols
+        np.testing.assert_array_equal(npz["features"], table[cols].to_numpy(np.float32))
+        meta = json.loads(str(npz["metadata"]))
+    assert meta["post_encoder"] == "point" and meta["landmarks"] == ["3", "7"]

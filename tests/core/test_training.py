@@ -12,7 +12,12 @@ from napari_flow_features.cli import main
 from napari_flow_features.errors import BadInputError
 from napari_flow_features.model.extractor import DynamicFeatureExtractor
 from napari_flow_features.model.registry import ModelSerializer
-from napari_flow_features.model.training import find_labelled_files, split_by_file, train_classifier
+from napari_flow_features.model.training import (
+    TrainingSettings,
+    find_labelled_files,
+    split_by_file,
+    train_classifier,
+)
 
 
 def make_motion_set(root, per_class=6, seed=0):
@@ -38,8 +43,9 @@ def test_split_is_by_file_and_stratified():
 def test_training_beats_chance_and_checkpoints_through_the_registry(tmp_path):
     data = make_motion_set(tmp_path / "data")
     extractor = DynamicFeatureExtractor(endpoint="Mixed_3c", clip_length=8, stride=4)
+    settings = TrainingSettings(epochs=4, batch_size=4)
     _, report = train_classifier(
-        extractor, data, epochs=4, batch_size=4, verbose=0, registry=(tmp_path / "reg", "motion")
+        extractor, data, settings, verbose=0, registry=(tmp_path / "reg", "motion")
     )
     assert report["classes"] == ["left", "right"]
     assert report["train_windows"] == 24 and report["val_windows"] == 12  # 4 windows per file
@@ -171,3 +177,16 @@ def test_gap_table_rows_follow_the_window_rule():
         np.testing.assert_allclose(
             table.iloc[t, 1:].to_numpy(float), expected, rtol=1e-5, atol=1e-6
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("epochs", 2.0), ("batch_size", True), ("seed", -1), ("learning_rate", 0.0),
+     ("learning_rate", float("nan")), ("val_fraction", 1.0), ("val_fraction", -0.1),
+     ("dropout", 1.0)],
+)  # fmt: skip
+def test_training_settings_name_the_value_out_of_range(field, value):
+    with pytest.raises(BadInputError, match=rf"^{field} must be"):
+        TrainingSettings(**{field: value})
+    edge = {"epochs": 1, "batch_size": 1, "seed": 0, "val_fraction": 0.0, "dropout": 0.0}
+    assert TrainingSettings(**edge).val_fraction == 0.0  # the lowest allowed values pass

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError
+
+if TYPE_CHECKING:
+    from ..model.training import TrainingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +26,8 @@ def train_into_registry(
     data_dir: str | os.PathLike[str],
     registry_dir: str | os.PathLike[str],
     model_name: str,
-    epochs: int = 5,
-    batch_size: int = 4,
-    learning_rate: float = 1e-3,
-    val_fraction: float = 0.25,
-    freeze_backbone: bool = True,
-    seed: int = 0,
+    settings: TrainingSettings | None = None,
+    *,
     verbose: int = 1,
     save_format: str = "keras",
 ) -> dict[str, Any]:
@@ -45,8 +44,10 @@ def train_into_registry(
         ``<model_name>_training_report.json``.
     model_name : str
         Name in the registry.
-    epochs, batch_size, learning_rate, val_fraction, freeze_backbone, seed
-        Training settings (see ``train_classifier``).
+    settings : TrainingSettings, optional
+        Epochs, batch size, learning rate, split, frozen backbone, dropout and seed (default:
+        ``TrainingSettings()``); the split (``val_fraction``, ``seed``) is recorded with the model
+        so that evaluation holds out the same files.
     verbose : int
         Keras' progress output (0 none, 1 a bar per epoch).
     save_format : {"keras", "h5", "savedmodel"}
@@ -60,17 +61,17 @@ def train_into_registry(
     """
     from ..io.json_files import write_json
     from ..model.registry import ModelSerializer
-    from ..model.training import train_classifier
+    from ..model.training import TrainingSettings, train_classifier
 
+    settings = TrainingSettings() if settings is None else settings
     out = Path(registry_dir)
     model, report = train_classifier(
-        extractor, data_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        val_fraction=val_fraction, freeze_backbone=freeze_backbone, seed=seed, verbose=verbose,
-        registry=(out, model_name), registry_format=save_format,
+        extractor, data_dir, settings, verbose=verbose, registry=(out, model_name),
+        registry_format=save_format,
     )  # fmt: skip
     meta = {"description": "I3D flow classifier, final epoch", "classes": report["classes"],
             "extractor_config": extractor.describe(), "training_dataset": str(data_dir),
-            "val_fraction": val_fraction, "seed": seed}  # fmt: skip
+            "val_fraction": settings.val_fraction, "seed": settings.seed}  # fmt: skip
     final = ModelSerializer(model, model_name).save_model(out, meta, format=save_format)
     report["final_version"] = final.name
     write_json(out / f"{model_name}_training_report.json", report)
@@ -125,8 +126,7 @@ def evaluate_registered_classifier(
     data_dir: str | os.PathLike[str],
     registry_dir: str | os.PathLike[str],
     model_name: str,
-    val_fraction: float = 0.25,
-    seed: int = 0,
+    split: TrainingSettings | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Accuracy on the validation split training held out, plus a report on the encoder features.
 
@@ -135,7 +135,7 @@ def evaluate_registered_classifier(
     model : keras.Model
         The classifier (:func:`load_classifier`).
     metadata : dict
-        Its registry metadata; its ``val_fraction`` and ``seed`` win over the arguments, so the
+        Its registry metadata; its ``val_fraction`` and ``seed`` win over ``split``'s, so the
         split is the one training held out.
     version : str
         Its registry version.
@@ -148,8 +148,9 @@ def evaluate_registered_classifier(
         ``<model>_<version>_evaluation/`` report folder are written there.
     model_name : str
         Name in the registry.
-    val_fraction, seed : float, int
-        The split when the metadata does not record it.
+    split : TrainingSettings, optional
+        Its ``val_fraction`` and ``seed`` are the split when the metadata does not record it
+        (default: ``TrainingSettings()``'s).
 
     Returns
     -------
@@ -162,12 +163,14 @@ def evaluate_registered_classifier(
         The encoder-feature report folder.
     """
     from ..io.json_files import write_json
-    from ..model.training import evaluate_classifier
+    from ..model.training import TrainingSettings, evaluate_classifier
 
+    split = TrainingSettings() if split is None else split
     out = Path(registry_dir)
     result = evaluate_classifier(
         model, extractor, data_dir, metadata["classes"],
-        val_fraction=metadata.get("val_fraction", val_fraction), seed=metadata.get("seed", seed),
+        val_fraction=metadata.get("val_fraction", split.val_fraction),
+        seed=metadata.get("seed", split.seed),
     )  # fmt: skip
     result.update({"model_name": model_name, "version": version})
     report_dir = out / f"{model_name}_{version}_evaluation"

@@ -11,6 +11,7 @@ TensorFlow nor NumPy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -120,7 +121,21 @@ def entry() -> None:
     """
     code = main()
     if code in (EXIT_CANCELLED, EXIT_TERMINATED):
+        _remove_autograph_files()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _remove_autograph_files() -> None:
+    """Remove the code TensorFlow's autograph wrote to the temporary folder for this process.
+
+    TensorFlow removes these files at interpreter exit (an ``atexit`` hook), which ``os._exit``
+    skips; the modules it loaded from them name them.
+    """
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None) or ""
+        if os.path.basename(path).startswith("__autograph_generated_file"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)

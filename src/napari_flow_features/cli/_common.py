@@ -6,7 +6,9 @@ Only the standard library is imported here, so ``flow-features --help`` stays fa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -271,6 +273,12 @@ def exit_code_for(exc: BaseException) -> int | None:
             return EXIT_TERMINATED
         console.error("flow-features: cancelled")
         return EXIT_CANCELLED
+    if isinstance(exc, BrokenPipeError):
+        # The reader went away (`flow-features cache info | head -1`): nothing more to say, and
+        # Python must not complain when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if isinstance(exc, (BadInputError, OSError)):
         console.error(f"flow-features: error: {exc}")
         return EXIT_BAD_INPUT
@@ -481,7 +489,7 @@ def extractor_for(config: Any) -> Any:
     return DynamicFeatureExtractor(config=config)
 
 
-def max_side_option(text: str) -> int | str | None:
+def max_side_option(text: str) -> int | str:
     """``--max-side``: ``auto``, 0 (the video's size) or a longest side in pixels.
 
     Parameters
@@ -491,8 +499,8 @@ def max_side_option(text: str) -> int | str | None:
 
     Returns
     -------
-    int, str or None
-        ``"auto"``, None for 0, or the number.
+    int or str
+        ``"auto"``, or the number (0: the video's own size).
     """
     if text.strip().lower() == "auto":
         return "auto"
@@ -504,7 +512,7 @@ def max_side_option(text: str) -> int | str | None:
         ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"--max-side must be at least 0, got {value}")
-    return value or None
+    return value
 
 
 def output_folder(path: str) -> Path:

@@ -29,11 +29,11 @@ from ._common import (
 logger = logging.getLogger(__name__)
 
 # Command-line options that are batch settings, and the extractor config fields they set.
-_OPTIONS = ("post_encoder", "interpolation", "interpolate_missing", "flow_method", "max_side",
+_OPTIONS = ("post_encoder", "interpolation", "interpolate_missing", "flow_method",
             "start", "stop", "points_format", "keypoints", "individuals", "min_confidence",
             "max_gap", "points", "keep_flow", "keep_flow_dtype", "flow_cache", "predict")  # fmt: skip
 _CONFIG_OPTIONS = ("endpoint", "clip_length", "stride", "runtime", "windowing", "chunk_length",
-                   "stream", "fusion")  # fmt: skip
+                   "stream", "fusion", "precision")  # fmt: skip
 _SINGLE_ONLY = ("output", "keep_flow", "flow_cache", "points")
 
 
@@ -137,7 +137,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--flow-method", default="dis",
                    choices=("dis", "farneback", "tvl1", "tvl1-skimage"),
                    help="flow method for a video source (DIS: fastest, see docs/performance.md)")  # fmt: skip
-    p.add_argument("--max-side", type=max_side_option, default="auto",
+    p.add_argument("--max-side", type=max_side_option, default=None,
                    help="resize frames so the longest side is at most this before flow and encoder; "
                         "auto: 256 px for a video (0.25x the pixels of 640x480), a flow file's own "
                         "size; 0: the video's size")  # fmt: skip
@@ -153,6 +153,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=("auto", "tensorflow", "openvino", "torch"),
                    help="inference runtime (default auto: PyTorch on a CUDA GPU when both are "
                         "there, else OpenVINO when installed)")  # fmt: skip
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "int8"),
+                   help="encoder precision (default float32): mixed_bfloat16 on CPUs with native "
+                        "bf16; int8 (OpenVINO + NNCF, the [int8] extra) calibrated on this video's "
+                        "first chunk, marked in the table (docs/performance.md)")  # fmt: skip
     p.add_argument("--windowing", choices=("chunked", "sliding"),
                    help="chunked (default, seamless) or the seed's sliding windows")  # fmt: skip
     p.add_argument("--chunk-length", type=int, help="frames per encoder pass in chunked mode")
@@ -313,12 +317,13 @@ def run_single(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     int
         The exit status (0).
     """
-    from ..extract.plan import plan_source
+    from ..extract.plan import check_asked_options, plan_source
     from ..extract.to_file import check_output_path, extract_to_file
 
     output = check_output_path(args.output)
     settings = settings_from_args(args, defaults)
     checked = plan_source(args.source, settings)  # read and checked before the model is built
+    check_asked_options(settings, asked_options(args, defaults), checked.source.kind)
     console.status("building the I3D model ...")
     extractor = extractor_for(settings.extractor)
     flow_bar = console.bar("optical flow", "field")
@@ -342,7 +347,8 @@ def _print_single(args: argparse.Namespace, done: Any, settings: Any) -> None:
     console.result(f"wrote {done.output}: {done.rows} rows, post-encoder {settings.post_encoder}, end "
                    f"point {meta['endpoint']}, {meta['windowing']} ({meta['n_windows']} encoder "
                    f"passes, {meta['encoder_frames_per_output_frame']:.2f} per frame), runtime "
-                   f"{meta.get('runtime_used', '?')} on {meta.get('runtime_device', '?')}, "
+                   f"{meta.get('runtime_used', '?')} on {meta.get('runtime_device', '?')}"
+                   f"{'' if meta.get('precision', 'float32') == 'float32' else ' in ' + meta['precision']}, "
                    f"{meta['frames_per_second']} frames/s")  # fmt: skip
     if done.maps_path is not None:
         console.result(f"feature maps: {done.maps_path} {done.maps_shape}")
@@ -408,6 +414,8 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
     options = {name: getattr(args, name) for name in _OPTIONS if _given(args, defaults, name)}
     if args.roi is not None:
         options["roi"] = parse_roi(args.roi)
+    if args.max_side is not None:  # given: auto, a side, or 0 for the video's own size
+        options["max_side"] = args.max_side or None
     if getattr(args, "accept_length_mismatch", False):
         options["allow_length_mismatch"] = True
     extractor: dict[str, Any] = {
@@ -421,6 +429,27 @@ def settings_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> An
     settings = ExtractionSettings.from_yaml(args.config, extractor=extractor, **options)
     check_asked_fields(settings.extractor, extractor)  # e.g. --clip-length under chunked
     return settings
+
+
+def asked_options(args: argparse.Namespace, defaults: dict[str, Any]) -> set[str]:
+    """The options the command line gives (a flag with a value other than its default).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+    defaults : dict
+        The parser's defaults.
+
+    Returns
+    -------
+    set of str
+        Setting and encoder field names.
+    """
+    names = {n for n in (*_OPTIONS, *_CONFIG_OPTIONS) if _given(args, defaults, n)}
+    if getattr(args, "accept_length_mismatch", False):
+        names.add("allow_length_mismatch")
+    return names
 
 
 def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:

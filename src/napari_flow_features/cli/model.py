@@ -118,12 +118,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, out: Path) -> int:
     from ..analysis.classifier import train_into_registry
+    from ..model.training import TrainingSettings
 
+    settings = TrainingSettings(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        val_fraction=args.val_fraction, freeze_backbone=not args.unfreeze, seed=args.seed,
+    )  # fmt: skip
     report = train_into_registry(
-        extractor_from(args), args.data_dir, out, args.model_name, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.lr, val_fraction=args.val_fraction,
-        freeze_backbone=not args.unfreeze, seed=args.seed, verbose=0 if console.quiet else 1,
-        save_format=args.save_format,
+        extractor_from(args), args.data_dir, out, args.model_name, settings,
+        verbose=0 if console.quiet else 1, save_format=args.save_format,
     )  # fmt: skip
     acc = report["history"].get("val_accuracy", [float("nan")])[-1]
     console.result(f"saved {args.model_name} version {report['final_version']}; final validation "
@@ -151,6 +154,7 @@ def _export(args: argparse.Namespace, registry: Path) -> int:
 
 def _evaluate(args: argparse.Namespace, out: Path) -> int:
     from ..analysis.classifier import evaluate_registered_classifier, load_classifier
+    from ..model.training import TrainingSettings
 
     model, meta, version = load_classifier(out, args.model_name, args.version)
     cfg = meta.get("extractor_config", {})
@@ -158,7 +162,7 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
                                stride=cfg.get("stride", 8), endpoint=cfg.get("endpoint", "Mixed_5c"))  # fmt: skip
     result, path, report_dir = evaluate_registered_classifier(
         model, meta, version, extractor, args.data_dir, out, args.model_name,
-        val_fraction=args.val_fraction, seed=args.seed,
+        TrainingSettings(val_fraction=args.val_fraction, seed=args.seed),
     )  # fmt: skip
     console.result(f"{args.model_name} {version}: accuracy {result['accuracy']:.3f} on "
                    f"{result['windows']} {result['split']} windows; wrote {path}")  # fmt: skip

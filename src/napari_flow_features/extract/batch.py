@@ -620,67 +620,97 @@ def extract_many(
         settings = ExtractionSettings.from_dict(settings)
     output_dir = ensure_output_dir(output_dir)
     jobs = plan_jobs(sources, output_dir, settings, manifest)
-    return _run_batch(jobs, output_dir, is_done, run_job, "extract", client, force, retries,
-                      progress, log, video_progress)  # fmt: skip
+    run = _BatchRun(client, force, retries, progress, log, video_progress)
+    return _run_batch(jobs, output_dir, _BatchKind("extract", is_done, run_job), run)
 
 
-def _run_batch(jobs: list[Job], output_dir: Path, done: Callable[[Job], dict | None],
-               task: Callable[[Job], dict], name: str, client: Any, force: bool, retries: int,
-               progress: Progress | None, log: Callable[[str], None] | None,
-               video_progress: Callable[[dict], None] | None = None) -> pd.DataFrame:  # fmt: skip
+@dataclass(frozen=True)
+class _BatchKind:
+    """What a batch does per video: its name (in Dask task keys), its skip rule and its task."""
+
+    name: str
+    done: Callable[[Job], dict | None]
+    task: Callable[[Job], dict]
+
+
+@dataclass(frozen=True)
+class _BatchRun:
+    """How a batch runs: the same for :func:`extract_many` and :func:`flow_many`.
+
+    ``client`` None: a LocalCluster of the batch's own; ``force``: rerun what is done;
+    ``retries``: reruns of a task whose worker died; then the listeners.
+    """
+
+    client: Any = None
+    force: bool = False
+    retries: int = 2
+    progress: Progress | None = None
+    log: Callable[[str], None] | None = None
+    video_progress: Callable[[dict], None] | None = None
+
+
+def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: _BatchRun) -> pd.DataFrame:
     """Run a batch's jobs on Dask, keeping the index.
 
-    Skip what ``done`` says is done, run the rest as ``task`` on ``client`` (default: a new
-    LocalCluster), keep the index; shared by :func:`extract_many` and :func:`flow_many`.
+    Skip what ``kind.done`` says is done, run the rest as ``kind.task`` on ``run.client``
+    (default: a new LocalCluster), keep the index; shared by :func:`extract_many` and
+    :func:`flow_many`.
     """
     from ..io._atomic import remove_stale_partials
 
+    retries = run.retries
     if isinstance(retries, bool) or int(retries) != retries or retries < 0:
         raise BadInputError(f"retries must be a whole number ≥ 0, got {retries!r}")
     for folder in sorted({Path(j.output).parent for j in jobs}):
         remove_stale_partials(folder)  # temporaries of a killed earlier run
     index = _Index(output_dir, jobs)
-    total = len(jobs)
-    todo: list[Job] = []
-    for job in jobs:
-        record = None if force else done(job)
-        if record is None:
-            todo.append(job)
-        else:
-            index.set(_record(job, "skipped", rows=record["rows"]))
-            if progress is not None:
-                progress(index.finished, total, index.records[job.output])
+    todo = _skip_done(jobs, kind.done, run, index)
     index.write()
     if not todo:  # nothing to run: no cluster started
         return index.frame()
-    own_client = client is None
-    if own_client:
-        client = local_client()
+    client = local_client() if run.client is None else run.client
     try:
-        if log is not None and getattr(client, "dashboard_link", None):
-            log(f"Dask dashboard: {client.dashboard_link}")
-        if video_progress is not None:
-            client.subscribe_topic(PROGRESS_TOPIC, lambda event: video_progress(event[1]))
-        _run_on(client, todo, task, name, retries, index, progress, total)
+        if run.log is not None and getattr(client, "dashboard_link", None):
+            run.log(f"Dask dashboard: {client.dashboard_link}")
+        if run.video_progress is not None:
+            listener = run.video_progress
+            client.subscribe_topic(PROGRESS_TOPIC, lambda event: listener(event[1]))
+        _run_on(client, todo, kind, run, index)
     finally:
-        if video_progress is not None:
+        if run.video_progress is not None:
             with contextlib.suppress(Exception):  # the cluster may be gone already
                 client.unsubscribe_topic(PROGRESS_TOPIC)
         index.write()
-        if own_client:
+        if run.client is None:
             close_client(client)
         for folder in sorted({Path(j.output).parent for j in todo}):
             remove_stale_partials(folder)  # of a worker that died mid-video (its task was retried)
     return index.frame()
 
 
-def _run_on(client: Any, todo: list[Job], task: Callable[[Job], dict], name: str, retries: int,
-            index: _Index, progress: Progress | None, total: int) -> None:  # fmt: skip
+def _skip_done(
+    jobs: list[Job], done: Callable[[Job], dict | None], run: _BatchRun, index: _Index
+) -> list[Job]:
+    """Mark the jobs ``done`` finds finished as skipped (unless forced); return the rest."""
+    todo: list[Job] = []
+    for job in jobs:
+        record = None if run.force else done(job)
+        if record is None:
+            todo.append(job)
+            continue
+        index.set(_record(job, "skipped", rows=record["rows"]))
+        if run.progress is not None:
+            run.progress(index.finished, index.total, index.records[job.output])
+    return todo
+
+
+def _run_on(client: Any, todo: list[Job], kind: _BatchKind, run: _BatchRun, index: _Index) -> None:
     from distributed import as_completed
 
     # pure=False: a rerun of the same job (after --force) runs again rather than reusing a result.
     futures = {
-        client.submit(task, job, retries=retries, pure=False, key=f"{name}-{i}-{_key(job)}"): job
+        client.submit(kind.task, job, retries=run.retries, pure=False,
+                      key=f"{kind.name}-{i}-{_key(job)}"): job
         for i, job in enumerate(todo)
     }  # fmt: skip
     try:
@@ -692,14 +722,11 @@ def _run_on(client: Any, todo: list[Job], task: Callable[[Job], dict], name: str
                 record = _record(job, "failed", error=_message(exc))
             index.set(record)
             index.write(throttle=True)
-            if progress is not None:
-                progress(index.finished, total, record)
+            if run.progress is not None:
+                run.progress(index.finished, index.total, record)
     except BaseException:
         client.cancel(list(futures))
         raise
-
-
-# -- flow for many videos -------------------------------------------------------------------------
 
 
 def _flow_computer(settings: ExtractionSettings | dict[str, Any]) -> Any:
@@ -808,8 +835,8 @@ def flow_many(
     videos = expand_sources(sources)
     jobs = [Job(str(v), str(output_dir / n), flow_settings, digest)
             for v, n in zip(videos, output_names(videos, ".npy"), strict=True)]  # fmt: skip
-    return _run_batch(jobs, output_dir, _flow_done, run_flow_job, "flow", client, force, retries,
-                      progress, log)  # fmt: skip
+    run = _BatchRun(client, force, retries, progress, log)
+    return _run_batch(jobs, output_dir, _BatchKind("flow", _flow_done, run_flow_job), run)
 
 
 def _key(job: Job) -> str:
@@ -823,6 +850,7 @@ class _Index:
         self.output_dir = output_dir
         # Keyed by output (unique): a manifest may list one video twice, with other settings.
         self.records: dict[str, dict] = {j.output: _record(j, "pending") for j in jobs}
+        self.total = len(jobs)
         self.finished = 0
         self._last = 0.0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -191,6 +192,69 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+@dataclass(frozen=True)
+class LandmarkOptions:
+    """How landmark points are selected and cleaned for a video (the options of the run).
+
+    One object for what :func:`landmarks_from_points` takes as keywords, the command line as
+    ``--min-confidence``, ``--max-gap``, ``--keypoints``… (:meth:`from_args`).
+
+    Attributes
+    ----------
+    interpolate_missing : bool
+        Fill gaps of any length.
+    min_confidence : float or None
+        Points with lower confidence count as missing.
+    max_gap : int or None
+        Fill gaps of at most this many frames.
+    keypoints, individuals : tuple of str or None
+        Keep only these (a list or a comma-separated string is accepted and normalised).
+    points_format : str or None
+        The format of a points file (see :data:`~napari_flow_features.io.poses.POINTS_FORMATS`).
+    allow_length_mismatch : bool
+        Accept tracks whose length differs from the video's by more than the tolerance of
+        :func:`check_track_length`.
+    """
+
+    interpolate_missing: bool = False
+    min_confidence: float | None = None
+    max_gap: int | None = None
+    keypoints: tuple[str, ...] | None = None
+    individuals: tuple[str, ...] | None = None
+    points_format: str | None = "auto"
+    allow_length_mismatch: bool = False
+
+    def __post_init__(self) -> None:
+        """Normalise the selections: ``"a, b"`` and ``["a", "b"]`` are ``("a", "b")``."""
+        object.__setattr__(self, "keypoints", _names(self.keypoints))
+        object.__setattr__(self, "individuals", _names(self.individuals))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LandmarkOptions:
+        """The options a parsed command line asks for (absent arguments: the defaults).
+
+        Parameters
+        ----------
+        args : argparse.Namespace
+            Parsed arguments with the options of
+            :func:`napari_flow_features.cli.extract.add_landmark_arguments`.
+
+        Returns
+        -------
+        LandmarkOptions
+            The options.
+        """
+        return cls(
+            interpolate_missing=bool(getattr(args, "interpolate_missing", False)),
+            min_confidence=getattr(args, "min_confidence", None),
+            max_gap=getattr(args, "max_gap", None),
+            keypoints=getattr(args, "keypoints", None),
+            individuals=getattr(args, "individuals", None),
+            points_format=getattr(args, "points_format", "auto"),
+            allow_length_mismatch=bool(getattr(args, "accept_length_mismatch", False)),
+        )
+
+
 def landmarks_from_points(
     points: Any,
     n_frames: int,
@@ -252,7 +316,25 @@ def landmarks_from_points(
         ones are listed), ``min_confidence`` is given without confidence values or masks every
         point (the error names the best confidence found).
     """
-    n_frames = int(n_frames)
+    options = LandmarkOptions(
+        interpolate_missing=interpolate_missing, min_confidence=min_confidence, max_gap=max_gap,
+        keypoints=_names(keypoints), individuals=_names(individuals), points_format=points_format,
+        allow_length_mismatch=allow_length_mismatch,
+    )  # fmt: skip
+    lm = _landmarks(points, int(n_frames), options)
+    if frame_hw is not None:
+        lm, message = apply_border(lm, frame_hw, border_margin(1.0))
+        if message:
+            warnings.warn(message, stacklevel=2)
+    return lm
+
+
+def _landmarks(points: Any, n_frames: int, options: LandmarkOptions) -> Landmarks:
+    """The landmarks of ``points`` for a video of ``n_frames``.
+
+    Ready :class:`Landmarks` are only checked; landmarks made here warn their notes at the caller
+    of the public function that called this one.
+    """
     if isinstance(points, Landmarks):
         if points.xy.shape[1] != n_frames:
             raise BadInputError(
@@ -263,7 +345,7 @@ def landmarks_from_points(
     source = None
     if isinstance(points, (str, os.PathLike)):
         source = os.fspath(points)
-        points = read_landmark_file(points, points_format)
+        points = read_landmark_file(points, options.points_format)
     if isinstance(points, pd.DataFrame):
         table = points
     else:
@@ -276,32 +358,18 @@ def landmarks_from_points(
             )
             raise BadInputError(f"Points must be (t, y, x) rows; got {what}")
         table = pd.DataFrame({"frame": arr[:, 0], "x": arr[:, 2], "y": arr[:, 1]})
-    lm = _landmarks_from_table(
-        table,
-        n_frames,
-        interpolate_missing=interpolate_missing,
-        min_confidence=min_confidence,
-        max_gap=max_gap,
-        keypoints=_names(keypoints),
-        individuals=_names(individuals),
-        source=source,
-        allow_length_mismatch=allow_length_mismatch,
-    )
+    lm = _landmarks_from_table(table, n_frames, options, source)
     for note in lm.notes:
-        warnings.warn(note, stacklevel=2)
-    if frame_hw is not None:
-        lm, message = apply_border(lm, frame_hw, border_margin(1.0))
-        if message:
-            warnings.warn(message, stacklevel=2)
+        warnings.warn(note, stacklevel=3)
     return lm
 
 
-def _names(value: list[str] | str | None) -> list[str] | None:
+def _names(value: Sequence[str] | str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
         value = value.split(",")
-    names = [str(v).strip() for v in value if str(v).strip()]
+    names = tuple(str(v).strip() for v in value if str(v).strip())
     return names or None
 
 
@@ -336,7 +404,7 @@ def read_landmark_file(path: str | os.PathLike, points_format: str | None = "aut
     return read_tracks(path, fmt)
 
 
-def _select(ident: pd.DataFrame, column: str, names: list[str], what: str) -> np.ndarray:
+def _select(ident: pd.DataFrame, column: str, names: Sequence[str], what: str) -> np.ndarray:
     """Which rows ``names`` keep (by the normalised identity), or an error listing the known."""
     values = ident[column].astype(str)
     known = list(dict.fromkeys(values.tolist()))
@@ -349,7 +417,7 @@ def _select(ident: pd.DataFrame, column: str, names: list[str], what: str) -> np
 
 
 def _selected(
-    table: pd.DataFrame, keypoints: list[str] | None, individuals: list[str] | None
+    table: pd.DataFrame, keypoints: Sequence[str] | None, individuals: Sequence[str] | None
 ) -> tuple[np.ndarray, tuple[str, ...], list[tuple]]:
     """Which rows the selection keeps, the identity columns and each kept row's identity."""
     key = landmark_key(table)
@@ -537,16 +605,7 @@ def _gap_limit(max_gap: int | None, interpolate_missing: bool, n_frames: int) ->
 
 
 def _landmarks_from_table(
-    table: pd.DataFrame,
-    n_frames: int,
-    *,
-    interpolate_missing: bool,
-    min_confidence: float | None,
-    max_gap: int | None,
-    keypoints: list[str] | None,
-    individuals: list[str] | None,
-    source: str | None,
-    allow_length_mismatch: bool = False,
+    table: pd.DataFrame, n_frames: int, options: LandmarkOptions, source: str | None
 ) -> Landmarks:
     missing = {"frame", "x", "y"} - set(table.columns)
     if missing:
@@ -560,8 +619,10 @@ def _landmarks_from_table(
     where = f": {source}" if source else ""
     if len(table) == 0:
         raise BadInputError(f"No landmark points: the tracks are empty{where}")
-    table, frames, note, beyond = _frames_in_video(table, n_frames, allow_length_mismatch, where)
-    keep, columns, idents = _selected(table, keypoints, individuals)
+    table, frames, note, beyond = _frames_in_video(
+        table, n_frames, options.allow_length_mismatch, where
+    )
+    keep, columns, idents = _selected(table, options.keypoints, options.individuals)
     table, frames = table[keep], frames[keep]
     keys = list(dict.fromkeys(idents))
     index = {ident: k for k, ident in enumerate(keys)}
@@ -569,23 +630,23 @@ def _landmarks_from_table(
     xy, confidence, user = _place(rows, frames, table, (len(keys), n_frames))
     if not np.isfinite(xy).all(axis=-1).any():
         raise BadInputError(f"No landmark positions: every point is missing (NaN){where}")
-    masked_at = _mask_low_confidence(xy, confidence, min_confidence, where)
-    gap_limit = _gap_limit(max_gap, interpolate_missing, n_frames)
+    masked_at = _mask_low_confidence(xy, confidence, options.min_confidence, where)
+    gap_limit = _gap_limit(options.max_gap, options.interpolate_missing, n_frames)
     filled_at = fill_gaps(xy, gap_limit) if gap_limit is not None else None
     if filled_at is None and columns == ("individual", "keypoint"):
         filled_at = np.zeros(xy.shape[:2], bool)  # pose tables always say which rows were filled
-    options: dict[str, Any] = {}
-    if min_confidence is not None:
-        options["min_confidence"] = float(min_confidence)
+    recorded: dict[str, Any] = {}
+    if options.min_confidence is not None:
+        recorded["min_confidence"] = float(options.min_confidence)
     if gap_limit is not None:
-        options["max_gap"] = gap_limit
-    options.update({k: table.attrs[k] for k in ("source_software", "source_file", "video_file")
+        recorded["max_gap"] = gap_limit
+    recorded.update({k: table.attrs[k] for k in ("source_software", "source_file", "video_file")
                     if table.attrs.get(k)})  # fmt: skip
     return Landmarks(
         ids=[landmark_label(k) for k in keys], xy=xy,
         filled=int(filled_at.sum()) if filled_at is not None else 0, columns=columns, keys=keys,
         confidence=confidence, filled_at=filled_at,
-        masked=int(masked_at.sum()) if masked_at is not None else 0, options=options,
+        masked=int(masked_at.sum()) if masked_at is not None else 0, options=recorded,
         masked_at=masked_at, user_labelled=user, beyond_from=beyond,
         notes=[note] if note else [],
     )  # fmt: skip
@@ -836,17 +897,7 @@ def landmarks_from_args(args: argparse.Namespace, source: Any = None) -> Landmar
             "add --post-encoder point or leave --points out"
         )
     source = args.source if source is None else source
-    landmarks = landmarks_from_points(
-        points,
-        source_frame_count(source),
-        bool(getattr(args, "interpolate_missing", False)),
-        min_confidence=getattr(args, "min_confidence", None),
-        max_gap=getattr(args, "max_gap", None),
-        keypoints=getattr(args, "keypoints", None),
-        individuals=getattr(args, "individuals", None),
-        points_format=getattr(args, "points_format", "auto"),
-        allow_length_mismatch=bool(getattr(args, "accept_length_mismatch", False)),
-    )
+    landmarks = _landmarks(points, source_frame_count(source), LandmarkOptions.from_args(args))
     note = video_name_note(landmarks.options.get("video_file"), source)
     if note:
         warnings.warn(note, stacklevel=2)

@@ -34,7 +34,7 @@ from ..io._atomic import make_work_dir
 from .encoding import Encoder, Hooks, make_transform, run_passes
 from .landmarks import landmarks_from_points  # noqa: F401 (public here since the seed)
 from .outputs import MapsWriter, Rows
-from .plan import RUN_FIELDS, RunPlan, check_asked_fields, plan_run, run_settings
+from .plan import RUN_FIELDS, RunPlan, check_asked_options, plan_run, run_settings
 from .sampling import RowSampler, reduce_channels  # noqa: F401 (public here too)
 from .sources import open_blocks
 from .streaming import FlowFeed
@@ -128,8 +128,9 @@ def extract_features(
     settings = run_settings(extractor, settings)
     if options:
         settings = settings.replace(**options)
-        check_asked_fields(settings.extractor, options)
     plan = plan_run(source, extractor, settings, points)
+    if options:
+        check_asked_options(settings, options, plan.source.kind)
     hooks = Hooks(progress, flow_progress, status, cancel)
     for note in plan.notes:
         hooks.say(note)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..config import AUTO_MAX_SIDE, CHUNK_MARGIN, ExtractionSettings, ExtractorConfig
 from ..errors import BadInputError
-from .landmarks import Landmarks, landmarks_from_points
+from .landmarks import Landmarks, landmarks_from_points, video_name_note
 from .post_encoders import FrameAssignment, assign_frames
 from .streaming import (
     FrameSelection,
@@ -42,9 +43,10 @@ RUN_FIELDS = ("windowing", "chunk_length", "clip_length", "stride", "batch_size"
 #: growth of one pass at 1x736x192x256x2, TensorFlow 56 B (OpenVINO 29 B), rounded up.
 CHUNK_BYTES_PER_PIXEL = 64
 #: ``chunk_length: auto`` keeps a pass's encoder memory under this (and under half the memory
-#: available when the run starts). 2.5 GiB gives 848-frame chunks at 256x192: 1.13 passes a frame.
+#: available when the run starts). 2400 MB gives 800-frame chunks at 256x192: 1.14 passes a frame on
+#: long videos, and a peak RSS of about 3.7 GB for a 640x480 video (measured: 3.53 GB at 736, 3.88 at 848).
 CHUNK_MEMORY_ENV = "NAPARI_FLOW_FEATURES_CHUNK_MEMORY_MB"
-CHUNK_MEMORY_MB = 2560
+CHUNK_MEMORY_MB = 2400
 #: End points that pool a whole clip: no per-step maps, so no chunked windowing.
 CLIP_POOLING_ENDPOINTS = ("Logits", "Predictions")
 
@@ -70,6 +72,8 @@ class Source:
     to_flow : tuple of float or None
         ``(sy, sx)`` from video pixels to the flow's pixels, when a flow file's sidecar says it
         was computed at another size than the video's.
+    path : str or None
+        The file, when the source is one.
     """
 
     kind: str
@@ -79,6 +83,22 @@ class Source:
     frame_hw: tuple[int, int]
     flow_info: dict = field(default_factory=dict)
     to_flow: tuple[float, float] | None = None
+    path: str | None = None
+
+    @property
+    def frame_offset(self) -> int:
+        """The video frame of the source's frame 0 (flow kept from a range starts later)."""
+        return int(self.flow_info.get("flow_start_frame", 0))
+
+    @property
+    def video_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of a frame in video pixels (a flow file's video, from its sidecar)."""
+        if self.to_flow is None:
+            return self.frame_hw
+        return (
+            round(self.frame_hw[0] / self.to_flow[0]),
+            round(self.frame_hw[1] / self.to_flow[1]),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,6 +190,8 @@ class RunPlan:
         Defaults that did not apply to this source, said once.
     warnings : tuple of str
         What the user should know before the run (landmarks at the border), said once.
+    flow_workers : int
+        Threads computing flow blocks (:func:`flow_workers_for`).
     """
 
     settings: ExtractionSettings
@@ -184,6 +206,7 @@ class RunPlan:
     max_side: int | None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    flow_workers: int = 1
 
     @property
     def n_entries(self) -> int:
@@ -210,10 +233,11 @@ class RunPlan:
         out: dict[str, Any] = {
             "source": self.source.name,
             "source_kind": self.source.kind,
+            "source_first_frame": self.source.frame_offset,
             "post_encoder": s.post_encoder,
             "interpolation": s.interpolation if s.post_encoder == "point" else None,
             "n_frames": self.sel.n_frames,
-            "frame_shape": list(self.sel.work_hw),
+            "frame_shape": list(self.source.video_hw),
             **self.sel.describe(),
             "max_side": self.max_side,
             "stream": self.stream,
@@ -225,6 +249,8 @@ class RunPlan:
             "padded_frames": [] if self.stream == "rgb" else [self.sel.stop - 1],
             "rows_frames": "all" if s.frames is None else [int(f) for f in s.frames],
         }
+        if self.source.kind == "video" and self.stream != "rgb":
+            out["flow_workers"] = self.flow_workers
         if isinstance(sched, ChunkSchedule):
             out.update(
                 chunk_length=max(p.hi - p.lo for p in sched.passes),
@@ -277,7 +303,7 @@ def open_source(source: Any) -> Source:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.suffix.lower() in VIDEO_EXTENSIONS:
-            return _video_source(VideoArray(path), str(path))
+            return replace(_video_source(VideoArray(path), str(path)), path=str(path))
         flow, name = read_flow(path), str(path)
     elif hasattr(source, "shape") and np.dtype(source.dtype).kind == "f":
         flow, name = source, "flow array"
@@ -302,7 +328,8 @@ def open_source(source: Any) -> Source:
     if video_hw is not None and tuple(video_hw) != frame_hw:
         to_flow = (frame_hw[0] / video_hw[0], frame_hw[1] / video_hw[1])
         info["landmarks_scaled_to_flow"] = list(to_flow)
-    return Source("flow", flow, name, int(flow.shape[0]) + 1, frame_hw, info, to_flow)
+    path_of = str(source) if isinstance(source, (str, os.PathLike)) else None
+    return Source("flow", flow, name, int(flow.shape[0]) + 1, frame_hw, info, to_flow, path_of)
 
 
 def _video_source(frames: Any, name: str) -> Source:
@@ -328,6 +355,12 @@ def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
         info["flow_preset"] = spec["flow_preset"]
     if spec.get("source"):
         info["flow_source_video"] = spec["source"]
+    # Flow kept from part of a video (--keep-flow with a range or region) says which part.
+    if isinstance(spec.get("start_frame"), int) and spec["start_frame"] > 0:
+        info["flow_start_frame"] = spec["start_frame"]
+    roi = spec.get("roi_xywh")
+    if isinstance(roi, list) and len(roi) == 4 and tuple(roi[:2]) != (0, 0):
+        info["flow_roi_xywh"] = roi
     return info, spec.get("video_shape")
 
 
@@ -481,6 +514,7 @@ def plan_run(
     return RunPlan(
         settings, src, sel, stream, endpoint, windowing, schedule, checked.wanted, landmarks,
         checked.max_side, (*checked.notes, *more), border,
+        flow_workers_for(settings, src, stream, extractor),
     )  # fmt: skip
 
 
@@ -606,6 +640,58 @@ def check_asked_fields(config: ExtractorConfig, asked: Any) -> None:
         )
 
 
+#: Options that shape only the point post-encoder's landmarks.
+POINT_OPTIONS = ("interpolation", "interpolate_missing", "min_confidence", "max_gap", "keypoints",
+                 "individuals", "points_format", "allow_length_mismatch")  # fmt: skip
+#: Options that shape only flow computed from a video.
+FLOW_OPTIONS = ("flow_method", "flow_cache", "flow_workers")
+
+
+def check_asked_options(settings: ExtractionSettings, asked: Any, source_kind: str) -> None:
+    """Refuse options asked for this run that cannot apply to it, naming them.
+
+    A settings file may carry options a run does not use (they are then not applied); an option
+    asked for explicitly (a command-line flag, a keyword of ``extract_features``) that cannot
+    apply is an error: the windowing options of the other scheme, landmark options without the
+    point post-encoder, ``keep_flow_dtype`` without ``keep_flow``, flow options when no flow is
+    computed (a flow file, the RGB stream).
+
+    Parameters
+    ----------
+    settings : ExtractionSettings
+        The run's settings.
+    asked : iterable of str
+        Option and encoder field names given explicitly for this run.
+    source_kind : str
+        ``video`` or ``flow``.
+
+    Raises
+    ------
+    BadInputError
+        The first option that cannot apply, named with what would make it apply.
+    """
+    asked = set(asked)
+    check_asked_fields(settings.extractor, asked)
+    post = settings.post_encoder
+    landmark = sorted(asked & set(POINT_OPTIONS))
+    if landmark and post != "point":
+        raise BadInputError(
+            f"{', '.join(landmark)} shape{'s' if len(landmark) == 1 else ''} the point "
+            f"post-encoder's landmarks, but this run is {post}: ask for post_encoder point, or "
+            f"leave {'it' if len(landmark) == 1 else 'them'} out"
+        )
+    if "keep_flow_dtype" in asked and settings.keep_flow is None:
+        raise BadInputError("keep_flow_dtype is how kept flow is stored: give keep_flow too")
+    stream = settings.extractor.resolved_stream
+    flow = sorted(asked & set(FLOW_OPTIONS))
+    if flow and (source_kind == "flow" or stream == "rgb"):
+        why = "the source is flow already" if source_kind == "flow" else "the rgb stream has none"
+        raise BadInputError(
+            f"{', '.join(flow)} shape{'s' if len(flow) == 1 else ''} flow computed from a "
+            f"video, but {why}: leave {'it' if len(flow) == 1 else 'them'} out"
+        )
+
+
 def _other(windowing: str) -> str:
     return "sliding" if windowing == "chunked" else "chunked"
 
@@ -654,6 +740,51 @@ def chunk_length_for(
     return length, f"chunk_length auto: {length} frames ({budget / 2**20:.0f} MB for the encoder)"
 
 
+def flow_workers_for(settings: ExtractionSettings, src: Source, stream: str, extractor: Any) -> int:
+    """Threads computing a video's flow blocks.
+
+    ``flow_workers`` when given (any method; kernels are per thread). Else: 2 for the pooled
+    methods (Farneback, scikit-image TV-L1) and 1 for DIS, which keeps pace with a CPU encoder;
+    with the encoder on a GPU, the cores less one (at most 8), so flow keeps the GPU fed.
+
+    Parameters
+    ----------
+    settings : ExtractionSettings
+        ``flow_workers`` and ``flow_method``.
+    src : Source
+        A flow file computes no flow.
+    stream : str
+        The RGB stream computes no flow.
+    extractor : DynamicFeatureExtractor
+        Whether its encoder runs on a GPU (its ``runtime_device``).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    if src.kind != "video" or stream == "rgb":
+        return 1
+    if settings.flow_workers is not None:
+        return settings.flow_workers
+    from ..flow.compute import _POOLED
+
+    cores = os.cpu_count() or 1
+    if _encoder_on_gpu(extractor):
+        return max(1, min(8, cores - 1))
+    return min(2, cores) if settings.flow_method in _POOLED else 1
+
+
+def _encoder_on_gpu(extractor: Any) -> bool:
+    # The torch encoder knows its device; the others run on the CPU here (asking TensorFlow for
+    # GPUs would probe CUDA, with its start-up noise, on every run).
+    try:
+        label = getattr(extractor.encoder, "device_label", "cpu")
+    except Exception:  # an extractor without one encoder (two-stream) runs as it runs
+        return False
+    return str(label).startswith("cuda")
+
+
 def chunk_memory_budget() -> int:
     """Bytes a chunked pass may use: the setting (MB), at most half the memory available now."""
     budget = int(os.environ.get(CHUNK_MEMORY_ENV, CHUNK_MEMORY_MB)) * 2**20
@@ -665,6 +796,35 @@ def chunk_memory_budget() -> int:
     except (OSError, KeyError, ValueError):  # not Linux: the setting alone
         pass
     return budget
+
+
+def balanced_chunk_length(span: int, longest: int, margin: int = CHUNK_MARGIN) -> int:
+    """The shortest chunk length that covers ``span`` frames in as few passes as ``longest`` does.
+
+    Passes of ``longest`` frames keep ``longest - margin`` at the ends and ``longest - 2 margin``
+    between; the last one would read a whole chunk for the few frames left. Equal passes of the
+    balanced length read ``span + 2 margin (k - 1)`` frames for ``k`` passes (1.08 passes a frame
+    for 1,200 frames against 1.41), in less memory.
+
+    Parameters
+    ----------
+    span : int
+        Frames to cover (a multiple of 8).
+    longest : int
+        The longest pass allowed (a multiple of 8).
+    margin : int, default CHUNK_MARGIN
+        Frames recomputed on each side of a cut.
+
+    Returns
+    -------
+    int
+        A multiple of 8 between ``2 margin + 8`` and ``longest``.
+    """
+    if span <= longest:
+        return -(-span // 8) * 8
+    passes = -(-(span - 2 * margin) // (longest - 2 * margin))
+    length = -(-(span + 2 * margin * (passes - 1)) // passes)
+    return min(longest, max(2 * margin + 8, -(-length // 8) * 8))
 
 
 def _chunk_schedule(
@@ -679,6 +839,8 @@ def _chunk_schedule(
     if settings.frames is not None:  # a few frames: one short pass around them
         length = min(length, need_hi - need_lo + 2 * CHUNK_MARGIN)
         length = -(-length // 8) * 8
+    elif settings.extractor.chunk_length == "auto":
+        length = balanced_chunk_length(need_hi - need_lo, length)
     passes = plan_chunks(padded_length(n), need_lo, need_hi, length, CHUNK_MARGIN)
     return ChunkSchedule(
         ts, tuple(passes), need_lo // ts, int(k1.max()), k0, k1, w1
@@ -701,15 +863,25 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
     if settings.post_encoder != "point":
         if given is not None:
             raise BadInputError(
-                f"Landmarks are used by the point post-encoder only (this run is "
-                f"{settings.post_encoder}): set post_encoder point, or leave the points out"
+                "Landmarks (points) are used by the point post-encoder only (--post-encoder "
+                f"point); this run is {settings.post_encoder}: ask for the point post-encoder, or "
+                "leave the points out"
             )
         return None
     if given is None:
         raise BadInputError(
             "Spatial Point Extraction needs landmarks: give a Points layer, a table or a file"
         )
-    return landmarks_from_points(
+    part = [f"frames from {src.frame_offset}"] if src.frame_offset else []
+    if "flow_roi_xywh" in src.flow_info:
+        part.append(f"the region {src.flow_info['flow_roi_xywh']}")
+    if part:
+        raise BadInputError(
+            f"{src.name} is flow kept from part of a video ({' and '.join(part)}), but landmarks "
+            "are in the whole video's frames and pixels: extract from the video with the same "
+            "start/stop/roi, or keep the flow of the whole video"
+        )
+    landmarks = landmarks_from_points(
         given,
         src.n_frames,
         settings.interpolate_missing,
@@ -720,6 +892,13 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
         points_format=settings.points_format,
         allow_length_mismatch=settings.allow_length_mismatch,
     )
+    # Tracks that name another video than this one (SLEAP files do): said, not refused.
+    video = src.flow_info.get("flow_source_video") if src.kind == "flow" else src.path
+    note = video_name_note(landmarks.options.get("video_file"), video)
+    if note:
+        warnings.warn(note, stacklevel=4)
+        landmarks.notes.append(note)
+    return landmarks
 
 
 def _border(
@@ -731,18 +910,31 @@ def _border(
     video pixels at the run's resize (docs/landmarks.md).
     """
     from ..model.i3d import ENDPOINT_STRIDES
-    from .landmarks import apply_border, border_margin
+    from .landmarks import border_margin, border_message, classify_border
 
     x0, y0, rw, rh = sel.roi
     sy, sx = src.to_flow or (1.0, 1.0)  # flow at another size: the region in video pixels
     region_hw = (round(rh / sy), round(rw / sx))
     scale = max(region_hw[0] / sel.work_hw[0], region_hw[1] / sel.work_hw[1])
-    cell = ENDPOINT_STRIDES.get(endpoint, (1, 32))[1]
-    shifted = replace(landmarks, xy=landmarks.xy - np.array([x0, y0], float))
-    shifted, message = apply_border(shifted, region_hw, border_margin(scale, cell))
-    if message and sel.roi[:2] != (0, 0):
-        message += f" (positions relative to the region at x={x0}, y={y0})"
-    moved = replace(shifted, xy=shifted.xy + np.array([x0, y0], float))
+    margin = border_margin(scale, ENDPOINT_STRIDES.get(endpoint, (1, 32))[1])
+    origin = np.array([x0, y0], float)
+    report = classify_border(landmarks.xy - origin, region_hw, margin)
+    # Said as the user sees it: video frame numbers and video pixels.
+    report = replace(
+        report,
+        examples=[(k, t + sel.start, x + x0, y + y0) for k, t, x, y in report.examples],
+    )
+    message = border_message(report, region_hw, landmarks.ids, margin)
+    if message and (x0, y0, rw, rh) != (0, 0, *src.frame_hw[::-1]):
+        h, w = region_hw
+        message = message.replace(
+            f"the {w}x{h} frame", f"the region x={x0}, y={y0}, {w}x{h} of the frame"
+        )
+    notes = [*landmarks.notes, message] if message else list(landmarks.notes)
+    moved = replace(
+        landmarks, xy=report.xy + origin, clamped_at=report.clamped, outside_at=report.outside,
+        notes=notes,
+    )  # fmt: skip
     return moved, (message,) if message else ()
 
 

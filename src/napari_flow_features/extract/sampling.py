@@ -39,7 +39,7 @@ class RowSampler:
 
         ``labels``: the frame's window's Kinetics predictions, on every row of the frame.
         """
-        frame = int(t) + self.plan.sel.start
+        frame = int(t) + self.plan.sel.start + self.plan.source.frame_offset  # a video frame
         if self.heat_how is not None:
             if self.heat is None:
                 self.heat = np.full((self.plan.sel.n_frames, *fmap.shape[:2]), np.nan, np.float32)

@@ -94,7 +94,7 @@ def _video_flow_blocks(
     lo: int,
     hi: int,
     method: str,
-    workers: int | None,
+    workers: int,
     rgb_sink: dict | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Raw flow fields ``lo..hi-1`` of the selection, computed block by block.
@@ -103,7 +103,7 @@ def _video_flow_blocks(
     (two-stream) also receives each frame read, as the RGB stream's uint8 ``(H, W, 3)``, keyed
     by its index.
     """
-    from ..flow.compute import _POOLED, _to_grey, iter_flow_blocks
+    from ..flow.compute import _to_grey, iter_flow_blocks
     from ..flow.frames import rgb_frame
 
     x, y, w, h = sel.roi
@@ -123,9 +123,7 @@ def _video_flow_blocks(
             prev = block[-1]
             yield first, np.stack(block)
 
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if method in _POOLED else 1
-    return iter_flow_blocks(blocks(), method, "medium", None, 1 if method == "dis" else workers)
+    return iter_flow_blocks(blocks(), method, "medium", None, workers)
 
 
 def _video_rgb_blocks(
@@ -147,7 +145,7 @@ def _video_rgb_blocks(
 
 
 def _two_stream_blocks(
-    data: Any, sel: FrameSelection, lo: int, hi: int, method: str, workers: int | None
+    data: Any, sel: FrameSelection, lo: int, hi: int, method: str, workers: int
 ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
     """Entries ``lo..hi-1`` of both streams from one read of the frames.
 
@@ -280,7 +278,7 @@ def open_blocks(
         say("reusing the cached flow of this video")
     else:
         make = _two_stream_blocks if two else _video_flow_blocks
-        out.blocks = make(src.data, sel, lo, hi, s.flow_method, s.flow_workers)
+        out.blocks = make(src.data, sel, lo, hi, s.flow_method, plan.flow_workers)
         size = n_fields * sel.work_hw[0] * sel.work_hw[1] * 8
         if path is not None and s.frames is None and size <= FLOW_CACHE_MAX_BYTES:
             out.writers.append(_new_cache_entry(path, (n_fields, *sel.work_hw, 2), partials))

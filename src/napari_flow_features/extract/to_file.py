@@ -123,11 +123,7 @@ def extract_to_file(
     FileExtraction
         The file, its row count and the run's metadata.
     """
-    import numpy as np
-
-    from ..io._atomic import atomic_write_path
     from ..io.table_stream import TableStreamWriter
-    from ..io.tables import feature_columns
     from .pipeline import extract_features
     from .plan import run_settings
 
@@ -150,12 +146,7 @@ def extract_to_file(
             sink.close(meta)
             rows = sink.rows
         else:
-            table = result.table
-            cols = feature_columns(table)
-            values = table[cols].to_numpy(np.float32) if cols else np.zeros((len(table), 0))
-            with atomic_write_path(output) as tmp:
-                np.savez(tmp, frame=table["frame"].to_numpy(), features=values)
-            rows = len(table)
+            rows = _write_npz(output, result.table, meta)
     except BaseException:
         if sink is not None:
             sink.discard()
@@ -163,6 +154,37 @@ def extract_to_file(
     logger.info("wrote %s: %d rows", output, rows)
     maps_shape = tuple(result.feature_maps.shape) if maps_path is not None else None
     return FileExtraction(output, rows, meta, maps_path, maps_shape)
+
+
+def _write_npz(output: Path, table: Any, meta: dict[str, Any]) -> int:
+    """``frame``, ``features`` (float32), every other column and the metadata, atomically.
+
+    Landmark identity (``landmark`` or ``individual``/``keypoint``), ``x``, ``y`` and the rest
+    travel as arrays of their own (text as fixed-width Unicode, readable without pickle), and
+    ``metadata`` as one JSON text: a point table's rows keep their landmark.
+    """
+    import json
+
+    import numpy as np
+
+    from ..io._atomic import atomic_write_path
+    from ..io.tables import feature_columns, jsonable_metadata
+
+    cols = feature_columns(table)
+    arrays: dict[str, Any] = {
+        "frame": table["frame"].to_numpy(),
+        "features": table[cols].to_numpy(np.float32) if cols else np.zeros((len(table), 0)),
+        "feature_names": np.asarray(cols, dtype=str),
+        "metadata": np.asarray(json.dumps(jsonable_metadata(meta))),
+    }
+    for name in table.columns:
+        if name in cols or name in arrays:
+            continue
+        values = table[name].to_numpy()
+        arrays[name] = values.astype(str) if values.dtype == object else values
+    with atomic_write_path(output) as tmp:
+        np.savez(tmp, **arrays)
+    return len(table)
 
 
 #: Keywords of :func:`extract_to_file` that are hooks of the run, not settings.

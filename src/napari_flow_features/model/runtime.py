@@ -16,8 +16,12 @@ quantisation, calibrated on the first clips the encoder is given for each input 
 own frames); the quantised model is cached under a key that includes the calibration clips'
 SHA-256, and :meth:`OpenVINOEncoder.describe` records the calibration for the run's metadata.
 
-``auto`` picks OpenVINO when it is installed (measured faster on AVX2 CPUs, about equal on AVX-512
-ones: see docs/performance.md), else TensorFlow. bfloat16 is used only on CPUs with native bf16
+- ``torch``: the I3D rebuilt in PyTorch from the Keras model's weights (``model/torch_i3d.py``),
+  on a CUDA GPU when PyTorch sees one (``model/torch_runtime.py``).
+
+``auto`` picks ``torch`` when PyTorch is installed and sees a CUDA GPU; else OpenVINO when it is
+installed (measured faster on AVX2 CPUs, about equal on AVX-512 ones: see docs/performance.md),
+else TensorFlow. bfloat16 is used only on CPUs with native bf16
 (``avx512_bf16`` or ``amx_bf16``); elsewhere it is ~13x slower than float32, so asking for it is an
 error. Outputs of every runtime equal the Keras model's within relative L2 ≤ 1e-5 in float32.
 """

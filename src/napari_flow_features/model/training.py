@@ -43,6 +43,54 @@ class LabelledClips:
     val_files: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How a classifier is fine-tuned: the Keras fit, the validation split and the new head.
+
+    Attributes
+    ----------
+    epochs, batch_size : int
+        Keras ``fit`` settings (at least 1).
+    learning_rate : float
+        Adam's learning rate (above 0).
+    val_fraction : float
+        Share of each class' files held out for validation (:func:`split_by_file`), in [0, 1).
+    freeze_backbone : bool
+        Train the head only.
+    dropout : float
+        Dropout rate before the softmax layer, in [0, 1).
+    seed : int
+        Seeds the split, the shuffle and the head's initial weights.
+
+    Raises
+    ------
+    BadInputError
+        A value out of its range (the error names the setting).
+    """
+
+    epochs: int = 5
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    val_fraction: float = 0.25
+    freeze_backbone: bool = True
+    dropout: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check every value before any data is read."""
+        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            if not whole or value < low:
+                raise BadInputError(f"{name} must be a whole number ≥ {low}, got {value!r}")
+        if not self.learning_rate > 0:
+            raise BadInputError(f"learning_rate must be above 0, got {self.learning_rate}")
+        for name in ("val_fraction", "dropout"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise BadInputError(f"{name} must be in [0, 1), got {value}")
+
+
 def find_labelled_files(data: str | os.PathLike) -> tuple[list[Path], list[str], list[str]]:
     """The labelled flow files of a class-per-folder tree or a ``file,label`` CSV.
 
@@ -238,13 +286,8 @@ def make_dataset(
 def train_classifier(
     extractor: Any,
     data: str | os.PathLike,
-    epochs: int = 5,
-    batch_size: int = 4,
-    learning_rate: float = 1e-3,
-    val_fraction: float = 0.25,
-    freeze_backbone: bool = True,
-    dropout: float = 0.0,
-    seed: int = 0,
+    settings: TrainingSettings | None = None,
+    *,
     verbose: int = 1,
     registry: tuple[str | os.PathLike, str] | None = None,
     registry_format: str = "keras",
@@ -257,18 +300,9 @@ def train_classifier(
         The encoder and its preprocessing.
     data : str or os.PathLike
         Labelled files (see :func:`find_labelled_files`).
-    epochs, batch_size : int
-        Keras ``fit`` settings.
-    learning_rate : float
-        Adam's learning rate.
-    val_fraction : float
-        Share of each class' files held out for validation (:func:`split_by_file`).
-    freeze_backbone : bool
-        Train the head only.
-    dropout : float
-        Dropout rate before the softmax layer.
-    seed : int
-        Seeds the split, the shuffle and the head's initial weights.
+    settings : TrainingSettings, optional
+        Epochs, batch size, learning rate, split, frozen backbone, dropout and seed (default:
+        ``TrainingSettings()``).
     verbose : int
         Keras' progress display (0 silent, 1 bar).
     registry : tuple, optional
@@ -298,29 +332,30 @@ def train_classifier(
         raise BadInputError(
             f"Unknown registry format {registry_format!r}; choose one of {', '.join(FORMATS)}"
         )
+    s = TrainingSettings() if settings is None else settings
     files, names, classes = find_labelled_files(data)
     labels = [classes.index(n) for n in names]
-    train_idx, val_idx = split_by_file(labels, val_fraction, seed)
+    train_idx, val_idx = split_by_file(labels, s.val_fraction, s.seed)
     if not train_idx:
         raise BadInputError("No files left for training after the validation split")
-    keras.utils.set_random_seed(seed)
-    model = build_classifier(extractor, len(classes), freeze_backbone, dropout)
+    keras.utils.set_random_seed(s.seed)
+    model = build_classifier(extractor, len(classes), s.freeze_backbone, s.dropout)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(s.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     pick = lambda idx: ([files[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
-    train_ds, n_train = make_dataset(extractor, *pick(train_idx), batch_size, True, seed)
+    train_ds, n_train = make_dataset(extractor, *pick(train_idx), s.batch_size, True, s.seed)
     val_ds, n_val = (None, 0)
     if val_idx:
-        val_ds, n_val = make_dataset(extractor, *pick(val_idx), batch_size, False, seed)
+        val_ds, n_val = make_dataset(extractor, *pick(val_idx), s.batch_size, False, s.seed)
     callbacks = []
     saved: list[str] = []
     if registry is not None and val_ds is not None:
         callbacks.append(_registry_checkpoint(registry, classes, extractor, saved, registry_format))
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, callbacks=callbacks
+        train_ds, validation_data=val_ds, epochs=s.epochs, verbose=verbose, callbacks=callbacks
     )
     report = {
         "classes": classes,

@@ -127,7 +127,9 @@ def points_table(layer: Any) -> Any:
     feats = layer.features.reset_index(drop=True)
     key = landmark_key(feats)
     conf = confidence_column(feats)
-    for col in (*(key.source if key else ()), *((conf,) if conf else ())):
+    # Proofread (user-labelled) points keep their mark on the napari route too (issue 22).
+    marks = ("user_labelled",) if "user_labelled" in feats.columns else ()
+    for col in (*(key.source if key else ()), *((conf,) if conf else ()), *marks):
         table[col] = feats[col].to_numpy()
     if layer.metadata.get("tracks_n_frames") is not None:
         table.attrs["n_frames"] = int(layer.metadata["tracks_n_frames"])
@@ -196,14 +198,43 @@ class ExtractWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self.extend([
+            *self._source_controls(), *self._model_controls(), *self._window_controls(),
+            *self._point_controls(), *self._frame_controls(), *self._output_controls(),
+            *self._run_controls(),
+        ])  # fmt: skip
+        self._worker: Any = None
+        self._frame_predictions: dict[int, str] = {}
+        self._predicted_layer: Any = None
+        self._cancel = threading.Event()
+        self._progress: Any = None
+        self._flow_progress: Any = None  # optical flow runs ahead of the encoder: its own bar
+        self._desc = ""  # the progress bar's title, kept for status updates
+        # (done, total) each phase's bar reached in the last run, e.g. {"flow": (96, 96), ...}.
+        self.phase_progress: dict[str, tuple[int, int]] = {}
+        self._connect_events(napari_viewer)
+        self._refresh()
+        # Start the model process now: TensorFlow imports while the user fills in the form.
+        model_worker().start()
+        # The last napari window with an extraction dock closes: the worker and its files go.
+        _session.on_viewer_closed(napari_viewer, "model worker", _on_window_closed)
+        make_scrollable(self)  # the three docks together fit a 1280x800 screen
+
+    # -- form construction (each part returns its widgets in the order the dock shows them) ----
+    def _source_controls(self) -> list[Any]:
+        """The source layer, the stream(s) it feeds and the optical flow method."""
         from ...flow.compute import METHODS
 
-        self._viewer = napari_viewer
         self.source = ComboBox(label="source", choices=lambda _: source_layer_choices(self._viewer))
         self.stream = ComboBox(label="stream", choices=list(STREAM_CHOICES), value="flow",
                                tooltip="flow: motion; rgb: appearance, no optical flow (fast); "
                                        "two-stream: both (docs/streams.md)")  # fmt: skip
         self.flow_method = ComboBox(label="flow method", choices=list(METHODS), value="dis")
+        return [self.source, self.stream, self.flow_method]
+
+    def _model_controls(self) -> list[Any]:
+        """The weights (pretrained, random, checkpoint or registry), end point and runtime."""
         from ...config import DEFAULT_WEIGHTS_ENV
 
         self.weights = ComboBox(
@@ -229,14 +260,23 @@ class ExtractWidget(Container):
         self.endpoint = ComboBox(
             label="end point", choices=list(ENDPOINT_CHOICES), value="Mixed_5c"
         )
-        self.windowing = ComboBox(label="windowing", choices=list(WINDOWING_CHOICES),
-                                  tooltip="chunked: seamless rows, each frame encoded about once; "
-                                          "sliding: the seed's clip-length windows at stride")  # fmt: skip
         self.runtime = ComboBox(label="runtime", choices=["auto", "openvino", "tensorflow", "torch"],
                                 tooltip="auto: PyTorch on a CUDA GPU when both are there, else "
                                         "OpenVINO (docs/performance.md)")  # fmt: skip
+        return [self.weights, self.seed, self.checkpoint, self.rgb_checkpoint, self.registry_dir,
+                self.model_name, self.version, self.endpoint, self.runtime]  # fmt: skip
+
+    def _window_controls(self) -> list[Any]:
+        """The per-frame scheme: chunked, or sliding windows of a clip length at a stride."""
+        self.windowing = ComboBox(label="windowing", choices=list(WINDOWING_CHOICES),
+                                  tooltip="chunked: seamless rows, each frame encoded about once; "
+                                          "sliding: the seed's clip-length windows at stride")  # fmt: skip
         self.clip_length = SpinBox(label="clip length", value=16, min=1, max=256)
         self.stride = SpinBox(label="stride", value=8, min=1, max=256)
+        return [self.windowing, self.clip_length, self.stride]
+
+    def _point_controls(self) -> list[Any]:
+        """The post-encoder and, for point extraction, the landmarks and how gaps are filled."""
         self.post_encoder = ComboBox(
             label="Post-Encoder Module",
             choices=list(POST_ENCODER_CHOICES),
@@ -251,6 +291,11 @@ class ExtractWidget(Container):
                                tooltip="fill gaps of at most this many frames linearly")  # fmt: skip
         self.fill_method = ComboBox(label="fill keyframes", choices=list(FILL_CHOICES))
         self.fill_button = PushButton(text="Fill between keyframes")
+        return [self.post_encoder, self.interpolation, self.points, self.load_tracks_button,
+                self.min_confidence, self.max_gap, self.fill_method, self.fill_button]  # fmt: skip
+
+    def _frame_controls(self) -> list[Any]:
+        """What is read of each frame: the resize, the region, and where to keep the flow."""
         self.resize = ComboBox(label="resize", choices=list(RESIZE_CHOICES), value="auto",
                                tooltip="auto: a video's longest side to 256 px before flow and "
                                        "encoder (as the command line does; a flow file keeps its "
@@ -264,6 +309,10 @@ class ExtractWidget(Container):
         self.keep_flow = FileEdit(label="keep flow (.npy, optional)",
                                   mode=FileDialogMode.OPTIONAL_FILE, filter="*.npy",
                                   value=None)  # fmt: skip
+        return [self.resize, self.max_side, self.roi, self.keep_flow]
+
+    def _output_controls(self) -> list[Any]:
+        """The heatmap, the Kinetics predictions and whether results replace the last run's."""
         self.heatmap = ComboBox(label="heatmap", choices=list(HEATMAP_CHOICES))
         self.channel = SpinBox(label="channel", value=0, min=0, max=4095)
         self.predict = CheckBox(
@@ -271,12 +320,15 @@ class ExtractWidget(Container):
             tooltip="Logits end point with DeepMind weights: the top-5 Kinetics (human action) "
             "classes of the current frame's window; see docs/streams.md for what they mean",
         )  # fmt: skip
-        self.predictions = Label(value="")
         self.replace = CheckBox(
             text="replace previous results", value=False,
             tooltip="On: results go to 'features: <source>' layers, replacing the last run's. "
             "Off: each run's layers are named by source, post-encoder and end point.",
         )  # fmt: skip
+        return [self.heatmap, self.channel, self.predict, self.replace]
+
+    def _run_controls(self) -> list[Any]:
+        """Save settings, run (current frame / all), cancel, and the status and prediction lines."""
         self.save_settings_button = PushButton(
             text="Save settings…",
             tooltip="these settings as YAML for `flow-features extract --config` (docs/batch.md)",
@@ -285,16 +337,12 @@ class ExtractWidget(Container):
         self.run_all = PushButton(text="Run all frames")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
-        self.extend([
-            self.source, self.stream, self.flow_method, self.weights, self.seed, self.checkpoint,
-            self.rgb_checkpoint, self.registry_dir, self.model_name, self.version, self.endpoint, self.runtime,
-            self.windowing, self.clip_length, self.stride, self.post_encoder, self.interpolation,
-            self.points, self.load_tracks_button, self.min_confidence, self.max_gap,
-            self.fill_method, self.fill_button, self.resize, self.max_side, self.roi, self.keep_flow,
-            self.heatmap, self.channel, self.predict,
-            self.replace, self.save_settings_button, self.run_frame, self.run_all,
-            self.cancel_button, self.status, self.predictions,
-        ])  # fmt: skip
+        self.predictions = Label(value="")
+        return [self.save_settings_button, self.run_frame, self.run_all, self.cancel_button,
+                self.status, self.predictions]  # fmt: skip
+
+    def _connect_events(self, viewer: napari.viewer.Viewer) -> None:
+        """Buttons to their actions; form and layer-list changes to the visible controls."""
         for widget in (self.source, self.stream, self.weights, self.post_encoder, self.heatmap,
                        self.windowing, self.resize):  # fmt: skip
             widget.changed.connect(self._update_visibility)
@@ -304,25 +352,10 @@ class ExtractWidget(Container):
         self.load_tracks_button.changed.connect(self._ask_tracks_file)
         self.fill_button.changed.connect(lambda *_: self.fill_keyframes())
         self.save_settings_button.changed.connect(self._ask_settings_file)
-        napari_viewer.layers.events.inserted.connect(self._refresh)
-        napari_viewer.layers.events.removed.connect(self._refresh)
-        napari_viewer.layers.events.removed.connect(self._release_maps)
-        self._worker: Any = None
-        self._frame_predictions: dict[int, str] = {}
-        self._predicted_layer: Any = None
-        napari_viewer.dims.events.current_step.connect(self._show_prediction)
-        self._cancel = threading.Event()
-        self._progress: Any = None
-        self._flow_progress: Any = None  # optical flow runs ahead of the encoder: its own bar
-        self._desc = ""  # the progress bar's title, kept for status updates
-        # (done, total) each phase's bar reached in the last run, e.g. {"flow": (96, 96), ...}.
-        self.phase_progress: dict[str, tuple[int, int]] = {}
-        self._refresh()
-        # Start the model process now: TensorFlow imports while the user fills in the form.
-        model_worker().start()
-        # The last napari window with an extraction dock closes: the worker and its files go.
-        _session.on_viewer_closed(napari_viewer, "model worker", _on_window_closed)
-        make_scrollable(self)  # the three docks together fit a 1280x800 screen
+        viewer.layers.events.inserted.connect(self._refresh)
+        viewer.layers.events.removed.connect(self._refresh)
+        viewer.layers.events.removed.connect(self._release_maps)
+        viewer.dims.events.current_step.connect(self._show_prediction)
 
     # -- form ----------------------------------------------------------------------------------
     def _points_choices(self) -> list[tuple[str, Any]]:
