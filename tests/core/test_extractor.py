@@ -156,3 +156,38 @@ def test_classifier_end_point_records_one_channel_per_class(classes):
     maps = ext.encode(np.zeros((1, 16, 224, 224, 2), np.float32))
     assert maps.shape[-1] == classes
     assert ext.describe()["channels"] == classes == ext.describe()["loaded_model"]["channels"]
+
+
+def test_random_weights_depend_on_the_seed_alone_whatever_other_threads_draw():
+    """A Dask worker's threads draw from Python's shared generators while a model is built: the
+    random weights must still be the seed's (they differed between workers before)."""
+    import random
+    import threading
+
+    def kernels() -> list:
+        ext = DynamicFeatureExtractor(endpoint="Mixed_3b", weights={"source": "random", "seed": 5})
+        return [np.array(w) for w in ext.model.weights if w.path.endswith("kernel")]
+
+    quiet = kernels()
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            random.random()
+            np.random.random()  # noqa: NPY002 (the legacy global generator, on purpose)
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    try:
+        noisy = kernels()
+    finally:
+        stop.set()
+        thread.join()
+    assert len(quiet) == len(noisy) > 5
+    for a, b in zip(quiet, noisy, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Glorot uniform, as Keras' default: within the limit, spread over it.
+    first = quiet[0]
+    fan = np.prod(first.shape[:-2]) * (first.shape[-2] + first.shape[-1])
+    limit = np.sqrt(6 / fan)
+    assert np.abs(first).max() <= limit and np.abs(first).max() > 0.9 * limit

@@ -28,6 +28,40 @@ def add_cluster_arguments(group: Any) -> None:
                        "(dask scheduler --scheduler-file, dask-jobqueue, dask-mpi)")  # fmt: skip
 
 
+def cluster_client(args: argparse.Namespace) -> Any:
+    """The client the options ask for: a running cluster, ``--workers`` locally, or ``None``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of :func:`add_cluster_arguments`.
+
+    Returns
+    -------
+    distributed.Client or None
+        ``None``: the run starts the default LocalCluster itself, when some work needs it.
+
+    Raises
+    ------
+    BadInputError
+        A negative ``--retries``, ``--workers`` with a running cluster, or a scheduler that
+        cannot be reached.
+    """
+    from ..extract.batch import connect, local_client
+
+    if args.retries < 0:
+        raise BadInputError(f"--retries must be 0 or more, got {args.retries}")
+    remote = args.scheduler or args.scheduler_file
+    workers = getattr(args, "cluster_workers", None)  # extract's --workers
+    if remote and workers:
+        raise BadInputError("--workers sizes a LocalCluster; a running cluster has its own workers")
+    if remote:
+        return connect(args.scheduler, args.scheduler_file)
+    if workers:
+        return local_client(workers=workers)
+    return None
+
+
 def run_on_cluster(run: Callable[..., Any], args: argparse.Namespace) -> int:
     """Run a batch under one progress bar across videos and print its summary.
 
@@ -44,13 +78,9 @@ def run_on_cluster(run: Callable[..., Any], args: argparse.Namespace) -> int:
     int
         0 when every video is done or skipped, 3 when some failed.
     """
-    from ..extract.batch import close_client, connect
+    from ..extract.batch import close_client
 
-    if args.retries < 0:
-        raise BadInputError(f"--retries must be 0 or more, got {args.retries}")
-    client = None
-    if args.scheduler or args.scheduler_file:
-        client = connect(args.scheduler, args.scheduler_file)
+    client = cluster_client(args)
     bar: Any = None
     done_before = 0
 

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import BadInputError
 from ._cluster import add_cluster_arguments, run_on_cluster
 from ._common import (
+    NON_NEGATIVE_INT,
     POINTS_FORMATS,
     POSITIVE_INT,
     console,
@@ -92,6 +93,18 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--manifest", help="CSV: video[,points][,output][,any setting per row]")
     add_cluster_arguments(group)
+    group.add_argument(
+        "--workers", dest="cluster_workers", type=POSITIVE_INT,
+        help="worker processes of the LocalCluster on this machine (default: one per 4 cores), "
+        "each with an equal share of the cores",
+    )  # fmt: skip
+    group.add_argument(
+        "--task-frames", type=NON_NEGATIVE_INT, default=None,
+        help="one video with -o across Dask workers: tasks of about N frames, joined into one "
+        "table equal to one run's (resumable per task). Default: no split, or 1800 frames (1 min "
+        "at 30 fps) when a cluster option (--workers, --scheduler, --scheduler-file) is given; "
+        "0: never split (docs/batch.md)",
+    )  # fmt: skip
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -190,11 +203,83 @@ def run(args: argparse.Namespace) -> int:
         The exit status: 0, or 3 when some videos of a batch failed.
     """
     if is_batch(args):
+        if args.task_frames:
+            raise BadInputError(
+                "--task-frames splits one video given with -o; a batch runs one task per video"
+            )
         return run_batch(args, args.extract_defaults)
     if not args.output:
         raise BadInputError("Give -o FILE for one source, or --output-dir DIR for a batch")
     args.source = args.sources[0]
+    task_frames = split_task_frames(args)
+    if task_frames:
+        return run_split(args, args.extract_defaults, task_frames)
     return run_single(args, args.extract_defaults)
+
+
+def split_task_frames(args: argparse.Namespace) -> int:
+    """Frames per task when the single-video form runs split across workers, else 0.
+
+    Split when ``--task-frames N`` (N > 0) is given, or when a cluster is asked for
+    (``--workers``, ``--scheduler``, ``--scheduler-file``) with :data:`DEFAULT_TASK_FRAMES`;
+    ``--task-frames 0`` never splits.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Frames per task, or 0 for one run in this process.
+    """
+    from ..extract.split import DEFAULT_TASK_FRAMES
+
+    if args.task_frames is not None:
+        return int(args.task_frames)
+    cluster = args.cluster_workers or args.scheduler or args.scheduler_file
+    return DEFAULT_TASK_FRAMES if cluster else 0
+
+
+def run_split(args: argparse.Namespace, defaults: dict[str, Any], task_frames: int) -> int:
+    """One source into ``args.output`` as tasks on Dask workers, joined into one table.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line, with ``source`` set.
+    defaults : dict
+        The parser's defaults.
+    task_frames : int
+        Frames per task.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
+    from ..extract.batch import close_client
+    from ..extract.split import extract_split, plan_split
+    from ._cluster import cluster_client
+
+    settings = settings_from_args(args, defaults)
+    plan_split(args.source, args.output, settings, task_frames)  # every input checked first
+    client = cluster_client(args)
+    bar = console.bar("I3D features", "frame")
+    try:
+        done = extract_split(
+            args.source, args.output, settings, task_frames, client=client, force=args.force,
+            retries=args.retries, progress=bar, log=console.status,
+        )  # fmt: skip
+    finally:
+        bar.close()
+        if client is not None:
+            close_client(client)
+    _print_single(args, done, settings)
+    split = done.metadata["split"]
+    console.result(f"split into {len(split['tasks'])} tasks of about {split['task_frames']} frames")
+    return 0
 
 
 def _weights_of(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any] | None:

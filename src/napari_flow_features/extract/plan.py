@@ -836,9 +836,11 @@ def _chunk_schedule(
     n_steps = padded_length(n) // ts
     k0, k1, w1 = step_positions(wanted, ts, n_steps)
     need_lo, need_hi = int(k0.min()) * ts, (int(k1.max()) + 1) * ts
-    if settings.frames is not None:  # a few frames: one short pass around them
+    if settings.frames is not None:  # some frames (one, or a task's span): passes around them
         length = min(length, need_hi - need_lo + 2 * CHUNK_MARGIN)
         length = -(-length // 8) * 8
+        if settings.extractor.chunk_length == "auto":
+            length = balanced_chunk_length(need_hi - need_lo + 2 * CHUNK_MARGIN, length)
     elif settings.extractor.chunk_length == "auto":
         length = balanced_chunk_length(need_hi - need_lo, length)
     passes = plan_chunks(padded_length(n), need_lo, need_hi, length, CHUNK_MARGIN)

@@ -146,6 +146,8 @@ class DynamicFeatureExtractor:
             # int8 quantises the float32 model (model/runtime.py)
             precision="float32" if cfg.precision == "int8" else cfg.precision,
         )
+        if weights.source == "random":
+            seeded_kernels(self.model, int(weights.seed))
         self.checkpoint_report: Any = None
         self.registry_version: str | None = None
         if weights.source == "registry":
@@ -519,6 +521,31 @@ RANDOM_WEIGHTS_NOTE = (
     "RANDOM WEIGHTS: these features come from an untrained I3D (asked for with weights.source "
     "random); they show what the pipeline does, not what learned features can tell apart"
 )
+
+
+def seeded_kernels(model: Any, seed: int) -> None:
+    """Draw the convolution kernels again from ``seed`` alone (Glorot uniform, Keras' default).
+
+    Keras takes an initializer's seed from a process-wide generator that other threads may draw
+    from in between (a Dask worker's do): the same seed gave different random weights in
+    different workers. A private NumPy generator, walked in the model's weight order, does not.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A freshly built I3D (its kernels are redrawn in place; biases and batch norm stay).
+    seed : int
+        The weights' seed.
+    """
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if not weight.path.endswith("kernel"):
+            continue
+        shape = tuple(int(d) for d in weight.shape)
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        weight.assign(rng.uniform(-limit, limit, shape).astype(np.float32))
 
 
 def random_weights_marks() -> dict[str, Any]:

@@ -1,0 +1,272 @@
+"""One long video across Dask workers (extract/split.py, `extract -o OUT --task-frames N`)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import moving_pattern
+
+from napari_flow_features.config import ExtractionSettings
+from napari_flow_features.errors import BadInputError
+from napari_flow_features.extract.batch import _extractor_for, close_client, local_client
+from napari_flow_features.extract.pipeline import extract_features
+from napari_flow_features.extract.split import (
+    GRID,
+    LEAD,
+    TAIL,
+    Task,
+    _join,
+    extract_split,
+    parts_dir,
+    plan_split,
+    plan_tasks,
+    run_task,
+    whole_record,
+)
+from napari_flow_features.io.tables import feature_columns, read_table
+from napari_flow_features.io.video import write_video
+
+BIN = Path(sys.executable).parent
+SETTINGS = ExtractionSettings(
+    extractor={"endpoint": "Mixed_3c", "runtime": "tensorflow"}, max_side=None
+)
+
+
+def _video(folder: Path, n: int, name: str = "long.mp4") -> str:
+    path = folder / name
+    write_video(path, moving_pattern(n), fps=25)
+    return str(path)
+
+
+def _points(folder: Path, n: int) -> str:
+    """Two landmarks on every frame, drifting across the 64x48 frame (inside it)."""
+    t = np.arange(n)
+    table = pd.DataFrame({
+        "frame": np.repeat(t, 2),
+        "track_id": ["nose", "tail"] * n,
+        "x": np.stack([10 + 40 * t / n, 50 - 30 * t / n], 1).ravel(),
+        "y": np.stack([12 + 0.1 * t, 36 - 0.1 * t], 1).ravel(),
+    })  # fmt: skip
+    path = folder / "points.csv"
+    table.to_csv(path, index=False)
+    return str(path)
+
+
+def _max_rel_l2(split: pd.DataFrame, whole: pd.DataFrame) -> float:
+    cols = feature_columns(whole)
+    a, b = split[cols].to_numpy(np.float64), whole[cols].to_numpy(np.float64)
+    return float((np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)).max())
+
+
+def _keys(table: pd.DataFrame) -> pd.DataFrame:
+    return table[[c for c in table.columns if c not in feature_columns(table)]]
+
+
+# -- the plan -------------------------------------------------------------------------------------
+
+
+def test_tasks_tile_the_range_on_the_grid_with_clipped_margins():
+    tasks = plan_tasks(1000, 100, start=13, stop=901)
+    assert tasks[0].lo == 13 and tasks[-1].hi == 901
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(tasks))
+    assert all((t.lo - 13) % GRID == 0 for t in tasks)
+    assert all(t.start == max(13, t.lo - LEAD) and t.stop == min(901, t.hi + TAIL) for t in tasks)
+    assert all((t.start - 13) % GRID == 0 for t in tasks)
+    sizes = [t.rows_frames for t in tasks]
+    assert len(tasks) == 9 and max(sizes) - min(sizes) <= GRID and max(sizes) <= 104
+    assert plan_tasks(50, 1800) == [Task(0, 0, 50, 0, 50)]
+    settings = tasks[2].settings(SETTINGS)
+    assert (settings.start, settings.stop) == (tasks[2].start, tasks[2].stop)
+    assert settings.frames == tuple(range(tasks[2].lo, tasks[2].hi))
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True])
+def test_a_bad_task_length_is_named(bad):
+    with pytest.raises(BadInputError, match="task_frames"):
+        plan_tasks(100, bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [({"keep_flow": "/tmp/f.npy"}, "keep_flow"), ({"post_encoder": "none"}, "none post-encoder"),
+     ({"flow_cache": "/tmp"}, "flow_cache"), ({"frames": (3, 4)}, "frames"),
+     ({"extractor": {"endpoint": "Mixed_3c", "windowing": "sliding"}}, "sliding")],
+)  # fmt: skip
+def test_options_a_split_cannot_honour_are_refused_before_any_work(tmp_path, change, words):
+    video = _video(tmp_path, 20)
+    with pytest.raises(BadInputError, match=words) as err:
+        plan_split(video, tmp_path / "out.parquet", SETTINGS.replace(**change), 8)
+    assert "--task-frames 0" in str(err.value)
+    assert not parts_dir(tmp_path / "out.parquet").exists()
+
+
+# -- equal to one run -----------------------------------------------------------------------------
+
+
+def _split_in_process(video: str, out: Path, settings: ExtractionSettings, task_frames: int):
+    """The tasks run one after another in this process (the same functions a worker runs)."""
+    jobs = plan_split(video, out, settings, task_frames)
+    parts_dir(out).mkdir()
+    for job in jobs:
+        assert run_task(job).get("error") is None
+    return jobs, _join(jobs, out, whole_record(video, settings), task_frames, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("n", "start", "stop", "task_frames", "post"),
+    [(203, None, None, 24, "gap"), (190, 5, 181, 40, "point"), (157, None, 150, 32, "gap")],
+)
+def test_split_rows_equal_one_run(tmp_path, n, start, stop, task_frames, post):
+    video = _video(tmp_path, n)
+    points = _points(tmp_path, n) if post == "point" else None
+    settings = SETTINGS.replace(start=start, stop=stop, post_encoder=post, points=points)
+    whole = extract_features(video, _extractor_for(settings.extractor), settings)
+    out = tmp_path / "out.parquet"
+    jobs, result = _split_in_process(video, out, settings, task_frames)
+    assert len(jobs) >= 4 and result.rows == len(whole.table)
+    split = read_table(out)
+    pd.testing.assert_frame_equal(_keys(split), _keys(whole.table))
+    assert _max_rel_l2(split, whole.table) <= 1e-6
+    meta = split.attrs
+    for key in ("start_frame", "stop_frame", "n_frames", "rows_frames", "padded_frames",
+                "landmarks", "post_encoder", "endpoint", "runtime_used"):  # fmt: skip
+        assert meta[key] == whole.metadata[key], key
+    assert meta["missing_landmark_rows"] == whole.metadata["missing_landmark_rows"]
+    assert meta["split"]["tasks"] == [[j.task.lo, j.task.hi, j.task.start, j.task.stop]
+                                      for j in jobs]  # fmt: skip
+    ran = sum(hi - lo for lo, hi in meta["chunks"])
+    assert meta["encoder_frames_per_output_frame"] == pytest.approx(ran / split["frame"].nunique())
+    assert not parts_dir(out).exists()
+
+
+def test_split_into_an_npz(tmp_path):
+    video = _video(tmp_path, 100)
+    whole = extract_features(video, _extractor_for(SETTINGS.extractor), SETTINGS).table
+    out = tmp_path / "out.npz"
+    _, result = _split_in_process(video, out, SETTINGS, 32)
+    with np.load(out) as saved:
+        np.testing.assert_array_equal(saved["frame"], whole["frame"])
+        got, want = saved["features"].astype(np.float64), whole[feature_columns(whole)].to_numpy()
+    rel = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
+    assert result.rows == 100 and rel.max() <= 1e-6 and not parts_dir(out).exists()
+
+
+def test_tasks_without_their_margins_would_differ(tmp_path):
+    """The equality above is not free: tasks cut at their own rows change the rows near cuts."""
+    video = _video(tmp_path, 120)
+    ext = _extractor_for(SETTINGS.extractor)
+    whole = extract_features(video, ext, SETTINGS).table
+    bare = [Task(0, 0, 64, 0, 64), Task(1, 64, 120, 64, 120)]
+    rows = pd.concat([extract_features(video, ext, t.settings(SETTINGS)).table for t in bare])
+    assert _max_rel_l2(rows.reset_index(drop=True), whole) > 1e-3
+
+
+# -- on Dask --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> ExtractionSettings:
+    """Settings of a model loaded from a registry: every worker runs the same weights.
+
+    (Random weights built in a Dask worker are not reproducible: Keras draws their seeds from the
+    process's shared ``random`` while the worker's other threads use it too.)
+    """
+    from napari_flow_features.model.extractor import DynamicFeatureExtractor
+
+    folder = tmp_path_factory.mktemp("registry")
+    model = DynamicFeatureExtractor(config=SETTINGS.extractor)
+    model.save_model_with_serializer(folder, {"model_name": "small"})
+    weights = {"source": "registry", "registry_dir": str(folder), "model_name": "small"}
+    return SETTINGS.replace(extractor=SETTINGS.extractor.replace(weights=weights))
+
+
+@pytest.fixture(scope="module")
+def two_workers():
+    """A LocalCluster of 2 worker processes (one thread each)."""
+    client = local_client(workers=2, cores_per_worker=1)
+    yield client
+    close_client(client)
+
+
+def test_on_two_workers_resumes_only_the_missing_task(tmp_path, two_workers, saved):
+    video = _video(tmp_path, 150)
+    out = tmp_path / "out.parquet"
+    whole = extract_features(video, _extractor_for(saved.extractor), saved).table
+    heard: list[tuple[int, int]] = []
+    result = extract_split(video, out, saved, 40, client=two_workers,
+                           progress=lambda d, t: heard.append((d, t)))  # fmt: skip
+    assert result.rows == 150 and _max_rel_l2(read_table(out), whole) <= 1e-6
+    assert heard[-1] == (150, 150) and all(t == 150 for _, t in heard)
+    assert [d for d, _ in heard] == sorted(d for d, _ in heard)
+    workers = two_workers.run(lambda: __import__("os").getpid())
+    assert len(set(workers.values())) == 2
+
+    # A run killed after some tasks: their parts are kept, the rerun runs only the others.
+    jobs = plan_split(video, out, saved, 40)
+    out.unlink()
+    parts_dir(out).mkdir()
+    for job in jobs[:2] + jobs[3:]:
+        run_task(job)
+    kept = {j.part: Path(j.part).stat().st_mtime_ns for j in jobs if j is not jobs[2]}
+    seen: list[str] = []
+    two_workers.subscribe_topic("napari-flow-features-progress",
+                                lambda e: seen.append(e[1]["output"]))  # fmt: skip
+    messages: list[str] = []
+    result = extract_split(video, out, saved, 40, client=two_workers, log=messages.append)
+    assert "3 done before, 1 to run" in messages[0]
+    assert {Path(p).name for p in seen} == {Path(jobs[2].part).name}
+    assert result.rows == 150 and _max_rel_l2(read_table(out), whole) <= 1e-6
+    assert not parts_dir(out).exists() and kept  # joined, then removed
+
+
+def test_a_failing_task_is_named_and_the_finished_parts_stay(tmp_path, two_workers, saved):
+    video = _video(tmp_path, 100)
+    out = tmp_path / "out.parquet"
+    jobs = plan_split(video, out, saved, 32)
+    Path(jobs[1].part).mkdir(parents=True)  # task 1's part cannot be written: its name is taken
+    with pytest.raises(BadInputError, match=r"1 of 4 tasks failed.*task 1 \(frames 24\.\.47\)"):
+        extract_split(video, out, saved, 32, client=two_workers)
+    assert not out.exists()
+    assert [Path(j.part).is_file() for j in jobs] == [True, False, True, True]
+    Path(jobs[1].part).rmdir()
+    messages: list[str] = []
+    extract_split(video, out, saved, 32, client=two_workers, log=messages.append)
+    assert "3 done before, 1 to run" in messages[0] and len(read_table(out)) == 100
+
+
+def test_cli_task_frames_through_a_scheduler(tmp_path, two_workers, saved):
+    video = _video(tmp_path, 120)
+    out = tmp_path / "out.csv"
+    cmd = [str(BIN / "flow-features"), "extract", video, "-o", str(out), "--endpoint", "Mixed_3c",
+           "--runtime", "tensorflow", "--max-side", "0", "--task-frames", "48", "--scheduler",
+           two_workers.scheduler.address, "--registry-dir", saved.extractor.weights.registry_dir,
+           "--model-name", "small"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "3 tasks" in result.stderr + result.stdout
+    table = read_table(out)
+    whole = extract_features(video, _extractor_for(saved.extractor), saved).table
+    assert _max_rel_l2(table, whole) <= 1e-6
+    assert table.attrs["split"]["task_frames"] == 48
+
+
+def test_cli_refuses_what_it_cannot_split_before_any_work(tmp_path, capsys):
+    from napari_flow_features.cli import main
+
+    videos = [_video(tmp_path, 20, f"v{i}.mp4") for i in range(2)]
+    batch = ["extract", *videos, "--output-dir", str(tmp_path / "out"), "--task-frames", "8"]
+    assert main(batch) == 2
+    assert "--task-frames splits one video given with -o" in capsys.readouterr().err
+    single = ["extract", videos[0], "-o", str(tmp_path / "o.parquet"), "--keep-flow",
+              str(tmp_path / "f.npy")]  # fmt: skip
+    assert main([*single, "--workers", "2"]) == 2
+    assert "keep_flow" in capsys.readouterr().err
+    assert main([*single[:4], "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "--workers sizes a LocalCluster" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.parts")) and not (tmp_path / "out").exists()
