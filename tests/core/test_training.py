@@ -81,7 +81,7 @@ def test_model_cli_implement_train_evaluate(tmp_path, capsys):
                  "--model-name", "enc"]) == 0  # fmt: skip
     assert ModelSerializer.list_available_versions(reg, "enc")
     assert main(["model", "train", "--data-dir", str(data), "--output-dir", str(reg),
-                 "--endpoint", "Mixed_3c", "--clip-length", "8", "--epochs", "3",
+                 "--endpoint", "Mixed_3c", "--clip-length", "8", "--epochs", "8",
                  "--model-name", "motion"]) == 0  # fmt: skip
     report = json.loads((reg / "motion_training_report.json").read_text())
     assert report["final_version"] in ModelSerializer.list_available_versions(reg, "motion")
