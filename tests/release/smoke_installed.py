@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import pkgutil
 import subprocess
 import sys
@@ -36,7 +37,17 @@ def main(version: str, venv: Path) -> None:
         for m in pkgutil.walk_packages(nff.__path__, "napari_flow_features.")
         if not m.name.endswith(".__main__")  # importing it would run the command
     ]
+    # Modules that are an extra's own code import only with it: without it, the error names it.
+    of_extras = {"napari_flow_features.model.torch_i3d": "torch"}  # the [gpu] extra
     for name in names:
+        needs = of_extras.get(name)
+        if needs is not None and importlib.util.find_spec(needs) is None:
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                assert exc.name == needs, (name, exc)
+                continue
+            raise AssertionError(f"{name} imported without {needs}")
         importlib.import_module(name)
     print(f"imported {len(names)} modules from {where.parent}")
 
