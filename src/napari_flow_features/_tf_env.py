@@ -65,12 +65,29 @@ def _captured_stderr_fd() -> Iterator[list[str]]:
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
+def no_uname_child() -> None:
+    """Fill ``platform.uname().processor`` without the ``uname -p`` child Python would start.
+
+    On Linux Python resolves that field by running ``uname -p`` in a child process the first time
+    anything reads the whole ``uname()`` (h5py does when Keras imports it). ``uname -p`` says
+    ``unknown`` (read as ``""``) on most Linux systems, and we start no child process for it
+    (docs/performance.md, "No telemetry, no network, no child process").
+    """
+    if sys.platform.startswith("linux"):
+        import platform
+
+        info = platform.uname()
+        if "processor" not in vars(info):  # not read yet (a cached_property)
+            vars(info)["processor"] = ""
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow and Keras (and probe the devices) without the CPU-only start-up noise.
 
     Anything else they write to stderr is logged as a warning (shown on stderr, as before, when
     logging is not configured); the dropped lines are logged at DEBUG level.
     """
+    no_uname_child()
     if "tensorflow" in sys.modules or has_nvidia_device():
         import keras
         import tensorflow  # noqa: F401

@@ -132,6 +132,9 @@ class DynamicFeatureExtractor:
         if self.stream == "two-stream":
             self._init_two_stream()
             return
+        from .._tf_env import no_uname_child
+
+        no_uname_child()  # before Keras imports h5py
         import keras
 
         from .i3d import build_i3d
