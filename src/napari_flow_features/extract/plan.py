@@ -776,13 +776,19 @@ def flow_workers_for(settings: ExtractionSettings, src: Source, stream: str, ext
 
 
 def _encoder_on_gpu(extractor: Any) -> bool:
-    # The torch encoder knows its device; the others run on the CPU here (asking TensorFlow for
-    # GPUs would probe CUDA, with its start-up noise, on every run).
-    try:
-        label = getattr(extractor.encoder, "device_label", "cpu")
-    except Exception:  # an extractor without one encoder (two-stream) runs as it runs
+    # Asked of the configuration, without making an encoder: only the torch runtime runs on a
+    # GPU, and it does whenever PyTorch sees one (model/torch_runtime.py). No CUDA probing else.
+    from ..model.runtime import resolve_runtime
+    from ..model.torch_runtime import cuda_available
+
+    cfg = extractor.effective_config
+    if cfg["precision"] == "int8":  # OpenVINO only
         return False
-    return str(label).startswith("cuda")
+    try:
+        runtime = resolve_runtime(cfg["runtime"])
+    except BadInputError:  # a runtime not installed: making the encoder says so, by name
+        return False
+    return runtime == "torch" and cuda_available()
 
 
 def chunk_memory_budget() -> int:
