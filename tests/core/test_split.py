@@ -14,9 +14,15 @@ from conftest import moving_pattern
 
 from napari_flow_features.config import ExtractionSettings
 from napari_flow_features.errors import BadInputError
-from napari_flow_features.extract.batch import _extractor_for, close_client, local_client
+from napari_flow_features.extract.batch import (
+    _extractor_for,
+    close_client,
+    extract_many,
+    local_client,
+)
 from napari_flow_features.extract.pipeline import extract_features
 from napari_flow_features.extract.split import (
+    DEFAULT_TASK_FRAMES,
     GRID,
     LEAD,
     TAIL,
@@ -29,6 +35,7 @@ from napari_flow_features.extract.split import (
     run_task,
     whole_record,
 )
+from napari_flow_features.extract.split_batch import batch_task_frames
 from napari_flow_features.io.tables import feature_columns, read_table
 from napari_flow_features.io.video import write_video
 
@@ -260,9 +267,11 @@ def test_cli_refuses_what_it_cannot_split_before_any_work(tmp_path, capsys):
     from napari_flow_features.cli import main
 
     videos = [_video(tmp_path, 20, f"v{i}.mp4") for i in range(2)]
-    batch = ["extract", *videos, "--output-dir", str(tmp_path / "out"), "--task-frames", "8"]
+    batch = ["extract", *videos, "--output-dir", str(tmp_path / "out"), "--task-frames", "8",
+             "--windowing", "sliding"]  # fmt: skip
     assert main(batch) == 2
-    assert "--task-frames splits one video given with -o" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "v0.mp4" in err and "sliding windows" in err and "--task-frames 0" in err
     single = ["extract", videos[0], "-o", str(tmp_path / "o.parquet"), "--keep-flow",
               str(tmp_path / "f.npy")]  # fmt: skip
     assert main([*single, "--workers", "2"]) == 2
@@ -270,3 +279,81 @@ def test_cli_refuses_what_it_cannot_split_before_any_work(tmp_path, capsys):
     assert main([*single[:4], "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "--workers sizes a LocalCluster" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.parts")) and not (tmp_path / "out").exists()
+
+
+# -- a batch's long videos ------------------------------------------------------------------------
+
+
+def test_batch_task_frames_splits_when_workers_outnumber_videos():
+    assert batch_task_frames(None, workers=4, videos=3) == DEFAULT_TASK_FRAMES
+    assert batch_task_frames(None, workers=3, videos=3) == 0
+    assert batch_task_frames(0, workers=16, videos=1) == 0
+    assert batch_task_frames(96, workers=1, videos=5) == 96
+
+
+def test_batch_splits_a_long_video_across_idle_workers(tmp_path, two_workers, saved, monkeypatch):
+    """Two workers, one video to run: it is cut into tasks, joined into the table a batch writes."""
+    monkeypatch.setattr("napari_flow_features.extract.split_batch.DEFAULT_TASK_FRAMES", 40)
+    (tmp_path / "study").mkdir()
+    video = _video(tmp_path / "study", 150)
+    whole = extract_many([video], tmp_path / "whole", saved, client=two_workers, task_frames=0)
+    heard: list[dict] = []
+    log: list[str] = []
+    index = extract_many([video], tmp_path / "split", saved, client=two_workers, log=log.append,
+                         video_progress=heard.append)  # fmt: skip
+    assert list(index["status"]) == ["done"] and int(index["rows"][0]) == 150
+    assert any("long.mp4: 4 tasks of about 40 frames; 0 done before, 4 to run" in m for m in log)
+    split_table = pd.read_parquet(index["output"][0])
+    whole_table = pd.read_parquet(whole["output"][0])
+    pd.testing.assert_frame_equal(_keys(split_table), _keys(whole_table))  # source column first
+    assert list(split_table.columns[:2]) == ["source", "frame"]
+    assert _max_rel_l2(split_table, whole_table) <= 1e-6
+    meta = read_table(index["output"][0]).attrs
+    assert meta["split"]["task_frames"] == 40 and len(meta["split"]["tasks"]) == 4
+    assert meta["batch"]["settings_hash"] == whole["settings_hash"][0]
+    # Progress is the video's, across its tasks: the table's name, frames up to 150, never back.
+    assert heard and {e["output"] for e in heard} == {index["output"][0]}
+    assert all(e["total"] == 150 for e in heard)
+    assert [e["done"] for e in heard] == sorted(e["done"] for e in heard)
+    # Nothing is left beside the tables, and a rerun skips the joined table like any other.
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["_index", "long.parquet"]
+    again = extract_many([video], tmp_path / "split", saved, client=two_workers)
+    assert list(again["status"]) == ["skipped"]
+
+
+@pytest.mark.parametrize("form", ["-o", "--output-dir"])
+def test_a_killed_run_resumes_with_the_tasks_that_had_not_finished(tmp_path, two_workers, saved,
+                                                                   form):  # fmt: skip
+    """SIGKILL the command line once its first part is written; the rerun runs only the rest."""
+    import re
+    import signal
+    import time
+
+    video = _video(tmp_path, 200)
+    target = tmp_path / ("out.parquet" if form == "-o" else "tables")
+    parts = parts_dir(target) if form == "-o" else target / "_parts" / "long"
+    cmd = [str(BIN / "flow-features"), "extract", video, form, str(target), "--endpoint",
+           "Mixed_3c", "--runtime", "tensorflow", "--max-side", "0", "--task-frames", "24",
+           "--scheduler", two_workers.scheduler.address, "--registry-dir",
+           saved.extractor.weights.registry_dir, "--model-name", "small"]  # fmt: skip
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(parts.glob("task-*.parquet")) and first.poll() is None:
+        assert time.monotonic() < deadline, "no part was written"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    kept = len(list(parts.glob("task-*.parquet")))
+    assert first.returncode == -signal.SIGKILL and kept >= 1
+    time.sleep(3)  # the tasks running at the kill finish (Dask cannot stop a running task)
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    said = re.search(r"9 tasks of about 24 frames; (\d+) done before, (\d+) to run", again.stderr)
+    assert said, again.stderr
+    done_before, to_run = map(int, said.groups())
+    assert done_before >= kept and to_run >= 1 and done_before + to_run == 9
+    table = read_table(target if form == "-o" else target / "long.parquet")
+    whole = extract_features(video, _extractor_for(saved.extractor), saved).table
+    assert len(table) == 200 and _max_rel_l2(table, whole) <= 1e-6
+    assert not parts.exists() and not list(tmp_path.rglob("*.partial*"))

@@ -106,10 +106,8 @@ def run_on_cluster(run: Callable[..., Any], args: argparse.Namespace) -> int:
             bar.set_postfix_str(", ".join(list(running.values())[-3:]))
 
     try:
-        if client is not None:
-            console.status(f"Dask dashboard: {client.dashboard_link}")
-        index = run(client, progress, None if client is not None else console.status,
-                    video_progress)  # fmt: skip
+        # The run says the dashboard's link (when there is work) and how it cuts the videos.
+        index = run(client, progress, console.status, video_progress)
     finally:
         if bar is not None:
             bar.close()

@@ -100,10 +100,11 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument(
         "--task-frames", type=NON_NEGATIVE_INT, default=None,
-        help="one video with -o across Dask workers: tasks of about N frames, joined into one "
-        "table equal to one run's (resumable per task). Default: no split, or 1800 frames (1 min "
-        "at 30 fps) when a cluster option (--workers, --scheduler, --scheduler-file) is given; "
-        "0: never split (docs/batch.md)",
+        help="split long videos across Dask workers: tasks of about N frames, joined into one "
+        "table equal to one run's (resumable per task). Default with -o: no split, or 1800 frames "
+        "(1 min at 30 fps) when a cluster option (--workers, --scheduler, --scheduler-file) is "
+        "given; with --output-dir: 1800 frames when the cluster has more workers than videos to "
+        "run; 0: never split (docs/batch.md)",
     )  # fmt: skip
 
 
@@ -203,10 +204,6 @@ def run(args: argparse.Namespace) -> int:
         The exit status: 0, or 3 when some videos of a batch failed.
     """
     if is_batch(args):
-        if args.task_frames:
-            raise BadInputError(
-                "--task-frames splits one video given with -o; a batch runs one task per video"
-            )
         return run_batch(args, args.extract_defaults)
     if not args.output:
         raise BadInputError("Give -o FILE for one source, or --output-dir DIR for a batch")
@@ -488,7 +485,7 @@ def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
         return extract_many(
             args.sources, args.output_dir, settings, client=client, force=args.force,
             retries=args.retries, progress=progress, manifest=args.manifest, log=log,
-            video_progress=video_progress,
+            video_progress=video_progress, task_frames=args.task_frames,
         )  # fmt: skip
 
     return run_on_cluster(run_videos, args)

@@ -387,18 +387,32 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
         result = extract_features(
             job.source, extractor, s, points=checked.landmarks, row_sink=sink, progress=progress
         )
-        meta = dict(result.metadata)
-        meta[BATCH_META_KEY] = {
-            "settings_hash": job.settings_hash,
-            "source_size": stat[0],
-            "source_mtime_ns": stat[1],
-            "settings": s.to_dict(),
-        }
-        writer.close(meta)
+        writer.close({**result.metadata, **batch_record(job, stat)})
     except BaseException:
         writer.discard()
         raise
     return _record(job, "done", rows=writer.rows, seconds=time.perf_counter() - t0, stat=stat)
+
+
+def batch_record(job: Job, stat: tuple[int, int]) -> dict[str, Any]:
+    """The record a batch's table carries in its metadata, which :func:`is_done` reads back.
+
+    Parameters
+    ----------
+    job : Job
+        The video's job (its settings are :class:`ExtractionSettings`).
+    stat : tuple of int
+        The source's size and modification time (ns) when the run started.
+
+    Returns
+    -------
+    dict
+        ``{BATCH_META_KEY: {settings_hash, source_size, source_mtime_ns, settings}}``.
+    """
+    settings = job.settings
+    assert isinstance(settings, ExtractionSettings)
+    return {BATCH_META_KEY: {"settings_hash": job.settings_hash, "source_size": stat[0],
+                             "source_mtime_ns": stat[1], "settings": settings.to_dict()}}  # fmt: skip
 
 
 def _record(job: Job, status: str, rows: int | None = None, seconds: float = 0.0,
@@ -618,6 +632,7 @@ def extract_many(
     manifest: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
     video_progress: Callable[[dict], None] | None = None,
+    task_frames: int | None = None,
 ) -> pd.DataFrame:
     """Extract many videos to one Parquet table each, skipping those already done.
 
@@ -633,8 +648,14 @@ def extract_many(
     a task whose worker dies is retried ``retries`` times. ``progress(done, total, record)`` hears
     each finished video; ``video_progress({"source", "output", "done", "total"})`` hears frames
     encoded in running videos (Dask events, about twice a second per video); ``log(text)`` hears
-    the dashboard link. Bad sources or settings raise
+    the dashboard link and how videos are split. Bad sources or settings raise
     :class:`BadInputError` before anything runs; a failing video only marks its row failed.
+
+    When the cluster has more workers than videos to run, each video long enough for two tasks
+    of :data:`~napari_flow_features.extract.split.DEFAULT_TASK_FRAMES` frames is cut into such
+    tasks, run among the others and joined into its table (equal rows; resumable per task; see
+    :mod:`~napari_flow_features.extract.split_batch`). ``task_frames`` N > 0 splits into tasks of
+    N frames whatever the workers; 0 never splits.
     """
     from ..io._atomic import ensure_output_dir
 
@@ -642,9 +663,17 @@ def extract_many(
         settings = ExtractionSettings()
     elif isinstance(settings, dict):
         settings = ExtractionSettings.from_dict(settings)
-    output_dir = ensure_output_dir(output_dir)
     jobs = plan_jobs(sources, output_dir, settings, manifest)
-    run = _BatchRun(client, force, retries, progress, log, video_progress)
+    if task_frames is not None and (
+        isinstance(task_frames, bool) or int(task_frames) != task_frames or task_frames < 0
+    ):
+        raise BadInputError(f"task_frames must be a whole number ≥ 0, got {task_frames!r}")
+    if task_frames:  # asked for: what a split cannot honour is refused before any work
+        from .split_batch import check_split_jobs
+
+        check_split_jobs(jobs)
+    output_dir = ensure_output_dir(output_dir)  # made once every input is checked
+    run = _BatchRun(client, force, retries, progress, log, video_progress, task_frames)
     return _run_batch(jobs, output_dir, _BatchKind("extract", is_done, run_job), run)
 
 
@@ -662,7 +691,8 @@ class _BatchRun:
     """How a batch runs: the same for :func:`extract_many` and :func:`flow_many`.
 
     ``client`` None: a LocalCluster of the batch's own; ``force``: rerun what is done;
-    ``retries``: reruns of a task whose worker died; then the listeners.
+    ``retries``: reruns of a task whose worker died; then the listeners; ``task_frames``: how
+    long videos are split (:func:`~napari_flow_features.extract.split_batch.batch_task_frames`).
     """
 
     client: Any = None
@@ -671,6 +701,7 @@ class _BatchRun:
     progress: Progress | None = None
     log: Callable[[str], None] | None = None
     video_progress: Callable[[dict], None] | None = None
+    task_frames: int | None = None
 
 
 def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: _BatchRun) -> pd.DataFrame:
@@ -696,10 +727,10 @@ def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: _BatchR
     try:
         if run.log is not None and getattr(client, "dashboard_link", None):
             run.log(f"Dask dashboard: {client.dashboard_link}")
+        units = _units(client, todo, kind, run)
         if run.video_progress is not None:
-            listener = run.video_progress
-            client.subscribe_topic(PROGRESS_TOPIC, lambda event: listener(event[1]))
-        _run_on(client, todo, kind, run, index)
+            client.subscribe_topic(PROGRESS_TOPIC, _relay(units, run.video_progress))
+        _run_on(client, units, run, index)
     finally:
         if run.video_progress is not None:
             with contextlib.suppress(Exception):  # the cluster may be gone already
@@ -728,22 +759,69 @@ def _skip_done(
     return todo
 
 
-def _run_on(client: Any, todo: list[Job], kind: _BatchKind, run: _BatchRun, index: _Index) -> None:
+class _WholeVideo:
+    """One video run as one task (the batch's usual unit; see ``split_batch.SplitVideo``)."""
+
+    def __init__(self, job: Job, kind: _BatchKind, index: int) -> None:
+        self.job, self.kind, self.index = job, kind, index
+
+    def submit(self, client: Any, retries: int) -> list[Any]:
+        # pure=False: a rerun of the same job (after --force) runs again rather than reusing a
+        # result.
+        return [client.submit(self.kind.task, self.job, retries=retries, pure=False,
+                              key=f"{self.kind.name}-{self.index}-{_key(self.job)}")]  # fmt: skip
+
+    def parts(self) -> list[str]:
+        return [self.job.output]
+
+    def progress(self, event: dict) -> dict:
+        return event
+
+    def hear(self, future: Any) -> dict:
+        try:
+            return future.result()
+        except Exception as exc:  # the task's worker died retries + 1 times, or similar
+            return _record(self.job, "failed", error=_message(exc))
+
+
+def _units(client: Any, todo: list[Job], kind: _BatchKind, run: _BatchRun) -> list[Any]:
+    """The batch's units of work: each video whole, or (extraction) a long one split in tasks."""
+    if kind.name != "extract":
+        return [_WholeVideo(job, kind, i) for i, job in enumerate(todo)]
+    from .split_batch import SplitVideo, batch_task_frames, split_videos
+
+    task_frames = batch_task_frames(run.task_frames, len(client.nthreads()), len(todo))
+    planned = split_videos(todo, task_frames, run.task_frames is not None, run.log)
+    units = [SplitVideo(job, planned[job.output], task_frames, run.force)
+             if job.output in planned else _WholeVideo(job, kind, i)
+             for i, job in enumerate(todo)]  # fmt: skip
+    for unit in units:
+        if run.log is not None and isinstance(unit, SplitVideo):
+            run.log(unit.describe())
+    return units
+
+
+def _relay(units: list[Any], listener: Callable[[dict], None]) -> Callable[[Any], None]:
+    """A Dask event handler passing each worker's progress on as its video's progress."""
+    owners = {part: unit for unit in units for part in unit.parts()}
+
+    def heard(event: Any) -> None:
+        unit = owners.get(event[1].get("output"))
+        if unit is not None:
+            listener(unit.progress(event[1]))
+
+    return heard
+
+
+def _run_on(client: Any, units: list[Any], run: _BatchRun, index: _Index) -> None:
     from distributed import as_completed
 
-    # pure=False: a rerun of the same job (after --force) runs again rather than reusing a result.
-    futures = {
-        client.submit(kind.task, job, retries=run.retries, pure=False,
-                      key=f"{kind.name}-{i}-{_key(job)}"): job
-        for i, job in enumerate(todo)
-    }  # fmt: skip
+    futures = {future: unit for unit in units for future in unit.submit(client, run.retries)}
     try:
         for future in as_completed(futures):
-            job = futures[future]
-            try:
-                record = future.result()
-            except Exception as exc:  # the task's worker died retries + 1 times, or similar
-                record = _record(job, "failed", error=_message(exc))
+            record = futures[future].hear(future)
+            if record is None:  # a split video with tasks still running
+                continue
             index.set(record)
             index.write(throttle=True)
             if run.progress is not None:

@@ -50,6 +50,9 @@ LEAD = CHUNK_MARGIN + GRID
 TAIL = CHUNK_MARGIN + 2 * GRID
 #: Key of a part's record (settings hash, source size and mtime, its frames) in its metadata.
 PART_META_KEY = "split_task"
+#: The folder beside a batch's tables that holds its split videos' parts, one folder per video
+#: (its leading ``_`` keeps it out of ``pandas.read_parquet(output_dir)``, as the index's).
+BATCH_PARTS_DIR = "_parts"
 #: End points that pool whole clips run sliding windows, which a split does not cut.
 _CLIP_POOLING = ("Logits", "Predictions")
 
@@ -384,7 +387,7 @@ def parts_dir(output: str | os.PathLike) -> Path:
 
 def plan_split(
     source: str | os.PathLike, output: str | os.PathLike, settings: ExtractionSettings,
-    task_frames: int = DEFAULT_TASK_FRAMES,
+    task_frames: int = DEFAULT_TASK_FRAMES, parts: str | os.PathLike | None = None,
 ) -> list[TaskJob]:  # fmt: skip
     """Check a split run and name its tasks' parts (no model is built, nothing is written).
 
@@ -398,6 +401,9 @@ def plan_split(
         The run's settings.
     task_frames : int, default DEFAULT_TASK_FRAMES
         Frames of rows per task.
+    parts : str or PathLike, optional
+        The folder of the tasks' parts (default :func:`parts_dir`; a batch keeps them under
+        ``_parts/`` so that reading its folder as a dataset never picks them up).
 
     Returns
     -------
@@ -419,7 +425,7 @@ def plan_split(
     sel = checked.source.n_frames, checked.sel.start, checked.sel.stop
     tasks = plan_tasks(sel[0], task_frames, sel[1], sel[2])
     digest = settings_digest(settings)
-    folder = parts_dir(output)
+    folder = parts_dir(output) if parts is None else Path(parts)
     return [TaskJob(str(source), str(folder / f"task-{t.index:05d}-{t.lo}-{t.hi}.parquet"),
                     settings, digest, t) for t in tasks]  # fmt: skip
 
@@ -475,16 +481,11 @@ def extract_split(
         A bad input (before anything runs), or tasks that failed (named; finished parts are
         kept for the next run).
     """
-    from ..io._atomic import remove_stale_partials
     from .batch import close_client, local_client
 
     t0 = time.perf_counter()
     jobs = plan_split(source, output, settings, task_frames)
-    folder = parts_dir(output)
-    folder.mkdir(exist_ok=True)
-    remove_stale_partials(folder)  # temporaries of a killed earlier run
-    done = {j.task.index: meta for j in jobs if not force and (meta := part_done(j)) is not None}
-    todo = [j for j in jobs if j.task.index not in done]
+    done, todo = reusable_parts(jobs, force)
     if log is not None:
         log(f"{len(jobs)} tasks of about {jobs[0].task.rows_frames} frames; "
             f"{len(done)} done before, {len(todo)} to run")  # fmt: skip
@@ -501,6 +502,34 @@ def extract_split(
         if own:
             close_client(client)
     return _join(jobs, output, whole, task_frames, time.perf_counter() - t0)
+
+
+def reusable_parts(
+    jobs: list[TaskJob], force: bool = False
+) -> tuple[dict[int, dict[str, Any]], list[TaskJob]]:
+    """Make the parts folder, clear a killed run's temporaries, and sort done from to-do.
+
+    Parameters
+    ----------
+    jobs : list of TaskJob
+        A split run's tasks (:func:`plan_split`).
+    force : bool, default False
+        Run every task again.
+
+    Returns
+    -------
+    done : dict
+        Task index → the metadata of its finished part (:func:`part_done`).
+    todo : list of TaskJob
+        The tasks to run.
+    """
+    from ..io._atomic import remove_stale_partials
+
+    folder = Path(jobs[0].part).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(folder)  # temporaries of a killed earlier run
+    done = {j.task.index: meta for j in jobs if not force and (meta := part_done(j)) is not None}
+    return done, [j for j in jobs if j.task.index not in done]
 
 
 def _run_tasks(client: Any, jobs: list[TaskJob], todo: list[TaskJob], retries: int,
@@ -557,18 +586,27 @@ def _run_tasks(client: Any, jobs: list[TaskJob], todo: list[TaskJob], retries: i
 
 
 def _join(jobs: list[TaskJob], output: str | os.PathLike, whole: dict[str, Any],
-          task_frames: int, seconds: float) -> SplitResult:  # fmt: skip
-    """Join the parts in order into ``output`` (atomically), then remove them."""
+          task_frames: int, seconds: float, *, source_column: str | None = None,
+          extra: dict[str, Any] | None = None) -> SplitResult:  # fmt: skip
+    """Join the parts in order into ``output`` (atomically), then remove them.
+
+    ``source_column`` (a batch's table) becomes a first ``source`` column; ``extra`` is added to
+    the joined metadata (a batch's record).
+    """
     metas = []
     for job in jobs:
         meta = part_done(job)
         if meta is None:  # changed or removed while the run went on
             raise BadInputError(f"Part {job.part} is missing or no longer matches; run again")
         metas.append(meta)
-    meta = joined_metadata(metas, jobs, whole, task_frames, seconds)
+    meta = {**joined_metadata(metas, jobs, whole, task_frames, seconds), **(extra or {})}
     output = Path(output)
-    rows = _write_joined([j.part for j in jobs], output, meta)
-    shutil.rmtree(parts_dir(output), ignore_errors=True)
+    rows = _write_joined([j.part for j in jobs], output, meta, source_column)
+    folder = Path(jobs[0].part).parent
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # a batch's _parts/, once its last video is joined
+        if folder.parent.name == BATCH_PARTS_DIR:
+            folder.parent.rmdir()
     return SplitResult(output, rows, meta)
 
 
@@ -620,7 +658,9 @@ def joined_metadata(metas: Sequence[dict[str, Any]], jobs: Sequence[TaskJob],
     }  # fmt: skip
 
 
-def _write_joined(parts: list[str], output: Path, meta: dict[str, Any]) -> int:
+def _write_joined(
+    parts: list[str], output: Path, meta: dict[str, Any], source_column: str | None = None
+) -> int:
     """Stream the parts into ``output`` (Parquet or CSV), or write an ``.npz``; the row count."""
     import numpy as np
     import pyarrow.parquet as pq
@@ -640,7 +680,10 @@ def _write_joined(parts: list[str], output: Path, meta: dict[str, Any]) -> int:
     try:
         for part in parts:
             for batch in pq.ParquetFile(part).iter_batches(batch_size=4096):
-                writer.write(batch.to_pandas())
+                block = batch.to_pandas()
+                if source_column is not None:
+                    block.insert(0, "source", source_column)
+                writer.write(block)
         writer.close(meta)
     except BaseException:
         writer.discard()
