@@ -14,7 +14,7 @@ Encoder and model registry
     :class:`DynamicFeatureExtractor`, :class:`ModelSerializer`.
 Extraction
     :func:`extract_features`, :func:`extract_frame`, :class:`FeatureResult`,
-    :func:`extract_many` (many videos on Dask).
+    :func:`extract_many` (many videos on Dask) and how it runs, :class:`BatchRun`.
 Post-encoders and the per-frame row rule
     :func:`gap`, :func:`sample_point`, :func:`assign_frames`, :func:`interpolate_time`.
 Analysis

@@ -7,7 +7,7 @@ from .analysis.report import write_evaluation_report
 from .analysis.visualization import FeatureVisualization
 from .config import ExtractionSettings, ExtractorConfig, WeightsConfig
 from .errors import BadInputError, CancelledError, CorruptFileError
-from .extract.batch import extract_many
+from .extract.batch import BatchRun, extract_many
 from .extract.pipeline import FeatureResult, extract_features, extract_frame
 from .extract.post_encoders import assign_frames, gap, interpolate_time, sample_point
 from .flow.compute import OpticalFlowComputer, compute_flow
@@ -24,6 +24,7 @@ __version__: str
 
 __all__ = [
     "BadInputError",
+    "BatchRun",
     "CancelledError",
     "CorruptFileError",
     "DynamicFeatureExtractor",

@@ -401,3 +401,19 @@ def test_a_machine_without_an_nvidia_driver_starts_plain_cpu_workers():
         pytest.skip("this machine has an NVIDIA driver")
     assert _cuda_cluster_class() is None
     assert "dask_cuda" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [({"retries": -1}, "retries must be a whole number ≥ 0"),
+     ({"task_frames": 2.5}, "task_frames must be a whole number ≥ 0"),
+     ({"task_frames": True}, "task_frames must be a whole number ≥ 0")],
+)  # fmt: skip
+def test_bad_batch_options_are_named_before_anything_is_written(tmp_path, options, words):
+    (tmp_path / "study").mkdir()
+    write_video(tmp_path / "study" / "a.mp4", moving_pattern(8), fps=25)
+    with pytest.raises(BadInputError, match=words):
+        extract_many([tmp_path / "study"], tmp_path / "out", SETTINGS, **options)
+    with pytest.raises(TypeError, match="Unknown batch option"):
+        extract_many([tmp_path / "study"], tmp_path / "out", SETTINGS, worker=2)
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ for :func:`extract_video`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import json
@@ -24,7 +25,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -621,18 +622,76 @@ def close_client(client: Any) -> None:
 # -- the batch ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BatchRun:
+    """How a batch runs, for :func:`extract_many` and :func:`flow_many` (the settings say what).
+
+    Attributes
+    ----------
+    client : distributed.Client, optional
+        The cluster (default: a LocalCluster of the batch's own, sized by
+        :func:`local_cluster_shape`, started only when some video needs work, closed at the end).
+    force : bool, default False
+        Run again the videos that are done.
+    retries : int, default 2
+        Reruns of a task whose worker died.
+    progress : callable, optional
+        ``progress(done, total, record)``: each finished video.
+    log : callable, optional
+        ``log(text)``: the dashboard link and how videos are split.
+    video_progress : callable, optional
+        ``video_progress({"source", "output", "done", "total"})``: frames encoded in running
+        videos (Dask events, about twice a second per video; a split video's summed over its
+        tasks).
+    task_frames : int, optional
+        How long videos are split (extraction only): ``None`` automatically, 0 never, N > 0
+        into tasks of N frames
+        (:func:`~napari_flow_features.extract.split_batch.batch_task_frames`).
+    """
+
+    client: Any = None
+    force: bool = False
+    retries: int = 2
+    progress: Progress | None = None
+    log: Callable[[str], None] | None = None
+    video_progress: Callable[[dict], None] | None = None
+    task_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, least in (("retries", 0), ("task_frames", 0)):
+            value = getattr(self, name)
+            if value is None and name == "task_frames":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise BadInputError(f"{name} must be a whole number ≥ {least}, got {value!r}")
+
+    def replace(self, **changes: Any) -> BatchRun:
+        """A copy with ``changes`` (field names; an unknown one is a named error).
+
+        Parameters
+        ----------
+        **changes
+            New values of fields.
+
+        Returns
+        -------
+        BatchRun
+            The copy.
+        """
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"Unknown batch option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+
 def extract_many(
     sources: Sequence[str | os.PathLike] | None,
     output_dir: str | os.PathLike,
     settings: ExtractionSettings | dict | None = None,
-    client: Any = None,
-    force: bool = False,
-    retries: int = 2,
-    progress: Progress | None = None,
+    run: BatchRun | None = None,
+    *,
     manifest: str | os.PathLike | None = None,
-    log: Callable[[str], None] | None = None,
-    video_progress: Callable[[dict], None] | None = None,
-    task_frames: int | None = None,
+    **run_options: Any,
 ) -> pd.DataFrame:
     """Extract many videos to one Parquet table each, skipping those already done.
 
@@ -643,12 +702,9 @@ def extract_many(
     ``source_mtime_ns``, ``error``).
 
     A video whose output exists with the same settings hash and the same source size and mtime is
-    skipped unless ``force``. Videos run as Dask tasks on ``client`` (default: a LocalCluster sized
-    by :func:`local_cluster_shape`, started only when some video needs work and closed at the end);
-    a task whose worker dies is retried ``retries`` times. ``progress(done, total, record)`` hears
-    each finished video; ``video_progress({"source", "output", "done", "total"})`` hears frames
-    encoded in running videos (Dask events, about twice a second per video); ``log(text)`` hears
-    the dashboard link and how videos are split. Bad sources or settings raise
+    skipped unless ``force``. Videos run as Dask tasks on the cluster of ``run`` (a
+    :class:`BatchRun`; ``run_options`` are its fields, e.g. ``client=``, ``force=``,
+    ``progress=``, a thin ``run.replace(...)``). Bad sources or settings raise
     :class:`BadInputError` before anything runs; a failing video only marks its row failed.
 
     When the cluster has more workers than videos to run, each video long enough for two tasks
@@ -663,17 +719,13 @@ def extract_many(
         settings = ExtractionSettings()
     elif isinstance(settings, dict):
         settings = ExtractionSettings.from_dict(settings)
+    run = (run or BatchRun()).replace(**run_options)
     jobs = plan_jobs(sources, output_dir, settings, manifest)
-    if task_frames is not None and (
-        isinstance(task_frames, bool) or int(task_frames) != task_frames or task_frames < 0
-    ):
-        raise BadInputError(f"task_frames must be a whole number ≥ 0, got {task_frames!r}")
-    if task_frames:  # asked for: what a split cannot honour is refused before any work
+    if run.task_frames:  # asked for: what a split cannot honour is refused before any work
         from .split_batch import check_split_jobs
 
         check_split_jobs(jobs)
     output_dir = ensure_output_dir(output_dir)  # made once every input is checked
-    run = _BatchRun(client, force, retries, progress, log, video_progress, task_frames)
     return _run_batch(jobs, output_dir, _BatchKind("extract", is_done, run_job), run)
 
 
@@ -686,25 +738,7 @@ class _BatchKind:
     task: Callable[[Job], dict]
 
 
-@dataclass(frozen=True)
-class _BatchRun:
-    """How a batch runs: the same for :func:`extract_many` and :func:`flow_many`.
-
-    ``client`` None: a LocalCluster of the batch's own; ``force``: rerun what is done;
-    ``retries``: reruns of a task whose worker died; then the listeners; ``task_frames``: how
-    long videos are split (:func:`~napari_flow_features.extract.split_batch.batch_task_frames`).
-    """
-
-    client: Any = None
-    force: bool = False
-    retries: int = 2
-    progress: Progress | None = None
-    log: Callable[[str], None] | None = None
-    video_progress: Callable[[dict], None] | None = None
-    task_frames: int | None = None
-
-
-def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: _BatchRun) -> pd.DataFrame:
+def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: BatchRun) -> pd.DataFrame:
     """Run a batch's jobs on Dask, keeping the index.
 
     Skip what ``kind.done`` says is done, run the rest as ``kind.task`` on ``run.client``
@@ -713,9 +747,6 @@ def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: _BatchR
     """
     from ..io._atomic import remove_stale_partials
 
-    retries = run.retries
-    if isinstance(retries, bool) or int(retries) != retries or retries < 0:
-        raise BadInputError(f"retries must be a whole number ≥ 0, got {retries!r}")
     for folder in sorted({Path(j.output).parent for j in jobs}):
         remove_stale_partials(folder)  # temporaries of a killed earlier run
     index = _Index(output_dir, jobs)
@@ -744,7 +775,7 @@ def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: _BatchR
 
 
 def _skip_done(
-    jobs: list[Job], done: Callable[[Job], dict | None], run: _BatchRun, index: _Index
+    jobs: list[Job], done: Callable[[Job], dict | None], run: BatchRun, index: _Index
 ) -> list[Job]:
     """Mark the jobs ``done`` finds finished as skipped (unless forced); return the rest."""
     todo: list[Job] = []
@@ -784,7 +815,7 @@ class _WholeVideo:
             return _record(self.job, "failed", error=_message(exc))
 
 
-def _units(client: Any, todo: list[Job], kind: _BatchKind, run: _BatchRun) -> list[Any]:
+def _units(client: Any, todo: list[Job], kind: _BatchKind, run: BatchRun) -> list[Any]:
     """The batch's units of work: each video whole, or (extraction) a long one split in tasks."""
     if kind.name != "extract":
         return [_WholeVideo(job, kind, i) for i, job in enumerate(todo)]
@@ -813,7 +844,7 @@ def _relay(units: list[Any], listener: Callable[[dict], None]) -> Callable[[Any]
     return heard
 
 
-def _run_on(client: Any, units: list[Any], run: _BatchRun, index: _Index) -> None:
+def _run_on(client: Any, units: list[Any], run: BatchRun, index: _Index) -> None:
     from distributed import as_completed
 
     futures = {future: unit for unit in units for future in unit.submit(client, run.retries)}
@@ -905,11 +936,8 @@ def flow_many(
     sources: Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
     flow_settings: dict | None = None,
-    client: Any = None,
-    force: bool = False,
-    retries: int = 2,
-    progress: Progress | None = None,
-    log: Callable[[str], None] | None = None,
+    run: BatchRun | None = None,
+    **run_options: Any,
 ) -> pd.DataFrame:
     """Compute the optical flow of many videos, skipping those already done.
 
@@ -917,7 +945,9 @@ def flow_many(
     ``output_dir``, with :func:`extract_many`'s skip rule, keep-going and Dask behaviour; returns
     the index (also ``output_dir/_index/index.parquet`` and ``index.csv``; ``rows`` = flow fields).
     ``flow_settings``: :class:`~napari_flow_features.flow.compute.OpticalFlowComputer` arguments
-    (``method``, ``preset``, ``max_side``, ``scale``, ``workers``).
+    (``method``, ``preset``, ``max_side``, ``scale``, ``workers``). ``run`` and ``run_options``:
+    how it runs, as for :func:`extract_many` (``task_frames`` does not apply: a flow file is
+    written by one task).
     """
     from .. import __version__
     from ..io._atomic import ensure_output_dir
@@ -937,7 +967,10 @@ def flow_many(
     videos = expand_sources(sources)
     jobs = [Job(str(v), str(output_dir / n), flow_settings, digest)
             for v, n in zip(videos, output_names(videos, ".npy"), strict=True)]  # fmt: skip
-    run = _BatchRun(client, force, retries, progress, log)
+    run = (run or BatchRun()).replace(**run_options)
+    if run.task_frames or run.video_progress is not None:
+        raise BadInputError("A flow batch writes each video's flow in one task: no task_frames, "
+                            "no video_progress")  # fmt: skip
     return _run_batch(jobs, output_dir, _BatchKind("flow", _flow_done, run_flow_job), run)
 
 
