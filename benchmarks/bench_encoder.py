@@ -2,11 +2,17 @@
 
 Modes: eager, tf.function (the baseline), XLA, OpenVINO float32 (our ``runtime: openvino``, with its
 relative L2 against tf.function), and the bfloat16 variants only where the CPU has native bf16.
+Where PyTorch is installed, ``runtime: torch`` on the CPU in float32 (``torch CPU f32``: what
+``auto`` never picks on a CPU, docs/performance.md says why); where PyTorch also sees a CUDA GPU,
+``runtime: torch`` on that GPU (named above the table) in float32, float16 and bfloat16, against the
+same tf.function baseline. Their relative L2: float32 against tf.function, float16 and bfloat16
+against the GPU's float32 (bench_gpu.py's convention, whose timing code they reuse). Without a GPU
+one line says why the GPU rows were not measured.
 Then, where NNCF is installed, ``precision: int8`` against OpenVINO float32 (see :func:`int8_rows`).
 
     python benchmarks/bench_encoder.py [--clips 16,64] [--sizes 224,112] [--repeats 3]
                                        [--max-isa AVX2] [--no-int8] [--int8-clips 4]
-                                       [--flow FLOW.npy]
+                                       [--flow FLOW.npy] [--no-torch-cpu]
 
 ``--max-isa AVX2`` caps the instruction set both runtimes' oneDNN kernels may use
 (``ONEDNN_MAX_CPU_ISA``, which TensorFlow's oneDNN and OpenVINO's CPU plugin both read; and
@@ -18,6 +24,7 @@ multiply-add of every convolution; pools and batch norm are left out, they are <
 GFLOP/s and the fraction of this CPU's fp32 peak. The peak is cores × clock × FMA units × 16 fp32
 lanes × 2, with the clock from /proc/cpuinfo and 2 AVX-512 FMA units per core when the CPU has
 avx512f (8 lanes with AVX2 only). The baseline for the ratios is tf.function float32 in the same run.
+The GPU rows have no "% peak" or "% GEMM" (those are the CPU's).
 """
 
 from __future__ import annotations
@@ -27,10 +34,17 @@ import importlib.util
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gpu import no_gpu_reason, precision_runs, rel_l2
+
+#: The torch runtime's precisions on a GPU, with their names in the table.
+GPU_PRECISIONS = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 
 def cpu_peak_gflops() -> tuple[float, str]:
@@ -151,6 +165,45 @@ def position_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a2 * b2, axis=1) / np.maximum(norms, 1e-12)
 
 
+def torch_rows(
+    model, x: np.ndarray, reference: np.ndarray, gpu: bool, cpu: bool, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """The ``runtime: torch`` rows: ``{mode: (best seconds per call, relative L2)}``.
+
+    float32 on the CPU when ``cpu``; float32, float16 and bfloat16 on the CUDA GPU when ``gpu``.
+    float32 is compared with ``reference`` (tf.function's output), the half precisions with the
+    GPU's float32. Timing and the encoders are bench_gpu.py's :func:`precision_runs`.
+    """
+    from napari_flow_features.model.torch_i3d import keras_arrays
+
+    arrays = keras_arrays(model)  # the Keras weights read once for every encoder
+    runs = precision_runs(arrays, "Mixed_5c", x, "cpu", ("float32",), repeats) if cpu else []
+    if gpu:
+        runs += precision_runs(arrays, "Mixed_5c", x, "cuda", tuple(GPU_PRECISIONS), repeats)
+    rows = {}
+    for run in runs:
+        where = "CPU" if run.device == "cpu" else "GPU"
+        error = rel_l2(run.out, reference) if run.precision == "float32" else run.rel_l2
+        rows[f"torch {where} {GPU_PRECISIONS[run.precision]}"] = (run.seconds, error)
+    return rows
+
+
+def torch_header(no_torch_cpu: bool) -> tuple[bool, bool]:
+    """Say which torch rows this run has (naming the GPU, or why there is none): (gpu, cpu)."""
+    from napari_flow_features.model.torch_runtime import torch_installed
+
+    reason = no_gpu_reason()
+    if reason is None:
+        import torch
+
+        from napari_flow_features.model.torch_runtime import device_label
+
+        print(f"GPU: {device_label('cuda')}; torch {torch.__version__} (rows 'torch GPU …')")
+    else:
+        print(f"GPU rows: not measured ({reason})")
+    return reason is None, torch_installed() and not no_torch_cpu
+
+
 def int8_rows(args: argparse.Namespace) -> None:
     """int8 (NNCF, calibrated on the first clip) against OpenVINO float32: speed and error.
 
@@ -224,6 +277,7 @@ def main() -> None:
     parser.add_argument("--only-int8", action="store_true", help="only the int8 rows")
     parser.add_argument("--int8-clips", type=int, default=4, help="1 calibrates, the rest measure")
     parser.add_argument("--flow", help="a flow .npy (flow-features flow) for the int8 clips")
+    parser.add_argument("--no-torch-cpu", action="store_true", help="skip the torch-on-the-CPU row")
     args = parser.parse_args()
     if args.max_isa:  # before TensorFlow or OpenVINO load oneDNN, which reads it once
         os.environ["ONEDNN_MAX_CPU_ISA"] = os.environ["OV_CPU_MAX_ISA"] = args.max_isa.upper()
@@ -256,6 +310,7 @@ def main() -> None:
         f"float32 GEMM 2048²: NumPy {numpy_gemm:.0f} GFLOP/s, TensorFlow {tf_gemm:.0f} "
         f"GFLOP/s; '% GEMM' below is against the faster, {gemm:.0f} GFLOP/s"
     )
+    gpu, torch_cpu = torch_header(args.no_torch_cpu) if not args.only_int8 else (False, False)
     print(
         f"{'clip':>10}{'mode':>16}{'frames/s':>10}{'GFLOP/clip':>12}{'GFLOP/s':>9}{'% peak':>8}"
         f"{'% GEMM':>8}{'vs tf.fn':>9}{'rel L2':>10}"
@@ -297,15 +352,25 @@ def main() -> None:
                 got = ov(xn)
                 rel["openvino f32"] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
             times = {name: time_call(fn, x, args.repeats) for name, fn in modes.items()}
+            if gpu or torch_cpu:
+                ref = np.asarray(modes["tf.function"](x))
+                for name, (t, err) in torch_rows(
+                    f32, np.array(x), ref, gpu, torch_cpu, args.repeats
+                ).items():
+                    times[name], rel[name] = t, err
             base = times["tf.function"]
             for name, t in times.items():
                 gflops = flops / t / 1e9
-                pct = f"{100 * gflops / peak:.0f}" if name != "bf16 tf.fn" else "-"
+                on_cpu = name != "bf16 tf.fn" and not name.startswith("torch GPU")
+                pct = f"{100 * gflops / peak:.0f}" if on_cpu else "-"
+                pct_gemm = f"{100 * gflops / gemm:.0f}" if not name.startswith("torch GPU") else "-"
                 err = f"{rel[name]:.1e}" if name in rel else "-"
                 print(
                     f"{f'{length}x{size}²':>10}{name:>16}{length / t:>10.1f}{flops / 1e9:>12.1f}"
-                    f"{gflops:>9.1f}{pct:>8}{100 * gflops / gemm:>8.0f}{base / t:>9.2f}{err:>10}"
+                    f"{gflops:>9.1f}{pct:>8}{pct_gemm:>8}{base / t:>9.2f}{err:>10}"
                 )
+    if gpu and not args.only_int8:
+        print("rel L2 of 'torch GPU f16/bf16': against 'torch GPU f32'; of the others: tf.function")
     if not args.no_int8 and importlib.util.find_spec("nncf") is not None:
         int8_rows(args)
 

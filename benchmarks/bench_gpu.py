@@ -41,6 +41,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -50,6 +51,7 @@ REF_POINTS = ("Mixed_3c", "Mixed_4f", "Mixed_5c")
 REF_SHAPE = (1, 16, 72, 88, 2)
 LOGITS_SHAPE = (1, 10, 200, 200, 2)
 TOLERANCE = 1e-4
+GPU_PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
 
 
 def import_package() -> None:
@@ -169,6 +171,63 @@ def time_calls(encoder, x: np.ndarray, repeats: int) -> tuple[float, np.ndarray]
     return best, out
 
 
+class Run(NamedTuple):
+    """One timed encoder: where and in what it ran, its best seconds per call, its output."""
+
+    device: str  # the encoder's device_label, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"
+    precision: str
+    seconds: float
+    out: np.ndarray
+    rel_l2: float  # to the first run's output (the first precision asked for: float32)
+
+
+def precision_runs(
+    source: Any, endpoint: str, x: np.ndarray, device: str, precisions, repeats: int
+) -> list[Run]:
+    """Time the torch runtime on ``device`` in each of ``precisions`` (float32 first) on clips ``x``.
+
+    ``source`` is what :class:`TorchEncoder` takes (weight arrays: convert a Keras model once with
+    ``keras_arrays``). Each encoder is freed before the next, so one precision's memory is held.
+    """
+    import torch
+
+    from napari_flow_features.model.torch_runtime import TorchEncoder
+
+    runs: list[Run] = []
+    for precision in precisions:
+        encoder = TorchEncoder(source, endpoint, device=device, precision=precision)
+        seconds, out = time_calls(encoder, x, repeats)
+        error = rel_l2(out, runs[0].out) if runs else 0.0
+        runs.append(Run(encoder.device_label, precision, seconds, out, error))
+        del encoder
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    return runs
+
+
+def no_gpu_reason() -> str | None:
+    """Why the GPU rows cannot be measured here, or None when PyTorch sees a CUDA GPU.
+
+    Imports PyTorch only where an NVIDIA driver is visible (as ``runtime: auto`` does).
+    """
+    import importlib.metadata
+
+    from napari_flow_features.model.torch_runtime import (
+        cuda_available,
+        nvidia_driver_present,
+        torch_installed,
+    )
+
+    if not torch_installed():
+        return "PyTorch is not installed: pip install 'napari-flow-features[gpu]'"
+    if cuda_available():
+        return None
+    version = importlib.metadata.version("torch")
+    if not nvidia_driver_present():
+        return f"no NVIDIA driver visible; PyTorch {version} sees no CUDA device"
+    return f"PyTorch {version} sees no CUDA device (a CPU-only build, or a driver it cannot use)"
+
+
 def table(assets: Path, shapes: list[tuple[int, ...]], repeats: int, cpu_repeats: int, batch: int):
     import torch
 
@@ -186,20 +245,13 @@ def table(assets: Path, shapes: list[tuple[int, ...]], repeats: int, cpu_repeats
     rows = []
     for shape in shapes:
         x = np.random.default_rng(0).uniform(-1, 1, (batch, *shape, 2)).astype(np.float32)
-        cpu = TorchEncoder(arrays, "Mixed_5c", device="cpu")
-        cpu_s, _ = time_calls(cpu, x, cpu_repeats)
-        runs = [("cpu", "float32", cpu_s, None)]
+        runs = precision_runs(arrays, "Mixed_5c", x, "cpu", ("float32",), cpu_repeats)
+        cpu_s = runs[0].seconds
         for gpu in gpus[:1]:
-            full = None
-            for precision in ("float32", "tf32", "float16", "bfloat16"):
-                encoder = TorchEncoder(arrays, "Mixed_5c", device=gpu, precision=precision)
-                seconds, out = time_calls(encoder, x, repeats)
-                full = out if precision == "float32" else full
-                runs.append((encoder.device_label, precision, seconds, rel_l2(out, full)))
-                del encoder
-                torch.cuda.empty_cache()
-        for device, precision, seconds, error in runs:
+            runs += precision_runs(arrays, "Mixed_5c", x, gpu, GPU_PRECISIONS, repeats)
+        for device, precision, seconds, _, rel in runs:
             clips = batch / seconds
+            error = None if device == "cpu" else rel
             rows.append({"shape": shape, "device": device, "precision": precision,
                          "seconds": seconds, "ratio": cpu_s / seconds, "rel_l2": error})  # fmt: skip
             err = "" if error is None else f"{error:.2e}"

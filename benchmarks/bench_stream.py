@@ -5,8 +5,14 @@
 1. Open time of a long video (first open, second open) against decoding a tenth of it.
 2. End to end on a generated 640×480 video of ``--seconds`` with the CLI's defaults
    (``flow-features extract``): frames/s, against the bound ``1 / (1/flow + 1/encoder)`` measured in
-   the same run (flow alone, encoder alone), and against the code at ``--baseline-commit`` (run from
-   a temporary ``git worktree`` with its own defaults) on the same video.
+   the same run (flow alone, encoder alone), the encoder's passes per frame of every row (the
+   metadata's ``encoder_frames_per_output_frame``), the same with 256-frame chunks, and against the
+   code at ``--baseline-commit`` (run from a temporary ``git worktree`` with its own defaults) on
+   the same video. Where PyTorch sees a CUDA GPU, a row on the device the defaults did not use
+   (``runtime: auto`` runs on the GPU there, so the extra row is the CPU runtime; ``--runtime
+   torch`` if the defaults stayed on the CPU) and the GPU's speed-up over the CPU; otherwise one
+   line saying why the GPU row was not measured. The scaling across Dask workers is
+   ``bench_split.py``'s table.
 3. Peak RSS and peak extra disk (in a private TMPDIR) of ``extract`` for videos of each of
    ``--minutes`` at 160×120 (what must stay flat is the cost in the video's length).
 
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_gpu
 # Speed does not depend on the weights' values: random weights keep the benchmark offline.
 os.environ.setdefault("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS", "random")
 
@@ -179,63 +186,124 @@ def open_table(work: Path, open_minutes: float) -> None:
 
 
 def end_to_end(work: Path, args: argparse.Namespace, python: str) -> tuple:
-    """The CLI's defaults on a 640x480 video against the bound and the baseline commit."""
+    """The CLI's defaults on a 640x480 video against the bound, the other device and the baseline."""
     video = make_video(work / f"e2e_{args.seconds:g}s_640x480.mp4", args.seconds, 480, 640)
     n_frames = int(args.seconds * 30)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     tmp = work / "tmp"
     tmp.mkdir(exist_ok=True)
     env["TMPDIR"] = str(tmp)
-    ours = run_measured(extract_cmd(python, video, work / "e2e.parquet", []), env, tmp)
-    from napari_flow_features.io.tables import read_table
 
-    meta = read_table(work / "e2e.parquet").attrs
+    def measure(name: str, extra: list[str], run_env: dict = env) -> tuple[dict, dict]:
+        from napari_flow_features.io.tables import read_table
+
+        run = run_measured(extract_cmd(python, video, work / name, extra), run_env, tmp)
+        return run, dict(read_table(work / name).attrs)
+
+    ours, meta = measure("e2e.parquet", [])
     # Flow alone (same method and size as the defaults) in this same session; the encoder's own
-    # time comes from the run's metadata.
+    # time comes from each run's metadata.
     from napari_flow_features.flow.compute import OpticalFlowComputer
 
     tick = time.perf_counter()
     OpticalFlowComputer("dis", max_side=256).compute(video)
     flow_fps = n_frames / (time.perf_counter() - tick)
-    enc_fps = n_frames / meta["encoder_seconds"]
-    bound = 1 / (1 / flow_fps + 1 / enc_fps)
-    run_fps = n_frames / meta["seconds"]  # streaming part, without start-up
-    fps = n_frames / ours["seconds"]
-    passes = meta["encoder_frames_per_output_frame"]
-    print(f"\n## End to end, {args.seconds:g} s 640x480 ({n_frames} frames), CLI defaults\n")
-    print("| run | wall s (with start-up) | frames/s wall | frames/s streaming | flow alone fps | "
-          "encoder fps (per output frame) | bound fps | streaming / bound | peak RSS MB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| this commit ({meta.get('runtime_used')}, {meta['windowing']}, {passes:.2f} passes) | "
-          f"{ours['seconds']:.1f} | {fps:.2f} | {run_fps:.2f} | {flow_fps:.1f} | {enc_fps:.1f} | "
-          f"{bound:.2f} | {run_fps / bound:.2f} | {ours['rss'] / 1e6:.0f} |")  # fmt: skip
+    runs = {f"this commit, defaults ({run_where(meta)})": (ours, meta)}
     # The same defaults with the fixed 256-frame chunks of earlier versions: passes per frame,
     # encoder time and peak memory against chunk_length auto (sized to the memory budget).
-    fixed = run_measured(extract_cmd(python, video, work / "e2e_256.parquet",
-                                     ["--chunk-length", "256"]), env, tmp)  # fmt: skip
-    fmeta = read_table(work / "e2e_256.parquet").attrs
-    print(f"| chunk_length 256 ({fmeta['encoder_frames_per_output_frame']:.2f} passes, encoder "
-          f"{fmeta['encoder_seconds']:.1f} s vs {meta['encoder_seconds']:.1f} s auto) | "
-          f"{fixed['seconds']:.1f} | {n_frames / fixed['seconds']:.2f} | "
-          f"{n_frames / fmeta['seconds']:.2f} | | {n_frames / fmeta['encoder_seconds']:.1f} | | | "
-          f"{fixed['rss'] / 1e6:.0f} |")  # fmt: skip
-    print(
-        f"\nchunk_length auto: {meta['chunk_length']} frames, {passes:.3f} passes per frame "
-        f"(goal ≤ 1.15), peak RSS {ours['rss'] / 1e9:.2f} GB (goal < 4 GB); encoder time "
-        f"{fmeta['encoder_seconds'] / meta['encoder_seconds']:.2f}x less than 256-frame chunks"
-    )
+    fixed = runs["chunk_length 256"] = measure("e2e_256.parquet", ["--chunk-length", "256"])
+    other, note = other_device(meta)
+    if other is not None:
+        other_run = measure("e2e_other.parquet", other)
+        runs[f"{' '.join(other)} ({run_where(other_run[1])})"] = other_run
     if args.baseline_commit:
         base_dir = work / "baseline"
         if not base_dir.exists():
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_dir),
                             args.baseline_commit], check=True, capture_output=True)  # fmt: skip
         benv = {**env, "PYTHONPATH": str(base_dir / "src")}
-        base = run_measured(extract_cmd(python, video, work / "base.parquet", []), benv, tmp)
-        bfps = n_frames / base["seconds"]
-        print(f"| {args.baseline_commit} (its own defaults) | "
-              f"{base['seconds']:.1f} | {bfps:.2f} | | | | | | {base['rss'] / 1e6:.0f} |")  # fmt: skip
-        print(f"\nspeed-up end to end (wall, start-up included): {fps / bfps:.2f}x")
-    return flow_fps, enc_fps, run_fps, bound
+        runs[f"{args.baseline_commit} (its own defaults)"] = measure("base.parquet", [], benv)
+    print(f"\n## End to end, {args.seconds:g} s 640x480 ({n_frames} frames), CLI defaults\n")
+    print("| run | wall s (with start-up) | frames/s wall | frames/s streaming | flow alone fps | "
+          "encoder fps (per output frame) | passes | bound fps | streaming / bound | "
+          "peak RSS MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, (run, run_meta) in runs.items():
+        print(e2e_row(label, run, run_meta, n_frames, flow_fps))
+    passes, fmeta = meta["encoder_frames_per_output_frame"], fixed[1]
+    print(
+        f"\npasses: the encoder's frames per output frame (encoder_frames_per_output_frame). "
+        f"chunk_length auto: {meta['chunk_length']} frames, {passes:.3f} passes per frame "
+        f"(goal ≤ 1.15), peak RSS {ours['rss'] / 1e9:.2f} GB (goal < 4 GB); encoder seconds with "
+        f"256-frame chunks / with auto: {fmeta['encoder_seconds'] / meta['encoder_seconds']:.2f}"
+    )
+    print(note if other is None else device_ratio(meta, other_run[1], n_frames))
+    if args.baseline_commit:
+        base = runs[f"{args.baseline_commit} (its own defaults)"][0]
+        speed_up = base["seconds"] / ours["seconds"]
+        print(f"speed-up end to end over {args.baseline_commit} (wall, start-up included): "
+              f"{speed_up:.2f}x")  # fmt: skip
+    print("Scaling of one long video across Dask workers (1, 2, 4): benchmarks/bench_split.py")
+    enc_fps = n_frames / meta["encoder_seconds"]
+    return flow_fps, enc_fps, n_frames / meta["seconds"], 1 / (1 / flow_fps + 1 / enc_fps)
+
+
+def run_where(meta: dict) -> str:
+    """The runtime and device a run used, from its metadata: ``"openvino on cpu"``."""
+    return f"{meta.get('runtime_used', '?')} on {meta.get('runtime_device', '?')}"
+
+
+def e2e_row(label: str, run: dict, meta: dict, n_frames: int, flow_fps: float) -> str:
+    """One row of the end-to-end table; blank cells where a run's metadata lacks the value (the
+    baseline commit's may predate ``encoder_seconds`` or ``encoder_frames_per_output_frame``)."""
+
+    def per_frame(key: str) -> float | None:
+        return n_frames / meta[key] if meta.get(key) else None
+
+    streaming, encoder = per_frame("seconds"), per_frame("encoder_seconds")
+    bound = 1 / (1 / flow_fps + 1 / encoder) if encoder else None
+    cells = [
+        label,
+        f"{run['seconds']:.1f}",
+        f"{n_frames / run['seconds']:.2f}",
+        streaming,
+        flow_fps if encoder else None,
+        encoder,
+        meta.get("encoder_frames_per_output_frame"),
+        bound,
+        streaming / bound if streaming and bound else None,
+        f"{run['rss'] / 1e6:.0f}",
+    ]
+    text = [c if isinstance(c, str) else "" if c is None else f"{c:.2f}" for c in cells]
+    return "| " + " | ".join(text) + " |"
+
+
+def other_device(meta: dict) -> tuple[list[str] | None, str]:
+    """The extra run on the device the defaults did not use, or None and why there is none.
+
+    With a CUDA GPU visible, ``runtime: auto`` already runs on it (torch): the extra run is then the
+    CPU runtime auto picks without a GPU. Otherwise, where PyTorch sees a GPU but the defaults ran
+    on the CPU, the extra run is ``--runtime torch``.
+    """
+    from bench_gpu import no_gpu_reason
+    from napari_flow_features.model.runtime import resolve_runtime
+
+    reason = no_gpu_reason()
+    if reason is not None:
+        return None, f"GPU row: not measured ({reason})"
+    if str(meta.get("runtime_device", "")).startswith("cuda"):
+        return ["--runtime", resolve_runtime("auto", lambda: False)], ""
+    return ["--runtime", "torch"], ""
+
+
+def device_ratio(meta: dict, other: dict, n_frames: int) -> str:
+    """How much faster the GPU run streamed and encoded than the CPU run, both of this run."""
+    gpu, cpu = (meta, other) if str(meta["runtime_device"]).startswith("cuda") else (other, meta)
+    return (
+        f"GPU ({run_where(gpu)}) against CPU ({run_where(cpu)}): streaming "
+        f"{cpu['seconds'] / gpu['seconds']:.2f}x, encoder "
+        f"{cpu['encoder_seconds'] / gpu['encoder_seconds']:.2f}x ({n_frames} frames each)"
+    )
 
 
 def memory_table(work: Path, args: argparse.Namespace, python: str) -> None:
