@@ -9,7 +9,9 @@ across each number of ``--workers`` that this machine has the cores for (``--wor
 --task-frames N``, a LocalCluster of K processes with an equal share of the cores). Prints wall
 time, frames/s, the speed-up over the one-process run measured in the same run, the encoder's
 frames per output frame (the split's margins cost extra passes) and the largest relative L2
-difference of a row to the one-process table. Each run is a subprocess; the CPU is named.
+difference of a row to the one-process table. A last row runs the batch form (``--output-dir``) on
+the most workers, where one video on more workers than videos is split the same way. Each run is
+a subprocess; the CPU is named.
 ``--task-frames 0`` (default) cuts the video into twice as many tasks as the most workers.
 """
 
@@ -34,11 +36,15 @@ os.environ.setdefault("NAPARI_FLOW_FEATURES_DEFAULT_WEIGHTS", "random")
 BIN = Path(sys.executable).parent / "flow-features"
 
 
-def run(video: Path, out: Path, extra: list[str]) -> float:
-    """Wall seconds of one ``flow-features extract`` (a failure stops the benchmark)."""
+def run(video: Path, out: Path, extra: list[str], form: str = "-o") -> float:
+    """Wall seconds of one ``flow-features extract`` (a failure stops the benchmark).
+
+    ``form`` ``--output-dir``: the batch form, writing ``out.parent / (video stem).parquet``.
+    """
     out.unlink(missing_ok=True)
+    target = out if form == "-o" else out.parent
     t0 = time.perf_counter()
-    subprocess.run([str(BIN), "-q", "extract", str(video), "-o", str(out), *extra], check=True)
+    subprocess.run([str(BIN), "-q", "extract", str(video), form, str(target), *extra], check=True)
     return time.perf_counter() - t0
 
 
@@ -94,6 +100,13 @@ def main() -> None:
             )
             rows.append((f"split, {k} worker(s)", seconds, read_table(out).attrs,
                          max_rel_l2(out, single)))  # fmt: skip
+        # The batch form on the most workers: one video, more workers than videos, so it splits.
+        k = max(counts)
+        out = folder / "batch" / "long.parquet"
+        seconds = run(video, out, [*model, "--workers", str(k), "--task-frames", str(task_frames)],
+                      "--output-dir")  # fmt: skip
+        rows.append((f"batch, {k} worker(s)", seconds, read_table(out).attrs,
+                     max_rel_l2(out, single)))  # fmt: skip
     print(f"\nCPU: {cpu_name()}, {cores} cores; load average before: {load:.2f}")
     print(f"video: 640x480, {n} frames; tasks of {task_frames} frames\n")
     print(f"{'run':<22} {'wall s':>8} {'frames/s':>9} {'vs one':>7} {'enc/frame':>9} "
