@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import moving_pattern
 from pinned_reference import at_time, bilinear, map_hw, rescale, resized_hw
 
 import napari_flow_features
@@ -212,7 +213,8 @@ def test_flow_command_finds_the_translation(shifted, tmp_path, method):
 def test_flow_command_scales_displacements_with_max_side(shifted, tmp_path):
     """Half the size, half the displacement: (2, -1) px per frame at 128x96 is (1, -0.5) at 64x48."""
     out = tmp_path / "half.npy"
-    ok(flow_features("flow", shifted / "shift.mp4", "-o", out, "--max-side", 64, cwd=tmp_path))
+    ok(flow_features("flow", shifted / "shift.mp4", "-o", out, "--max-side", 64, "--method",
+                     "farneback", cwd=tmp_path))  # fmt: skip
     flow = np.load(out, allow_pickle=False)
     assert flow.shape == (SHIFT_T - 1, 48, 64, 2)
     check_translation(flow, DX / 2, DY / 2, margin=8)
@@ -231,7 +233,7 @@ def test_flow_command_for_a_folder_finds_the_translation(shifted, tmp_path):
     assert flow.shape == (SHIFT_T - 1, *SHIFT_HW, 2)
     check_translation(flow, DX, DY, margin=16)
     side = json.loads(out.with_name("shift.npy.json").read_text())
-    assert side["flow_method"] == "farneback" and side["n_frames"] == SHIFT_T
+    assert side["flow_method"] == "dis" and side["n_frames"] == SHIFT_T  # extract's default
     assert side["data_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
@@ -247,16 +249,14 @@ def test_flow_command_writes_only_npy(shifted, tmp_path, name):
 # -- flow, then extract from the flow file ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def flow_then_extract(shifted):
-    """``flow`` with its defaults, and the features of the video at full size with the same flow
-    method (``flow`` defaults to Farneback, ``extract`` to DIS)."""
+    """``flow`` with its defaults, and the features of the video with ``extract``'s (the same)."""
     ok(flow_features("flow", "shift.mp4", "-o", "flow.npy", cwd=shifted))
     flow = np.load(shifted / "flow.npy", allow_pickle=False)
     np.savez(shifted / "flow.npz", flow=flow)
     (shifted / "flo").mkdir()
     for i, field in enumerate(flow):
         write_flo(shifted / "flo" / f"{i:03d}.flo", field)
-    ok(flow_features("extract", "shift.mp4", "-o", "video.parquet", "--max-side", 0,
-                     "--flow-method", "farneback", *MODEL, cwd=shifted))  # fmt: skip
+    ok(flow_features("extract", "shift.mp4", "-o", "video.parquet", *MODEL, cwd=shifted))
     return shifted
 
 
@@ -298,6 +298,25 @@ def test_a_choice_that_cannot_apply_to_a_flow_file_is_named(flow_then_extract, o
     result = flow_features("extract", "flow.npy", "-o", output, *option, *MODEL, cwd=folder)
     assert result.returncode == 2 and named in result.stderr and "flow" in result.stderr
     assert not (folder / output).exists()
+
+
+def test_flow_then_extract_equals_extract_of_the_video_with_every_default(tmp_path):
+    """A 320x240 video: ``flow`` (defaults) then ``extract FLOW.npy`` (defaults) gives the rows that
+    ``extract VIDEO`` (defaults) gives, because both resize to 256x192 and use DIS; ``flow
+    --max-side 0`` keeps the video's size."""
+    write_video(tmp_path / "big.mp4", moving_pattern(12, 240, 320), fps=25)
+    ok(flow_features("flow", "big.mp4", "-o", "flow.npy", cwd=tmp_path))
+    side = json.loads((tmp_path / "flow.npy.json").read_text())
+    assert side["flow_method"] == "dis" and side["flow_shape"] == [192, 256]
+    ok(flow_features("extract", "flow.npy", "-o", "from_flow.parquet", *MODEL, cwd=tmp_path))
+    ok(flow_features("extract", "big.mp4", "-o", "video.parquet", *MODEL, cwd=tmp_path))
+    got = pd.read_parquet(tmp_path / "from_flow.parquet")
+    want = pd.read_parquet(tmp_path / "video.parquet")
+    assert got["frame"].tolist() == want["frame"].tolist() == list(range(12))
+    a, b = got.filter(regex=r"^f\d{4}$").to_numpy(), want.filter(regex=r"^f\d{4}$").to_numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+    ok(flow_features("flow", "big.mp4", "-o", "full.npy", "--max-side", 0, cwd=tmp_path))
+    assert np.load(tmp_path / "full.npy").shape == (11, 240, 320, 2)
 
 
 def test_flow_kept_from_a_range_keeps_its_video_frame_numbers(flow_then_extract):

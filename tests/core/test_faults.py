@@ -1201,7 +1201,7 @@ def test_hostile_output_paths_are_named_errors(case, tmp_path):
             "number",
         ),
         (["flow", "v.mp4", "-o", "f.npy", "--workers", "0"], "out of range"),
-        (["flow", "v.mp4", "-o", "f.npy", "--max-side", "0"], "out of range"),
+        (["flow", "v.mp4", "-o", "f.npy", "--max-side", "-1"], "at least 0"),  # 0: full size
         (["extract", "v.mp4", "-o", "f.csv", "--stride", "0"], "out of range"),
         (["extract", "v.mp4", "-o", "f.csv", "--clip-length", "0"], "out of range"),
     ],

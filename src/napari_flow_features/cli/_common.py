@@ -400,23 +400,54 @@ def defaults_of(parser: argparse.ArgumentParser) -> dict[str, Any]:
 def add_flow_options(p: argparse.ArgumentParser) -> None:
     """The optical-flow options of ``flow`` and ``sequences compute``.
 
+    Their defaults are ``extract``'s (DIS, medium preset, frames resized to 256 px on the longest
+    side), so a flow file made with them and then given to ``extract`` gives the rows that
+    ``extract`` gives for the video itself.
+
     Parameters
     ----------
     p : argparse.ArgumentParser
         The sub-command's parser.
     """
-    p.add_argument("--method", choices=FLOW_METHODS, default="farneback", help="flow method")
-    p.add_argument("--preset", choices=DIS_PRESETS, default="medium", help="DIS preset")
+    from ..config import AUTO_MAX_SIDE, ExtractionSettings
+
+    method = ExtractionSettings().flow_method
+    p.add_argument("--method", choices=FLOW_METHODS, default=method,
+                   help=f"flow method ({method}, as extract's --flow-method)")  # fmt: skip
+    p.add_argument("--preset", choices=DIS_PRESETS, default="medium", help="DIS preset (medium)")
     size = p.add_mutually_exclusive_group()
     size.add_argument(
-        "--max-side", type=POSITIVE_INT, help="resize so the longest side is at most this"
-    )
+        "--max-side", type=max_side_option, default="auto",
+        help=f"resize so the longest side is at most this; auto (default): {AUTO_MAX_SIDE} px, as "
+        "extract; 0: the video's own size",
+    )  # fmt: skip
     size.add_argument("--scale", type=POSITIVE_FLOAT, help="resize by this factor before flow")
     p.add_argument(
         "--workers",
         type=POSITIVE_INT,
         help="threads for single-threaded methods (default: cores, max 2)",
     )
+
+
+def flow_max_side(args: argparse.Namespace) -> int | None:
+    """The longest side the flow options ask for: ``None`` for the video's own size.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed options of :func:`add_flow_options`.
+
+    Returns
+    -------
+    int or None
+        Pixels (``auto``: :data:`~napari_flow_features.config.AUTO_MAX_SIDE`), or ``None`` for
+        ``--max-side 0`` or with ``--scale``.
+    """
+    from ..config import AUTO_MAX_SIDE
+
+    if args.scale is not None:
+        return None
+    return AUTO_MAX_SIDE if args.max_side == "auto" else (args.max_side or None)
 
 
 def flow_computer(args: argparse.Namespace) -> Any:
@@ -437,7 +468,7 @@ def flow_computer(args: argparse.Namespace) -> Any:
     return OpticalFlowComputer(
         method=args.method,
         preset=args.preset,
-        max_side=args.max_side,
+        max_side=flow_max_side(args),
         scale=args.scale,
         workers=args.workers,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import BadInputError
 from ._cluster import add_cluster_arguments, run_on_cluster
-from ._common import add_flow_options, console, flow_computer
+from ._common import add_flow_options, console, flow_computer, flow_max_side
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "flow",
         help="compute dense optical flow for a video or a folder of videos",
         description="Writes (T-1, H, W, 2) float32 .npy flow (dx, dy in px/frame) plus a JSON "
-        "sidecar. A folder run skips videos whose flow is already complete.",
+        "sidecar. The defaults are extract's (DIS, 256 px longest side), so extract FLOW.npy gives "
+        "the rows extract VIDEO gives. A folder run skips videos whose flow is already complete.",
     )
     p.add_argument("video", nargs="?", help="a video file")
     p.add_argument("-o", "--output", help="output .npy for VIDEO")
@@ -99,7 +100,7 @@ def run_folder(args: argparse.Namespace) -> int:
 
     if not Path(args.input_dir).is_dir():
         raise BadInputError(f"Input folder not found: {args.input_dir}")
-    settings = {"method": args.method, "preset": args.preset, "max_side": args.max_side,
+    settings = {"method": args.method, "preset": args.preset, "max_side": flow_max_side(args),
                 "scale": args.scale, "workers": args.workers}  # fmt: skip
 
     def run_batch(client: Any, progress: Any, log: Any, video_progress: Any) -> Any:
