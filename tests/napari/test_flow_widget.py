@@ -39,6 +39,8 @@ def test_flow_on_the_sample_adds_aligned_layers(make_napari_viewer, qtbot, tmp_p
     widget = FlowWidget(viewer)
     assert widget.video.value is video
     widget.method.value = "dis"
+    widget.resize.value = "longest side (px)"
+    assert not widget.max_side.native.isHidden()  # shown for a side of one's own
     widget.max_side.value = 160  # 240x320 -> 120x160: flow pixels are 2 video pixels
     widget.output.value = str(tmp_path / "flow.npy")
     worker = widget.run()
@@ -119,6 +121,29 @@ def test_a_16_bit_layer_gives_the_flow_of_its_8_bit_picture(
     assert np.hypot(flows["eight"][..., 0], flows["eight"][..., 1]).mean() > 0.5
     epe = np.hypot(*(flows["sixteen"] - flows["eight"]).transpose(3, 0, 1, 2)).mean()
     assert epe < 0.05
+
+
+def test_the_default_flow_is_the_one_extraction_computes(make_napari_viewer, qtbot, tmp_path,
+                                                         errors):  # fmt: skip
+    """Defaults: DIS at 256 px on the longest side, as the extraction dock and the command line, so
+    features from the flow layer are the video layer's; the flow layer still covers the video."""
+    import json
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "whisker")  # 240x320
+    widget = FlowWidget(viewer)
+    assert (widget.method.value, widget.resize.value) == ("dis", "auto")
+    assert widget.max_side.native.isHidden()  # only for a side of one's own
+    widget.output.value = str(tmp_path / "flow.npy")
+    wait(qtbot, widget.run())
+    assert errors == []
+    colour = viewer.layers["flow: whisker video"]
+    assert colour.metadata["flow"].shape == (95, 192, 256, 2)
+    np.testing.assert_allclose(colour.scale, [1, 1.25, 1.25])  # 320 / 256 video px per flow px
+    side = json.loads((tmp_path / "flow.npy.json").read_text())
+    assert side["flow_shape"] == [192, 256] and side["flow_method"] == "dis"
+    assert viewer.layers.index(colour) > viewer.layers.index(viewer.layers["whisker video"])
+    assert colour.visible
 
 
 def test_temporary_flow_goes_with_its_layer(make_napari_viewer, qtbot, tmp_path, monkeypatch):

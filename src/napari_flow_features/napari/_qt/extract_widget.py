@@ -28,6 +28,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from .. import _axes, _session
+from .flow_widget import RESIZE_CHOICES
 from .scroll import make_scrollable
 
 if TYPE_CHECKING:
@@ -165,8 +166,8 @@ def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
 
 #: Per-frame schemes (docs/performance.md): label → config value.
 WINDOWING_CHOICES = {"chunked (seamless)": "chunked", "sliding windows": "sliding"}
-#: The resize before flow and encoder: the command line's default, the video's size, or a side.
-RESIZE_CHOICES = {"auto": "auto", "full size": "full", "longest side (px)": "custom"}
+#: The resize before flow and encoder (the flow dock's choices): the command line's default, the
+#: video's size, or a side.
 #: The extractor config's stream values (docs/streams.md).
 STREAM_CHOICES = ("flow", "rgb", "two-stream")
 

@@ -17,6 +17,7 @@ from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
+from ...config import AUTO_MAX_SIDE
 from ...flow.compute import DIS_PRESETS, METHODS
 from .. import _session
 from .scroll import make_scrollable
@@ -110,6 +111,10 @@ def aligned_transform(video_layer: Any, scale_yx: tuple[float, float]) -> tuple[
     return scale, translate
 
 
+#: The resize before flow, as the extraction dock offers it: its default, full size, or a side.
+RESIZE_CHOICES = {"auto": "auto", "full size": "full", "longest side (px)": "custom"}
+
+
 class FlowWidget(Container):
     """Compute dense optical flow for a video layer (Plugins ▸ Flow Features ▸ Compute optical flow).
 
@@ -125,9 +130,16 @@ class FlowWidget(Container):
         self.video = ComboBox(label="video", choices=lambda _: video_layer_choices(self._viewer))
         self.method = ComboBox(label="method", choices=list(METHODS), value="dis")
         self.preset = ComboBox(label="DIS preset", choices=list(DIS_PRESETS), value="medium")
+        # Extraction's resize choices and default, so features from this flow layer equal
+        # features from the video layer.
+        self.resize = ComboBox(
+            label="resize", choices=list(RESIZE_CHOICES), value="auto",
+            tooltip=f"auto: the longest side to {AUTO_MAX_SIDE} px, as feature extraction does; "
+            "full size; or a longest side of your own",
+        )  # fmt: skip
         self.max_side = SpinBox(
-            label="max side (px)", value=0, min=0, max=8192, step=16,
-            tooltip="Resize so the longest side is at most this before flow (0: full size).",
+            label="max side (px)", value=AUTO_MAX_SIDE, min=8, max=8192, step=16,
+            tooltip="Resize so the longest side is at most this before flow.",
         )  # fmt: skip
         self.workers = SpinBox(
             label="processes", value=0, min=0, max=64,
@@ -141,10 +153,12 @@ class FlowWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.extend(
-            [self.video, self.method, self.preset, self.max_side, self.workers, self.output,
+            [self.video, self.method, self.preset, self.resize, self.max_side, self.workers,
+             self.output,
              self.run_button, self.cancel_button, self.status]
         )  # fmt: skip
         self.method.changed.connect(self._on_method)
+        self.resize.changed.connect(self._on_resize)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         napari_viewer.layers.events.inserted.connect(self._refresh)
@@ -158,6 +172,7 @@ class FlowWidget(Container):
         self._run: Any = None
         self._progress: Any = None
         self._on_method()
+        self._on_resize()
         self._refresh()
         make_scrollable(self)  # the three docks together fit a 1280x800 screen
 
@@ -166,6 +181,22 @@ class FlowWidget(Container):
 
     def _on_method(self, *_: Any) -> None:
         self.preset.visible = self.method.value == "dis"
+
+    def _on_resize(self, *_: Any) -> None:
+        self.max_side.visible = RESIZE_CHOICES[self.resize.value] == "custom"
+
+    def flow_max_side(self) -> int | None:
+        """The longest side the form asks for; ``None`` for the video's own size.
+
+        Returns
+        -------
+        int or None
+            Pixels, or ``None`` for full size.
+        """
+        choice = RESIZE_CHOICES[self.resize.value]
+        if choice == "custom":
+            return int(self.max_side.value)
+        return AUTO_MAX_SIDE if choice == "auto" else None
 
     # -- running -----------------------------------------------------------------------------------
     def run(self, *_: Any) -> Any:
@@ -193,7 +224,7 @@ class FlowWidget(Container):
             computer = OpticalFlowComputer(
                 method=self.method.value,
                 preset=self.preset.value,
-                max_side=self.max_side.value or None,
+                max_side=self.flow_max_side(),
                 workers=self.workers.value or None,
             )
             spec = computer.spec_for(layer.data)
