@@ -320,16 +320,38 @@ def test_flow_then_extract_equals_extract_of_the_video_with_every_default(tmp_pa
 
 
 def test_flow_kept_from_a_range_keeps_its_video_frame_numbers(flow_then_extract):
-    """Flow kept from frames 3..9 of a video: rows from it are numbered 3..9 (the video's frames),
-    and landmarks (in the whole video's frames and pixels) are refused for it, named."""
+    """Flow kept from frames 3..9 of a video: rows from it are numbered 3..9 (the video's frames)."""
     folder = flow_then_extract
     ok(flow_features("extract", "shift.mp4", "-o", "part.parquet", "--start", 3, "--stop", 10,
                      "--keep-flow", "part.npy", *MODEL, cwd=folder))  # fmt: skip
     ok(flow_features("extract", "part.npy", "-o", "from_part.parquet", *MODEL, cwd=folder))
     rows = pd.read_parquet(folder / "from_part.parquet")
     assert rows["frame"].tolist() == list(range(3, 10))
-    pd.DataFrame({"frame": range(SHIFT_T), "x": 20.0, "y": 20.0}).to_csv(folder / "lm.csv",
-                                                                        index=False)  # fmt: skip
-    refused = flow_features("extract", "part.npy", "-o", "pts.parquet", "--post-encoder", "point",
-                            "--points", "lm.csv", *MODEL, cwd=folder)  # fmt: skip
-    assert refused.returncode == 2 and "flow kept from part of a video" in refused.stderr
+
+
+@pytest.mark.parametrize("max_side", [0, 32], ids=["region's size", "resized"])
+def test_landmarks_find_their_place_in_flow_kept_from_part_of_a_video(flow_then_extract, max_side):
+    """Flow kept from frames 3..9 and the region x=24, y=16, 64x48: landmarks in the whole video's
+    frames and pixels give, from the kept flow, the rows the video gives with that range and
+    region (positions in video pixels, frames numbered as the video's; flow kept in float32, so
+    the encoder sees the very same input)."""
+    folder = flow_then_extract
+    part = ["--start", 3, "--stop", 10, "--roi", "24,16,64,48", "--max-side", max_side]
+    t = np.arange(SHIFT_T)
+    pd.DataFrame({"frame": np.repeat(t, 2), "track_id": ["a", "b"] * SHIFT_T,
+                  "x": np.stack([30 + 4 * t, 80 - 3 * t], 1).ravel(),
+                  "y": np.stack([20 + 2 * t, 60 - t], 1).ravel()}).to_csv(
+        folder / "lm.csv", index=False)  # fmt: skip
+    point = ["--post-encoder", "point", "--points", "lm.csv", *MODEL]
+    kept = f"region{max_side}.npy"
+    ok(flow_features("extract", "shift.mp4", "-o", f"video{max_side}.parquet", *part, *point,
+                     "--keep-flow", kept, "--keep-flow-dtype", "float32", cwd=folder))  # fmt: skip
+    ok(flow_features("extract", kept, "-o", f"kept{max_side}.parquet", *point, cwd=folder))
+    got = pd.read_parquet(folder / f"kept{max_side}.parquet")
+    want = pd.read_parquet(folder / f"video{max_side}.parquet")
+    keys = [c for c in want.columns if not c.startswith("f0")]
+    pd.testing.assert_frame_equal(got[keys], want[keys])
+    assert got["frame"].tolist() == np.repeat(np.arange(3, 10), 2).tolist()
+    a, b = got.filter(regex=r"^f\d{4}$").to_numpy(), want.filter(regex=r"^f\d{4}$").to_numpy()
+    assert np.isfinite(b).all() and np.abs(b).max() > 0
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())

@@ -91,6 +91,12 @@ class Source:
         return int(self.flow_info.get("flow_start_frame", 0))
 
     @property
+    def origin(self) -> tuple[int, int]:
+        """``(x, y)`` in video pixels of the source's pixel 0 (flow kept from a region)."""
+        roi = self.flow_info.get("flow_roi_xywh")
+        return (int(roi[0]), int(roi[1])) if roi else (0, 0)
+
+    @property
     def video_hw(self) -> tuple[int, int]:
         """``(H, W)`` of a frame in video pixels (a flow file's video, from its sidecar)."""
         if self.to_flow is None:
@@ -361,6 +367,8 @@ def _flow_file_spec(source: Any) -> tuple[dict, list | None]:
     roi = spec.get("roi_xywh")
     if isinstance(roi, list) and len(roi) == 4 and tuple(roi[:2]) != (0, 0):
         info["flow_roi_xywh"] = roi
+    if isinstance(spec.get("video_n_frames"), int):  # kept flow: the whole video's length
+        info["flow_video_n_frames"] = spec["video_n_frames"]
     return info, spec.get("video_shape")
 
 
@@ -880,18 +888,15 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
         raise BadInputError(
             "Spatial Point Extraction needs landmarks: give a Points layer, a table or a file"
         )
-    part = [f"frames from {src.frame_offset}"] if src.frame_offset else []
-    if "flow_roi_xywh" in src.flow_info:
-        part.append(f"the region {src.flow_info['flow_roi_xywh']}")
-    if part:
-        raise BadInputError(
-            f"{src.name} is flow kept from part of a video ({' and '.join(part)}), but landmarks "
-            "are in the whole video's frames and pixels: extract from the video with the same "
-            "start/stop/roi, or keep the flow of the whole video"
-        )
+    # Landmarks are in the whole video's frames and pixels: flow kept from part of it (a range,
+    # a region) takes them by the part's place, which its sidecar records.
+    video_frames = src.n_frames
+    placed = isinstance(given, Landmarks) and given.xy.shape[1] == src.n_frames  # planned before
+    if (src.frame_offset or src.origin != (0, 0)) and not placed:
+        video_frames = _kept_video_frames(src)
     landmarks = landmarks_from_points(
         given,
-        src.n_frames,
+        video_frames,
         settings.interpolate_missing,
         min_confidence=settings.min_confidence,
         max_gap=settings.max_gap,
@@ -900,6 +905,8 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
         points_format=settings.points_format,
         allow_length_mismatch=settings.allow_length_mismatch,
     )
+    if video_frames != src.n_frames:
+        landmarks = landmarks.frames(src.frame_offset, src.frame_offset + src.n_frames)
     # Tracks that name another video than this one (SLEAP files do): said, not refused.
     video = src.flow_info.get("flow_source_video") if src.kind == "flow" else src.path
     note = video_name_note(landmarks.options.get("video_file"), video)
@@ -907,6 +914,21 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
         warnings.warn(note, stacklevel=4)
         landmarks.notes.append(note)
     return landmarks
+
+
+def _kept_video_frames(src: Source) -> int:
+    """The whole video's frame count of flow kept from part of it; an error where not recorded."""
+    n = src.flow_info.get("flow_video_n_frames")
+    if n is None:
+        part = [f"frames from {src.frame_offset}"] if src.frame_offset else []
+        if src.origin != (0, 0):
+            part.append(f"the region {src.flow_info['flow_roi_xywh']}")
+        raise BadInputError(
+            f"{src.name} is flow kept from part of a video ({' and '.join(part)}) by a version "
+            "that did not record the video's length, and landmarks are in the whole video's "
+            "frames: keep the flow again, or extract from the video with the same start/stop/roi"
+        )
+    return int(n)
 
 
 def _border(
@@ -921,6 +943,7 @@ def _border(
     from .landmarks import border_margin, border_message, classify_border
 
     x0, y0, rw, rh = sel.roi
+    x0, y0 = x0 + src.origin[0], y0 + src.origin[1]  # flow kept from a region starts there
     sy, sx = src.to_flow or (1.0, 1.0)  # flow at another size: the region in video pixels
     region_hw = (round(rh / sy), round(rw / sx))
     scale = max(region_hw[0] / sel.work_hw[0], region_hw[1] / sel.work_hw[1])

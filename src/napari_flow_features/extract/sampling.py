@@ -53,14 +53,15 @@ class RowSampler:
 
     def _points(self, t: int, frame: int, fmap: np.ndarray, labels: dict | None) -> None:
         landmarks, sel, to_flow = self.plan.landmarks, self.plan.sel, self.plan.source.to_flow
+        origin = self.plan.source.origin
         assert landmarks is not None  # a point plan has them
         dropped = getattr(landmarks, "outside_at", None)  # beyond the border rule's margin
         for k in range(len(landmarks.ids)):
             fields = landmarks.row_fields(k, t)
             x, y = float(landmarks.xy[k, t, 0]), float(landmarks.xy[k, t, 1])
-            vx, vy = x, y
+            vx, vy = x - origin[0], y - origin[1]  # flow kept from a region starts there
             if to_flow is not None:  # flow computed at another size than the video's
-                vx, vy = (x + 0.5) * to_flow[1] - 0.5, (y + 0.5) * to_flow[0] - 0.5
+                vx, vy = (vx + 0.5) * to_flow[1] - 0.5, (vy + 0.5) * to_flow[0] - 0.5
             wx, wy = sel.to_work(np.asarray(vx), np.asarray(vy))
             fx, fy = float(wx), float(wy)
             if (dropped is not None and dropped[k, t]) or (

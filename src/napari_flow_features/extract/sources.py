@@ -306,6 +306,9 @@ def _keep_writer(plan: RunPlan, bound: float, out: Blocks, partials: list[Path])
         "video_shape": list(sel.region_hw),
         "flow_shape": list(sel.work_hw),
         "n_frames": sel.n_frames,
+        # Landmarks in the whole video's frames and pixels find their place in this part.
+        "video_n_frames": plan.source.n_frames,
+        "video_frame_shape": list(plan.source.frame_hw),
         "units": "pixels per frame at flow_shape resolution",
         **sel.describe(),
     }
