@@ -299,9 +299,14 @@ def test_batch_splits_a_long_video_across_idle_workers(tmp_path, two_workers, sa
     whole = extract_many([video], tmp_path / "whole", saved, client=two_workers, task_frames=0)
     heard: list[dict] = []
     log: list[str] = []
+    calls: list[tuple] = []
     index = extract_many([video], tmp_path / "split", saved, client=two_workers, log=log.append,
-                         video_progress=heard.append)  # fmt: skip
+                         video_progress=heard.append,
+                         progress=lambda d, t, r: calls.append((d, t, r)))  # fmt: skip
     assert list(index["status"]) == ["done"] and int(index["rows"][0]) == 150
+    # Heard when the work starts (a bar can show from then on), then when the video is done.
+    assert calls[0] == (0, 1, None) and calls[-1][:2] == (1, 1)
+    assert calls[-1][2]["status"] == "done"
     assert any("long.mp4: 4 tasks of about 40 frames; 0 done before, 4 to run" in m for m in log)
     split_table = pd.read_parquet(index["output"][0])
     whole_table = pd.read_parquet(whole["output"][0])
@@ -357,3 +362,41 @@ def test_a_killed_run_resumes_with_the_tasks_that_had_not_finished(tmp_path, two
     whole = extract_features(video, _extractor_for(saved.extractor), saved).table
     assert len(table) == 200 and _max_rel_l2(table, whole) <= 1e-6
     assert not parts.exists() and not list(tmp_path.rglob("*.partial*"))
+
+
+def test_a_split_video_that_cannot_run_fails_once_with_its_reason(tmp_path, two_workers, saved):
+    """The model cannot load on the workers: one clear reason in the index (not one per task and
+    the plan), no Dask retries of a failure that repeats, and no empty parts folder left."""
+    (tmp_path / "study").mkdir()
+    video = _video(tmp_path / "study", 100)
+    gone = saved.extractor.weights.replace(registry_dir=str(tmp_path / "no-registry"))
+    broken = saved.replace(extractor=saved.extractor.replace(weights=gone))
+    index = extract_many([video], tmp_path / "out", broken, client=two_workers, task_frames=40)
+    assert list(index["status"]) == ["failed"]
+    error = index["error"][0]
+    assert "no-registry" in error and error.count("no-registry") == 1, error
+    assert "tasks failed" not in error and "kept in" not in error
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_index"]
+
+
+def test_a_video_run_whole_removes_the_parts_a_killed_split_left(tmp_path, two_workers, saved):
+    """A killed split run, rerun whole (--task-frames 0, or fewer workers than videos): its parts
+    could not be reused and would stay forever; the finished table removes them."""
+    from napari_flow_features.cli import main
+
+    (tmp_path / "study").mkdir()
+    video = _video(tmp_path / "study", 60)
+    out = tmp_path / "out"
+    left = out / "_parts" / "long"
+    left.mkdir(parents=True)
+    (left / "task-00000-0-40.parquet").write_bytes(b"a part of a killed run")
+    index = extract_many([video], out, saved, client=two_workers, task_frames=0)
+    assert list(index["status"]) == ["done"] and not (out / "_parts").exists()
+
+    single = tmp_path / "single.parquet"
+    parts_dir(single).mkdir()
+    (parts_dir(single) / "task-00000-0-40.parquet").write_bytes(b"a part of a killed run")
+    assert main(["-q", "extract", video, "-o", str(single), "--endpoint", "Mixed_3c", "--runtime",
+                 "tensorflow", "--max-side", "0", "--registry-dir",
+                 saved.extractor.weights.registry_dir, "--model-name", "small"]) == 0  # fmt: skip
+    assert single.is_file() and not parts_dir(single).exists()

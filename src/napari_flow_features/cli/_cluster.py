@@ -84,13 +84,13 @@ def run_on_cluster(run: Callable[..., Any], args: argparse.Namespace) -> int:
     bar: Any = None
     done_before = 0
 
-    def progress(done: int, total: int, record: dict[str, Any]) -> None:
+    def progress(done: int, total: int, record: dict[str, Any] | None) -> None:
         nonlocal bar, done_before
-        if bar is None:
+        if bar is None:  # at the first skipped video, or when the work starts
             bar = console.tqdm(total=total, desc="videos", unit="video")
         bar.update(done - done_before)
         done_before = done
-        if record["status"] == "failed":
+        if record is not None and record["status"] == "failed":
             console.warning(f"  failed: {record['source']}: {record['error']}")
 
     running: dict[str, str] = {}

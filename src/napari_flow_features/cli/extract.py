@@ -315,6 +315,8 @@ def run_single(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
         The exit status (0).
     """
     from ..extract.plan import check_asked_options, plan_source
+    from ..extract.split import parts_dir
+    from ..extract.split_batch import drop_stale_parts
     from ..extract.to_file import check_output_path, extract_to_file
 
     output = check_output_path(args.output)
@@ -333,6 +335,7 @@ def run_single(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     finally:
         flow_bar.close()
         bar.close()
+    drop_stale_parts(parts_dir(output))  # of a killed split run of this output
     _print_single(args, done, settings)
     return 0
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -41,7 +42,7 @@ INDEX_COLUMNS = ("source", "output", "status", "rows", "seconds", "settings_hash
                  "source_mtime_ns", "error")  # fmt: skip
 #: Fields of a manifest row (besides extractor config fields, which override the YAML's).
 MANIFEST_COLUMNS = ("video", "points", "output")
-Progress = Callable[[int, int, dict], None]
+Progress = Callable[[int, int, dict | None], None]
 
 
 #: The settings of a batch are :class:`~napari_flow_features.config.ExtractionSettings`; this
@@ -386,7 +387,13 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
     writer = TableStreamWriter(job.output)
     try:
         result = extract_features(
-            job.source, extractor, s, points=checked.landmarks, row_sink=sink, progress=progress
+            job.source,
+            extractor,
+            s,
+            points=checked.landmarks,
+            row_sink=sink,
+            progress=progress,
+            flow_progress=progress,
         )
         writer.close({**result.metadata, **batch_record(job, stat)})
     except BaseException:
@@ -440,7 +447,10 @@ def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None]
     """Make a progress callback that reports to the Dask client.
 
     ``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
-    seconds, and always the last step); ``None`` outside a Dask worker.
+    seconds, and always the last step); ``None`` outside a Dask worker. It is given to both the
+    flow (fields computed) and the encoder (frames encoded): the event is the farther of the two
+    as a share of the largest total heard, so it moves with every block of flow (the encoder
+    reports once per chunk, hundreds of frames) and never goes back.
     """
     try:
         from distributed import get_worker
@@ -448,15 +458,20 @@ def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None]
         worker = get_worker()
     except (ImportError, ValueError):
         return None
-    last = [0.0]
+    last, share, size = [0.0], [0.0], [1]
+    lock = threading.Lock()  # the flow thread and the encoder's both report
 
     def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < every:
-            return
-        last[0] = now
-        worker.log_event(PROGRESS_TOPIC, {"output": job.output, "source": job.source,
-                                          "done": int(done), "total": int(total)})  # fmt: skip
+        with lock:
+            share[0] = max(share[0], done / max(total, 1))
+            size[0] = max(size[0], int(total))
+            now = time.monotonic()
+            if share[0] < 1 and now - last[0] < every:
+                return
+            last[0] = now
+            event = {"output": job.output, "source": job.source,
+                     "done": round(share[0] * size[0]), "total": size[0]}  # fmt: skip
+        worker.log_event(PROGRESS_TOPIC, event)
 
     return progress
 
@@ -636,7 +651,8 @@ class BatchRun:
     retries : int, default 2
         Reruns of a task whose worker died.
     progress : callable, optional
-        ``progress(done, total, record)``: each finished video.
+        ``progress(done, total, record)``: each finished video, and once with ``record`` None
+        when the videos to run start (after the skipped ones).
     log : callable, optional
         ``log(text)``: the dashboard link and how videos are split.
     video_progress : callable, optional
@@ -759,6 +775,8 @@ def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: BatchRu
         if run.log is not None and getattr(client, "dashboard_link", None):
             run.log(f"Dask dashboard: {client.dashboard_link}")
         units = _units(client, todo, kind, run)
+        if run.progress is not None:  # the work starts: listeners can show it from now on
+            run.progress(index.finished, index.total, None)
         if run.video_progress is not None:
             client.subscribe_topic(PROGRESS_TOPIC, _relay(units, run.video_progress))
         _run_on(client, units, run, index)
@@ -810,9 +828,14 @@ class _WholeVideo:
 
     def hear(self, future: Any) -> dict:
         try:
-            return future.result()
+            record = future.result()
         except Exception as exc:  # the task's worker died retries + 1 times, or similar
             return _record(self.job, "failed", error=_message(exc))
+        if self.kind.name == "extract" and record.get("status") == "done":
+            from .split_batch import drop_stale_parts, parts_folder
+
+            drop_stale_parts(parts_folder(self.job.output))  # of a killed split run of it
+        return record
 
 
 def _units(client: Any, todo: list[Job], kind: _BatchKind, run: BatchRun) -> list[Any]:

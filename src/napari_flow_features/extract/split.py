@@ -266,7 +266,7 @@ def _extract_part(job: TaskJob) -> int:
     writer = TableStreamWriter(job.part)
     try:
         result = extract_features(job.source, extractor, settings, row_sink=writer.write,
-                                  progress=progress)  # fmt: skip
+                                  progress=progress, flow_progress=progress)  # fmt: skip
         writer.close({**result.metadata, PART_META_KEY: job.record(stat)})
     except BaseException:
         writer.discard()
@@ -293,6 +293,30 @@ def whole_record(source: str, settings: ExtractionSettings) -> dict[str, Any]:
     from .plan import plan_run
 
     return plan_run(source, _extractor_for(settings.extractor), settings).record()
+
+
+def record_task(source: str, settings: ExtractionSettings) -> dict[str, Any]:
+    """:func:`whole_record` as a Dask task that never raises for a bad input.
+
+    Parameters
+    ----------
+    source : str
+        The video or flow file.
+    settings : ExtractionSettings
+        The whole run's settings.
+
+    Returns
+    -------
+    dict
+        ``{"record": ...}``, or ``{"error": message}`` (once: Dask's retries are for dead
+        workers, not for an input that fails the same way every time).
+    """
+    from .batch import _message
+
+    try:
+        return {"record": whole_record(source, settings)}
+    except Exception as exc:
+        return {"error": _message(exc)}
 
 
 def part_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -494,10 +518,13 @@ def extract_split(
     try:
         if log is not None and getattr(client, "dashboard_link", None):
             log(f"Dask dashboard: {client.dashboard_link}")
-        record = client.submit(whole_record, str(source), settings, pure=False,
+        record = client.submit(record_task, str(source), settings, pure=False,
                                retries=retries)  # fmt: skip
         _run_tasks(client, jobs, todo, retries, progress)
-        whole = record.result()
+        planned = record.result()
+        if "error" in planned:
+            raise BadInputError(planned["error"])
+        whole = planned["record"]
     finally:
         if own:
             close_client(client)
@@ -543,11 +570,16 @@ def _run_tasks(client: Any, jobs: list[TaskJob], todo: list[TaskJob], retries: i
     running = {j.part: 0 for j in todo}
     before = total - sum(j.task.rows_frames for j in todo)
 
+    rows = {j.part: j.task.rows_frames for j in todo}
+
     def heard(event: Any) -> None:
         info = event[1]
         if info.get("output") in running and progress is not None:
-            # Events may arrive after their task's result: a count never goes back.
-            running[info["output"]] = max(running[info["output"]], int(info["done"]))
+            # A task reads its margins too: its share of its run, in its own rows. Events may
+            # arrive after their task's result: a count never goes back.
+            part = info["output"]
+            made = round(rows[part] * int(info["done"]) / max(int(info["total"]), 1))
+            running[part] = max(running[part], made)
             progress(before + sum(running.values()), total)
 
     if progress is not None:

@@ -16,6 +16,7 @@ Pure (no Qt). TensorFlow loads only in the workers.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +29,9 @@ from .split import (
     TaskJob,
     _join,
     plan_split,
+    record_task,
     reusable_parts,
     run_task,
-    whole_record,
 )
 
 
@@ -165,10 +166,12 @@ class SplitVideo:
         self.task_frames = task_frames
         self.stat = _stat(job.source)
         done, self.todo = reusable_parts(tasks, force)
-        self.total = sum(t.task.rows_frames for t in tasks)
+        self.rows = {t.part: t.task.rows_frames for t in tasks}
+        self.total = sum(self.rows.values())
         self.made = {t.part: t.task.rows_frames for t in tasks if t.task.index in done}
-        self.failed: list[str] = []
+        self.failed: list[tuple[TaskJob, str]] = []
         self.whole: dict[str, Any] | None = None
+        self.plan_error: str | None = None
         self.futures: dict[Any, TaskJob | None] = {}
         self.t0 = time.perf_counter()
 
@@ -202,7 +205,7 @@ class SplitVideo:
         """
         self.t0 = time.perf_counter()
         stem = f"{Path(self.job.output).stem}-{self.job.settings_hash[:12]}-{time.monotonic_ns()}"
-        whole = client.submit(whole_record, self.job.source, self.job.settings, pure=False,
+        whole = client.submit(record_task, self.job.source, self.job.settings, pure=False,
                               retries=retries, key=f"split-record-{stem}")  # fmt: skip
         self.futures = {whole: None}
         for t in self.todo:
@@ -228,9 +231,12 @@ class SplitVideo:
         dict
             ``source``, ``output`` (the video's table), ``done`` and ``total`` frames.
         """
-        # Events may arrive after their task's result: a count never goes back.
+        # A task reads its margins too: its share of its run, in its own rows. Events may arrive
+        # after their task's result: a count never goes back.
         part = event["output"]
-        self.made[part] = max(self.made.get(part, 0), int(event["done"]))
+        rows = self.rows[part]
+        made = round(rows * int(event["done"]) / max(int(event["total"]), 1))
+        self.made[part] = max(self.made.get(part, 0), made)
         return {"source": self.job.source, "output": self.job.output,
                 "done": sum(self.made.values()), "total": self.total}  # fmt: skip
 
@@ -256,15 +262,41 @@ class SplitVideo:
         except Exception as exc:  # its worker died retries + 1 times, or similar
             result = {"error": _message(exc)}
         if task is None:
-            self.whole = None if "error" in result else result
-            if "error" in result:
-                self.failed.append(f"the run's plan: {result['error']}")
+            self.whole = result.get("record")
+            self.plan_error = result.get("error")
         else:
             self.made[task.part] = task.task.rows_frames
             if "error" in result:
-                t = task.task
-                self.failed.append(f"task {t.index} (frames {t.lo}..{t.hi - 1}): {result['error']}")
+                self.failed.append((task, result["error"]))
         return None if self.futures else self._finish()
+
+    def failure(self) -> str:
+        """What went wrong, each message once with the tasks it came from; what is kept.
+
+        Returns
+        -------
+        str
+            The index's error for the video.
+        """
+        by_message: dict[str, list[str]] = {}
+        for task, message in self.failed:
+            t = task.task
+            by_message.setdefault(message, []).append(f"{t.index} (frames {t.lo}..{t.hi - 1})")
+        parts = [self.plan_error] if self.plan_error else []
+        for message, tasks in by_message.items():
+            if message != self.plan_error:
+                parts.append(f"task {', '.join(tasks)}: {message}")
+        if not parts:
+            parts = ["the source changed or is gone while it ran"]
+        folder = Path(self.tasks[0].part).parent
+        kept = sum(Path(t.part).is_file() for t in self.tasks)
+        if kept:
+            tail = f" ({kept} of {len(self.tasks)} tasks' parts are kept in {folder}: a rerun " \
+                   "runs only the others)"  # fmt: skip
+        else:
+            tail = ""
+            _remove_empty(folder)
+        return "; ".join(parts) + tail
 
     def _finish(self) -> dict:
         """Join the parts into the video's table, or name what failed."""
@@ -272,11 +304,7 @@ class SplitVideo:
 
         seconds = time.perf_counter() - self.t0
         if self.failed or self.whole is None or self.stat is None:
-            where = Path(self.tasks[0].part).parent
-            error = (f"{len(self.failed)} of {len(self.tasks)} tasks failed (the finished parts "
-                     f"are kept in {where}; a rerun runs only the others): "
-                     + "; ".join(self.failed or ["the source changed or is gone"]))  # fmt: skip
-            return _record(self.job, "failed", seconds=seconds, error=error)
+            return _record(self.job, "failed", seconds=seconds, error=self.failure())
         try:
             joined = _join(self.tasks, self.job.output, self.whole, self.task_frames, seconds,
                            source_column=self.job.source,
@@ -284,3 +312,29 @@ class SplitVideo:
         except Exception as exc:
             return _record(self.job, "failed", seconds=seconds, error=_message(exc))
         return _record(self.job, "done", rows=joined.rows, seconds=seconds, stat=self.stat)
+
+
+def _remove_empty(folder: Path) -> None:
+    """Remove a video's parts folder, and the batch's ``_parts/``, when nothing is in them."""
+    for path in (folder, folder.parent):
+        if path is folder.parent and path.name != BATCH_PARTS_DIR:
+            return
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty
+            return
+
+
+def drop_stale_parts(folder: Path) -> None:
+    """Remove the parts a killed split run left for an output now written whole.
+
+    Parameters
+    ----------
+    folder : Path
+        The output's parts folder (:func:`parts_folder`, or ``split.parts_dir`` for ``-o``).
+    """
+    if folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        _remove_empty(folder)
