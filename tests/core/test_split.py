@@ -274,7 +274,7 @@ def test_cli_refuses_what_it_cannot_split_before_any_work(tmp_path, capsys):
     assert "v0.mp4" in err and "sliding windows" in err and "--task-frames 0" in err
     single = ["extract", videos[0], "-o", str(tmp_path / "o.parquet"), "--keep-flow",
               str(tmp_path / "f.npy")]  # fmt: skip
-    assert main([*single, "--workers", "2"]) == 2
+    assert main([*single, "--workers", "2", "--task-frames", "8"]) == 2
     assert "keep_flow" in capsys.readouterr().err
     assert main([*single[:4], "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "--workers sizes a LocalCluster" in capsys.readouterr().err
@@ -400,3 +400,35 @@ def test_a_video_run_whole_removes_the_parts_a_killed_split_left(tmp_path, two_w
                  "tensorflow", "--max-side", "0", "--registry-dir",
                  saved.extractor.weights.registry_dir, "--model-name", "small"]) == 0  # fmt: skip
     assert single.is_file() and not parts_dir(single).exists()
+
+
+def test_a_split_implied_by_a_cluster_option_runs_whole_when_it_cannot_apply(tmp_path, capsys):
+    """``--workers 2`` without ``--task-frames`` implies a split, as a batch's idle workers do:
+    settings a split cannot honour run the video as one task instead, said (an explicit
+    ``--task-frames`` is refused, above)."""
+    from napari_flow_features.cli import main
+
+    video = _video(tmp_path, 20)
+    out, kept = tmp_path / "o.parquet", tmp_path / "f.npy"
+    assert main(["extract", video, "-o", str(out), "--keep-flow", str(kept), "--workers", "2",
+                 "--endpoint", "Mixed_3c", "--runtime", "tensorflow", "--max-side", "0",
+                 "--weights", "random"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "runs as one task in this process, as a split cannot: keep_flow" in err
+    assert len(read_table(out)) == 20 and kept.is_file()
+
+
+def test_auto_split_says_why_a_long_video_runs_whole_and_is_silent_about_short_ones(tmp_path):
+    from napari_flow_features.extract.batch import Job
+    from napari_flow_features.extract.split_batch import split_videos
+
+    sliding = SETTINGS.replace(extractor=SETTINGS.extractor.replace(windowing="sliding"))
+    jobs = [Job(_video(tmp_path, n, f"v{n}.mp4"), str(tmp_path / f"v{n}.parquet"), s, "h")
+            for n, s in ((100, sliding), (30, sliding), (100, SETTINGS))]  # fmt: skip
+    log: list[str] = []
+    planned = split_videos(jobs, 40, explicit=False, log=log.append)
+    assert list(planned) == [jobs[2].output] and len(planned[jobs[2].output]) == 3
+    assert len(log) == 1 and log[0].startswith("v100.mp4: runs as one task, as a split cannot: ")
+    assert "sliding windows" in log[0] and "--task-frames" not in log[0]
+    with pytest.raises(BadInputError, match=r"v100\.mp4: a split run cannot: sliding"):
+        split_videos(jobs, 40, explicit=True)

@@ -120,7 +120,11 @@ def entry() -> None:
     process instead of exiting with 130/143.
     """
     code = main()
-    if code in (EXIT_CANCELLED, EXIT_TERMINATED):
+    # Only a process that holds those pools needs the hard exit: a batch's (its models are in
+    # the Dask workers) finalises normally, so multiprocessing cleans up its semaphores rather
+    # than its resource tracker warning about them.
+    native = any(name in sys.modules for name in ("tensorflow", "openvino", "torch"))
+    if code in (EXIT_CANCELLED, EXIT_TERMINATED) and native:
         _remove_autograph_files()
         sys.stdout.flush()
         sys.stderr.flush()

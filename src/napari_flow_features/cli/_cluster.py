@@ -28,13 +28,16 @@ def add_cluster_arguments(group: Any) -> None:
                        "(dask scheduler --scheduler-file, dask-jobqueue, dask-mpi)")  # fmt: skip
 
 
-def cluster_client(args: argparse.Namespace) -> Any:
+def cluster_client(args: argparse.Namespace, local: bool = True) -> Any:
     """The client the options ask for: a running cluster, ``--workers`` locally, or ``None``.
 
     Parameters
     ----------
     args : argparse.Namespace
         The parsed options of :func:`add_cluster_arguments`.
+    local : bool, default True
+        Start the LocalCluster ``--workers`` asks for now; ``False``: leave it to the run, which
+        starts it only when some video needs work (a batch).
 
     Returns
     -------
@@ -57,7 +60,7 @@ def cluster_client(args: argparse.Namespace) -> Any:
         raise BadInputError("--workers sizes a LocalCluster; a running cluster has its own workers")
     if remote:
         return connect(args.scheduler, args.scheduler_file)
-    if workers:
+    if workers and local:
         return local_client(workers=workers)
     return None
 
@@ -80,7 +83,7 @@ def run_on_cluster(run: Callable[..., Any], args: argparse.Namespace) -> int:
     """
     from ..extract.batch import close_client
 
-    client = cluster_client(args)
+    client = cluster_client(args, local=False)  # a LocalCluster starts when work needs it
     bar: Any = None
     done_before = 0
 

@@ -209,6 +209,14 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("Give -o FILE for one source, or --output-dir DIR for a batch")
     args.source = args.sources[0]
     task_frames = split_task_frames(args)
+    if task_frames and args.task_frames is None:  # implied by a cluster option, as in a batch
+        from ..extract.split import split_obstacles
+
+        obstacles = split_obstacles(settings_from_args(args, args.extract_defaults))
+        if obstacles:
+            console.status("runs as one task in this process, as a split cannot: "
+                           + "; ".join(obstacles))  # fmt: skip
+            task_frames = 0
     if task_frames:
         return run_split(args, args.extract_defaults, task_frames)
     return run_single(args, args.extract_defaults)
@@ -218,7 +226,8 @@ def split_task_frames(args: argparse.Namespace) -> int:
     """Frames per task when the single-video form runs split across workers, else 0.
 
     Split when ``--task-frames N`` (N > 0) is given, or when a cluster is asked for
-    (``--workers``, ``--scheduler``, ``--scheduler-file``) with :data:`DEFAULT_TASK_FRAMES`;
+    (``--workers``, ``--scheduler``, ``--scheduler-file``) with :data:`DEFAULT_TASK_FRAMES`
+    (then settings a split cannot honour run the video as one task in this process, said);
     ``--task-frames 0`` never splits.
 
     Parameters
@@ -485,10 +494,24 @@ def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     settings = settings_from_args(args, defaults)
 
     def run_videos(client: Any, progress: Any, log: Any, video_progress: Any) -> Any:
-        return extract_many(
+        index = extract_many(
             args.sources, args.output_dir, settings, client=client, force=args.force,
             retries=args.retries, progress=progress, manifest=args.manifest, log=log,
             video_progress=video_progress, task_frames=args.task_frames,
+            workers=args.cluster_workers,
         )  # fmt: skip
+        _warn_random_weights(index)
+        return index
 
     return run_on_cluster(run_videos, args)
+
+
+def _warn_random_weights(index: Any) -> None:
+    """Say once, as the single-video form does, when the batch's tables have random weights."""
+    from ..extract.split import part_metadata
+
+    for output in index.loc[index["status"].isin(["done", "skipped"]), "output"]:
+        meta = part_metadata(output) or {}
+        if meta.get("random_weights"):
+            console.warning(f"WARNING: {meta['weights_note']}")
+        return  # the batch's settings are one model's (a manifest row's may differ: rare)

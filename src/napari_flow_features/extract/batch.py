@@ -25,7 +25,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -566,7 +566,7 @@ def local_client(workers: int | None = None, cores_per_worker: int | None = None
     cluster = client = None
     try:
         # The scheduler reads the config, the workers the argument: neither writes elsewhere.
-        with dask.config.set({"temporary-directory": str(scratch)}):
+        with dask.config.set({"temporary-directory": str(scratch)}), _workers_ignore_ctrl_c():
             cuda = _cuda_cluster_class()
             if cuda is not None:  # one worker per GPU, each seeing only its own
                 cluster = cuda(threads_per_worker=1, dashboard_address=":0", silence_logs=40,
@@ -591,6 +591,28 @@ def local_client(workers: int | None = None, cores_per_worker: int | None = None
         raise
     _SCRATCH[id(client)] = scratch
     return client
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start worker processes with Ctrl-C ignored; this process hears it as before.
+
+    Ctrl-C in a terminal goes to every process of the foreground group: workers that heard it
+    would die mid-task with tracebacks and leaked semaphores, before this process closes them
+    in order. An ignored signal stays ignored in a child (and Python then installs no handler for
+    it), so the workers leave stopping to :func:`close_client`. Outside the main thread, where
+    signals cannot be set, nothing changes.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 #: The scratch folder of each client :func:`local_client` started, removed by :func:`close_client`.
@@ -663,6 +685,9 @@ class BatchRun:
         How long videos are split (extraction only): ``None`` automatically, 0 never, N > 0
         into tasks of N frames
         (:func:`~napari_flow_features.extract.split_batch.batch_task_frames`).
+    workers : int, optional
+        Worker processes of the batch's own LocalCluster (default: :func:`local_cluster_shape`);
+        ignored with a ``client``.
     """
 
     client: Any = None
@@ -672,11 +697,12 @@ class BatchRun:
     log: Callable[[str], None] | None = None
     video_progress: Callable[[dict], None] | None = None
     task_frames: int | None = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
-        for name, least in (("retries", 0), ("task_frames", 0)):
+        for name, least in (("retries", 0), ("task_frames", 0), ("workers", 1)):
             value = getattr(self, name)
-            if value is None and name == "task_frames":
+            if value is None and name != "retries":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise BadInputError(f"{name} must be a whole number ≥ {least}, got {value!r}")
@@ -770,7 +796,7 @@ def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: BatchRu
     index.write()
     if not todo:  # nothing to run: no cluster started
         return index.frame()
-    client = local_client() if run.client is None else run.client
+    client = local_client(workers=run.workers) if run.client is None else run.client
     try:
         if run.log is not None and getattr(client, "dashboard_link", None):
             run.log(f"Dask dashboard: {client.dashboard_link}")

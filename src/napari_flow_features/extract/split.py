@@ -158,7 +158,27 @@ def check_splittable(settings: ExtractionSettings) -> None:
         Sliding windows (or an end point that pools whole clips), a frame subset, kept flow, the
         flow cache, the ``none`` post-encoder's maps, a heatmap or Kinetics predictions.
     """
-    off = "run it as one task (--task-frames 0)"
+    problems = split_obstacles(settings)
+    if problems:
+        raise BadInputError(
+            "A split run cannot: " + "; ".join(problems) + ". Or run it as one task "
+            "(--task-frames 0)."
+        )
+
+
+def split_obstacles(settings: ExtractionSettings) -> list[str]:
+    """What in ``settings`` a split run cannot honour, each said with what to do instead.
+
+    Parameters
+    ----------
+    settings : ExtractionSettings
+        The run's settings.
+
+    Returns
+    -------
+    list of str
+        Empty when the run can be split.
+    """
     cfg = settings.extractor
     problems = []
     if cfg.windowing != "chunked" or cfg.endpoint in _CLIP_POOLING:
@@ -178,8 +198,7 @@ def check_splittable(settings: ExtractionSettings) -> None:
         problems.append("heatmap is returned in memory, a split run writes a table")
     if settings.predict:
         problems.append("Kinetics predictions need the Logits end point's sliding windows")
-    if problems:
-        raise BadInputError("A split run cannot: " + "; ".join(problems) + f". Or {off}.")
+    return problems
 
 
 # -- one task (on a worker) -----------------------------------------------------------------------

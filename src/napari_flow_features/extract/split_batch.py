@@ -29,9 +29,11 @@ from .split import (
     TaskJob,
     _join,
     plan_split,
+    plan_tasks,
     record_task,
     reusable_parts,
     run_task,
+    split_obstacles,
 )
 
 
@@ -107,18 +109,31 @@ def split_videos(
         return {}
     planned: dict[str, list[TaskJob]] = {}
     for job in jobs:
-        try:
-            tasks = plan_split(job.source, job.output, job.settings, task_frames,
-                               parts_folder(job.output))  # fmt: skip
-        except BadInputError as exc:
+        if _task_count(job, task_frames) < 2:
+            continue  # short, or a bad source: its one task says what is wrong
+        obstacles = split_obstacles(job.settings)
+        if obstacles:
             if explicit:
-                raise BadInputError(f"{job.source}: {exc}") from exc
+                raise BadInputError(f"{job.source}: a split run cannot: {'; '.join(obstacles)}")
             if log is not None:
-                log(f"{Path(job.source).name}: not split ({exc})")
+                log(f"{Path(job.source).name}: runs as one task, as a split cannot: "
+                    f"{'; '.join(obstacles)}")  # fmt: skip
             continue
-        if len(tasks) > 1:
-            planned[job.output] = tasks
+        planned[job.output] = plan_split(job.source, job.output, job.settings, task_frames,
+                                         parts_folder(job.output))  # fmt: skip
     return planned
+
+
+def _task_count(job: Any, task_frames: int) -> int:
+    """How many tasks the job's video would make (0 when its source cannot be read)."""
+    from .plan import plan_source
+
+    try:
+        checked = plan_source(job.source, job.settings)
+    except BadInputError:
+        return 0
+    sel = checked.sel
+    return len(plan_tasks(checked.source.n_frames, task_frames, sel.start, sel.stop))
 
 
 def check_split_jobs(jobs: list[Any]) -> None:
