@@ -394,7 +394,7 @@ def test_a_machine_without_an_nvidia_driver_starts_plain_cpu_workers():
     LocalCluster of CPU workers, and neither dask-cuda nor torch is imported to decide."""
     import sys
 
-    from napari_flow_features.extract.batch import _cuda_cluster_class
+    from napari_flow_features.extract.cluster import _cuda_cluster_class
     from napari_flow_features.model.torch_runtime import nvidia_driver_present
 
     if nvidia_driver_present():

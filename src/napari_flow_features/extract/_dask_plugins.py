@@ -8,6 +8,20 @@ from typing import Any
 from distributed import WorkerPlugin
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity on Linux, else every core).
+
+    Returns
+    -------
+    list of int
+        CPU numbers, sorted.
+    """
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
 class CoreShare(WorkerPlugin):
     """Dask worker plugin pinning each worker process of the default LocalCluster to its own cores.
 
@@ -35,9 +49,7 @@ class CoreShare(WorkerPlugin):
         """
         if not hasattr(os, "sched_setaffinity"):
             return
-        from .batch import _cpus
-
-        cpus = _cpus()
+        cpus = usable_cpus()
         try:
             slot = int(worker.name)
         except (TypeError, ValueError):

@@ -26,8 +26,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-#: The parent's messages: a job is ``JOB`` followed by the pickled job.
-JOB, CANCEL, STOP = b"J", b"cancel", b"stop"
+from .worker import CANCEL, JOB, STOP
 
 
 class _Replies:

@@ -22,21 +22,37 @@ import glob
 import hashlib
 import json
 import os
-import shutil
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..config import ExtractionSettings, ExtractorConfig
+from ..config import ExtractionSettings
 from ..errors import BadInputError
+from .cluster import (  # noqa: F401 (importable from here since the batch had them)
+    THREADS_PER_VIDEO,
+    close_client,
+    connect,
+    local_client,
+    local_cluster_shape,
+)
+from .tasks import (
+    BATCH_META_KEY,
+    PROGRESS_TOPIC,
+    Job,
+    _extractor_for,
+    _message,
+    _record,
+    _stat,
+    _worker_progress,
+    batch_record,
+    settings_digest,
+)
 
 INDEX_DIR = "_index"  #: ``_index/index.parquet`` and ``_index/index.csv``: not part of the dataset
-BATCH_META_KEY = "batch"  #: key of the batch record in each table's metadata
 STATUSES = ("done", "skipped", "failed")
 INDEX_COLUMNS = ("source", "output", "status", "rows", "seconds", "settings_hash", "source_size",
                  "source_mtime_ns", "error")  # fmt: skip
@@ -50,53 +66,7 @@ Progress = Callable[[int, int, dict | None], None]
 BatchSettings = ExtractionSettings
 
 
-def settings_digest(settings: ExtractionSettings) -> str:
-    """Return the SHA-256 of everything that decides a video's rows.
-
-    That is the settings with the extractor configuration resolved (stream and channels filled
-    in), the landmark file's size and modification time, and the package version.
-
-    Parameters
-    ----------
-    settings
-        The batch's (or a manifest row's) settings.
-
-    Returns
-    -------
-    str
-        A hex digest; a finished table with the same digest need not run again.
-    """
-    from .. import __version__
-
-    data = settings.to_dict()
-    data["extractor"] = settings.extractor.resolved().to_dict()
-    if settings.points is not None:
-        data["points_stat"] = _stat(settings.points)
-    data["package_version"] = __version__
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _stat(path: str | os.PathLike) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return int(st.st_size), int(st.st_mtime_ns)
-
-
 # -- which videos ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Job:
-    """One video of a batch: where it comes from, where its table goes, how it is extracted."""
-
-    source: str
-    output: str
-    #: Extraction settings; a flow job's ``OpticalFlowComputer`` arguments.
-    settings: ExtractionSettings | dict[str, Any]
-    settings_hash: str
 
 
 def _video_extensions() -> tuple[str, ...]:
@@ -338,23 +308,6 @@ def is_done(job: Job) -> dict | None:
     return record
 
 
-#: Per process (one Dask worker): the extractor of the last configuration, built once.
-_EXTRACTORS: dict[ExtractorConfig, Any] = {}
-
-
-def _extractor_for(config: ExtractorConfig) -> Any:
-    key = config  # immutable and hashable: equal configurations share one model
-    if key not in _EXTRACTORS:
-        from .._tf_env import import_tensorflow_quietly
-        from ..model.extractor import DynamicFeatureExtractor
-
-        import_tensorflow_quietly()  # without the CPU-only start-up noise in every worker's log
-
-        _EXTRACTORS.clear()  # one model at a time: a worker's memory holds one
-        _EXTRACTORS[key] = DynamicFeatureExtractor(config=config)
-    return _EXTRACTORS[key]
-
-
 def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) -> dict:
     """Extract one video to its Parquet table.
 
@@ -402,80 +355,6 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
     return _record(job, "done", rows=writer.rows, seconds=time.perf_counter() - t0, stat=stat)
 
 
-def batch_record(job: Job, stat: tuple[int, int]) -> dict[str, Any]:
-    """The record a batch's table carries in its metadata, which :func:`is_done` reads back.
-
-    Parameters
-    ----------
-    job : Job
-        The video's job (its settings are :class:`ExtractionSettings`).
-    stat : tuple of int
-        The source's size and modification time (ns) when the run started.
-
-    Returns
-    -------
-    dict
-        ``{BATCH_META_KEY: {settings_hash, source_size, source_mtime_ns, settings}}``.
-    """
-    settings = job.settings
-    assert isinstance(settings, ExtractionSettings)
-    return {BATCH_META_KEY: {"settings_hash": job.settings_hash, "source_size": stat[0],
-                             "source_mtime_ns": stat[1], "settings": settings.to_dict()}}  # fmt: skip
-
-
-def _record(job: Job, status: str, rows: int | None = None, seconds: float = 0.0,
-            stat: tuple[int, int] | None = None, error: str = "") -> dict:  # fmt: skip
-    size, mtime = stat if stat is not None else _stat(job.source) or (None, None)
-    return {
-        "source": job.source,
-        "output": job.output,
-        "status": status,
-        "rows": rows,
-        "seconds": round(float(seconds), 3),
-        "settings_hash": job.settings_hash,
-        "source_size": size,
-        "source_mtime_ns": mtime,
-        "error": error,
-    }
-
-
-#: Dask event topic of per-video progress (frames encoded), sent by the workers.
-PROGRESS_TOPIC = "napari-flow-features-progress"
-
-
-def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None] | None:
-    """Make a progress callback that reports to the Dask client.
-
-    ``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
-    seconds, and always the last step); ``None`` outside a Dask worker. It is given to both the
-    flow (fields computed) and the encoder (frames encoded): the event is the farther of the two
-    as a share of the largest total heard, so it moves with every block of flow (the encoder
-    reports once per chunk, hundreds of frames) and never goes back.
-    """
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return None
-    last, share, size = [0.0], [0.0], [1]
-    lock = threading.Lock()  # the flow thread and the encoder's both report
-
-    def progress(done: int, total: int) -> None:
-        with lock:
-            share[0] = max(share[0], done / max(total, 1))
-            size[0] = max(size[0], int(total))
-            now = time.monotonic()
-            if share[0] < 1 and now - last[0] < every:
-                return
-            last[0] = now
-            event = {"output": job.output, "source": job.source,
-                     "done": round(share[0] * size[0]), "total": size[0]}  # fmt: skip
-        worker.log_event(PROGRESS_TOPIC, event)
-
-    return progress
-
-
 def run_job(job: Job) -> dict:
     """Run :func:`extract_video` as a Dask task that never raises.
 
@@ -488,172 +367,6 @@ def run_job(job: Job) -> dict:
         return extract_video(job, progress=_worker_progress(job))
     except Exception as exc:
         return _record(job, "failed", seconds=time.perf_counter() - t0, error=_message(exc))
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, BadInputError) and text:
-        return text  # already a sentence naming the problem
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-# -- the cluster ----------------------------------------------------------------------------------
-
-#: Cores one video's encoder gets on the default LocalCluster (see docs/batch.md).
-THREADS_PER_VIDEO = 4
-
-
-def local_cluster_shape(cores: int | None = None) -> tuple[int, int]:
-    """Return the default LocalCluster's shape: workers and cores per worker.
-
-    ``(workers, cores per worker)`` of the default LocalCluster: one task at a time per worker
-    process, each worker owning ``THREADS_PER_VIDEO`` cores (fewer on a smaller machine). TensorFlow
-    and OpenVINO each start a thread per core they see; without a share per worker, n workers on
-    n cores would run n² busy threads and lose throughput to switching.
-    """
-    cores = cores or len(_cpus())
-    workers = max(1, cores // THREADS_PER_VIDEO)
-    return workers, max(1, cores // workers)
-
-
-def _cpus() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
-
-
-def _cuda_cluster_class() -> Any:
-    """dask-cuda's ``LocalCUDACluster`` when it is installed and an NVIDIA GPU is visible, else None.
-
-    It starts one worker per GPU with ``CUDA_VISIBLE_DEVICES`` set to that GPU alone, so each
-    worker's torch encoder (``runtime: auto``) runs on its own GPU (docs/batch.md). Asked only
-    where a driver is present, so a CPU machine never imports dask-cuda or torch here.
-    """
-    import importlib.util
-
-    from ..model.torch_runtime import nvidia_driver_present
-
-    if not nvidia_driver_present() or importlib.util.find_spec("dask_cuda") is None:
-        return None
-    from dask_cuda import LocalCUDACluster
-
-    return LocalCUDACluster
-
-
-def local_client(workers: int | None = None, cores_per_worker: int | None = None) -> Any:
-    """Start a Dask client on a new LocalCluster sized for extraction.
-
-    A :class:`distributed.Client` on a new LocalCluster of worker processes shaped by
-    :func:`local_cluster_shape` (one thread each). The scheduler and the workers keep their
-    scratch space in an owner-tagged work folder in ``$TMPDIR`` (not Dask's shared
-    ``dask-scratch-space``), which :func:`close_client` removes; a killed run's folder is removed
-    by the next run. Close it with :func:`close_client` when done.
-    """
-    import dask
-    from distributed import Client, LocalCluster
-
-    from .._cache_dirs import DASK_DIR_STEM
-    from ..io._atomic import make_work_dir
-
-    default_workers, default_cores = local_cluster_shape()
-    workers = workers or default_workers
-    cores_per_worker = cores_per_worker or max(1, len(_cpus()) // workers) or default_cores
-    env = {"OMP_NUM_THREADS": str(cores_per_worker),
-           "TF_NUM_INTRAOP_THREADS": str(cores_per_worker),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
-    scratch = make_work_dir(stem=DASK_DIR_STEM)
-    cluster = client = None
-    try:
-        # The scheduler reads the config, the workers the argument: neither writes elsewhere.
-        with dask.config.set({"temporary-directory": str(scratch)}), _workers_ignore_ctrl_c():
-            cuda = _cuda_cluster_class()
-            if cuda is not None:  # one worker per GPU, each seeing only its own
-                cluster = cuda(threads_per_worker=1, dashboard_address=":0", silence_logs=40,
-                               local_directory=str(scratch))  # fmt: skip
-                workers = len(cluster.workers)
-            else:
-                cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, env=env,
-                    dashboard_address=":0", silence_logs=40, local_directory=str(scratch),
-                )  # fmt: skip
-        client = Client(cluster)
-        if workers > 1:
-            from ._dask_plugins import CoreShare
-
-            client.register_plugin(CoreShare(cores_per_worker))
-    except BaseException:
-        for part in (client, cluster):
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    part.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    _SCRATCH[id(client)] = scratch
-    return client
-
-
-@contextlib.contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Start worker processes with Ctrl-C ignored; this process hears it as before.
-
-    Ctrl-C in a terminal goes to every process of the foreground group: workers that heard it
-    would die mid-task with tracebacks and leaked semaphores, before this process closes them
-    in order. An ignored signal stays ignored in a child (and Python then installs no handler for
-    it), so the workers leave stopping to :func:`close_client`. Outside the main thread, where
-    signals cannot be set, nothing changes.
-    """
-    import signal
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-#: The scratch folder of each client :func:`local_client` started, removed by :func:`close_client`.
-_SCRATCH: dict[int, Path] = {}
-
-
-def connect(scheduler: str | None = None, scheduler_file: str | None = None) -> Any:
-    """Connect to an existing Dask cluster.
-
-    A client of an existing cluster: a scheduler ``ADDRESS`` (``tcp://host:8786``) or a
-    scheduler file (``dask scheduler --scheduler-file``, dask-jobqueue, dask-mpi).
-    """
-    from distributed import Client
-
-    if scheduler and scheduler_file:
-        raise BadInputError("Give --scheduler or --scheduler-file, not both")
-    if scheduler_file is not None and not Path(scheduler_file).is_file():
-        raise BadInputError(f"Scheduler file not found: {scheduler_file}")
-    try:
-        if scheduler_file is not None:
-            return Client(scheduler_file=scheduler_file, timeout="20s")
-        return Client(scheduler, timeout="20s")
-    except OSError as exc:
-        where = scheduler or scheduler_file
-        raise BadInputError(f"Cannot reach the Dask scheduler {where}: {exc}") from exc
-
-
-def close_client(client: Any) -> None:
-    """Close ``client`` and, when it owns one, its LocalCluster and scratch folder.
-
-    The worker processes end; the scratch folder :func:`local_client` made is removed.
-    """
-    cluster = getattr(client, "cluster", None)
-    scratch = _SCRATCH.pop(id(client), None)
-    try:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # -- the batch ------------------------------------------------------------------------------------

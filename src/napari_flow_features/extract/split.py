@@ -261,7 +261,7 @@ def run_task(job: TaskJob) -> dict[str, Any]:
         ``{"rows": n, "seconds": s}``, or ``{"error": message}`` when the task could not run (a
         worker that dies is left to Dask's retries).
     """
-    from .batch import _message
+    from .tasks import _message
 
     t0 = time.perf_counter()
     try:
@@ -273,8 +273,8 @@ def run_task(job: TaskJob) -> dict[str, Any]:
 
 def _extract_part(job: TaskJob) -> int:
     from ..io.table_stream import TableStreamWriter
-    from .batch import Job, _extractor_for, _stat, _worker_progress
     from .pipeline import extract_features
+    from .tasks import Job, _extractor_for, _stat, _worker_progress
 
     stat = _stat(job.source)
     if stat is None:
@@ -308,8 +308,8 @@ def whole_record(source: str, settings: ExtractionSettings) -> dict[str, Any]:
     dict
         :meth:`~napari_flow_features.extract.plan.RunPlan.record` of the unsplit run.
     """
-    from .batch import _extractor_for
     from .plan import plan_run
+    from .tasks import _extractor_for
 
     return plan_run(source, _extractor_for(settings.extractor), settings).record()
 
@@ -330,7 +330,7 @@ def record_task(source: str, settings: ExtractionSettings) -> dict[str, Any]:
         ``{"record": ...}``, or ``{"error": message}`` (once: Dask's retries are for dead
         workers, not for an input that fails the same way every time).
     """
-    from .batch import _message
+    from .tasks import _message
 
     try:
         return {"record": whole_record(source, settings)}
@@ -376,7 +376,7 @@ def part_done(job: TaskJob) -> dict[str, Any] | None:
     dict or None
         The part's metadata, or ``None`` when the task must run.
     """
-    from .batch import _stat
+    from .tasks import _stat
 
     meta = part_metadata(job.part)
     stat = _stat(job.source)
@@ -458,8 +458,8 @@ def plan_split(
     BadInputError
         A bad output path, an option a split cannot honour, or a bad source or range.
     """
-    from .batch import settings_digest
     from .plan import plan_source
+    from .tasks import settings_digest
     from .to_file import check_output_path
 
     check_output_path(output)
@@ -524,7 +524,7 @@ def extract_split(
         A bad input (before anything runs), or tasks that failed (named; finished parts are
         kept for the next run).
     """
-    from .batch import close_client, local_client
+    from .cluster import close_client, local_client
 
     t0 = time.perf_counter()
     jobs = plan_split(source, output, settings, task_frames)
@@ -583,7 +583,7 @@ def _run_tasks(client: Any, jobs: list[TaskJob], todo: list[TaskJob], retries: i
     """Run ``todo`` on ``client``; progress across every task; failures raised together."""
     from distributed import as_completed
 
-    from .batch import PROGRESS_TOPIC
+    from .tasks import PROGRESS_TOPIC
 
     total = sum(j.task.rows_frames for j in jobs)
     running = {j.part: 0 for j in todo}

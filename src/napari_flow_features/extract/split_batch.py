@@ -174,7 +174,7 @@ class SplitVideo:
     """
 
     def __init__(self, job: Any, tasks: list[TaskJob], task_frames: int, force: bool) -> None:
-        from .batch import _stat
+        from .tasks import _stat
 
         self.job = job
         self.tasks = tasks
@@ -269,7 +269,7 @@ class SplitVideo:
             The batch index record (done, or failed naming the tasks), or ``None`` while
             some futures are still running.
         """
-        from .batch import _message
+        from .tasks import _message
 
         task = self.futures.pop(future)
         try:
@@ -315,7 +315,7 @@ class SplitVideo:
 
     def _finish(self) -> dict:
         """Join the parts into the video's table, or name what failed."""
-        from .batch import _message, _record, batch_record
+        from .tasks import _message, _record, batch_record
 
         seconds = time.perf_counter() - self.t0
         if self.failed or self.whole is None or self.stat is None:

@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CancelledError
-from ._worker_main import CANCEL, JOB, STOP
 
+#: The parent's messages to the child (:mod:`._worker_main`): a job is ``JOB`` followed by the
+#: pickled job.
+JOB, CANCEL, STOP = b"J", b"cancel", b"stop"
 #: Extractors kept warm in the child (least recently used are dropped).
 WARM_MODELS = 2
 #: Worker logs kept in :func:`worker_log_dir` (the oldest are removed when a child starts).

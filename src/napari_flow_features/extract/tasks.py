@@ -1,0 +1,167 @@
+"""What every Dask task of the batch and the split shares.
+
+A job, its settings' digest, its index record, progress events to the client, and the extractor
+a worker process keeps.
+
+Pure (no Qt); imports neither TensorFlow nor Dask until a task runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import ExtractionSettings, ExtractorConfig
+from ..errors import BadInputError
+
+BATCH_META_KEY = "batch"  #: key of the batch record in each table's metadata
+
+
+def settings_digest(settings: ExtractionSettings) -> str:
+    """Return the SHA-256 of everything that decides a video's rows.
+
+    That is the settings with the extractor configuration resolved (stream and channels filled
+    in), the landmark file's size and modification time, and the package version.
+
+    Parameters
+    ----------
+    settings
+        The batch's (or a manifest row's) settings.
+
+    Returns
+    -------
+    str
+        A hex digest; a finished table with the same digest need not run again.
+    """
+    from .. import __version__
+
+    data = settings.to_dict()
+    data["extractor"] = settings.extractor.resolved().to_dict()
+    if settings.points is not None:
+        data["points_stat"] = _stat(settings.points)
+    data["package_version"] = __version__
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stat(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video of a batch: where it comes from, where its table goes, how it is extracted."""
+
+    source: str
+    output: str
+    #: Extraction settings; a flow job's ``OpticalFlowComputer`` arguments.
+    settings: ExtractionSettings | dict[str, Any]
+    settings_hash: str
+
+
+#: Per process (one Dask worker): the extractor of the last configuration, built once.
+_EXTRACTORS: dict[ExtractorConfig, Any] = {}
+
+
+def _extractor_for(config: ExtractorConfig) -> Any:
+    key = config  # immutable and hashable: equal configurations share one model
+    if key not in _EXTRACTORS:
+        from .._tf_env import import_tensorflow_quietly
+        from ..model.extractor import DynamicFeatureExtractor
+
+        import_tensorflow_quietly()  # without the CPU-only start-up noise in every worker's log
+
+        _EXTRACTORS.clear()  # one model at a time: a worker's memory holds one
+        _EXTRACTORS[key] = DynamicFeatureExtractor(config=config)
+    return _EXTRACTORS[key]
+
+
+def batch_record(job: Job, stat: tuple[int, int]) -> dict[str, Any]:
+    """The record a batch's table carries in its metadata, which :func:`is_done` reads back.
+
+    Parameters
+    ----------
+    job : Job
+        The video's job (its settings are :class:`ExtractionSettings`).
+    stat : tuple of int
+        The source's size and modification time (ns) when the run started.
+
+    Returns
+    -------
+    dict
+        ``{BATCH_META_KEY: {settings_hash, source_size, source_mtime_ns, settings}}``.
+    """
+    settings = job.settings
+    assert isinstance(settings, ExtractionSettings)
+    return {BATCH_META_KEY: {"settings_hash": job.settings_hash, "source_size": stat[0],
+                             "source_mtime_ns": stat[1], "settings": settings.to_dict()}}  # fmt: skip
+
+
+def _record(job: Job, status: str, rows: int | None = None, seconds: float = 0.0,
+            stat: tuple[int, int] | None = None, error: str = "") -> dict:  # fmt: skip
+    size, mtime = stat if stat is not None else _stat(job.source) or (None, None)
+    return {
+        "source": job.source,
+        "output": job.output,
+        "status": status,
+        "rows": rows,
+        "seconds": round(float(seconds), 3),
+        "settings_hash": job.settings_hash,
+        "source_size": size,
+        "source_mtime_ns": mtime,
+        "error": error,
+    }
+
+
+#: Dask event topic of per-video progress (frames encoded), sent by the workers.
+PROGRESS_TOPIC = "napari-flow-features-progress"
+
+
+def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None] | None:
+    """Make a progress callback that reports to the Dask client.
+
+    ``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
+    seconds, and always the last step); ``None`` outside a Dask worker. It is given to both the
+    flow (fields computed) and the encoder (frames encoded): the event is the farther of the two
+    as a share of the largest total heard, so it moves with every block of flow (the encoder
+    reports once per chunk, hundreds of frames) and never goes back.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    last, share, size = [0.0], [0.0], [1]
+    lock = threading.Lock()  # the flow thread and the encoder's both report
+
+    def progress(done: int, total: int) -> None:
+        with lock:
+            share[0] = max(share[0], done / max(total, 1))
+            size[0] = max(size[0], int(total))
+            now = time.monotonic()
+            if share[0] < 1 and now - last[0] < every:
+                return
+            last[0] = now
+            event = {"output": job.output, "source": job.source,
+                     "done": round(share[0] * size[0]), "total": size[0]}  # fmt: skip
+        worker.log_event(PROGRESS_TOPIC, event)
+
+    return progress
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, BadInputError) and text:
+        return text  # already a sentence naming the problem
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
