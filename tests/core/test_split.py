@@ -206,8 +206,8 @@ def test_on_two_workers_resumes_only_the_missing_task(tmp_path, two_workers, sav
     out = tmp_path / "out.parquet"
     whole = extract_features(video, _extractor_for(saved.extractor), saved).table
     heard: list[tuple[int, int]] = []
-    result = extract_split(video, out, saved, 40, client=two_workers,
-                           progress=lambda d, t: heard.append((d, t)))  # fmt: skip
+    result = extract_split(video, out, saved, task_frames=40, client=two_workers,
+                           video_progress=lambda e: heard.append((e["done"], e["total"])))  # fmt: skip
     assert result.rows == 150 and _max_rel_l2(read_table(out), whole) <= 1e-6
     assert heard[-1] == (150, 150) and all(t == 150 for _, t in heard)
     assert [d for d, _ in heard] == sorted(d for d, _ in heard)
@@ -225,7 +225,8 @@ def test_on_two_workers_resumes_only_the_missing_task(tmp_path, two_workers, sav
     two_workers.subscribe_topic("napari-flow-features-progress",
                                 lambda e: seen.append(e[1]["output"]))  # fmt: skip
     messages: list[str] = []
-    result = extract_split(video, out, saved, 40, client=two_workers, log=messages.append)
+    result = extract_split(video, out, saved, task_frames=40, client=two_workers,
+                           log=messages.append)  # fmt: skip
     assert "3 done before, 1 to run" in messages[0]
     assert {Path(p).name for p in seen} == {Path(jobs[2].part).name}
     assert result.rows == 150 and _max_rel_l2(read_table(out), whole) <= 1e-6
@@ -237,13 +238,14 @@ def test_a_failing_task_is_named_and_the_finished_parts_stay(tmp_path, two_worke
     out = tmp_path / "out.parquet"
     jobs = plan_split(video, out, saved, 32)
     Path(jobs[1].part).mkdir(parents=True)  # task 1's part cannot be written: its name is taken
-    with pytest.raises(BadInputError, match=r"1 of 4 tasks failed.*task 1 \(frames 24\.\.47\)"):
-        extract_split(video, out, saved, 32, client=two_workers)
+    with pytest.raises(BadInputError, match=r"^task 1 \(frames 24\.\.47\): .*3 of 4 tasks' parts "
+                       r"are kept in .*a rerun runs only the others"):  # fmt: skip
+        extract_split(video, out, saved, task_frames=32, client=two_workers)
     assert not out.exists()
     assert [Path(j.part).is_file() for j in jobs] == [True, False, True, True]
     Path(jobs[1].part).rmdir()
     messages: list[str] = []
-    extract_split(video, out, saved, 32, client=two_workers, log=messages.append)
+    extract_split(video, out, saved, task_frames=32, client=two_workers, log=messages.append)
     assert "3 done before, 1 to run" in messages[0] and len(read_table(out)) == 100
 
 

@@ -275,8 +275,9 @@ def run_split(args: argparse.Namespace, defaults: dict[str, Any], task_frames: i
     bar = console.bar("I3D features", "frame")
     try:
         done = extract_split(
-            args.source, args.output, settings, task_frames, client=client, force=args.force,
-            retries=args.retries, progress=bar, log=console.status,
+            args.source, args.output, settings, task_frames=task_frames, client=client,
+            force=args.force, retries=args.retries, log=console.status,
+            video_progress=lambda event: bar(event["done"], event["total"]),
         )  # fmt: skip
     finally:
         bar.close()

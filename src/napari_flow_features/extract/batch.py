@@ -548,7 +548,7 @@ def _skip_done(
 
 
 class _WholeVideo:
-    """One video run as one task (the batch's usual unit; see ``split_batch.SplitVideo``)."""
+    """One video run as one task (the batch's usual unit; see ``split.SplitVideo``)."""
 
     def __init__(self, job: Job, kind: _BatchKind, index: int) -> None:
         self.job, self.kind, self.index = job, kind, index
@@ -581,7 +581,8 @@ def _units(client: Any, todo: list[Job], kind: _BatchKind, run: BatchRun) -> lis
     """The batch's units of work: each video whole, or (extraction) a long one split in tasks."""
     if kind.name != "extract":
         return [_WholeVideo(job, kind, i) for i, job in enumerate(todo)]
-    from .split_batch import SplitVideo, batch_task_frames, split_videos
+    from .split import SplitVideo
+    from .split_batch import batch_task_frames, split_videos
 
     task_frames = batch_task_frames(run.task_frames, len(client.nthreads()), len(todo))
     planned = split_videos(todo, task_frames, run.task_frames is not None, run.log)

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -477,12 +477,8 @@ def extract_split(
     source: str | os.PathLike,
     output: str | os.PathLike,
     settings: ExtractionSettings,
-    task_frames: int = DEFAULT_TASK_FRAMES,
-    client: Any = None,
-    force: bool = False,
-    retries: int = 2,
-    progress: Callable[[int, int], None] | None = None,
-    log: Callable[[str], None] | None = None,
+    run: Any = None,
+    **run_options: Any,
 ) -> SplitResult:
     """Extract one long source on a Dask cluster as tasks, joined into one table.
 
@@ -499,19 +495,14 @@ def extract_split(
         The feature table: ``.parquet``, ``.csv`` or ``.npz``.
     settings : ExtractionSettings
         The run's settings (:func:`check_splittable` lists what a split refuses).
-    task_frames : int, default DEFAULT_TASK_FRAMES
-        Frames of rows per task.
-    client : distributed.Client, optional
-        The cluster (default: a new LocalCluster from
-        :func:`~napari_flow_features.extract.batch.local_client`, closed at the end).
-    force : bool, default False
-        Run every task again.
-    retries : int, default 2
-        Retries of a task whose worker died.
-    progress : callable, optional
-        ``(done, total)``: frames whose rows are made, across tasks.
-    log : callable, optional
-        Hears the dashboard link and how the run is cut.
+    run : BatchRun, optional
+        How it runs, as a batch does (:class:`~napari_flow_features.extract.batch.BatchRun`):
+        ``client`` (default: a new LocalCluster of ``workers``, closed at the end), ``force``,
+        ``retries``, ``log`` (the dashboard link and how the run is cut), ``video_progress``
+        (``{"done", "total", ...}``: frames whose rows are made, across tasks) and
+        ``task_frames`` (default :data:`DEFAULT_TASK_FRAMES`).
+    **run_options
+        Fields of ``run`` (a thin ``run.replace(...)``).
 
     Returns
     -------
@@ -524,30 +515,59 @@ def extract_split(
         A bad input (before anything runs), or tasks that failed (named; finished parts are
         kept for the next run).
     """
+    from .batch import BatchRun
     from .cluster import close_client, local_client
+    from .tasks import Job
 
-    t0 = time.perf_counter()
+    run = (run or BatchRun()).replace(**run_options)
+    task_frames = run.task_frames or DEFAULT_TASK_FRAMES
     jobs = plan_split(source, output, settings, task_frames)
-    done, todo = reusable_parts(jobs, force)
-    if log is not None:
-        log(f"{len(jobs)} tasks of about {jobs[0].task.rows_frames} frames; "
-            f"{len(done)} done before, {len(todo)} to run")  # fmt: skip
-    own = client is None
-    client = local_client() if own else client
+    video = SplitVideo(Job(str(source), str(output), settings, jobs[0].settings_hash), jobs,
+                       task_frames, run.force, batch=False)  # fmt: skip
+    if run.log is not None:
+        run.log(video.describe().split(": ", 1)[1])
+    client = local_client(workers=run.workers) if run.client is None else run.client
     try:
-        if log is not None and getattr(client, "dashboard_link", None):
-            log(f"Dask dashboard: {client.dashboard_link}")
-        record = client.submit(record_task, str(source), settings, pure=False,
-                               retries=retries)  # fmt: skip
-        _run_tasks(client, jobs, todo, retries, progress)
-        planned = record.result()
-        if "error" in planned:
-            raise BadInputError(planned["error"])
-        whole = planned["record"]
+        if run.log is not None and getattr(client, "dashboard_link", None):
+            run.log(f"Dask dashboard: {client.dashboard_link}")
+        _run_video(client, video, run)
     finally:
-        if own:
+        if run.client is None:
             close_client(client)
-    return _join(jobs, output, whole, task_frames, time.perf_counter() - t0)
+    if video.result is None:
+        raise BadInputError(video.failure())
+    return video.result
+
+
+def _run_video(client: Any, video: SplitVideo, run: Any) -> None:
+    """Run a split video's tasks on ``client``, its progress to ``run.video_progress``."""
+    from distributed import as_completed
+
+    from .tasks import PROGRESS_TOPIC
+
+    listener = run.video_progress
+    parts = set(video.parts())
+
+    def heard(event: Any) -> None:
+        if event[1].get("output") in parts:
+            listener(video.progress(event[1]))
+
+    if listener is not None:
+        listener(video.snapshot())
+        client.subscribe_topic(PROGRESS_TOPIC, heard)
+    futures = video.submit(client, run.retries)
+    try:
+        for future in as_completed(futures):
+            video.hear(future)
+            if listener is not None:
+                listener(video.snapshot())
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(PROGRESS_TOPIC)
 
 
 def reusable_parts(
@@ -578,62 +598,209 @@ def reusable_parts(
     return done, [j for j in jobs if j.task.index not in done]
 
 
-def _run_tasks(client: Any, jobs: list[TaskJob], todo: list[TaskJob], retries: int,
-               progress: Callable[[int, int], None] | None) -> None:  # fmt: skip
-    """Run ``todo`` on ``client``; progress across every task; failures raised together."""
-    from distributed import as_completed
+class SplitVideo:
+    """One video run as tasks: submits them, hears each result, joins the table at the end.
 
-    from .tasks import PROGRESS_TOPIC
+    The same for ``extract VIDEO -o OUT`` (:func:`extract_split`) and a batch's long video
+    (:mod:`~napari_flow_features.extract.split_batch`), whose table also gets a ``source`` column
+    and the batch record.
 
-    total = sum(j.task.rows_frames for j in jobs)
-    running = {j.part: 0 for j in todo}
-    before = total - sum(j.task.rows_frames for j in todo)
+    Parameters
+    ----------
+    job : Job
+        The video, its table and settings.
+    tasks : list of TaskJob
+        Its tasks (:func:`plan_split`).
+    task_frames : int
+        The frames per task asked for (recorded in the table's ``split``).
+    force : bool
+        Run every task again, even those whose part is there.
+    batch : bool, default True
+        Write the table as a batch does (``source`` column, batch record).
+    """
 
-    rows = {j.part: j.task.rows_frames for j in todo}
+    def __init__(
+        self, job: Any, tasks: list[TaskJob], task_frames: int, force: bool, batch: bool = True
+    ) -> None:
+        from .tasks import _stat
 
-    def heard(event: Any) -> None:
-        info = event[1]
-        if info.get("output") in running and progress is not None:
-            # A task reads its margins too: its share of its run, in its own rows. Events may
-            # arrive after their task's result: a count never goes back.
-            part = info["output"]
-            made = round(rows[part] * int(info["done"]) / max(int(info["total"]), 1))
-            running[part] = max(running[part], made)
-            progress(before + sum(running.values()), total)
+        self.batch = batch
+        self.result: SplitResult | None = None
+        self.job = job
+        self.tasks = tasks
+        self.task_frames = task_frames
+        self.stat = _stat(job.source)
+        done, self.todo = reusable_parts(tasks, force)
+        self.rows = {t.part: t.task.rows_frames for t in tasks}
+        self.total = sum(self.rows.values())
+        self.made = {t.part: t.task.rows_frames for t in tasks if t.task.index in done}
+        self.failed: list[tuple[TaskJob, str]] = []
+        self.whole: dict[str, Any] | None = None
+        self.plan_error: str | None = None
+        self.futures: dict[Any, TaskJob | None] = {}
+        self.t0 = time.perf_counter()
 
-    if progress is not None:
-        progress(before, total)
-        client.subscribe_topic(PROGRESS_TOPIC, heard)
-    futures = {client.submit(run_task, j, retries=retries, pure=False,
-                             key=f"split-{j.task.index}-{Path(j.part).parent.name}-"
-                                 f"{j.settings_hash[:12]}-{time.monotonic_ns()}"): j
-               for j in todo}  # fmt: skip
-    failed: list[str] = []
-    try:
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                result = future.result()
-            except Exception as exc:  # the worker died retries + 1 times, or similar
-                result = {"error": f"{type(exc).__name__}: {exc}"}
+    def describe(self) -> str:
+        """How the video is cut and what a rerun reuses, for the log.
+
+        Returns
+        -------
+        str
+            ``"<video>: N tasks of about M frames; D done before, T to run"``.
+        """
+        done = len(self.tasks) - len(self.todo)
+        return (f"{Path(self.job.source).name}: {len(self.tasks)} tasks of about "
+                f"{self.tasks[0].task.rows_frames} frames; {done} done before, "
+                f"{len(self.todo)} to run")  # fmt: skip
+
+    def submit(self, client: Any, retries: int) -> list[Any]:
+        """Submit the tasks still to run and the plan's record of the whole video.
+
+        Parameters
+        ----------
+        client : distributed.Client
+            The cluster.
+        retries : int
+            Retries of a task whose worker died.
+
+        Returns
+        -------
+        list of Future
+            Each is handed back to :meth:`hear` when it finishes.
+        """
+        self.t0 = time.perf_counter()
+        stem = f"{Path(self.job.output).stem}-{self.job.settings_hash[:12]}-{time.monotonic_ns()}"
+        whole = client.submit(record_task, self.job.source, self.job.settings, pure=False,
+                              retries=retries, key=f"split-record-{stem}")  # fmt: skip
+        self.futures = {whole: None}
+        for t in self.todo:
+            future = client.submit(run_task, t, retries=retries, pure=False,
+                                   key=f"split-{t.task.index}-{stem}")  # fmt: skip
+            self.futures[future] = t
+        return list(self.futures)
+
+    def parts(self) -> list[str]:
+        """The parts this video's tasks write (their progress events name them)."""
+        return [t.part for t in self.tasks]
+
+    def progress(self, event: dict[str, Any]) -> dict[str, Any]:
+        """One task's progress event as the whole video's.
+
+        Parameters
+        ----------
+        event : dict
+            A task's event: ``output`` (its part) and ``done``.
+
+        Returns
+        -------
+        dict
+            ``source``, ``output`` (the video's table), ``done`` and ``total`` frames.
+        """
+        # A task reads its margins too: its share of its run, in its own rows. Events may arrive
+        # after their task's result: a count never goes back.
+        part = event["output"]
+        rows = self.rows[part]
+        made = round(rows * int(event["done"]) / max(int(event["total"]), 1))
+        self.made[part] = max(self.made.get(part, 0), made)
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The video's progress now: rows made (finished tasks whole, running ones their share).
+
+        Returns
+        -------
+        dict
+            ``source``, ``output`` (the video's table), ``done`` and ``total`` frames.
+        """
+        return {"source": self.job.source, "output": self.job.output,
+                "done": sum(self.made.values()), "total": self.total}  # fmt: skip
+
+    def hear(self, future: Any) -> dict | None:
+        """Take one finished future; the video's index record once all of them are in.
+
+        Parameters
+        ----------
+        future : Future
+            One of :meth:`submit`'s futures, finished.
+
+        Returns
+        -------
+        dict or None
+            The batch index record (done, or failed naming the tasks), or ``None`` while
+            some futures are still running.
+        """
+        from .tasks import _message
+
+        task = self.futures.pop(future)
+        try:
+            result = future.result()
+        except Exception as exc:  # its worker died retries + 1 times, or similar
+            result = {"error": _message(exc)}
+        if task is None:
+            self.whole = result.get("record")
+            self.plan_error = result.get("error")
+        else:
+            self.made[task.part] = task.task.rows_frames
             if "error" in result:
-                failed.append(f"task {job.task.index} (frames {job.task.lo}..{job.task.hi - 1}): "
-                              f"{result['error']}")  # fmt: skip
-            running[job.part] = job.task.rows_frames
-            if progress is not None:
-                progress(before + sum(running.values()), total)
-    except BaseException:
-        client.cancel(list(futures))
-        raise
-    finally:
-        if progress is not None:
-            with contextlib.suppress(Exception):
-                client.unsubscribe_topic(PROGRESS_TOPIC)
-    if failed:
-        raise BadInputError(
-            f"{len(failed)} of {len(jobs)} tasks failed (the finished ones are kept in "
-            f"{Path(jobs[0].part).parent}; a rerun runs only the others): " + "; ".join(failed)
-        )
+                self.failed.append((task, result["error"]))
+        return None if self.futures else self._finish()
+
+    def failure(self) -> str:
+        """What went wrong, each message once with the tasks it came from; what is kept.
+
+        Returns
+        -------
+        str
+            The index's error for the video.
+        """
+        by_message: dict[str, list[str]] = {}
+        for task, message in self.failed:
+            t = task.task
+            by_message.setdefault(message, []).append(f"{t.index} (frames {t.lo}..{t.hi - 1})")
+        parts = [self.plan_error] if self.plan_error else []
+        for message, tasks in by_message.items():
+            if message != self.plan_error:
+                parts.append(f"task {', '.join(tasks)}: {message}")
+        if not parts:
+            parts = ["the source changed or is gone while it ran"]
+        folder = Path(self.tasks[0].part).parent
+        kept = sum(Path(t.part).is_file() for t in self.tasks)
+        if kept:
+            tail = f" ({kept} of {len(self.tasks)} tasks' parts are kept in {folder}: a rerun " \
+                   "runs only the others)"  # fmt: skip
+        else:
+            tail = ""
+            _remove_empty(folder)
+        return "; ".join(parts) + tail
+
+    def _finish(self) -> dict:
+        """Join the parts into the video's table (:attr:`result`), or name what failed."""
+        from .tasks import _message, _record, batch_record
+
+        seconds = time.perf_counter() - self.t0
+        if self.failed or self.whole is None or self.stat is None:
+            return _record(self.job, "failed", seconds=seconds, error=self.failure())
+        extra = batch_record(self.job, self.stat) if self.batch else None
+        try:
+            self.result = _join(self.tasks, self.job.output, self.whole, self.task_frames, seconds,
+                                source_column=self.job.source if self.batch else None,
+                                extra=extra)  # fmt: skip
+        except BadInputError as exc:
+            return _record(self.job, "failed", seconds=seconds, error=_message(exc))
+        return _record(self.job, "done", rows=self.result.rows, seconds=seconds, stat=self.stat)
+
+
+def _remove_empty(folder: Path) -> None:
+    """Remove a video's parts folder, and the batch's ``_parts/``, when nothing is in them."""
+    for path in (folder, folder.parent):
+        if path is folder.parent and path.name != BATCH_PARTS_DIR:
+            return
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty
+            return
 
 
 def _join(jobs: list[TaskJob], output: str | os.PathLike, whole: dict[str, Any],
