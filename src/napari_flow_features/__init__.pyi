@@ -7,9 +7,10 @@ from .analysis.report import write_evaluation_report
 from .analysis.visualization import FeatureVisualization
 from .config import ExtractionSettings, ExtractorConfig, WeightsConfig
 from .errors import BadInputError, CancelledError, CorruptFileError
-from .extract.batch import BatchRun, extract_many
+from .extract.batch import extract_many
 from .extract.pipeline import FeatureResult, extract_features, extract_frame
 from .extract.post_encoders import assign_frames, gap, interpolate_time, sample_point
+from .extract.tasks import BatchRun
 from .flow.compute import OpticalFlowComputer, compute_flow
 from .flow.sequences import OpticalFlowSequenceLoader, create_sequence_batch, preprocess_flow
 from .io.flow_files import read_flow, write_flo, write_flow_npy

@@ -515,9 +515,8 @@ def extract_split(
         A bad input (before anything runs), or tasks that failed (named; finished parts are
         kept for the next run).
     """
-    from .batch import BatchRun
     from .cluster import close_client, local_client
-    from .tasks import Job
+    from .tasks import BatchRun, Job
 
     run = (run or BatchRun()).replace(**run_options)
     task_frames = run.task_frames or DEFAULT_TASK_FRAMES

@@ -8,13 +8,14 @@ Pure (no Qt); imports neither TensorFlow nor Dask until a task runs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..config import ExtractionSettings, ExtractorConfig
@@ -165,3 +166,74 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, BadInputError) and text:
         return text  # already a sentence naming the problem
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: ``progress(done, total, record)`` of a batch: each finished video (record None: work starts).
+Progress = Callable[[int, int, dict | None], None]
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """How a batch runs, for :func:`extract_many` and :func:`flow_many` (the settings say what).
+
+    Attributes
+    ----------
+    client : distributed.Client, optional
+        The cluster (default: a LocalCluster of the batch's own, sized by
+        :func:`local_cluster_shape`, started only when some video needs work, closed at the end).
+    force : bool, default False
+        Run again the videos that are done.
+    retries : int, default 2
+        Reruns of a task whose worker died.
+    progress : callable, optional
+        ``progress(done, total, record)``: each finished video, and once with ``record`` None
+        when the videos to run start (after the skipped ones).
+    log : callable, optional
+        ``log(text)``: the dashboard link and how videos are split.
+    video_progress : callable, optional
+        ``video_progress({"source", "output", "done", "total"})``: frames encoded in running
+        videos (Dask events, about twice a second per video; a split video's summed over its
+        tasks).
+    task_frames : int, optional
+        How long videos are split (extraction only): ``None`` automatically, 0 never, N > 0
+        into tasks of N frames
+        (:func:`~napari_flow_features.extract.split_batch.batch_task_frames`).
+    workers : int, optional
+        Worker processes of the batch's own LocalCluster (default: :func:`local_cluster_shape`);
+        ignored with a ``client``.
+    """
+
+    client: Any = None
+    force: bool = False
+    retries: int = 2
+    progress: Progress | None = None
+    log: Callable[[str], None] | None = None
+    video_progress: Callable[[dict], None] | None = None
+    task_frames: int | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, least in (("retries", 0), ("task_frames", 0), ("workers", 1)):
+            value = getattr(self, name)
+            if value is None and name != "retries":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise BadInputError(f"{name} must be a whole number ≥ {least}, got {value!r}")
+
+    def replace(self, **changes: Any) -> BatchRun:
+        """A copy with ``changes`` (field names; an unknown one is a named error).
+
+        Parameters
+        ----------
+        **changes
+            New values of fields.
+
+        Returns
+        -------
+        BatchRun
+            The copy.
+        """
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"Unknown batch option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
