@@ -286,6 +286,16 @@ def test_cli_refuses_what_it_cannot_split_before_any_work(tmp_path, capsys):
 # -- a batch's long videos ------------------------------------------------------------------------
 
 
+def test_an_automatic_split_shares_the_frames_out_over_the_workers():
+    from napari_flow_features.extract.split_batch import MIN_AUTO_TASK_FRAMES, auto_task_frames
+
+    assert auto_task_frames([12_000], 16, 1800) == 752  # 16 tasks, not 7 with 9 workers idle
+    assert auto_task_frames([108_000] * 3, 8, 1800) == 1800  # enough work: the longest tasks
+    assert auto_task_frames([2400], 2, 1800) == 1200
+    assert auto_task_frames([9000], 16, 1800) == MIN_AUTO_TASK_FRAMES  # margins stay <= 20 %
+    assert all(auto_task_frames([n], w, 1800) % GRID == 0 for n in (999, 5001) for w in (3, 7))
+
+
 def test_batch_task_frames_splits_when_workers_outnumber_videos():
     assert batch_task_frames(None, workers=4, videos=3) == DEFAULT_TASK_FRAMES
     assert batch_task_frames(None, workers=3, videos=3) == 0

@@ -516,8 +516,9 @@ def _units(client: Any, todo: list[Job], kind: _BatchKind, run: BatchRun) -> lis
     from .split import SplitVideo
     from .split_batch import batch_task_frames, split_videos
 
-    task_frames = batch_task_frames(run.task_frames, len(client.nthreads()), len(todo))
-    planned = split_videos(todo, task_frames, run.task_frames is not None, run.log)
+    workers = len(client.nthreads())
+    task_frames = batch_task_frames(run.task_frames, workers, len(todo))
+    planned = split_videos(todo, task_frames, run.task_frames is not None, run.log, workers)
     units = [SplitVideo(job, planned[job.output], task_frames, run.force)
              if job.output in planned else _WholeVideo(job, kind, i)
              for i, job in enumerate(todo)]  # fmt: skip
