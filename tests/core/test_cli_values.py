@@ -329,29 +329,43 @@ def test_flow_kept_from_a_range_keeps_its_video_frame_numbers(flow_then_extract)
     assert rows["frame"].tolist() == list(range(3, 10))
 
 
-@pytest.mark.parametrize("max_side", [0, 32], ids=["region's size", "resized"])
-def test_landmarks_find_their_place_in_flow_kept_from_part_of_a_video(flow_then_extract, max_side):
-    """Flow kept from frames 3..9 and the region x=24, y=16, 64x48: landmarks in the whole video's
-    frames and pixels give, from the kept flow, the rows the video gives with that range and
-    region (positions in video pixels, frames numbered as the video's; flow kept in float32, so
-    the encoder sees the very same input)."""
+@pytest.mark.parametrize(
+    ("part", "first"),
+    [(("--start", 3, "--stop", 10, "--roi", "24,16,64,48", "--max-side", 0), 3),
+     (("--start", 3, "--stop", 10, "--roi", "24,16,64,48", "--max-side", 32), 3),
+     (("--stop", 9), 0)],
+    ids=["range and region", "range and region, resized", "first frames"],
+)  # fmt: skip
+def test_landmarks_find_their_place_in_flow_kept_from_part_of_a_video(flow_then_extract, part,
+                                                                      first):  # fmt: skip
+    """Flow kept from part of a video (a range, a region, resized or not): landmarks in the whole
+    video's frames and pixels give, from the kept flow, the rows the video gives with that part
+    (positions in video pixels, frames numbered as the video's; flow kept in float32, so the
+    encoder sees the very same input), and the border rule names the same video frames."""
     folder = flow_then_extract
-    part = ["--start", 3, "--stop", 10, "--roi", "24,16,64,48", "--max-side", max_side]
     t = np.arange(SHIFT_T)
-    pd.DataFrame({"frame": np.repeat(t, 2), "track_id": ["a", "b"] * SHIFT_T,
-                  "x": np.stack([30 + 4 * t, 80 - 3 * t], 1).ravel(),
-                  "y": np.stack([20 + 2 * t, 60 - t], 1).ravel()}).to_csv(
+    far = t >= 5  # landmark c leaves the region (x=24..87): dropped, named at video frame 5
+    pd.DataFrame({"frame": np.repeat(t, 3), "track_id": ["a", "b", "c"] * SHIFT_T,
+                  "x": np.stack([30 + 4 * t, 80 - 3 * t, np.where(far, 2.0, 50.0)], 1).ravel(),
+                  "y": np.stack([20 + 2 * t, 60 - t, np.full(SHIFT_T, 40.0)], 1).ravel()}).to_csv(
         folder / "lm.csv", index=False)  # fmt: skip
     point = ["--post-encoder", "point", "--points", "lm.csv", *MODEL]
-    kept = f"region{max_side}.npy"
-    ok(flow_features("extract", "shift.mp4", "-o", f"video{max_side}.parquet", *part, *point,
-                     "--keep-flow", kept, "--keep-flow-dtype", "float32", cwd=folder))  # fmt: skip
-    ok(flow_features("extract", kept, "-o", f"kept{max_side}.parquet", *point, cwd=folder))
-    got = pd.read_parquet(folder / f"kept{max_side}.parquet")
-    want = pd.read_parquet(folder / f"video{max_side}.parquet")
+    name = "_".join(map(str, part)).replace(",", "-")
+    kept = f"kept{name}.npy"
+    video = ok(flow_features("extract", "shift.mp4", "-o", f"video{name}.parquet", *part, *point,
+                             "--keep-flow", kept, "--keep-flow-dtype", "float32", cwd=folder))  # fmt: skip
+    again = ok(flow_features("extract", kept, "-o", f"kept{name}.parquet", *point, cwd=folder))
+    got = pd.read_parquet(folder / f"kept{name}.parquet")
+    want = pd.read_parquet(folder / f"video{name}.parquet")
     keys = [c for c in want.columns if not c.startswith("f0")]
     pd.testing.assert_frame_equal(got[keys], want[keys])
-    assert got["frame"].tolist() == np.repeat(np.arange(3, 10), 2).tolist()
+    stop = dict(zip(part[::2], part[1::2], strict=True))["--stop"]
+    assert got["frame"].tolist() == np.repeat(np.arange(first, stop), 3).tolist()
     a, b = got.filter(regex=r"^f\d{4}$").to_numpy(), want.filter(regex=r"^f\d{4}$").to_numpy()
-    assert np.isfinite(b).all() and np.abs(b).max() > 0
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+    dropped = (want["landmark"] == "c").to_numpy() & (want["frame"] >= 5).to_numpy() & (first == 3)
+    assert np.isnan(b[dropped]).all() and np.isfinite(b[~dropped]).all()
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(b)))
+    if first == 3:  # the region's border: the same message, in the video's frames
+        said = [line for line in again.stderr.splitlines() if "first: frame" in line]
+        assert said and "first: frame 5, c" in said[0], again.stderr
+        assert said[0] in video.stderr

@@ -892,8 +892,11 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
     # a region) takes them by the part's place, which its sidecar records.
     video_frames = src.n_frames
     placed = isinstance(given, Landmarks) and given.xy.shape[1] == src.n_frames  # planned before
-    if (src.frame_offset or src.origin != (0, 0)) and not placed:
-        video_frames = _kept_video_frames(src)
+    recorded = src.flow_info.get("flow_video_n_frames")
+    if not placed and recorded is not None:  # kept flow: of the whole video, or a part of it
+        video_frames = int(recorded)
+    elif not placed and (src.frame_offset or src.origin != (0, 0)):
+        raise _unplaced_part(src)  # a part, kept by a version that did not say its video
     landmarks = landmarks_from_points(
         given,
         video_frames,
@@ -916,19 +919,16 @@ def _landmarks(settings: ExtractionSettings, points: Any, src: Source) -> Landma
     return landmarks
 
 
-def _kept_video_frames(src: Source) -> int:
-    """The whole video's frame count of flow kept from part of it; an error where not recorded."""
-    n = src.flow_info.get("flow_video_n_frames")
-    if n is None:
-        part = [f"frames from {src.frame_offset}"] if src.frame_offset else []
-        if src.origin != (0, 0):
-            part.append(f"the region {src.flow_info['flow_roi_xywh']}")
-        raise BadInputError(
-            f"{src.name} is flow kept from part of a video ({' and '.join(part)}) by a version "
-            "that did not record the video's length, and landmarks are in the whole video's "
-            "frames: keep the flow again, or extract from the video with the same start/stop/roi"
-        )
-    return int(n)
+def _unplaced_part(src: Source) -> BadInputError:
+    """The error for flow kept from part of a video by a version that did not record its video."""
+    part = [f"frames from {src.frame_offset}"] if src.frame_offset else []
+    if src.origin != (0, 0):
+        part.append(f"the region {src.flow_info['flow_roi_xywh']}")
+    return BadInputError(
+        f"{src.name} is flow kept from part of a video ({' and '.join(part)}) by a version "
+        "that did not record the video's length, and landmarks are in the whole video's "
+        "frames: keep the flow again, or extract from the video with the same start/stop/roi"
+    )
 
 
 def _border(
@@ -951,10 +951,9 @@ def _border(
     origin = np.array([x0, y0], float)
     report = classify_border(landmarks.xy - origin, region_hw, margin)
     # Said as the user sees it: video frame numbers and video pixels.
-    report = replace(
-        report,
-        examples=[(k, t + sel.start, x + x0, y + y0) for k, t, x, y in report.examples],
-    )
+    first = sel.start + src.frame_offset  # the video frame of the run's frame 0
+    examples = [(k, t + first, x + x0, y + y0) for k, t, x, y in report.examples]
+    report = replace(report, examples=examples)
     message = border_message(report, region_hw, landmarks.ids, margin)
     if message and (x0, y0, rw, rh) != (0, 0, *src.frame_hw[::-1]):
         h, w = region_hw
