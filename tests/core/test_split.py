@@ -439,8 +439,42 @@ def test_auto_split_says_why_a_long_video_runs_whole_and_is_silent_about_short_o
             for n, s in ((100, sliding), (30, sliding), (100, SETTINGS))]  # fmt: skip
     log: list[str] = []
     planned = split_videos(jobs, 40, explicit=False, log=log.append)
-    assert list(planned) == [jobs[2].output] and len(planned[jobs[2].output]) == 3
+    assert list(planned) == [jobs[2].output] and planned[jobs[2].output][0] == 40
+    assert len(planned[jobs[2].output][1]) == 3
     assert len(log) == 1 and log[0].startswith("v100.mp4: runs as one task, as a split cannot: ")
     assert "sliding windows" in log[0] and "--task-frames" not in log[0]
     with pytest.raises(BadInputError, match=r"v100\.mp4: a split run cannot: sliding"):
         split_videos(jobs, 40, explicit=True)
+
+
+def test_a_rerun_cuts_a_video_as_its_first_run_did(tmp_path, monkeypatch):
+    """The automatic length depends on the videos left to run; a rerun after a kill (one video
+    fewer) keeps the length the parts were made with, so they are reused."""
+    from napari_flow_features.extract import split_batch
+    from napari_flow_features.extract.batch import Job
+
+    monkeypatch.setattr(split_batch, "MIN_AUTO_TASK_FRAMES", 8)
+    out = tmp_path / "out"
+    out.mkdir()  # the batch makes it before planning
+    jobs = [Job(_video(tmp_path, 100, f"{name}.mp4"), str(out / f"{name}.parquet"), SETTINGS, "h")
+            for name in ("a", "b")]  # fmt: skip
+    first = split_batch.split_videos(jobs, 1800, explicit=False, workers=4)
+    assert {length for length, _ in first.values()} == {56}  # 200 frames over 4 workers
+    assert split_batch.auto_task_frames([100], 4, 1800) == 32  # what b alone would get
+    again = split_batch.split_videos(jobs[1:], 1800, explicit=False, workers=4)
+    assert again[jobs[1].output][0] == 56
+    assert [t.part for t in again[jobs[1].output][1]] == [t.part for t in first[jobs[1].output][1]]
+    other = jobs[1].__class__(jobs[1].source, jobs[1].output, SETTINGS, "other settings")
+    assert split_batch.split_videos([other], 1800, explicit=False, workers=4)[other.output][0] == 32
+
+
+def test_extract_split_says_what_it_cannot_take(tmp_path):
+    video = _video(tmp_path, 20)
+    out = tmp_path / "o.parquet"
+    with pytest.raises(TypeError):
+        extract_split(video, out, SETTINGS, 1800)  # how it runs is keywords (or run=)
+    with pytest.raises(BadInputError, match="task_frames 0 is no split"):
+        extract_split(video, out, SETTINGS, task_frames=0)
+    with pytest.raises(TypeError, match="video_progress"):
+        extract_split(video, out, SETTINGS, progress=print)
+    assert not out.exists() and not parts_dir(out).exists()

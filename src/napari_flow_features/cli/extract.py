@@ -103,8 +103,8 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         help="split long videos across Dask workers: tasks of about N frames, joined into one "
         "table equal to one run's (resumable per task). Default with -o: no split, or 1800 frames "
         "(1 min at 30 fps) when a cluster option (--workers, --scheduler, --scheduler-file) is "
-        "given; with --output-dir: 1800 frames when the cluster has more workers than videos to "
-        "run; 0: never split (docs/batch.md)",
+        "given; with --output-dir, when the cluster has more workers than videos to run: tasks "
+        "that give every worker work (600 to 1800 frames); 0: never split (docs/batch.md)",
     )  # fmt: skip
 
 

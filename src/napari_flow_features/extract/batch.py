@@ -38,11 +38,13 @@ from .cluster import (  # noqa: F401 (importable from here since the batch had t
     local_client,
     local_cluster_shape,
 )
-from .tasks import (
+from .tasks import (  # noqa: F401 (importable from here since the batch had them)
     BATCH_META_KEY,
     PROGRESS_TOPIC,
     BatchRun,
     Job,
+    Progress,
+    WorkerProgress,
     _extractor_for,
     _message,
     _record,
@@ -307,7 +309,7 @@ def is_done(job: Job) -> dict | None:
     return record
 
 
-def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) -> dict:
+def extract_video(job: Job, progress: WorkerProgress | None = None) -> dict:
     """Extract one video to its Parquet table.
 
     Extract one video to ``job.output`` (Parquet, written block by block and renamed into place
@@ -344,8 +346,8 @@ def extract_video(job: Job, progress: Callable[[int, int], None] | None = None) 
             s,
             points=checked.landmarks,
             row_sink=sink,
-            progress=progress,
-            flow_progress=progress,
+            progress=progress.encoder if progress is not None else None,
+            flow_progress=progress.flow if progress is not None else None,
         )
         writer.close({**result.metadata, **batch_record(job, stat)})
     except BaseException:
@@ -394,9 +396,9 @@ def extract_many(
     ``progress=``, a thin ``run.replace(...)``). Bad sources or settings raise
     :class:`BadInputError` before anything runs; a failing video only marks its row failed.
 
-    When the cluster has more workers than videos to run, each video long enough for two tasks
-    of :data:`~napari_flow_features.extract.split.DEFAULT_TASK_FRAMES` frames is cut into such
-    tasks, run among the others and joined into its table (equal rows; resumable per task; see
+    When the cluster has more workers than videos to run, long videos are cut into tasks that
+    give every worker work (:func:`~napari_flow_features.extract.split_batch.auto_task_frames`),
+    run among the others and joined into their tables (equal rows; resumable per task; see
     :mod:`~napari_flow_features.extract.split_batch`). ``task_frames`` N > 0 splits into tasks of
     N frames whatever the workers; 0 never splits.
     """
@@ -442,6 +444,7 @@ def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: BatchRu
     if not todo:  # nothing to run: no cluster started
         return index.frame()
     client = local_client(workers=run.workers) if run.client is None else run.client
+    units: list[Any] = []
     try:
         if run.log is not None and getattr(client, "dashboard_link", None):
             run.log(f"Dask dashboard: {client.dashboard_link}")
@@ -460,6 +463,8 @@ def _run_batch(jobs: list[Job], output_dir: Path, kind: _BatchKind, run: BatchRu
             close_client(client)
         for folder in sorted({Path(j.output).parent for j in todo}):
             remove_stale_partials(folder)  # of a worker that died mid-video (its task was retried)
+        for unit in units:
+            unit.tidy()  # a split video stopped before any part: no empty folder left
     return index.frame()
 
 
@@ -494,6 +499,9 @@ class _WholeVideo:
     def parts(self) -> list[str]:
         return [self.job.output]
 
+    def tidy(self) -> None:
+        """Nothing to tidy: a video run whole leaves no parts."""
+
     def progress(self, event: dict) -> dict:
         return event
 
@@ -519,7 +527,7 @@ def _units(client: Any, todo: list[Job], kind: _BatchKind, run: BatchRun) -> lis
     workers = len(client.nthreads())
     task_frames = batch_task_frames(run.task_frames, workers, len(todo))
     planned = split_videos(todo, task_frames, run.task_frames is not None, run.log, workers)
-    units = [SplitVideo(job, planned[job.output], task_frames, run.force)
+    units = [SplitVideo(job, planned[job.output][1], planned[job.output][0], run.force)
              if job.output in planned else _WholeVideo(job, kind, i)
              for i, job in enumerate(todo)]  # fmt: skip
     for unit in units:
@@ -659,14 +667,14 @@ def flow_many(
             sort_keys=True,
         ).encode()
     ).hexdigest()
-    output_dir = ensure_output_dir(output_dir)
-    videos = expand_sources(sources)
-    jobs = [Job(str(v), str(output_dir / n), flow_settings, digest)
-            for v, n in zip(videos, output_names(videos, ".npy"), strict=True)]  # fmt: skip
     run = (run or BatchRun()).replace(**run_options)
     if run.task_frames or run.video_progress is not None:
         raise BadInputError("A flow batch writes each video's flow in one task: no task_frames, "
                             "no video_progress")  # fmt: skip
+    videos = expand_sources(sources)
+    output_dir = ensure_output_dir(output_dir)  # made once every input is checked
+    jobs = [Job(str(v), str(output_dir / n), flow_settings, digest)
+            for v, n in zip(videos, output_names(videos, ".npy"), strict=True)]  # fmt: skip
     return _run_batch(jobs, output_dir, _BatchKind("flow", _flow_done, run_flow_job), run)
 
 

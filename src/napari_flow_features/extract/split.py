@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ PART_META_KEY = "split_task"
 #: The folder beside a batch's tables that holds its split videos' parts, one folder per video
 #: (its leading ``_`` keeps it out of ``pandas.read_parquet(output_dir)``, as the index's).
 BATCH_PARTS_DIR = "_parts"
+#: The file beside a batch video's parts that records their task length (a rerun cuts alike).
+SPLIT_PLAN_FILE = "split.json"
 #: End points that pool whole clips run sliding windows, which a split does not cut.
 _CLIP_POOLING = ("Logits", "Predictions")
 
@@ -284,8 +287,11 @@ def _extract_part(job: TaskJob) -> int:
     progress = _worker_progress(Job(job.source, job.part, settings, job.settings_hash))
     writer = TableStreamWriter(job.part)
     try:
-        result = extract_features(job.source, extractor, settings, row_sink=writer.write,
-                                  progress=progress, flow_progress=progress)  # fmt: skip
+        result = extract_features(
+            job.source, extractor, settings, row_sink=writer.write,
+            progress=progress.encoder if progress is not None else None,
+            flow_progress=progress.flow if progress is not None else None,
+        )  # fmt: skip
         writer.close({**result.metadata, PART_META_KEY: job.record(stat)})
     except BaseException:
         writer.discard()
@@ -477,6 +483,7 @@ def extract_split(
     source: str | os.PathLike,
     output: str | os.PathLike,
     settings: ExtractionSettings,
+    *,
     run: Any = None,
     **run_options: Any,
 ) -> SplitResult:
@@ -519,6 +526,10 @@ def extract_split(
     from .tasks import BatchRun, Job
 
     run = (run or BatchRun()).replace(**run_options)
+    if run.progress is not None:
+        raise TypeError("extract_split reports frames through video_progress(event), not progress")
+    if run.task_frames == 0:
+        raise BadInputError("task_frames 0 is no split: extract in one process (extract_to_file)")
     task_frames = run.task_frames or DEFAULT_TASK_FRAMES
     jobs = plan_split(source, output, settings, task_frames)
     video = SplitVideo(Job(str(source), str(output), settings, jobs[0].settings_hash), jobs,
@@ -544,29 +555,36 @@ def _run_video(client: Any, video: SplitVideo, run: Any) -> None:
 
     from .tasks import PROGRESS_TOPIC
 
-    listener = run.video_progress
     parts = set(video.parts())
+    lock, told = threading.Lock(), [-1]
+
+    def tell(event: dict[str, Any]) -> None:
+        # From Dask's event thread and from this one: one at a time, never backwards.
+        with lock:
+            if run.video_progress is not None and event["done"] >= told[0]:
+                told[0] = event["done"]
+                run.video_progress(event)
 
     def heard(event: Any) -> None:
         if event[1].get("output") in parts:
-            listener(video.progress(event[1]))
+            tell(video.progress(event[1]))
 
-    if listener is not None:
-        listener(video.snapshot())
+    if run.video_progress is not None:
+        tell(video.snapshot())
         client.subscribe_topic(PROGRESS_TOPIC, heard)
     futures = video.submit(client, run.retries)
     try:
         for future in as_completed(futures):
             video.hear(future)
-            if listener is not None:
-                listener(video.snapshot())
+            tell(video.snapshot())
     except BaseException:
         client.cancel(futures)
         raise
     finally:
-        if listener is not None:
+        if run.video_progress is not None:
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(PROGRESS_TOPIC)
+        video.tidy()
 
 
 def reusable_parts(
@@ -638,6 +656,8 @@ class SplitVideo:
         self.plan_error: str | None = None
         self.futures: dict[Any, TaskJob | None] = {}
         self.t0 = time.perf_counter()
+        # Progress events arrive on Dask's event thread, results on the caller's.
+        self.lock = threading.RLock()
 
     def describe(self) -> str:
         """How the video is cut and what a rerun reuses, for the log.
@@ -700,8 +720,9 @@ class SplitVideo:
         part = event["output"]
         rows = self.rows[part]
         made = round(rows * int(event["done"]) / max(int(event["total"]), 1))
-        self.made[part] = max(self.made.get(part, 0), made)
-        return self.snapshot()
+        with self.lock:
+            self.made[part] = max(self.made.get(part, 0), min(made, rows))
+            return self.snapshot()
 
     def snapshot(self) -> dict[str, Any]:
         """The video's progress now: rows made (finished tasks whole, running ones their share).
@@ -711,8 +732,10 @@ class SplitVideo:
         dict
             ``source``, ``output`` (the video's table), ``done`` and ``total`` frames.
         """
-        return {"source": self.job.source, "output": self.job.output,
-                "done": sum(self.made.values()), "total": self.total}  # fmt: skip
+        with self.lock:
+            done = sum(self.made.values())
+        return {"source": self.job.source, "output": self.job.output, "done": done,
+                "total": self.total}  # fmt: skip
 
     def hear(self, future: Any) -> dict | None:
         """Take one finished future; the video's index record once all of them are in.
@@ -739,7 +762,8 @@ class SplitVideo:
             self.whole = result.get("record")
             self.plan_error = result.get("error")
         else:
-            self.made[task.part] = task.task.rows_frames
+            with self.lock:
+                self.made[task.part] = task.task.rows_frames
             if "error" in result:
                 self.failed.append((task, result["error"]))
         return None if self.futures else self._finish()
@@ -784,13 +808,22 @@ class SplitVideo:
             self.result = _join(self.tasks, self.job.output, self.whole, self.task_frames, seconds,
                                 source_column=self.job.source if self.batch else None,
                                 extra=extra)  # fmt: skip
-        except BadInputError as exc:
+        except Exception as exc:  # a part gone or a full disk: this video fails, not the batch
             return _record(self.job, "failed", seconds=seconds, error=_message(exc))
         return _record(self.job, "done", rows=self.result.rows, seconds=seconds, stat=self.stat)
 
+    def tidy(self) -> None:
+        """Remove the parts folder if nothing is in it (a run stopped before any part)."""
+        _remove_empty(Path(self.tasks[0].part).parent)
+
 
 def _remove_empty(folder: Path) -> None:
-    """Remove a video's parts folder, and the batch's ``_parts/``, when nothing is in them."""
+    """Remove a video's parts folder, and the batch's ``_parts/``, when nothing is in them.
+
+    A folder with no part left holds nothing a rerun can use: its task length goes with it.
+    """
+    if folder.is_dir() and not any(folder.glob("task-*")):
+        (folder / SPLIT_PLAN_FILE).unlink(missing_ok=True)
     for path in (folder, folder.parent):
         if path is folder.parent and path.name != BATCH_PARTS_DIR:
             return

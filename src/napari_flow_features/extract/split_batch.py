@@ -16,6 +16,7 @@ Pure (no Qt). TensorFlow loads only in the workers.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from .split import (
     BATCH_PARTS_DIR,
     DEFAULT_TASK_FRAMES,
     GRID,
+    SPLIT_PLAN_FILE,
     TaskJob,
     _remove_empty,
     plan_split,
@@ -105,7 +107,7 @@ def auto_task_frames(frames: Sequence[int], workers: int, longest: int) -> int:
 def split_videos(
     jobs: list[Any], task_frames: int, explicit: bool, log: Callable[[str], None] | None = None,
     workers: int | None = None,
-) -> dict[str, list[TaskJob]]:  # fmt: skip
+) -> dict[str, tuple[int, list[TaskJob]]]:  # fmt: skip
     """Plan the tasks of every job's video that is long enough to make more than one.
 
     Parameters
@@ -126,7 +128,7 @@ def split_videos(
     Returns
     -------
     dict
-        Output → its tasks, for the videos that are split.
+        Output → its task length and tasks, for the videos that are split.
 
     Raises
     ------
@@ -139,10 +141,13 @@ def split_videos(
     if not explicit and workers:
         frames = [stop - start for _, start, stop in filter(None, ranges.values())]
         task_frames = auto_task_frames(frames, workers, task_frames)
-    planned: dict[str, list[TaskJob]] = {}
+    planned: dict[str, tuple[int, list[TaskJob]]] = {}
     for job in jobs:
         where = ranges[job.output]
-        if where is None or len(plan_tasks(where[0], task_frames, where[1], where[2])) < 2:
+        # A rerun cuts a video as its first run did (the videos left to share out may differ),
+        # so the parts it finished fit.
+        length = task_frames if explicit else _kept_length(job) or task_frames
+        if where is None or len(plan_tasks(where[0], length, where[1], where[2])) < 2:
             continue  # short, or a bad source: its one task says what is wrong
         obstacles = split_obstacles(job.settings)
         if obstacles:
@@ -152,9 +157,32 @@ def split_videos(
                 log(f"{Path(job.source).name}: runs as one task, as a split cannot: "
                     f"{'; '.join(obstacles)}")  # fmt: skip
             continue
-        planned[job.output] = plan_split(job.source, job.output, job.settings, task_frames,
-                                         parts_folder(job.output))  # fmt: skip
+        tasks = plan_split(job.source, job.output, job.settings, length,
+                           parts_folder(job.output))  # fmt: skip
+        _keep_length(job, length)
+        planned[job.output] = (length, tasks)
     return planned
+
+
+def _kept_length(job: Any) -> int | None:
+    """The task length a video's earlier split run used (its parts fit it), if any."""
+    try:
+        plan = json.loads((parts_folder(job.output) / SPLIT_PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    length = plan.get("task_frames") if isinstance(plan, dict) else None
+    same = isinstance(plan, dict) and plan.get("settings_hash") == job.settings_hash
+    return length if same and isinstance(length, int) and length > 0 else None
+
+
+def _keep_length(job: Any, length: int) -> None:
+    """Record the task length beside the video's parts, for a rerun after a kill."""
+    from ..io.json_files import write_json
+
+    folder = parts_folder(job.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / SPLIT_PLAN_FILE, {"task_frames": length,
+                                          "settings_hash": job.settings_hash})  # fmt: skip
 
 
 def _range(job: Any) -> tuple[int, int, int] | None:

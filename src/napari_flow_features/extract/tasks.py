@@ -128,37 +128,62 @@ def _record(job: Job, status: str, rows: int | None = None, seconds: float = 0.0
 PROGRESS_TOPIC = "napari-flow-features-progress"
 
 
-def _worker_progress(job: Job, every: float = 0.5) -> Callable[[int, int], None] | None:
-    """Make a progress callback that reports to the Dask client.
+class WorkerProgress:
+    """A task's progress, sent to the Dask client as events (at most every ``every`` seconds).
 
-    ``progress(done, total)`` that tells the client (a Dask event, at most every ``every``
-    seconds, and always the last step); ``None`` outside a Dask worker. It is given to both the
-    flow (fields computed) and the encoder (frames encoded): the event is the farther of the two
-    as a share of the largest total heard, so it moves with every block of flow (the encoder
-    reports once per chunk, hundreds of frames) and never goes back.
+    The flow (fields computed, from its own thread) and the encoder (frames encoded, once per
+    pass) report separately: the event is the mean of their shares (the encoder's alone for a
+    flow file), as frames of the largest total heard, and never goes back. The flow runs a pass
+    ahead, so neither alone says how far the task is.
+
+    Parameters
+    ----------
+    worker : distributed.Worker
+        The worker running the task.
+    job : Job
+        The task (its ``output`` names it in the events).
+    every : float, default 0.5
+        Seconds between events (the last one always goes).
     """
+
+    def __init__(self, worker: Any, job: Job, every: float = 0.5) -> None:
+        self.worker, self.job, self.every = worker, job, every
+        self.shares = {"encoder": 0.0}
+        self.best, self.size, self.last = 0.0, 1, 0.0
+        self.lock = threading.Lock()
+
+    def encoder(self, done: int, total: int) -> None:
+        """Hear the encoder: frames encoded of ``total``."""
+        self._hear("encoder", done, total)
+
+    def flow(self, done: int, total: int) -> None:
+        """Hear the flow: fields computed of ``total``."""
+        self._hear("flow", done, total)
+
+    def _hear(self, which: str, done: int, total: int) -> None:
+        with self.lock:
+            self.shares[which] = done / max(total, 1)
+            self.size = max(self.size, int(total))
+            share = 1.0 if self.shares["encoder"] >= 1 else sum(self.shares.values()) / 2
+            self.best = max(self.best, share if "flow" in self.shares else self.shares["encoder"])
+            now = time.monotonic()
+            if self.best < 1 and now - self.last < self.every:
+                return
+            self.last = now
+            event = {"output": self.job.output, "source": self.job.source,
+                     "done": round(self.best * self.size), "total": self.size}  # fmt: skip
+        self.worker.log_event(PROGRESS_TOPIC, event)
+
+
+def _worker_progress(job: Job, every: float = 0.5) -> WorkerProgress | None:
+    """The task's :class:`WorkerProgress`; ``None`` outside a Dask worker."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
         return None
-    last, share, size = [0.0], [0.0], [1]
-    lock = threading.Lock()  # the flow thread and the encoder's both report
-
-    def progress(done: int, total: int) -> None:
-        with lock:
-            share[0] = max(share[0], done / max(total, 1))
-            size[0] = max(size[0], int(total))
-            now = time.monotonic()
-            if share[0] < 1 and now - last[0] < every:
-                return
-            last[0] = now
-            event = {"output": job.output, "source": job.source,
-                     "done": round(share[0] * size[0]), "total": size[0]}  # fmt: skip
-        worker.log_event(PROGRESS_TOPIC, event)
-
-    return progress
+    return WorkerProgress(worker, job, every)
 
 
 def _message(exc: BaseException) -> str:

@@ -166,8 +166,6 @@ def tracks_layer_data(table: Any) -> tuple[np.ndarray, Any, dict]:
 
 #: Per-frame schemes (docs/performance.md): label → config value.
 WINDOWING_CHOICES = {"chunked (seamless)": "chunked", "sliding windows": "sliding"}
-#: The resize before flow and encoder (the flow dock's choices): the command line's default, the
-#: video's size, or a side.
 #: The extractor config's stream values (docs/streams.md).
 STREAM_CHOICES = ("flow", "rgb", "two-stream")
 
