@@ -168,7 +168,11 @@ def test_cancel_in_the_middle_leaves_no_files(tmp_path, monkeypatch):
             progress=progress, cancel=stop,
         )  # fmt: skip
     assert list(out.iterdir()) == []  # no maps, no flow, no partial file
-    assert list(scratch.iterdir()) == []  # no temporary folder
+    # No temporary folder of ours. TensorFlow's autograph writes the code of a function it traces
+    # for the first time in this process to the temporary folder and removes it at exit: run
+    # alone, this test is that first trace.
+    left = [p for p in scratch.iterdir() if not p.name.startswith("__autograph_generated_file")]
+    assert left == []
     assert not [t for t in threading.enumerate() if t.name.startswith(("flow-feed", "flow_"))]
 
 
