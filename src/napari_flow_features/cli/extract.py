@@ -509,10 +509,10 @@ def run_batch(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
 
 def _warn_random_weights(index: Any) -> None:
     """Say once, as the single-video form does, when the batch's tables have random weights."""
-    from ..extract.split import part_metadata
+    from ..extract.tasks import footer_metadata
 
     for output in index.loc[index["status"].isin(["done", "skipped"]), "output"]:
-        meta = part_metadata(output) or {}
+        meta = (footer_metadata(output) or ({}, 0))[0]
         if meta.get("random_weights"):
             console.warning(f"WARNING: {meta['weights_note']}")
         return  # the batch's settings are one model's (a manifest row's may differ: rare)

@@ -51,6 +51,7 @@ from .tasks import (  # noqa: F401 (importable from here since the batch had the
     _stat,
     _worker_progress,
     batch_record,
+    footer_metadata,
     settings_digest,
 )
 
@@ -275,21 +276,11 @@ def table_batch_record(path: str | os.PathLike) -> dict | None:
     read from the Parquet footer only; ``None`` when the file is missing, unreadable or was not
     written by a batch.
     """
-    import pyarrow.parquet as pq
-
-    from ..io.tables import PARQUET_META_KEY
-
-    try:
-        meta = pq.read_metadata(path)
-        key = PARQUET_META_KEY if isinstance(PARQUET_META_KEY, bytes) else PARQUET_META_KEY.encode()
-        raw = (meta.metadata or {}).get(key)
-        record = json.loads(raw)[BATCH_META_KEY] if raw else None
-    except (OSError, ValueError, KeyError, TypeError):
+    found = footer_metadata(path)
+    record = found[0].get(BATCH_META_KEY) if found is not None else None
+    if found is None or not isinstance(record, dict):
         return None
-    if not isinstance(record, dict):
-        return None
-    record["rows"] = int(meta.num_rows)
-    return record
+    return {**record, "rows": found[1]}
 
 
 def is_done(job: Job) -> dict | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import shutil
 import threading
@@ -344,31 +343,6 @@ def record_task(source: str, settings: ExtractionSettings) -> dict[str, Any]:
         return {"error": _message(exc)}
 
 
-def part_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
-    """A part's metadata (from its Parquet footer); ``None`` when missing or unreadable.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The part.
-
-    Returns
-    -------
-    dict or None
-        The run metadata of the task, with its :data:`PART_META_KEY` record.
-    """
-    import pyarrow.parquet as pq
-
-    from ..io.tables import PARQUET_META_KEY
-
-    try:
-        raw = (pq.read_metadata(path).metadata or {}).get(PARQUET_META_KEY)
-        meta = json.loads(raw) if raw else None
-    except (OSError, ValueError, TypeError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
 def part_done(job: TaskJob) -> dict[str, Any] | None:
     """A finished part's metadata when it can be reused (same settings, source and task).
 
@@ -382,9 +356,10 @@ def part_done(job: TaskJob) -> dict[str, Any] | None:
     dict or None
         The part's metadata, or ``None`` when the task must run.
     """
-    from .tasks import _stat
+    from .tasks import _stat, footer_metadata
 
-    meta = part_metadata(job.part)
+    found = footer_metadata(job.part)
+    meta = found[0] if found is not None else None
     stat = _stat(job.source)
     if meta is None or stat is None or meta.get(PART_META_KEY) != job.record(stat):
         return None
@@ -788,12 +763,8 @@ class SplitVideo:
             parts = ["the source changed or is gone while it ran"]
         folder = Path(self.tasks[0].part).parent
         kept = sum(Path(t.part).is_file() for t in self.tasks)
-        if kept:
-            tail = f" ({kept} of {len(self.tasks)} tasks' parts are kept in {folder}: a rerun " \
-                   "runs only the others)"  # fmt: skip
-        else:
-            tail = ""
-            _remove_empty(folder)
+        tail = f" ({kept} of {len(self.tasks)} tasks' parts are kept in {folder}: a rerun " \
+               "runs only the others)" if kept else ""  # fmt: skip
         return "; ".join(parts) + tail
 
     def _finish(self) -> dict:

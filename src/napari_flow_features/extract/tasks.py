@@ -262,3 +262,29 @@ class BatchRun:
         if unknown:
             raise TypeError(f"Unknown batch option(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
+
+
+def footer_metadata(path: str | os.PathLike) -> tuple[dict[str, Any], int] | None:
+    """A Parquet table's run metadata and row count, read from its footer only.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A table this package wrote (a batch's, or a split run's part).
+
+    Returns
+    -------
+    tuple or None
+        ``(metadata, rows)``; ``None`` when the file is missing, unreadable or carries none.
+    """
+    import pyarrow.parquet as pq
+
+    from ..io.tables import PARQUET_META_KEY
+
+    try:
+        footer = pq.read_metadata(path)
+        raw = (footer.metadata or {}).get(PARQUET_META_KEY)
+        meta = json.loads(raw) if raw else None
+    except (OSError, ValueError, TypeError):
+        return None
+    return (meta, int(footer.num_rows)) if isinstance(meta, dict) else None
