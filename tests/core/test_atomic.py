@@ -257,3 +257,67 @@ def test_a_streamed_csv_is_published_with_its_hashed_sidecar(tmp_path):
     (tmp_path / "s.csv").write_text((tmp_path / "s.csv").read_text().replace("0.0", "0.5", 1))
     with pytest.raises(MismatchedMetadataError):
         read_table(tmp_path / "s.csv")
+
+
+def _interrupt_on_mkdirs_return(monkeypatch):
+    """``Path.mkdir`` makes its folder, then Ctrl-C lands: Python runs a signal's handler when
+    ``os.mkdir`` returns, before the caller's next line."""
+    from pathlib import Path
+
+    made = []
+    real_mkdir = Path.mkdir
+
+    def mkdir_then_interrupt(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        made.append(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_interrupt)
+    return made
+
+
+def test_ctrl_c_as_a_temporary_folder_is_made_leaves_none(tmp_path, monkeypatch):
+    """The registry's version folder and a run's work folder: Ctrl-C on ``os.mkdir``'s return
+    (before any ``try`` of the caller) removes the folder it made."""
+    made = _interrupt_on_mkdirs_return(monkeypatch)
+    with pytest.raises(KeyboardInterrupt), _atomic.atomic_directory(tmp_path / "v1"):
+        pass
+    with pytest.raises(KeyboardInterrupt):
+        _atomic.make_work_dir(tmp_path)
+    assert len(made) == 2 and not any(p.exists() for p in made)
+    assert list(tmp_path.iterdir()) == []
+
+
+ENDS_EARLY = """
+import sys
+from pathlib import Path
+from napari_flow_features import cli
+from napari_flow_features.io._atomic import atomic_write_path, temp_sibling
+
+def cancelled_in_enter():
+    out = Path(sys.argv[1])
+    (out / "kept.csv").write_text("a finished output")
+    temp_sibling(out / "left.npy").write_bytes(b"as if Ctrl-C came before its try")
+    held.append(atomic_write_path(out / "also.npy"))  # held, as a traceback's cycle holds it
+    held[0].__enter__().write_bytes(b"as if Ctrl-C came as the with statement began")
+    return int(sys.argv[2])
+
+held = []
+
+cli.main = cancelled_in_enter
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("code", [130, 143, 0])
+def test_the_command_removes_its_own_temporaries_when_stopped(tmp_path, code):
+    """After Ctrl-C or SIGTERM ``flow-features`` removes every temporary it named that is still on
+    disk (ones a signal left before any clean-up clause could see them); its outputs stay."""
+    done = subprocess.run([sys.executable, "-c", ENDS_EARLY, str(tmp_path), str(code)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == code, done.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    if code:
+        assert names == ["kept.csv"]
+    else:  # a run that ends normally is not swept: a leftover there is a bug for tests to see
+        assert names[-1] == "kept.csv" and names[0].startswith(".left.partial-")

@@ -115,11 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The console script: :func:`main`, then exit with its status.
 
-    After Ctrl-C or SIGTERM (the run has already removed its temporaries) it leaves without the
-    interpreter's finalisation, where native thread pools (TensorFlow, OpenVINO) could abort the
-    process instead of exiting with 130/143.
+    After Ctrl-C or SIGTERM it removes any temporary of this process still on disk, then leaves
+    without the interpreter's finalisation, where native thread pools (TensorFlow, OpenVINO)
+    could abort the process instead of exiting with 130/143.
     """
     code = main()
+    if code in (EXIT_CANCELLED, EXIT_TERMINATED):
+        # The run removed what its clean-up clauses saw; a signal that landed between a
+        # temporary's creation and its ``try`` left one no clause saw.
+        from ..io._atomic import remove_own_temporaries
+
+        remove_own_temporaries()
     # Only a process that holds those pools needs the hard exit: a batch's (its models are in
     # the Dask workers) finalises normally, so multiprocessing cleans up its semaphores rather
     # than its resource tracker warning about them.

@@ -53,6 +53,9 @@ FOREIGN_STALE_SECONDS = 24 * 3600
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _SPACE_WORDS = ("No space left on device", "Disk quota exceeded", "File too large")
 _cleaned: set[tuple[int, str]] = set()  # (pid, folder) already cleaned by this process
+# Every temporary name this process has handed out (absolute), for remove_own_temporaries.
+_handed_out: set[str] = set()
+_HANDED_OUT_PRUNE = 4096  # past this many names, forget those no longer on disk
 
 
 # -- owners of temporaries ----------------------------------------------------------------------
@@ -171,7 +174,40 @@ def temp_sibling(final: str | os.PathLike) -> Path:
         stem = stem[: max(len(stem) - 8, 0)] if len(stem) > 8 else stem[:-1]
         if not stem:
             break
-    return final.with_name(f".{stem}{tag}")
+    path = final.with_name(f".{stem}{tag}")
+    _remember(path)
+    return path
+
+
+def _remember(path: Path) -> None:
+    if len(_handed_out) >= _HANDED_OUT_PRUNE:  # a long-lived process: keep only live ones
+        for name in list(_handed_out):
+            if not os.path.lexists(name):
+                _handed_out.discard(name)
+    _handed_out.add(os.path.abspath(path))
+
+
+def remove_own_temporaries() -> list[Path]:
+    """Remove every temporary this process named that still exists; for a process ending early.
+
+    A signal can land between a temporary's creation and the ``try`` whose clean-up would
+    remove it: on the return from ``os.mkdir`` inside ``Path.mkdir``, or in a ``with``
+    statement's ``__enter__`` after the generator made its folder. No clause sees those, so the
+    command line calls this after Ctrl-C or SIGTERM. The names are unique to this process (owner
+    tag and random token), so one that still exists is its own leftover.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    removed = []
+    for name in list(_handed_out):
+        if os.path.lexists(name):
+            _remove(Path(name))
+            removed.append(Path(name))
+    _handed_out.clear()
+    return removed
 
 
 # Kept for callers written before owners were recorded.
@@ -255,6 +291,9 @@ def make_work_dir(parent: str | os.PathLike | None = None, stem: str = WORK_DIR_
             continue
         except OSError as exc:
             raise _translate(exc, folder) from exc
+        except BaseException:  # Ctrl-C on os.mkdir's return: a random name, so it is ours
+            _remove(folder)
+            raise
         return folder
     raise FileExistsError(f"Cannot create a work folder in {parent}")
 
@@ -618,8 +657,8 @@ def atomic_directory(final: str | os.PathLike, expected_bytes: int | None = None
     final = Path(final)
     _prepare(final, expected_bytes)
     tmp = temp_sibling(final)
-    tmp.mkdir()
     try:
+        tmp.mkdir()  # inside: Ctrl-C on os.mkdir's return must remove it too
         yield tmp
         fsync_path(tmp)
         try:
