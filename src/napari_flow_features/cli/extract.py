@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..config import AUTO_MAX_SIDE
 from ..errors import BadInputError
 from ._cluster import add_cluster_arguments, run_on_cluster
 from ._common import (
@@ -140,7 +141,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="flow method for a video source (DIS: fastest, see docs/performance.md)")  # fmt: skip
     p.add_argument("--max-side", type=max_side_option, default=None,
                    help="resize frames so the longest side is at most this before flow and encoder; "
-                        "auto: 256 px for a video (0.25x the pixels of 640x480), a flow file's own "
+                        f"auto: {AUTO_MAX_SIDE} px for a video (0.25x the pixels of 640x480), a flow "
+                        "file's own "
                         "size; 0: the video's size")  # fmt: skip
     p.add_argument("--roi", help="x,y,w,h: only this region of the frame (video pixels)")
     p.add_argument("--start", type=int, help="first frame (default 0)")

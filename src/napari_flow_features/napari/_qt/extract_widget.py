@@ -27,6 +27,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ...config import AUTO_MAX_SIDE
 from .. import _axes, _session
 from .flow_widget import RESIZE_CHOICES
 from .scroll import make_scrollable
@@ -296,10 +297,11 @@ class ExtractWidget(Container):
     def _frame_controls(self) -> list[Any]:
         """What is read of each frame: the resize, the region, and where to keep the flow."""
         self.resize = ComboBox(label="resize", choices=list(RESIZE_CHOICES), value="auto",
-                               tooltip="auto: a video's longest side to 256 px before flow and "
-                                       "encoder (as the command line does; a flow file keeps its "
-                                       "size); full size; or a longest side of your own")  # fmt: skip
-        self.max_side = SpinBox(label="max side (px)", value=256, min=8, max=8192,
+                               tooltip=f"auto: a video's longest side to {AUTO_MAX_SIDE} px before "
+                                       "flow and encoder (as the command line does; a flow file "
+                                       "keeps its size); full size; or a longest side of your "
+                                       "own")  # fmt: skip
+        self.max_side = SpinBox(label="max side (px)", value=AUTO_MAX_SIDE, min=8, max=8192,
                                 tooltip="resize frames so the longest side is at most this before "
                                         "flow and encoder (faster; docs/performance.md)")  # fmt: skip
         self.roi = ComboBox(label="region", choices=lambda _: self._roi_choices(),
