@@ -233,6 +233,47 @@ def test_sigterm_stops_the_batch_cleanly(tmp_path):
         assert len(read_table(path)) == 400
 
 
+def _in_group(process: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return False
+
+
+def test_ctrl_c_stops_the_batch_cleanly(tmp_path):
+    """Ctrl-C in the terminal (SIGINT to the whole process group, workers included) while workers
+    write: exit 130 without a traceback (workers ignore it and are closed in order), no process
+    of the run left, nothing partial in the output folder or the temporary folder (Dask's scratch
+    space included), and every table written is whole."""
+    _study(tmp_path / "study", n_good=2, frames=400, corrupt=False)
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
+    cmd = [str(BIN / "flow-features"), "extract", str(tmp_path / "study"), "--output-dir",
+           str(out), "--workers", "2", *SMALL]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "TMPDIR": str(scratch)})  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(out.glob(".session*.partial-*")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the moment to press Ctrl-C"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    deadline = time.monotonic() + 30
+    left = [q for q in psutil.process_iter() if _in_group(q, proc.pid)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [q for q in left if _in_group(q, proc.pid)]
+    assert not left, f"processes left after Ctrl-C: {left}"
+    assert not _partials(out)
+    assert not [p.name for p in scratch.iterdir() if ".partial-" in p.name]
+    for path in out.glob("[!_.]*.parquet"):
+        assert len(read_table(path)) == 400
+
+
 def test_external_scheduler_and_worker_processes(tmp_path):
     _study(tmp_path / "study", n_good=2, corrupt=False)
     sched_file = tmp_path / "scheduler.json"
