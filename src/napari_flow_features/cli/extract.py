@@ -142,8 +142,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=max_side_option, default=None,
                    help="resize frames so the longest side is at most this before flow and encoder; "
                         f"auto: {AUTO_MAX_SIDE} px for a video (0.25x the pixels of 640x480), a flow "
-                        "file's own "
-                        "size; 0: the video's size")  # fmt: skip
+                        "file's own size; 0: the video's size")  # fmt: skip
     p.add_argument("--roi", help="x,y,w,h: only this region of the frame (video pixels)")
     p.add_argument("--start", type=int, help="first frame (default 0)")
     p.add_argument("--stop", type=int, help="frame after the last (default: the video's end)")

@@ -114,10 +114,10 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
     it), so the workers leave stopping to :func:`close_client`. Outside the main thread, where
     signals cannot be set, nothing changes.
 
-    The cost: a Ctrl-C while the cluster starts (under a second for two local workers on 2 cores) is lost.
-    Blocking SIGINT meanwhile, to hold it instead, does not work: numpy's OpenBLAS thread (started
-    at import) and Dask's loop thread (multiprocessing's resource tracker unblocks it there) do
-    not block it, and the kernel hands the signal to such a thread, where it is ignored.
+    The cost: a Ctrl-C while the cluster starts (under a second for two local workers on 2 cores)
+    is lost. Blocking SIGINT meanwhile, to hold it instead, does not work: numpy's OpenBLAS thread
+    (started at import) and Dask's loop thread (multiprocessing's resource tracker unblocks it
+    there) do not block it, and the kernel hands the signal to such a thread, where it is ignored.
     """
     import signal
 
