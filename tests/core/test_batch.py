@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -240,38 +241,60 @@ def _in_group(process: psutil.Process, pgid: int) -> bool:
         return False
 
 
-def test_ctrl_c_stops_the_batch_cleanly(tmp_path):
-    """Ctrl-C in the terminal (SIGINT to the whole process group, workers included) while workers
-    write: exit 130 without a traceback (workers ignore it and are closed in order), no process
-    of the run left, nothing partial in the output folder or the temporary folder (Dask's scratch
-    space included), and every table written is whole."""
-    _study(tmp_path / "study", n_good=2, frames=400, corrupt=False)
-    out, scratch = tmp_path / "out", tmp_path / "tmp"
-    scratch.mkdir()
+CTRL_C_MOMENTS = {  # when to press it: what has just appeared (in the output, in $TMPDIR)
+    "while the cluster starts": ("tmp", ".flow-features-dask.partial-*"),  # made just before
+    "while a worker runs": ("tmp", ".flow-features.partial-*"),  # a task's run folder
+    "while a worker writes": ("out", ".session*.partial-*"),
+    "twice": ("out", ".session*.partial-*"),
+}
+
+
+@pytest.mark.parametrize("when", list(CTRL_C_MOMENTS))
+def test_ctrl_c_stops_the_batch_cleanly(tmp_path, when):
+    """Ctrl-C in the terminal (SIGINT to the whole process group, workers included): exit 130
+    without a traceback or error lines (workers ignore it and are closed in order; a second
+    Ctrl-C does not cut that short), no process of the run left, nothing partial in the output
+    folder or the temporary folder (Dask's scratch space and the workers' run folders included),
+    and every table written is whole. Pressed while the cluster starts, it is not lost."""
+    frames = 1200 if when == "while a worker runs" else 400  # still running a second in
+    _study(tmp_path / "study", n_good=2, frames=frames, corrupt=False)
+    folders = {"out": tmp_path / "out", "tmp": tmp_path / "tmp"}
+    folders["tmp"].mkdir()
     cmd = [str(BIN / "flow-features"), "extract", str(tmp_path / "study"), "--output-dir",
-           str(out), "--workers", "2", *SMALL]  # fmt: skip
+           str(folders["out"]), "--workers", "2", *SMALL]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "TMPDIR": str(scratch)})  # fmt: skip
+                            start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(folders["tmp"])})  # fmt: skip
+    where, pattern = CTRL_C_MOMENTS[when]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
-        if list(out.glob(".session*.partial-*")):
+        if list(folders[where].glob(pattern)):
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
+    if when == "while a worker runs":
+        time.sleep(1.0)  # into its flow and encoder
     assert proc.poll() is None, "the run ended before the moment to press Ctrl-C"
     os.killpg(proc.pid, signal.SIGINT)
+    if when == "twice":
+        time.sleep(1.0)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert "Traceback" not in err, err[-3000:]
+    assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
     deadline = time.monotonic() + 30
     left = [q for q in psutil.process_iter() if _in_group(q, proc.pid)]
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
         left = [q for q in left if _in_group(q, proc.pid)]
     assert not left, f"processes left after Ctrl-C: {left}"
-    assert not _partials(out)
-    assert not [p.name for p in scratch.iterdir() if ".partial-" in p.name]
-    for path in out.glob("[!_.]*.parquet"):
-        assert len(read_table(path)) == 400
+    assert not _partials(folders["out"])
+    assert not [p.name for p in folders["tmp"].iterdir() if ".partial-" in p.name]
+    tables = list(folders["out"].glob("[!_.]*.parquet"))
+    for path in tables:
+        assert len(read_table(path)) == frames
+    if when == "while the cluster starts":
+        assert not tables  # stopped before any video ran
 
 
 def test_external_scheduler_and_worker_processes(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,7 +107,7 @@ def local_client(workers: int | None = None, cores_per_worker: int | None = None
 
 @contextlib.contextmanager
 def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Start worker processes with Ctrl-C ignored; this process hears it again once they are up.
+    """Start workers with Ctrl-C ignored; one pressed meanwhile stops the run once they are up.
 
     Ctrl-C in a terminal goes to every process of the foreground group: workers that heard it
     would die mid-task with tracebacks and leaked semaphores, before this process closes them
@@ -114,10 +115,50 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
     it), so the workers leave stopping to :func:`close_client`. Outside the main thread, where
     signals cannot be set, nothing changes.
 
-    The cost: a Ctrl-C while the cluster starts (under a second for two local workers on 2 cores)
-    is lost. Blocking SIGINT meanwhile, to hold it instead, does not work: numpy's OpenBLAS thread
-    (started at import) and Dask's loop thread (multiprocessing's resource tracker unblocks it
-    there) do not block it, and the kernel hands the signal to such a thread, where it is ignored.
+    This process ignores it too while the cluster starts (about a second), and an ignored signal
+    is lost. Blocking SIGINT instead, to hold it, does not work: numpy's OpenBLAS thread (started
+    at import) and Dask's loop thread (multiprocessing's resource tracker unblocks it there) do
+    not block it, and the kernel hands the signal to such a thread, where it is dropped. So a
+    ``sleep`` started first in the same process group keeps watch: a terminal's Ctrl-C ends it,
+    and then :class:`KeyboardInterrupt` is raised here as soon as the cluster is up.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    watch = _ctrl_c_watch()  # before the ignore, so it keeps the default action
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if watch is not None:
+            pressed = watch.poll() == -signal.SIGINT
+            watch.kill()
+            watch.wait()
+            if pressed:
+                raise KeyboardInterrupt
+
+
+def _ctrl_c_watch() -> subprocess.Popen | None:
+    """A ``sleep`` in this process group, which a terminal's Ctrl-C ends; None where none runs."""
+    sleep = shutil.which("sleep")
+    if sleep is None:
+        return None
+    try:
+        return subprocess.Popen([sleep, "120"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _ctrl_c_waits() -> Iterator[None]:
+    """Ignore Ctrl-C while the cluster closes (seconds).
+
+    The run is stopping already; a second Ctrl-C cutting the close short made it slower and
+    noisier (Dask then failed to remove its own folders).
     """
     import signal
 
@@ -159,14 +200,21 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None) -> 
 def close_client(client: Any) -> None:
     """Close ``client`` and, when it owns one, its LocalCluster and scratch folder.
 
-    The worker processes end; the scratch folder :func:`local_client` made is removed.
+    The worker processes end; the scratch folder :func:`local_client` made is removed, and so are
+    the run folders its workers left in ``$TMPDIR`` when a task was stopped (their owners are
+    gone). Ctrl-C is ignored meanwhile (the close takes seconds).
     """
+    from .._cache_dirs import WORK_DIR_STEM, temp_root
+    from ..io._atomic import remove_stale_partials
+
     cluster = getattr(client, "cluster", None)
     scratch = _SCRATCH.pop(id(client), None)
-    try:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    with _ctrl_c_waits():
+        try:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            if scratch is not None:  # our LocalCluster: its workers' run folders, owners gone
+                shutil.rmtree(scratch, ignore_errors=True)
+                remove_stale_partials(temp_root(), WORK_DIR_STEM)
