@@ -321,3 +321,28 @@ def test_the_command_removes_its_own_temporaries_when_stopped(tmp_path, code):
         assert names == ["kept.csv"]
     else:  # a run that ends normally is not swept: a leftover there is a bug for tests to see
         assert names[-1] == "kept.csv" and names[0].startswith(".left.partial-")
+
+
+SIGNAL_AT_EXIT = """
+import atexit, os, signal, sys, time
+from napari_flow_features import cli
+
+def slow_teardown():  # as native thread pools can be; the signal lands meanwhile
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(0.5)
+
+def done():
+    atexit.register(slow_teardown)
+    return 0
+
+cli.main = done
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_work_is_done_keeps_the_exit_status(sig):
+    """A Ctrl-C or SIGTERM while ``flow-features`` exits, its outputs written: exit 0, quietly."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AT_EXIT, sig], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")

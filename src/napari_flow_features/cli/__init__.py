@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -115,11 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The console script: :func:`main`, then exit with its status.
 
+    From then on Ctrl-C and SIGTERM are ignored: the exit status says what :func:`main` did.
     After Ctrl-C or SIGTERM it removes any temporary of this process still on disk, then leaves
     without the interpreter's finalisation, where native thread pools (TensorFlow, OpenVINO)
     could abort the process instead of exiting with 130/143.
     """
     code = main()
+    # Everything is written, or stopped and cleaned: a Ctrl-C or SIGTERM during the exit (its
+    # native thread pools can take a second) would only turn the status into a death by signal.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     if code in (EXIT_CANCELLED, EXIT_TERMINATED):
         # The run removed what its clean-up clauses saw; a signal that landed between a
         # temporary's creation and its ``try`` left one no clause saw.
