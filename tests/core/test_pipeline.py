@@ -265,6 +265,35 @@ def test_landmarks_in_video_pixels_on_flow_computed_smaller(extractor, tmp_path)
     )
 
 
+def test_a_run_stopped_after_its_flow_leaves_the_flow_cached(extractor, tmp_path):
+    """Cancelled in the encoder once the whole flow is computed: the cache entry is published
+    (the rerun skips the flow and gives the uncancelled run's rows); the kept flow, an output of
+    a run that did not finish, is not."""
+    from napari_flow_features.io.video import write_video
+
+    rng = np.random.default_rng(1)
+    texture = (rng.random((48, 64)) * 255).astype(np.uint8)
+    path = tmp_path / "v.mp4"
+    write_video(path, np.stack([np.roll(texture, 2 * t, axis=1) for t in range(60)]), fps=10)
+    cache, kept = tmp_path / "cache", tmp_path / "kept.npy"
+    flow_done: list[bool] = []
+
+    def on_flow(done: int, total: int) -> None:
+        if done == total:
+            flow_done.append(True)
+
+    run = {"post_encoder": "gap", "flow_method": "dis", "windowing": "sliding"}
+    with pytest.raises(CancelledError):  # the encoder's later windows see the cancel
+        extract_features(path, extractor, flow_cache=cache, keep_flow=kept, **run,
+                         flow_progress=on_flow, cancel=lambda: bool(flow_done))  # fmt: skip
+    assert flow_done and len(list(cache.glob("*.npy"))) == 1
+    assert not kept.exists() and not [p for p in tmp_path.rglob(".*") if ".partial-" in p.name]
+    again = extract_features(path, extractor, flow_cache=cache, **run)
+    assert again.metadata["flow_reused"] is True
+    whole = extract_features(path, extractor, **run)
+    np.testing.assert_array_equal(again.table.to_numpy(), whole.table.to_numpy())
+
+
 def test_flow_cache_keeps_the_last_videos_flow(extractor, tmp_path):
     from napari_flow_features.io.video import write_video
 

@@ -65,6 +65,11 @@ class NpyWithSidecar:
         """Write ``rows`` starting at row ``first`` (the next unwritten one)."""
         self.writer[first : first + len(rows)] = rows
 
+    @property
+    def complete(self) -> bool:
+        """Every row is written."""
+        return self.writer.rows == self.writer.shape[0]
+
     def commit(self, **extra: Any) -> Path:
         """Make the data and its sidecar visible together; returns the final path.
 

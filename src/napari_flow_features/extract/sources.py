@@ -201,6 +201,8 @@ class Blocks:
         The flow cache's entry and ``keep_flow``, fed each raw block (:meth:`tee`).
     kept : FlowWriter or None
         The ``keep_flow`` writer.
+    cache : FlowWriter or None
+        The flow cache's new entry, until it is complete and published.
     two_stream : bool
         Blocks are ``(fields, frames)`` pairs.
     n_frames : int
@@ -211,15 +213,24 @@ class Blocks:
     flow_info: dict
     writers: list[FlowWriter] = field(default_factory=list)
     kept: FlowWriter | None = None
+    cache: FlowWriter | None = None
     two_stream: bool = False
     n_frames: int = 0
 
     def tee(self, first: int, raw: Any) -> None:
-        """Hand a raw block to the flow writers (two-stream: its real flow fields only)."""
+        """Hand a raw block to the flow writers (two-stream: its real flow fields only).
+
+        The cache entry is published as soon as it holds the whole flow, while the encoder may
+        still be working: a run stopped or killed after that lets its rerun skip the flow.
+        """
         if self.two_stream:
             raw = raw[0][: max(0, self.n_frames - 1 - first)]
         for writer in self.writers:
             writer(first, raw)
+        if self.cache is not None and self.cache.complete:
+            self.cache.commit()
+            self.writers.remove(self.cache)
+            self.cache = None
 
     def commit(self) -> None:
         """Make the kept flow and the cache entry visible."""
@@ -281,7 +292,8 @@ def open_blocks(
         out.blocks = make(src.data, sel, lo, hi, s.flow_method, plan.flow_workers)
         size = n_fields * sel.work_hw[0] * sel.work_hw[1] * 8
         if path is not None and s.frames is None and size <= FLOW_CACHE_MAX_BYTES:
-            out.writers.append(_new_cache_entry(path, (n_fields, *sel.work_hw, 2), partials))
+            out.cache = _new_cache_entry(path, (n_fields, *sel.work_hw, 2), partials)
+            out.writers.append(out.cache)
             out.flow_info["flow_cached"] = True
     if s.keep_flow is not None:
         out.kept = _keep_writer(plan, flow_bound, out, partials)
