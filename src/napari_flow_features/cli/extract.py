@@ -512,8 +512,8 @@ def _warn_random_weights(index: Any) -> None:
     """Say once, as the single-video form does, when the batch's tables have random weights."""
     from ..extract.tasks import footer_metadata
 
-    for output in index.loc[index["status"].isin(["done", "skipped"]), "output"]:
-        meta = (footer_metadata(output) or ({}, 0))[0]
-        if meta.get("random_weights"):
-            console.warning(f"WARNING: {meta['weights_note']}")
-        return  # the batch's settings are one model's (a manifest row's may differ: rare)
+    # The batch's settings are one model's (a manifest row's may differ: rare): one table tells.
+    written = index.loc[index["status"].isin(["done", "skipped"]), "output"]
+    meta = (footer_metadata(written.iloc[0]) or ({}, 0))[0] if len(written) else {}
+    if meta.get("random_weights"):
+        console.warning(f"WARNING: {meta['weights_note']}")

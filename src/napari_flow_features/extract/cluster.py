@@ -124,15 +124,12 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
     """
     import signal
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    watch = _ctrl_c_watch()  # before the ignore, so it keeps the default action
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    main = threading.current_thread() is threading.main_thread()
+    watch = _ctrl_c_watch() if main else None  # before the ignore, so it keeps the default action
     try:
-        yield
+        with _ctrl_c_ignored():
+            yield
     finally:
-        signal.signal(signal.SIGINT, previous)
         if watch is not None:
             pressed = watch.poll() == -signal.SIGINT
             watch.kill()
@@ -154,12 +151,8 @@ def _ctrl_c_watch() -> subprocess.Popen | None:
 
 
 @contextlib.contextmanager
-def _ctrl_c_waits() -> Iterator[None]:
-    """Ignore Ctrl-C while the cluster closes (seconds).
-
-    The run is stopping already; a second Ctrl-C cutting the close short made it slower and
-    noisier (Dask then failed to remove its own folders).
-    """
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C in this process for the block; outside the main thread, nothing changes."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
@@ -209,7 +202,9 @@ def close_client(client: Any) -> None:
 
     cluster = getattr(client, "cluster", None)
     scratch = _SCRATCH.pop(id(client), None)
-    with _ctrl_c_waits():
+    # The run is stopping already: a second Ctrl-C cutting the close short made it slower and
+    # noisier (Dask then failed to remove its own folders).
+    with _ctrl_c_ignored():
         try:
             client.close()
             if cluster is not None:
